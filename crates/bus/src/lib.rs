@@ -1,0 +1,151 @@
+//! Domain events between services.
+//!
+//! - [`Envelope`]: `{id (uuid v7), type, version, occurred_at, source, traceparent, data}`.
+//! - [`outbox`]: producers write events in the same DB transaction as the state change
+//!   ([`outbox::enqueue`]); the [`outbox::Relay`] publishes committed rows and marks
+//!   them sent. A rolled-back change publishes nothing; a crash between commit and
+//!   publish only delays delivery.
+//! - [`inbox`]: consumers record each processed event id in their own DB in the same
+//!   transaction as its effect, so at-least-once delivery applies an event once.
+//! - Transports ([`Bus`]): in-process (embedded default) and Redis Streams with consumer
+//!   groups (XREADGROUP, XACK after the handler commits, XAUTOCLAIM of entries left
+//!   pending by a dead consumer, MAXLEN-bounded streams).
+
+pub mod inbox;
+pub mod memory;
+pub mod outbox;
+pub mod redis_streams;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// One domain event as it travels on the bus.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    pub id: uuid::Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub version: u32,
+    pub occurred_at: String,
+    pub source: String,
+    /// W3C trace context of the request that caused the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    pub data: serde_json::Value,
+}
+
+impl Envelope {
+    pub fn new(source: &str, kind: &str, data: impl Serialize) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7(),
+            kind: kind.to_owned(),
+            version: 1,
+            occurred_at: kit::time::rfc3339(kit::time::now_ms()),
+            source: source.to_owned(),
+            traceparent: None,
+            data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
+        }
+    }
+
+    /// Decodes `data` into the event's payload type.
+    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
+        serde_json::from_value(self.data.clone())
+            .map_err(|e| anyhow::anyhow!("bad {} payload: {e}", self.kind))
+    }
+}
+
+/// Handles one event. Returning `Err` leaves it unacknowledged: it is delivered again.
+pub type Handler = Arc<dyn Fn(Envelope) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>;
+
+/// Wraps an async fn as a [`Handler`].
+pub fn handler<F, Fut>(f: F) -> Handler
+where
+    F: Fn(Envelope) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    Arc::new(move |e| Box::pin(f(e)))
+}
+
+/// A subscription: consumer group `group` reading the streams of `sources`.
+#[derive(Clone, Debug)]
+pub struct Subscription {
+    pub group: String,
+    pub sources: Vec<String>,
+}
+
+impl Subscription {
+    pub fn new(group: &str, sources: &[&str]) -> Self {
+        Self { group: group.to_owned(), sources: sources.iter().map(|s| s.to_string()).collect() }
+    }
+}
+
+/// The event transport, chosen by configuration.
+#[derive(Clone)]
+pub enum Bus {
+    Memory(Arc<memory::MemoryBus>),
+    Redis(Arc<redis_streams::RedisBus>),
+}
+
+impl Bus {
+    pub fn memory() -> Self {
+        Bus::Memory(Arc::new(memory::MemoryBus::default()))
+    }
+
+    pub async fn redis(url: &str) -> anyhow::Result<Self> {
+        Ok(Bus::Redis(Arc::new(redis_streams::RedisBus::connect(url).await?)))
+    }
+
+    /// `redis_url` set → Redis Streams, else the in-process bus.
+    pub async fn from_config(redis_url: Option<&str>) -> anyhow::Result<Self> {
+        match redis_url.filter(|u| !u.trim().is_empty()) {
+            Some(url) => Self::redis(url).await,
+            None => Ok(Self::memory()),
+        }
+    }
+
+    pub async fn publish(&self, event: &Envelope) -> anyhow::Result<()> {
+        let r = match self {
+            Bus::Memory(b) => {
+                b.publish(event);
+                Ok(())
+            }
+            Bus::Redis(b) => b.publish(event).await,
+        };
+        if r.is_ok() {
+            metrics::counter!("bus_events_published_total", "service" => event.source.clone(), "type" => event.kind.clone()).increment(1);
+        }
+        r
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        match self {
+            Bus::Memory(_) => Ok(()),
+            Bus::Redis(b) => b.ping().await,
+        }
+    }
+
+    /// Runs `handler` for every event of the subscription until `shutdown`.
+    pub fn subscribe(
+        &self,
+        sub: Subscription,
+        handler: Handler,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        match self {
+            Bus::Memory(b) => b.clone().subscribe(sub, handler, shutdown),
+            Bus::Redis(b) => b.clone().subscribe(sub, handler, shutdown),
+        }
+    }
+}
+
+/// Back-off after a failed handler or transport error.
+pub(crate) const RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// Redis stream key of a source's events.
+pub fn stream_key(source: &str) -> String {
+    format!("intellicolab:events:{source}")
+}

@@ -1,0 +1,73 @@
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use intellicolab::{Role, Settings};
+use tokio_util::sync::CancellationToken;
+
+/// IntelliColab: chat, people and accounts as microservices in one binary.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML). Every setting can also come from the environment.
+    #[arg(long, global = true, env = "INTELLICOLAB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where SQLite files, signing keys and the mail outbox live.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every service (default) or one of them.
+    Serve {
+        #[arg(value_enum, default_value = "all")]
+        role: Role,
+    },
+    /// Apply database migrations and exit (they also run at start).
+    Migrate {
+        #[arg(value_enum, default_value = "all")]
+        role: Role,
+    },
+    /// Add a new access-token signing key; the newest key signs, older ones still verify.
+    RotateKey,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut settings = Settings::load(cli.config.as_deref(), cli.data_dir)?;
+    kit::telemetry::init_logging(&settings.common.log_format);
+    let command = cli.command.unwrap_or(Command::Serve { role: Role::All });
+    match command {
+        Command::Serve { role } => {
+            settings.apply_database_url(role);
+            let shutdown = CancellationToken::new();
+            let services = intellicolab::build(&settings, role, shutdown.clone()).await?;
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                kit::server::shutdown_signal().await;
+                tracing::info!("shutting down");
+                stop.cancel();
+            });
+            intellicolab::run(services).await
+        }
+        Command::Migrate { role } => {
+            settings.apply_database_url(role);
+            // Building a service runs its migrations; nothing is served.
+            let shutdown = CancellationToken::new();
+            let services = intellicolab::build(&settings, role, shutdown.clone()).await?;
+            shutdown.cancel();
+            drop(services);
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::RotateKey => {
+            let dir = settings.common.data_dir.join("keys");
+            let path = token::KeySet::generate_into(&dir)?;
+            println!("new signing key: {}", path.display());
+            Ok(())
+        }
+    }
+}

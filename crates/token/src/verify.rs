@@ -1,0 +1,180 @@
+//! Token verification for every service and the gateway.
+//!
+//! Accepts only EdDSA with `typ: at+jwt`, the expected `iss`/`aud`, an unexpired
+//! `exp` (30 s leeway) and a `kid` from the JWKS. The JWKS is fetched from the auth
+//! service and cached; an unknown `kid` triggers a refetch at most every few seconds.
+//! Sessions reported revoked (`session.revoked` events) are rejected until their
+//! tokens would have expired anyway.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::{AUDIENCE, Claims, ISSUER, TOKEN_TYPE};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("invalid token")]
+    Invalid,
+    #[error("token expired")]
+    Expired,
+    #[error("session revoked")]
+    Revoked,
+    #[error("signing keys unavailable")]
+    KeysUnavailable,
+}
+
+/// Minimum time between JWKS refetches triggered by unknown `kid`s.
+const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
+const LEEWAY_SECS: u64 = 30;
+
+enum Source {
+    Url { url: String, http: reqwest::Client },
+    Static,
+}
+
+pub struct Verifier {
+    source: Source,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    revoked: Mutex<HashMap<uuid::Uuid, i64>>,
+    validation: Validation,
+}
+
+#[derive(Deserialize)]
+struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    #[serde(default)]
+    crv: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    x: String,
+}
+
+impl Verifier {
+    fn with_source(source: Source) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.algorithms = vec![Algorithm::EdDSA];
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = LEEWAY_SECS;
+        Self {
+            source,
+            keys: RwLock::new(HashMap::new()),
+            last_fetch: tokio::sync::Mutex::new(None),
+            revoked: Mutex::new(HashMap::new()),
+            validation,
+        }
+    }
+
+    /// A verifier that fetches its keys from `jwks_url`.
+    pub fn from_url(jwks_url: impl Into<String>) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build()
+            .unwrap_or_default();
+        Arc::new(Self::with_source(Source::Url { url: jwks_url.into(), http }))
+    }
+
+    /// A verifier with a fixed JWKS (the auth service verifies with its own keys).
+    pub fn from_jwks(jwks: &serde_json::Value) -> anyhow::Result<Arc<Self>> {
+        let v = Self::with_source(Source::Static);
+        v.install(serde_json::from_value(jwks.clone())?);
+        Ok(Arc::new(v))
+    }
+
+    fn install(&self, jwks: Jwks) {
+        let mut map = HashMap::new();
+        for k in jwks.keys {
+            if k.kty != "OKP" || k.crv != "Ed25519" {
+                continue;
+            }
+            let (Some(kid), Ok(key)) = (k.kid, DecodingKey::from_ed_components(&k.x)) else {
+                continue;
+            };
+            map.insert(kid, key);
+        }
+        if let Ok(mut keys) = self.keys.write() {
+            *keys = map;
+        }
+    }
+
+    async fn refetch(&self) -> Result<(), TokenError> {
+        let Source::Url { url, http } = &self.source else { return Ok(()) };
+        let mut last = self.last_fetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
+            return Ok(());
+        }
+        *last = Some(Instant::now());
+        let fetched = async {
+            let res = http.get(url).send().await?.error_for_status()?;
+            res.json::<Jwks>().await
+        }
+        .await;
+        match fetched {
+            Ok(jwks) => {
+                self.install(jwks);
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot fetch the JWKS");
+                Err(TokenError::KeysUnavailable)
+            }
+        }
+    }
+
+    fn key(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys.read().ok().and_then(|k| k.get(kid).cloned())
+    }
+
+    /// Verifies an access token and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(TOKEN_TYPE) {
+            return Err(TokenError::Invalid);
+        }
+        let kid = header.kid.ok_or(TokenError::Invalid)?;
+        let key = match self.key(&kid) {
+            Some(k) => k,
+            None => {
+                self.refetch().await?;
+                self.key(&kid).ok_or(TokenError::Invalid)?
+            }
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            }
+        })?;
+        if self.is_revoked(data.claims.sid) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(data.claims)
+    }
+
+    /// Rejects tokens of session `sid` until `until` (unix seconds: its tokens' last `exp`).
+    pub fn revoke_session(&self, sid: uuid::Uuid, until: i64) {
+        if let Ok(mut revoked) = self.revoked.lock() {
+            let now = kit::time::now_ms() / 1000;
+            revoked.retain(|_, exp| *exp + LEEWAY_SECS as i64 >= now);
+            revoked.insert(sid, until);
+        }
+    }
+
+    pub fn is_revoked(&self, sid: uuid::Uuid) -> bool {
+        self.revoked.lock().map(|r| r.contains_key(&sid)).unwrap_or(false)
+    }
+}
