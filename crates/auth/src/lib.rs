@@ -1,37 +1,124 @@
-//! The auth service (not built yet).
+//! The auth service: registration, login, EdDSA access tokens with a JWKS, rotating
+//! refresh tokens in revocable sessions, password change and reset, brute-force
+//! throttling. Publishes `user.registered`, `user.updated`, `session.revoked` and
+//! `user.password_changed` through its outbox.
+
+mod api;
+pub mod domain;
+mod events;
+mod hashing;
+mod mail;
+mod state;
+mod store;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+pub use state::ApiContext;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `postgres://…` (`AUTH_DATABASE_URL`); unset = `<data dir>/auth.db`.
     pub database_url: Option<String>,
+    pub access_token_ttl_secs: i64,
+    /// A session ends after this long without a refresh…
+    pub session_idle_days: i64,
+    /// …and at the latest this long after login.
+    pub session_absolute_days: i64,
+    /// Failed logins per account (and per IP) within the window before 429.
+    pub login_max_failures_per_account: i64,
+    pub login_max_failures_per_ip: i64,
+    pub login_window_secs: i64,
+    pub password_reset_ttl_secs: i64,
+    /// `smtp://…` / `smtps://…`; unset = `.eml` files in `<data dir>/outbox/`.
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    /// Where people open the app (used in reset mails).
+    pub public_url: String,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 3001)), database_url: None }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            database_url: None,
+            access_token_ttl_secs: 15 * 60,
+            session_idle_days: 30,
+            session_absolute_days: 90,
+            login_max_failures_per_account: 10,
+            login_max_failures_per_ip: 50,
+            login_window_secs: 15 * 60,
+            password_reset_ttl_secs: 30 * 60,
+            smtp_url: None,
+            mail_from: "IntelliColab <no-reply@intellicolab.local>".to_owned(),
+            public_url: "http://127.0.0.1:8080".to_owned(),
+        }
     }
+}
+
+async fn open_db(
+    common: &kit::config::CommonConfig,
+    config: &Config,
+) -> anyhow::Result<kit::db::Db> {
+    let db = kit::db::Db::open(config.database_url.as_deref(), &common.data_dir, "auth").await?;
+    db.migrate(store::MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// Applies the auth database migrations.
+pub async fn migrate(common: &kit::config::CommonConfig, config: &Config) -> anyhow::Result<()> {
+    open_db(common, config).await?.close().await;
+    Ok(())
 }
 
 pub async fn build(
     common: &kit::config::CommonConfig,
     config: &Config,
-    _bus: bus::Bus,
+    bus: bus::Bus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<kit::server::Service> {
+    let shutdown = shutdown.child_token();
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
-    let ready: kit::server::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
-    let router = kit::server::finish_router("auth", axum::Router::new(), ready, trusted);
+    let db = open_db(common, config).await?;
+    let keys = Arc::new(token::KeySet::load_or_generate(
+        &common.data_dir.join("keys"),
+    )?);
+    let verifier = token::Verifier::from_jwks(&keys.jwks())?;
+    let (outbox, relay) =
+        bus::outbox::Relay::spawn(events::SOURCE, db.clone(), bus.clone(), shutdown.clone());
+    let mailer = mail::Mailer::new(
+        config.smtp_url.as_deref(),
+        &config.mail_from,
+        common.data_dir.join("outbox"),
+    )?;
+    let ctx = ApiContext {
+        db: db.clone(),
+        keys,
+        verifier,
+        config: Arc::new(config.clone()),
+        outbox,
+        hasher: hashing::Hasher::default(),
+        mailer: Arc::new(mailer),
+    };
+    let ready: kit::server::ReadyCheck = Arc::new(move || {
+        let db = db.clone();
+        let bus = bus.clone();
+        Box::pin(async move {
+            db.ping().await.map_err(|e| format!("database: {e}"))?;
+            bus.ping().await.map_err(|e| format!("bus: {e}"))
+        })
+    });
+    let router = kit::server::finish_router("auth", api::router(ctx), ready, trusted);
     Ok(kit::server::Service {
         name: "auth",
         listener: kit::server::bind(config.listen).await?,
         router,
-        shutdown: shutdown.child_token(),
-        background: Vec::new(),
+        shutdown,
+        background: vec![relay],
     })
 }

@@ -44,7 +44,11 @@ pub const MIGRATION: kit::db::Migration = kit::db::Migration {
 /// Begins the transaction that applies `event` for `consumer`, or returns `None` when
 /// it was already applied. The caller applies the effect on the returned transaction
 /// and commits; a rollback leaves the event unprocessed (it will be redelivered).
-pub async fn begin_once(db: &Db, consumer: &str, event: &Envelope) -> Result<Option<Tx>, sqlx::Error> {
+pub async fn begin_once(
+    db: &Db,
+    consumer: &str,
+    event: &Envelope,
+) -> Result<Option<Tx>, sqlx::Error> {
     let mut tx = db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3)

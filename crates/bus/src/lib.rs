@@ -79,7 +79,10 @@ pub struct Subscription {
 
 impl Subscription {
     pub fn new(group: &str, sources: &[&str]) -> Self {
-        Self { group: group.to_owned(), sources: sources.iter().map(|s| s.to_string()).collect() }
+        Self {
+            group: group.to_owned(),
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+        }
     }
 }
 
@@ -96,7 +99,9 @@ impl Bus {
     }
 
     pub async fn redis(url: &str) -> anyhow::Result<Self> {
-        Ok(Bus::Redis(Arc::new(redis_streams::RedisBus::connect(url).await?)))
+        Ok(Bus::Redis(Arc::new(
+            redis_streams::RedisBus::connect(url).await?,
+        )))
     }
 
     /// `redis_url` set → Redis Streams, else the in-process bus.

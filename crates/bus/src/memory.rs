@@ -26,7 +26,10 @@ pub struct MemoryBus {
 
 impl Default for MemoryBus {
     fn default() -> Self {
-        Self { logs: Mutex::new(HashMap::new()), version: watch::channel(0).0 }
+        Self {
+            logs: Mutex::new(HashMap::new()),
+            version: watch::channel(0).0,
+        }
     }
 }
 
@@ -45,11 +48,19 @@ impl MemoryBus {
 
     /// Events of `source` from `offset` on, and the offset after them.
     fn read(&self, source: &str, offset: usize) -> (Vec<Arc<Envelope>>, usize) {
-        let Ok(logs) = self.logs.lock() else { return (Vec::new(), offset) };
-        let Some(log) = logs.get(source) else { return (Vec::new(), offset) };
+        let Ok(logs) = self.logs.lock() else {
+            return (Vec::new(), offset);
+        };
+        let Some(log) = logs.get(source) else {
+            return (Vec::new(), offset);
+        };
         let start = offset.max(log.base);
         if start > offset {
-            tracing::warn!(source, lost = start - offset, "in-process bus dropped old events");
+            tracing::warn!(
+                source,
+                lost = start - offset,
+                "in-process bus dropped old events"
+            );
         }
         let items: Vec<_> = log.items.iter().skip(start - log.base).cloned().collect();
         let next = start + items.len();

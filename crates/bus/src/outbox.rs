@@ -67,12 +67,20 @@ impl Relay {
                 let now = kit::time::now_ms();
                 if now - last_purge > 60_000 {
                     last_purge = now;
-                    let _ = sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-                        .bind(now - RETAIN_MS)
-                        .execute(db.pool())
-                        .await;
-                    if let Ok(backlog) = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL").fetch_one(db.pool()).await {
-                        metrics::gauge!("bus_outbox_backlog", "service" => service).set(backlog as f64);
+                    let _ = sqlx::query(
+                        "DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1",
+                    )
+                    .bind(now - RETAIN_MS)
+                    .execute(db.pool())
+                    .await;
+                    if let Ok(backlog) = sqlx::query_scalar::<_, i64>(
+                        "SELECT COUNT(*) FROM outbox WHERE published_at IS NULL",
+                    )
+                    .fetch_one(db.pool())
+                    .await
+                    {
+                        metrics::gauge!("bus_outbox_backlog", "service" => service)
+                            .set(backlog as f64);
                     }
                 }
                 tokio::select! {
@@ -97,8 +105,12 @@ pub async fn relay_batch(service: &str, db: &Db, bus: &Bus) -> anyhow::Result<us
     let mut tx = db.begin().await?;
     // Two relays on one PostgreSQL database (two chat nodes) skip each other's rows.
     let select = match db.backend() {
-        Backend::Postgres => "SELECT seq, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
-        Backend::Sqlite => "SELECT seq, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+        Backend::Postgres => {
+            "SELECT seq, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
+        }
+        Backend::Sqlite => {
+            "SELECT seq, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1"
+        }
     };
     let rows = sqlx::query(select).bind(BATCH).fetch_all(tx.conn()).await?;
     if rows.is_empty() {

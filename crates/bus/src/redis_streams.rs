@@ -41,7 +41,11 @@ impl RedisBus {
             client,
             conn,
             claim_idle: Duration::from_secs(30),
-            consumer_name: format!("{host}-{}-{}", std::process::id(), uuid::Uuid::now_v7().simple()),
+            consumer_name: format!(
+                "{host}-{}-{}",
+                std::process::id(),
+                uuid::Uuid::now_v7().simple()
+            ),
         })
     }
 
@@ -55,7 +59,12 @@ impl RedisBus {
         let json = serde_json::to_string(event)?;
         let mut conn = self.conn.clone();
         let _: String = conn
-            .xadd_maxlen(stream_key(&event.source), StreamMaxlen::Approx(MAX_LEN), "*", &[("e", json)])
+            .xadd_maxlen(
+                stream_key(&event.source),
+                StreamMaxlen::Approx(MAX_LEN),
+                "*",
+                &[("e", json)],
+            )
             .await?;
         Ok(())
     }
@@ -96,14 +105,16 @@ impl RedisBus {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         // A dedicated connection: XREADGROUP BLOCK would stall a shared one.
-        let mut conn: MultiplexedConnection = self.client.get_multiplexed_async_connection().await?;
+        let mut conn: MultiplexedConnection =
+            self.client.get_multiplexed_async_connection().await?;
         let keys: Vec<String> = sub.sources.iter().map(|s| stream_key(s)).collect();
         for key in &keys {
-            let created: redis::RedisResult<()> = conn.xgroup_create_mkstream(key, &sub.group, "0").await;
-            if let Err(e) = created {
-                if e.code() != Some("BUSYGROUP") {
-                    return Err(e.into());
-                }
+            let created: redis::RedisResult<()> =
+                conn.xgroup_create_mkstream(key, &sub.group, "0").await;
+            if let Err(e) = created
+                && e.code() != Some("BUSYGROUP")
+            {
+                return Err(e.into());
             }
         }
         // First what this consumer name had pending (none for a fresh name), then new entries.
@@ -115,7 +126,8 @@ impl RedisBus {
             if last_claim.elapsed() >= self.claim_idle / 2 {
                 last_claim = std::time::Instant::now();
                 for key in &keys {
-                    self.claim_abandoned(&mut conn, key, sub, handler, shutdown).await?;
+                    self.claim_abandoned(&mut conn, key, sub, handler, shutdown)
+                        .await?;
                 }
             }
             let ids: Vec<&str> = keys.iter().map(|_| ">").collect();
@@ -130,7 +142,10 @@ impl RedisBus {
             let Some(reply) = reply else { continue };
             for stream in reply.keys {
                 for entry in stream.ids {
-                    if !self.handle(&mut conn, &stream.key, sub, handler, &entry, shutdown).await? {
+                    if !self
+                        .handle(&mut conn, &stream.key, sub, handler, &entry, shutdown)
+                        .await?
+                    {
                         return Ok(());
                     }
                 }
@@ -162,8 +177,12 @@ impl RedisBus {
                 )
                 .await?;
             for entry in &reply.claimed {
-                metrics::counter!("bus_redeliveries_total", "consumer" => sub.group.clone()).increment(1);
-                if !self.handle(conn, key, sub, handler, entry, shutdown).await? {
+                metrics::counter!("bus_redeliveries_total", "consumer" => sub.group.clone())
+                    .increment(1);
+                if !self
+                    .handle(conn, key, sub, handler, entry, shutdown)
+                    .await?
+                {
                     return Ok(());
                 }
             }
@@ -201,7 +220,8 @@ impl RedisBus {
                 }
                 Err(e) => {
                     tracing::warn!(group = %sub.group, event = %event.id, kind = %event.kind, error = %e, "event handler failed; retrying");
-                    metrics::counter!("bus_redeliveries_total", "consumer" => sub.group.clone()).increment(1);
+                    metrics::counter!("bus_redeliveries_total", "consumer" => sub.group.clone())
+                        .increment(1);
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(false),
                         _ = tokio::time::sleep(RETRY_DELAY) => {}
@@ -211,7 +231,12 @@ impl RedisBus {
         }
     }
 
-    async fn report_pending(&self, conn: &mut MultiplexedConnection, keys: &[String], sub: &Subscription) {
+    async fn report_pending(
+        &self,
+        conn: &mut MultiplexedConnection,
+        keys: &[String],
+        sub: &Subscription,
+    ) {
         let mut total = 0i64;
         for key in keys {
             let pending: redis::RedisResult<redis::streams::StreamPendingReply> =

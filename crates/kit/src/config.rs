@@ -36,8 +36,11 @@ pub fn load<T: DeserializeOwned>(
     for (var, key) in aliases {
         if let Ok(value) = std::env::var(var) {
             if list_keys.contains(key) {
-                let items: Vec<String> =
-                    value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect();
                 builder = builder.set_override(*key, items)?;
             } else {
                 builder = builder.set_override(*key, value)?;
@@ -82,7 +85,10 @@ impl Default for CommonConfig {
 
 impl CommonConfig {
     pub fn jwks_url(&self) -> String {
-        format!("{}/auth/.well-known/jwks.json", self.auth_url.trim_end_matches('/'))
+        format!(
+            "{}/auth/.well-known/jwks.json",
+            self.auth_url.trim_end_matches('/')
+        )
     }
     pub fn redis_url(&self) -> Option<&str> {
         self.redis_url.as_deref().filter(|u| !u.trim().is_empty())

@@ -57,7 +57,11 @@ impl Tx {
 
 impl Db {
     /// Opens `database_url` when set, else `<data_dir>/<name>.db`.
-    pub async fn open(database_url: Option<&str>, data_dir: &Path, name: &str) -> anyhow::Result<Db> {
+    pub async fn open(
+        database_url: Option<&str>,
+        data_dir: &Path,
+        name: &str,
+    ) -> anyhow::Result<Db> {
         match database_url.filter(|u| !u.trim().is_empty()) {
             Some(url) => Self::connect(url).await,
             None => {
@@ -99,7 +103,11 @@ impl Db {
             .connect_with(options)
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to the {backend:?} database: {e}"))?;
-        Ok(Db { pool, backend, write_lock: Arc::new(Mutex::new(())) })
+        Ok(Db {
+            pool,
+            backend,
+            write_lock: Arc::new(Mutex::new(())),
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -121,7 +129,10 @@ impl Db {
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     pub async fn close(&self) {

@@ -26,14 +26,27 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, code, detail: detail.into(), errors: Vec::new(), headers: Vec::new() }
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            headers: Vec::new(),
+        }
     }
 
     /// 400 `validation_failed` naming the offending field.
     pub fn validation(field: &str, message: impl Into<String>) -> Self {
         let message = message.into();
-        let mut e = Self::new(StatusCode::BAD_REQUEST, "validation_failed", message.clone());
-        e.errors.push(FieldError { field: field.to_owned(), message });
+        let mut e = Self::new(
+            StatusCode::BAD_REQUEST,
+            "validation_failed",
+            message.clone(),
+        );
+        e.errors.push(FieldError {
+            field: field.to_owned(),
+            message,
+        });
         e
     }
 
@@ -86,7 +99,11 @@ impl ApiError {
     /// 500 `internal`: logs the cause, tells the client nothing about it.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "an internal error occurred")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an internal error occurred",
+        )
     }
 
     fn title(&self) -> &'static str {
@@ -119,7 +136,10 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Problem {
-            kind: format!("https://intellicolab.dev/problems/{}", self.code.replace('_', "-")),
+            kind: format!(
+                "https://intellicolab.dev/problems/{}",
+                self.code.replace('_', "-")
+            ),
             title: self.title(),
             status: self.status.as_u16(),
             detail: &self.detail,
@@ -128,7 +148,8 @@ impl IntoResponse for ApiError {
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut res = (self.status, bytes).into_response();
-        res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         for (name, value) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 res.headers_mut().insert(name, v);

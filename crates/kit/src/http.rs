@@ -115,7 +115,8 @@ where
 pub fn is_valid_request_id(v: &str) -> bool {
     !v.is_empty()
         && v.len() <= 128
-        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The request id of the current request (set by [`observe`]).
@@ -144,7 +145,8 @@ pub async fn observe(service: &'static str, mut req: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let span = tracing::info_span!("request", service, %method, route = %route, request_id = %request_id);
+    let span =
+        tracing::info_span!("request", service, %method, route = %route, request_id = %request_id);
     let mut res = {
         use tracing::Instrument;
         next.run(req).instrument(span.clone()).await
@@ -153,9 +155,17 @@ pub async fn observe(service: &'static str, mut req: Request, next: Next) -> Res
     let elapsed = start.elapsed();
     span.in_scope(|| {
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), ms = elapsed.as_millis() as u64, "request failed");
+            tracing::warn!(
+                status = status.as_u16(),
+                ms = elapsed.as_millis() as u64,
+                "request failed"
+            );
         } else {
-            tracing::debug!(status = status.as_u16(), ms = elapsed.as_millis() as u64, "request");
+            tracing::debug!(
+                status = status.as_u16(),
+                ms = elapsed.as_millis() as u64,
+                "request"
+            );
         }
     });
     let class = match status.as_u16() {

@@ -46,7 +46,9 @@ impl TrustedProxies {
         if !self.contains(peer) {
             return peer;
         }
-        let Some(chain) = forwarded_for else { return peer };
+        let Some(chain) = forwarded_for else {
+            return peer;
+        };
         let mut client = peer;
         for hop in chain.rsplit(',') {
             match hop.trim().parse::<IpAddr>() {
@@ -84,8 +86,15 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
             .ok_or_else(|| ApiError::internal("ConnectInfo missing: serve with connect info"))?;
-        let trusted = parts.extensions.get::<TrustedProxies>().cloned().unwrap_or_default();
-        let xff = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        let trusted = parts
+            .extensions
+            .get::<TrustedProxies>()
+            .cloned()
+            .unwrap_or_default();
+        let xff = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
         Ok(ClientIp(trusted.client_ip(peer, xff)))
     }
 }
@@ -103,7 +112,10 @@ mod tests {
         assert_eq!(t.client_ip(peer, Some("1.2.3.4")), peer);
         // Trusted peer: the right-most untrusted hop is the client.
         let gw: IpAddr = "127.0.0.1".parse().unwrap();
-        assert_eq!(t.client_ip(gw, Some("6.6.6.6, 203.0.113.9, 10.1.2.3")), client);
+        assert_eq!(
+            t.client_ip(gw, Some("6.6.6.6, 203.0.113.9, 10.1.2.3")),
+            client
+        );
         assert_eq!(t.client_ip(gw, None), gw);
         assert_eq!(t.client_ip(gw, Some("garbage")), gw);
     }

@@ -39,8 +39,12 @@ pub fn finish_router(
         .layer(axum::middleware::from_fn(http::problem_statuses))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .layer(axum::Extension(trusted))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
-        .layer(axum::middleware::from_fn(move |req, next| http::observe(service, req, next)))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            http::observe(service, req, next)
+        }))
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -56,7 +60,10 @@ async fn readyz(check: ReadyCheck) -> Response {
 
 async fn metrics() -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         crate::telemetry::metrics_handle().render(),
     )
         .into_response()
@@ -75,9 +82,12 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await?;
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await?;
     Ok(())
 }
 
@@ -140,7 +150,11 @@ impl Service {
                 tracing::error!(error = %e, "service failed");
             }
         });
-        Running { addr, shutdown, task }
+        Running {
+            addr,
+            shutdown,
+            task,
+        }
     }
 }
 

@@ -14,7 +14,10 @@ pub struct TestDb {
 /// Returns `None` (after printing the reason) when the backend is unavailable.
 pub async fn test_db(backend: Backend, test: &str) -> Option<TestDb> {
     match backend {
-        Backend::Sqlite => Some(TestDb { url: None, pg: None }),
+        Backend::Sqlite => Some(TestDb {
+            url: None,
+            pg: None,
+        }),
         Backend::Postgres => {
             let Some(admin) = env_url("TEST_DATABASE_URL") else {
                 println!("SKIP {test} [postgres]: TEST_DATABASE_URL is not set");
@@ -22,7 +25,10 @@ pub async fn test_db(backend: Backend, test: &str) -> Option<TestDb> {
             };
             let name = format!("ic_test_{}", uuid::Uuid::new_v4().simple());
             create_pg_database(&admin, &name).await;
-            Some(TestDb { url: Some(with_database(&admin, &name)), pg: Some((admin, name)) })
+            Some(TestDb {
+                url: Some(with_database(&admin, &name)),
+                pg: Some((admin, name)),
+            })
         }
     }
 }
@@ -48,7 +54,10 @@ pub fn with_database(url: &str, name: &str) -> String {
         None => (url, None),
     };
     let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let host_end = base[scheme_end..].find('/').map(|i| i + scheme_end).unwrap_or(base.len());
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| i + scheme_end)
+        .unwrap_or(base.len());
     let mut out = format!("{}/{}", &base[..host_end], name);
     if let Some(q) = query {
         out.push('?');
@@ -61,7 +70,9 @@ pub fn with_database(url: &str, name: &str) -> String {
 async fn create_pg_database(admin: &str, name: &str) {
     use sqlx::{Connection, Executor};
     let mut conn = sqlx::PgConnection::connect(admin).await.unwrap();
-    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).await.unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .await
+        .unwrap();
     let _ = conn.close().await;
 }
 
@@ -70,7 +81,10 @@ impl Drop for TestDb {
         if let Some((admin, name)) = self.pg.take() {
             // Drop on a separate runtime: Drop cannot await, and the test's runtime may be gone.
             let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
                     return;
                 };
                 rt.block_on(async move {
@@ -126,6 +140,9 @@ mod tests {
             super::with_database("postgres://u@h/db?sslmode=disable", "y"),
             "postgres://u@h/y?sslmode=disable"
         );
-        assert_eq!(super::with_database("postgres://u@h", "z"), "postgres://u@h/z");
+        assert_eq!(
+            super::with_database("postgres://u@h", "z"),
+            "postgres://u@h/z"
+        );
     }
 }

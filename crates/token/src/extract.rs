@@ -18,22 +18,34 @@ pub struct AuthUser {
 
 impl From<Claims> for AuthUser {
     fn from(claims: Claims) -> Self {
-        Self { id: claims.sub, session_id: claims.sid, username: claims.username.clone(), claims }
+        Self {
+            id: claims.sub,
+            session_id: claims.sid,
+            username: claims.username.clone(),
+            claims,
+        }
     }
 }
 
 /// The bearer token of an `Authorization` header value, if it is one.
 pub fn bearer(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Maps a verification failure to the 401/503 problem a client sees.
 pub fn rejection(e: TokenError) -> ApiError {
     let mut err = match e {
         TokenError::Missing => ApiError::unauthorized("unauthorized", "a bearer token is required"),
-        TokenError::Invalid => ApiError::unauthorized("invalid_token", "the access token is invalid"),
-        TokenError::Expired => ApiError::unauthorized("token_expired", "the access token has expired"),
+        TokenError::Invalid => {
+            ApiError::unauthorized("invalid_token", "the access token is invalid")
+        }
+        TokenError::Expired => {
+            ApiError::unauthorized("token_expired", "the access token has expired")
+        }
         TokenError::Revoked => {
             ApiError::unauthorized("session_revoked", "the session of this token has ended")
         }

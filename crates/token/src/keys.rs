@@ -32,8 +32,14 @@ fn kid_of(public: &[u8; 32]) -> String {
 
 fn key_from_signing(sk: &SigningKey) -> anyhow::Result<Key> {
     let public = sk.verifying_key().to_bytes();
-    let der = sk.to_pkcs8_der().map_err(|e| anyhow::anyhow!("encoding key: {e}"))?;
-    Ok(Key { kid: kid_of(&public), public, encoding: EncodingKey::from_ed_der(der.as_bytes()) })
+    let der = sk
+        .to_pkcs8_der()
+        .map_err(|e| anyhow::anyhow!("encoding key: {e}"))?;
+    Ok(Key {
+        kid: kid_of(&public),
+        public,
+        encoding: EncodingKey::from_ed_der(der.as_bytes()),
+    })
 }
 
 impl KeySet {

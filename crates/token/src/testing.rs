@@ -39,7 +39,12 @@ impl TestIssuer {
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await;
         });
-        Self { keys, auth_url: format!("http://{addr}"), _dir: dir, shutdown }
+        Self {
+            keys,
+            auth_url: format!("http://{addr}"),
+            _dir: dir,
+            shutdown,
+        }
     }
 
     /// An access token for `user_id`, valid for 15 minutes, with a fresh session id.
@@ -49,7 +54,12 @@ impl TestIssuer {
     }
 
     #[allow(clippy::unwrap_used)]
-    pub fn token_for_session(&self, user_id: uuid::Uuid, username: &str, sid: uuid::Uuid) -> String {
+    pub fn token_for_session(
+        &self,
+        user_id: uuid::Uuid,
+        username: &str,
+        sid: uuid::Uuid,
+    ) -> String {
         let now = kit::time::now_ms() / 1000;
         self.keys
             .sign(&Claims {

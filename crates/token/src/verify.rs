@@ -85,7 +85,10 @@ impl Verifier {
             .timeout(Duration::from_secs(3))
             .build()
             .unwrap_or_default();
-        Arc::new(Self::with_source(Source::Url { url: jwks_url.into(), http }))
+        Arc::new(Self::with_source(Source::Url {
+            url: jwks_url.into(),
+            http,
+        }))
     }
 
     /// A verifier with a fixed JWKS (the auth service verifies with its own keys).
@@ -112,7 +115,9 @@ impl Verifier {
     }
 
     async fn refetch(&self) -> Result<(), TokenError> {
-        let Source::Url { url, http } = &self.source else { return Ok(()) };
+        let Source::Url { url, http } = &self.source else {
+            return Ok(());
+        };
         let mut last = self.last_fetch.lock().await;
         if last.is_some_and(|t| t.elapsed() < REFETCH_INTERVAL) {
             return Ok(());
@@ -175,6 +180,9 @@ impl Verifier {
     }
 
     pub fn is_revoked(&self, sid: uuid::Uuid) -> bool {
-        self.revoked.lock().map(|r| r.contains_key(&sid)).unwrap_or(false)
+        self.revoked
+            .lock()
+            .map(|r| r.contains_key(&sid))
+            .unwrap_or(false)
     }
 }

@@ -1,0 +1,211 @@
+//! Registration and the caller's own account.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use kit::http::Json;
+use kit::net::ClientIp;
+use kit::{ApiError, ApiResult};
+use serde::Deserialize;
+
+use super::{CurrentSession, TokenResponse, UserView, collect_errors, start_session, user_agent};
+use crate::domain::{DisplayName, Email, Password, Username};
+use crate::events::{self, UserRegistered, UserUpdated};
+use crate::state::ApiContext;
+use crate::store::{self, users::NewUser};
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/auth/register", post(register))
+        .route("/auth/me", get(me).patch(update_me))
+}
+
+#[derive(Deserialize)]
+struct RegisterBody {
+    username: String,
+    email: String,
+    password: String,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+/// POST /auth/register
+async fn register(
+    State(ctx): State<ApiContext>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Json(body): Json<RegisterBody>,
+) -> ApiResult<(StatusCode, Json<TokenResponse>)> {
+    let mut errors = Vec::new();
+    let username = Username::parse(&body.username)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let email = Email::parse(&body.email).map_err(|e| errors.push(e)).ok();
+    let password = Password::parse(&body.password, "password")
+        .map_err(|e| errors.push(e))
+        .ok();
+    let display_name = match body
+        .display_name
+        .as_deref()
+        .filter(|d| !d.trim().is_empty())
+    {
+        Some(d) => DisplayName::parse(d)
+            .map_err(|e| errors.push(e))
+            .ok()
+            .map(|d| d.as_str().to_owned()),
+        None => username.as_ref().map(|u| u.as_str().to_owned()),
+    };
+    collect_errors(errors)?;
+    let (Some(username), Some(email), Some(password), Some(display_name)) =
+        (username, email, password, display_name)
+    else {
+        return Err(ApiError::internal("validated fields missing"));
+    };
+
+    // Cheap conflict checks before the expensive hash; the unique constraints decide races.
+    if store::users::exists_username(ctx.db.pool(), username.as_str()).await? {
+        return Err(ApiError::conflict(
+            "username_taken",
+            "that username is taken",
+        ));
+    }
+    if store::users::by_email_key(ctx.db.pool(), email.key())
+        .await?
+        .is_some()
+    {
+        return Err(ApiError::conflict(
+            "email_taken",
+            "an account with that email exists",
+        ));
+    }
+    let password_hash = ctx.hasher.hash(password.expose()).await?;
+
+    let now = kit::time::now_ms();
+    let id = uuid::Uuid::now_v7();
+    let mut tx = ctx.db.begin().await?;
+    let new = NewUser {
+        id,
+        username: username.as_str(),
+        email: email.as_str(),
+        email_key: email.key(),
+        display_name: &display_name,
+        password_hash: &password_hash,
+        now,
+    };
+    if let Err(e) = store::users::insert(tx.conn(), &new).await {
+        if kit::db::is_unique_violation(&e) {
+            drop(tx);
+            return Err(
+                if store::users::exists_username(ctx.db.pool(), username.as_str()).await? {
+                    ApiError::conflict("username_taken", "that username is taken")
+                } else {
+                    ApiError::conflict("email_taken", "an account with that email exists")
+                },
+            );
+        }
+        return Err(e.into());
+    }
+    let user = store::users::by_id(tx.conn(), id)
+        .await?
+        .ok_or_else(|| ApiError::internal("inserted user missing"))?;
+    let event = bus::Envelope::new(
+        events::SOURCE,
+        "user.registered",
+        UserRegistered {
+            user_id: id,
+            username: &user.username,
+            email: &user.email,
+            display_name: &user.display_name,
+            created_at: kit::time::rfc3339(now),
+        },
+    );
+    bus::outbox::enqueue(&mut tx, &event).await?;
+    let tokens = start_session(&ctx, &mut tx, &user, user_agent(&headers), ip.to_string()).await?;
+    tx.commit().await?;
+    ctx.outbox.wake();
+    metrics::counter!("auth_registrations_total").increment(1);
+    tracing::info!(user_id = %id, "account registered");
+    Ok((StatusCode::CREATED, Json(tokens)))
+}
+
+/// GET /auth/me
+async fn me(State(ctx): State<ApiContext>, caller: CurrentSession) -> ApiResult<Json<UserView>> {
+    let user = store::users::by_id(ctx.db.pool(), caller.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account not found"))?;
+    Ok(Json(UserView::from(&user)))
+}
+
+#[derive(Deserialize)]
+struct UpdateBody {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+/// PATCH /auth/me — change email and/or display name (an addition to API.md);
+/// publishes `user.updated` so the user service follows.
+async fn update_me(
+    State(ctx): State<ApiContext>,
+    caller: CurrentSession,
+    Json(body): Json<UpdateBody>,
+) -> ApiResult<Json<UserView>> {
+    let mut errors = Vec::new();
+    let email = body
+        .email
+        .as_deref()
+        .and_then(|e| Email::parse(e).map_err(|e| errors.push(e)).ok());
+    let display_name = body
+        .display_name
+        .as_deref()
+        .and_then(|d| DisplayName::parse(d).map_err(|e| errors.push(e)).ok());
+    collect_errors(errors)?;
+    let mut tx = ctx.db.begin().await?;
+    let user = store::users::by_id(tx.conn(), caller.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account not found"))?;
+    let (new_email, new_key) = match &email {
+        Some(e) => (e.as_str().to_owned(), e.key().to_owned()),
+        None => (user.email.clone(), user.email.to_lowercase()),
+    };
+    let new_display = display_name
+        .map(|d| d.as_str().to_owned())
+        .unwrap_or_else(|| user.display_name.clone());
+    if let Err(e) = store::users::update_profile(
+        tx.conn(),
+        user.id,
+        &new_email,
+        &new_key,
+        &new_display,
+        kit::time::now_ms(),
+    )
+    .await
+    {
+        if kit::db::is_unique_violation(&e) {
+            return Err(ApiError::conflict(
+                "email_taken",
+                "an account with that email exists",
+            ));
+        }
+        return Err(e.into());
+    }
+    let event = bus::Envelope::new(
+        events::SOURCE,
+        "user.updated",
+        UserUpdated {
+            user_id: user.id,
+            username: &user.username,
+            email: &new_email,
+            display_name: &new_display,
+        },
+    );
+    bus::outbox::enqueue(&mut tx, &event).await?;
+    let updated = store::users::by_id(tx.conn(), user.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("updated user missing"))?;
+    tx.commit().await?;
+    ctx.outbox.wake();
+    Ok(Json(UserView::from(&updated)))
+}

@@ -1,0 +1,188 @@
+//! Login, refresh-token rotation and logout.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use kit::http::Json;
+use kit::net::ClientIp;
+use kit::{ApiError, ApiResult};
+use serde::Deserialize;
+
+use super::{
+    CurrentSession, TokenResponse, UserView, access_token, publish_revoked, start_session,
+    user_agent,
+};
+use crate::state::ApiContext;
+use crate::store;
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+        .route("/auth/logout-all", post(logout_all))
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    login: String,
+    password: String,
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::unauthorized("invalid_credentials", "the login or password is incorrect")
+}
+
+/// POST /auth/login
+async fn login(
+    State(ctx): State<ApiContext>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    Json(body): Json<LoginBody>,
+) -> ApiResult<Json<TokenResponse>> {
+    let login = body.login.trim().to_lowercase();
+    if login.is_empty() || login.chars().count() > 254 {
+        return Err(ApiError::validation(
+            "login",
+            "must be a username or an email address",
+        ));
+    }
+    let account_key = format!("account:{login}");
+    let ip_key = format!("ip:{ip}");
+    check_throttle(
+        &ctx,
+        &account_key,
+        ctx.config.login_max_failures_per_account,
+    )
+    .await?;
+    check_throttle(&ctx, &ip_key, ctx.config.login_max_failures_per_ip).await?;
+
+    let user = store::users::by_login(ctx.db.pool(), &login).await?;
+    // Unknown users cost one hash too: no timing difference, identical answer.
+    let ok = ctx
+        .hasher
+        .verify(
+            &body.password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
+        .await?;
+    let now = kit::time::now_ms();
+    let mut tx = ctx.db.begin().await?;
+    let Some(user) = user.filter(|_| ok) else {
+        store::throttle::record(tx.conn(), &account_key, now).await?;
+        store::throttle::record(tx.conn(), &ip_key, now).await?;
+        tx.commit().await?;
+        metrics::counter!("auth_logins_total", "outcome" => "invalid_credentials").increment(1);
+        return Err(invalid_credentials());
+    };
+    store::throttle::clear(tx.conn(), &account_key).await?;
+    store::throttle::purge(tx.conn(), now - ctx.config.login_window_secs * 1000).await?;
+    let tokens = start_session(&ctx, &mut tx, &user, user_agent(&headers), ip.to_string()).await?;
+    tx.commit().await?;
+    metrics::counter!("auth_logins_total", "outcome" => "success").increment(1);
+    tracing::info!(user_id = %user.id, "login");
+    Ok(Json(tokens))
+}
+
+/// 429 while `key` has `max` or more failures in the window; clears as they age out.
+async fn check_throttle(ctx: &ApiContext, key: &str, max: i64) -> ApiResult<()> {
+    let now = kit::time::now_ms();
+    let window_ms = ctx.config.login_window_secs * 1000;
+    let mut conn = ctx.db.pool().acquire().await?;
+    let (count, oldest) = store::throttle::failures(&mut conn, key, now - window_ms).await?;
+    if count >= max {
+        let retry_ms = oldest
+            .map(|o| o + window_ms - now)
+            .unwrap_or(window_ms)
+            .max(1000);
+        metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
+        return Err(ApiError::rate_limited(retry_ms as u64, max as u32));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+/// POST /auth/refresh — rotates the refresh token; a rotated one presented again ends
+/// the whole session (RFC 9700 reuse detection).
+async fn refresh(
+    State(ctx): State<ApiContext>,
+    ClientIp(ip): ClientIp,
+    Json(body): Json<RefreshBody>,
+) -> ApiResult<Json<TokenResponse>> {
+    let invalid =
+        || ApiError::unauthorized("invalid_token", "the refresh token is invalid or expired");
+    let hash = store::token_hash(body.refresh_token.trim());
+    let now = kit::time::now_ms();
+    let mut tx = ctx.db.begin().await?;
+    let Some((session_id, used)) = store::sessions::find_refresh(tx.conn(), &hash).await? else {
+        return Err(invalid());
+    };
+    let session = store::sessions::get(tx.conn(), session_id)
+        .await?
+        .ok_or_else(invalid)?;
+    if used || !store::sessions::use_refresh(tx.conn(), &hash, now).await? {
+        if store::sessions::revoke(tx.conn(), session_id, now).await? {
+            publish_revoked(&ctx, &mut tx, session.user_id, &[session_id]).await?;
+        }
+        tx.commit().await?;
+        ctx.outbox.wake();
+        tracing::warn!(session_id = %session_id, "refresh token reused; session revoked");
+        return Err(ApiError::unauthorized(
+            "refresh_token_reused",
+            "this refresh token was already used; the session has been ended",
+        ));
+    }
+    if !session.is_active(now, ctx.config.session_idle_days * 86_400_000) {
+        return Err(invalid());
+    }
+    let user = store::users::by_id(tx.conn(), session.user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    let refresh_token = store::random_token();
+    store::sessions::insert_refresh(
+        tx.conn(),
+        &store::token_hash(&refresh_token),
+        session_id,
+        now,
+    )
+    .await?;
+    store::sessions::touch(tx.conn(), session_id, now, &ip.to_string()).await?;
+    tx.commit().await?;
+    Ok(Json(TokenResponse {
+        access_token: access_token(&ctx, &user, session_id)?,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: ctx.config.access_token_ttl_secs,
+        user: UserView::from(&user),
+    }))
+}
+
+/// POST /auth/logout — ends the session of the access token.
+async fn logout(State(ctx): State<ApiContext>, caller: CurrentSession) -> ApiResult<StatusCode> {
+    let mut tx = ctx.db.begin().await?;
+    if store::sessions::revoke(tx.conn(), caller.session_id, kit::time::now_ms()).await? {
+        publish_revoked(&ctx, &mut tx, caller.user_id, &[caller.session_id]).await?;
+    }
+    tx.commit().await?;
+    ctx.outbox.wake();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// POST /auth/logout-all — ends every session of the user.
+async fn logout_all(
+    State(ctx): State<ApiContext>,
+    caller: CurrentSession,
+) -> ApiResult<StatusCode> {
+    let mut tx = ctx.db.begin().await?;
+    let ended =
+        store::sessions::revoke_all(tx.conn(), caller.user_id, None, kit::time::now_ms()).await?;
+    publish_revoked(&ctx, &mut tx, caller.user_id, &ended).await?;
+    tx.commit().await?;
+    ctx.outbox.wake();
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,28 @@
+//! SQL of the auth service. Functions take any executor: the pool for reads, a
+//! transaction's connection (`tx.conn()`) for writes that go with other writes.
+
+pub mod resets;
+pub mod sessions;
+pub mod throttle;
+pub mod users;
+
+pub const MIGRATIONS: &[kit::db::Migration] = &[
+    bus::inbox::MIGRATION,
+    kit::db::Migration {
+        id: "auth-0001-init",
+        sqlite: include_str!("../../migrations/0001_init.sql"),
+        postgres: include_str!("../../migrations/0001_init.sql"),
+    },
+];
+
+/// SHA-256 hex of a secret token: only hashes of refresh and reset tokens are stored.
+pub fn token_hash(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// 256 random bits, URL-safe base64 without padding.
+pub fn random_token() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+}

@@ -1,0 +1,149 @@
+use sqlx::{Any, Executor, Row};
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: uuid::Uuid,
+    pub username: String,
+    pub email: String,
+    pub display_name: String,
+    pub password_hash: String,
+    pub created_at: i64,
+}
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<UserRow, sqlx::Error> {
+    let id: String = row.try_get("id")?;
+    Ok(UserRow {
+        id: id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        username: row.try_get("username")?,
+        email: row.try_get("email")?,
+        display_name: row.try_get("display_name")?,
+        password_hash: row.try_get("password_hash")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+/// `SELECT <user columns> FROM users <filter>` as a static string.
+macro_rules! select_users {
+    ($filter:literal) => {
+        concat!(
+            "SELECT id, username, email, display_name, password_hash, created_at FROM users ",
+            $filter
+        )
+    };
+}
+
+pub struct NewUser<'a> {
+    pub id: uuid::Uuid,
+    pub username: &'a str,
+    pub email: &'a str,
+    pub email_key: &'a str,
+    pub display_name: &'a str,
+    pub password_hash: &'a str,
+    pub now: i64,
+}
+
+pub async fn insert<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    u: &NewUser<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO users (id, username, email, email_key, display_name, password_hash, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+    )
+    .bind(u.id.to_string())
+    .bind(u.username)
+    .bind(u.email)
+    .bind(u.email_key)
+    .bind(u.display_name)
+    .bind(u.password_hash)
+    .bind(u.now)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    id: uuid::Uuid,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query(select_users!("WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(ex)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// Looks an account up by username or email (both case-insensitive).
+pub async fn by_login<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    login: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    let key = login.trim().to_lowercase();
+    sqlx::query(select_users!("WHERE username = $1 OR email_key = $1"))
+        .bind(key)
+        .fetch_optional(ex)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub async fn by_email_key<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    email_key: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query(select_users!("WHERE email_key = $1"))
+        .bind(email_key)
+        .fetch_optional(ex)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub async fn exists_username<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    username: &str,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("SELECT 1 FROM users WHERE username = $1")
+        .bind(username)
+        .fetch_optional(ex)
+        .await?
+        .is_some())
+}
+
+pub async fn set_password<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    id: uuid::Uuid,
+    hash: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+        .bind(hash)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
+pub async fn update_profile<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    id: uuid::Uuid,
+    email: &str,
+    email_key: &str,
+    display_name: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET email = $1, email_key = $2, display_name = $3, updated_at = $4 WHERE id = $5")
+        .bind(email)
+        .bind(email_key)
+        .bind(display_name)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(ex)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! Starts a real auth service on a random port with fresh state.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use kit::db::Backend;
+use serde_json::{Value, json};
+
+pub struct TestAuth {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub bus: bus::Bus,
+    pub http: reqwest::Client,
+    running: Option<kit::server::Running>,
+    _db: kit::testing::TestDb,
+}
+
+pub async fn spawn(backend: Backend, test: &str) -> Option<TestAuth> {
+    spawn_with(backend, test, |_| {}).await
+}
+
+pub async fn spawn_with(
+    backend: Backend,
+    test: &str,
+    tweak: impl FnOnce(&mut auth::Config),
+) -> Option<TestAuth> {
+    let db = kit::testing::test_db(backend, test).await?;
+    let dir = tempfile::tempdir().unwrap();
+    let common = kit::config::CommonConfig {
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    let mut config = auth::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        ..Default::default()
+    };
+    tweak(&mut config);
+    let bus = bus::Bus::memory();
+    let service = auth::build(&common, &config, bus.clone(), Default::default())
+        .await
+        .unwrap();
+    let running = service.spawn();
+    Some(TestAuth {
+        url: running.url(),
+        dir,
+        bus,
+        http: reqwest::Client::new(),
+        running: Some(running),
+        _db: db,
+    })
+}
+
+impl TestAuth {
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.url)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.delete(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    /// Registers `name` (password `correct horse battery`) and returns the token response.
+    pub async fn register(&self, name: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/auth/register",
+                json!({"username": name, "email": format!("{name}@example.com"), "password": PASSWORD}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body
+    }
+
+    pub async fn login(&self, login: &str, password: &str) -> (u16, Value) {
+        self.post(
+            "/auth/login",
+            json!({"login": login, "password": password}),
+            None,
+        )
+        .await
+    }
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub async fn read(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+pub fn token(body: &Value, field: &str) -> String {
+    body[field].as_str().unwrap().to_owned()
+}
+
+/// Waits until `check` holds, for at most 5 s.
+pub async fn eventually<F: Fn() -> bool>(check: F) {
+    for _ in 0..100 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not met in time");
+}
