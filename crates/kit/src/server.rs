@@ -29,6 +29,8 @@ pub fn finish_router(
     ready: ReadyCheck,
     trusted: TrustedProxies,
 ) -> Router {
+    // Install the recorder before the first request records anything.
+    crate::telemetry::metrics_handle();
     let health = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(move || readyz(ready.clone())))
@@ -64,7 +66,7 @@ async fn metrics() -> Response {
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        crate::telemetry::metrics_handle().render(),
+        crate::telemetry::render_metrics(),
     )
         .into_response()
 }

@@ -46,6 +46,20 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Fails only if another recorder was installed first; the handle still renders.
         let _ = metrics::set_global_recorder(recorder);
+        process_collector().describe();
         handle
     })
+}
+
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Renders the registry in the Prometheus text format, with fresh process metrics
+/// (`process_cpu_seconds_total`, `process_resident_memory_bytes`, …).
+pub fn render_metrics() -> String {
+    let handle = metrics_handle();
+    process_collector().collect();
+    handle.render()
 }
