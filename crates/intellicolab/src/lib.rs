@@ -47,7 +47,9 @@ impl Settings {
 
     /// `DATABASE_URL` applies to the one service a process runs (`serve <service>`).
     pub fn apply_database_url(&mut self, service: Role) {
-        let Ok(url) = std::env::var("DATABASE_URL") else { return };
+        let Ok(url) = std::env::var("DATABASE_URL") else {
+            return;
+        };
         let slot = match service {
             Role::Auth => &mut self.auth.database_url,
             Role::Users => &mut self.users.database_url,
@@ -95,7 +97,10 @@ pub async fn build(
 
 /// Runs the services until `shutdown` is cancelled.
 pub async fn run(services: Vec<kit::server::Service>) -> anyhow::Result<()> {
-    let tasks: Vec<_> = services.into_iter().map(|s| tokio::spawn(s.run())).collect();
+    let tasks: Vec<_> = services
+        .into_iter()
+        .map(|s| tokio::spawn(s.run()))
+        .collect();
     let mut result = Ok(());
     for t in tasks {
         match t.await {
