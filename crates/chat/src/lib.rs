@@ -1,15 +1,66 @@
-//! The chat service (not built yet).
+//! The chat service: rooms (channels and DMs), durable messages with a gap-free per-room
+//! event log, and real-time delivery over WebSockets, fanned out across nodes through
+//! Redis pub/sub when configured.
+//!
+//! - Every change in a room takes the room's next `seq` in the transaction that stores
+//!   it; nothing is acknowledged before commit.
+//! - After commit the events go to the [`hub`] of this node and, through [`fanout`], to
+//!   the other nodes; gaps (reordering, lost pub/sub messages) are filled from the
+//!   database, so a connected client sees every event of its rooms in seq order.
+//! - Consumes `session.revoked` (source `auth`) to close the sockets of ended sessions;
+//!   publishes `chat.message.created` through its outbox.
+
+mod api;
+pub mod domain;
+mod fanout;
+pub mod hub;
+mod ratelimit;
+mod service;
+mod state;
+mod store;
+mod users_client;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+pub use state::ApiContext;
+
+pub const SOURCE: &str = "chat";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// `postgres://…` (`CHAT_DATABASE_URL`); unset = `<data dir>/chat.db`.
     pub database_url: Option<String>,
+    /// Per-user message sends per second (HTTP and WebSocket together)…
+    pub send_rate_per_sec: f64,
+    /// …and the burst allowed on top.
+    pub send_burst: u32,
+    /// Redis pub/sub channel carrying committed room events between nodes.
+    pub fanout_channel: String,
+    /// How often each node checks its rooms for events lost on the pub/sub channel.
+    pub fanout_resync_ms: u64,
+    /// Frames waiting to be written to one socket.
+    pub ws_outbound_queue: usize,
+    /// Events waiting to be processed by one connection; overflow = slow consumer.
+    pub ws_inbox_queue: usize,
+    /// How long the outbound queue may stay full before the client counts as too slow.
+    pub ws_send_timeout_ms: u64,
+    /// Server pings.
+    pub ws_heartbeat_secs: u64,
+    /// A connection from which nothing (not even a pong) arrives this long is closed.
+    pub ws_idle_timeout_secs: u64,
+    /// Largest client frame/message in bytes.
+    pub ws_max_frame_bytes: usize,
+    /// At most one typing notice per room per connection in this interval.
+    pub typing_throttle_ms: u64,
+    /// Timeout of the user service's relationship check.
+    pub users_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -17,24 +68,104 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 3002)),
             database_url: None,
+            send_rate_per_sec: 10.0,
+            send_burst: 20,
+            fanout_channel: "intellicolab:chat:events".to_owned(),
+            fanout_resync_ms: 5_000,
+            ws_outbound_queue: 256,
+            ws_inbox_queue: 1024,
+            ws_send_timeout_ms: 10_000,
+            ws_heartbeat_secs: 20,
+            ws_idle_timeout_secs: 60,
+            ws_max_frame_bytes: 64 * 1024,
+            typing_throttle_ms: 2_000,
+            users_timeout_ms: 2_000,
         }
     }
+}
+
+async fn open_db(
+    common: &kit::config::CommonConfig,
+    config: &Config,
+) -> anyhow::Result<kit::db::Db> {
+    let db = kit::db::Db::open(config.database_url.as_deref(), &common.data_dir, "chat").await?;
+    db.migrate(store::MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// Applies the chat database migrations.
+pub async fn migrate(common: &kit::config::CommonConfig, config: &Config) -> anyhow::Result<()> {
+    open_db(common, config).await?.close().await;
+    Ok(())
 }
 
 pub async fn build(
     common: &kit::config::CommonConfig,
     config: &Config,
-    _bus: bus::Bus,
+    bus: bus::Bus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<kit::server::Service> {
+    let shutdown = shutdown.child_token();
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
-    let ready: kit::server::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
-    let router = kit::server::finish_router("chat", axum::Router::new(), ready, trusted);
+    let db = open_db(common, config).await?;
+    let verifier = token::Verifier::from_url(common.jwks_url());
+    let hub = Arc::new(hub::Hub::new(db.clone()));
+    let (fanout, mut background) = fanout::Fanout::start(
+        hub.clone(),
+        common.redis_url(),
+        config.fanout_channel.clone(),
+        verifier.clone(),
+        Duration::from_millis(config.fanout_resync_ms.max(100)),
+        shutdown.clone(),
+    )
+    .await?;
+    let (outbox, relay) =
+        bus::outbox::Relay::spawn(SOURCE, db.clone(), bus.clone(), shutdown.clone());
+    background.push(relay);
+    background.push(service::consume_auth_events(
+        &bus,
+        verifier.clone(),
+        fanout.clone(),
+        shutdown.clone(),
+    ));
+    // Sockets are long-lived: tell them to go away when the service stops, so graceful
+    // shutdown does not wait for clients.
+    let closing_hub = hub.clone();
+    let stop = shutdown.clone();
+    background.push(tokio::spawn(async move {
+        stop.cancelled().await;
+        closing_hub.close_all(hub::close::GOING_AWAY, "server shutting down");
+    }));
+    let ctx = ApiContext {
+        db: db.clone(),
+        verifier,
+        config: Arc::new(config.clone()),
+        outbox,
+        fanout,
+        users: Arc::new(users_client::UsersClient::new(
+            &common.users_url,
+            Duration::from_millis(config.users_timeout_ms.max(1)),
+        )),
+        send_limit: Arc::new(ratelimit::RateLimiter::new(
+            config.send_rate_per_sec,
+            config.send_burst,
+        )),
+        shutdown: shutdown.clone(),
+    };
+    let ready: kit::server::ReadyCheck = Arc::new(move || {
+        let db = db.clone();
+        let bus = bus.clone();
+        Box::pin(async move {
+            db.ping().await.map_err(|e| format!("database: {e}"))?;
+            bus.ping().await.map_err(|e| format!("bus: {e}"))
+        })
+    });
+    let router = kit::server::finish_router("chat", api::router(ctx), ready, trusted);
     Ok(kit::server::Service {
         name: "chat",
         listener: kit::server::bind(config.listen).await?,
         router,
-        shutdown: shutdown.child_token(),
-        background: Vec::new(),
+        shutdown,
+        background,
     })
 }

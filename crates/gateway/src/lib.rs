@@ -1,40 +1,188 @@
-//! The gateway service (not built yet).
+//! The API gateway: the one public entry of IntelliColab (default `127.0.0.1:8080`).
+//!
+//! - Routing by path prefix to upstream clusters over pooled keep-alive HTTP/1.1
+//!   (hyper), bodies streamed both ways, hop-by-hop headers removed (RFC 9110 §7.6.1).
+//! - Load balancing (round robin or power of two choices), active and passive health
+//!   checks with ejection and backoff, bounded retries of idempotent requests on connect
+//!   failures; 502 `upstream_unavailable` / 504 `upstream_timeout` otherwise.
+//! - Edge authentication with a token cache that honours `session.revoked`, identity
+//!   and forwarding headers rewritten, request ids and W3C trace context.
+//! - GCRA rate limits (in-process, or shared through Redis with a local fallback).
+//! - Body limits (413), JSON content type (415), CORS, security headers, compression.
+//! - WebSocket proxying for `/chat/ws`.
+//! - Its own `/healthz`, `/readyz`, `/metrics`, `/openapi.json` (merged from the
+//!   services), `/docs` (API explorer) and the embedded web client at `/`.
 
-use std::net::SocketAddr;
+mod assets;
+mod body;
+pub mod config;
+mod cors;
+mod edge_auth;
+mod openapi;
+mod own;
+mod proxy;
+mod ratelimit;
+mod upstream;
+mod ws;
 
-use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::IntoResponse;
 use tokio_util::sync::CancellationToken;
+use tower_http::compression::predicate::Predicate;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default)]
-pub struct Config {
-    pub listen: SocketAddr,
-    pub database_url: Option<String>,
-}
+pub use config::{
+    AuthPolicy, Config, LoadBalancing, RateLimitBackend, RateLimitPolicy, RouteConfig, Upstreams,
+};
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            database_url: None,
-        }
-    }
-}
+/// Verified tokens kept by the edge cache.
+const TOKEN_CACHE_CAPACITY: usize = 100_000;
 
 pub async fn build(
     common: &kit::config::CommonConfig,
     config: &Config,
-    _bus: bus::Bus,
+    bus: bus::Bus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<kit::server::Service> {
+    // The recorder must exist before metric handles are registered.
+    kit::telemetry::metrics_handle();
+    let shutdown = shutdown.child_token();
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
-    let ready: kit::server::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
-    let router = kit::server::finish_router("gateway", axum::Router::new(), ready, trusted);
+    let client = proxy::http_client(config);
+    let limit_redis = match config.rate_limit_backend {
+        RateLimitBackend::Auto => common.redis_url(),
+        RateLimitBackend::Local => None,
+        RateLimitBackend::Redis => Some(common.redis_url().ok_or_else(|| {
+            anyhow::anyhow!("gateway.rate_limit_backend = \"redis\" needs redis_url")
+        })?),
+    };
+    let limiter = Arc::new(ratelimit::RateLimiter::new(
+        &config.effective_rate_limits(),
+        limit_redis,
+    )?);
+
+    let mut clusters: Vec<Arc<upstream::Cluster>> = Vec::new();
+    for (name, urls) in config.upstreams.clusters() {
+        if !config.routes.iter().any(|r| r.upstream == name) {
+            continue;
+        }
+        let cluster = upstream::Cluster::new(&name, &urls, config)?;
+        if cluster.instances.is_empty() {
+            anyhow::bail!("upstream cluster {name:?} has no instances");
+        }
+        clusters.push(Arc::new(cluster));
+    }
+    let mut routes = Vec::new();
+    for r in &config.routes {
+        let cluster = clusters
+            .iter()
+            .find(|c| c.name == r.upstream)
+            .cloned()
+            .ok_or_else(|| {
+                anyhow::anyhow!("route {}: unknown upstream {:?}", r.prefix, r.upstream)
+            })?;
+        routes.push(proxy::Route::new(r, cluster, &limiter)?);
+    }
+    routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+
+    let auth = Arc::new(edge_auth::EdgeAuth::new(
+        token::Verifier::from_url(common.jwks_url()),
+        TOKEN_CACHE_CAPACITY,
+    ));
+    let openapi = Arc::new(openapi::MergedSpec::new(config.public_url.as_deref()));
+    let ws = ws::WsHub::new(shutdown.clone());
+    let gateway = Arc::new(proxy::Gateway {
+        routes,
+        clusters: clusters.clone(),
+        client: client.clone(),
+        auth: auth.clone(),
+        limiter: limiter.clone(),
+        trusted: trusted.clone(),
+        cors: cors::Cors::new(&config.cors_origins),
+        max_retries: config.max_retries,
+        retries: metrics::counter!("gateway_upstream_retries_total"),
+        ws: ws.clone(),
+        assets: assets::Assets::load(),
+        openapi: openapi.clone(),
+    });
+
+    let background = vec![
+        tokio::spawn(upstream::health_check_loop(
+            clusters.clone(),
+            client.clone(),
+            Duration::from_millis(config.health_check_interval_ms.max(100)),
+            Duration::from_millis(config.health_check_timeout_ms.max(50)),
+            shutdown.clone(),
+        )),
+        tokio::spawn(openapi::refresh_loop(
+            openapi,
+            clusters,
+            client,
+            shutdown.clone(),
+        )),
+        edge_auth::subscribe_revocations(auth, &bus, shutdown.clone()),
+        tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => limiter.local.sweep(),
+                    }
+                }
+            }
+        }),
+        tokio::spawn(async move { ws.drain(Duration::from_secs(5)).await }),
+    ];
+
+    let compression = tower_http::compression::CompressionLayer::new().compress_when(
+        JsonAbove(config.compression_min_bytes)
+            .and(tower_http::compression::predicate::NotForContentType::GRPC),
+    );
+    let router = axum::Router::new()
+        .fallback(proxy::handle)
+        .with_state(gateway)
+        .layer(compression)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send + 'static>| {
+                kit::ApiError::internal("gateway handler panicked").into_response()
+            },
+        ))
+        .layer(axum::Extension(trusted));
+
     Ok(kit::server::Service {
         name: "gateway",
         listener: kit::server::bind(config.listen).await?,
         router,
-        shutdown: shutdown.child_token(),
-        background: Vec::new(),
+        shutdown,
+        background,
     })
+}
+
+/// Compress JSON (and problem+json) responses of at least `.0` bytes; streamed ones
+/// of unknown length too.
+#[derive(Clone, Copy)]
+struct JsonAbove(u64);
+
+impl Predicate for JsonAbove {
+    fn should_compress<B>(&self, response: &http::Response<B>) -> bool
+    where
+        B: http_body::Body,
+    {
+        let json = response
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                let ct = ct.trim_start();
+                ct.starts_with("application/json") || ct.starts_with("application/problem+json")
+            });
+        json && tower_http::compression::predicate::SizeAbove::new(self.0).should_compress(response)
+    }
+}
+
+/// No database: nothing to migrate.
+pub async fn migrate(_common: &kit::config::CommonConfig, _config: &Config) -> anyhow::Result<()> {
+    Ok(())
 }

@@ -1,9 +1,40 @@
-//! The users service (not built yet).
+//! The user service: profiles, people search and discovery, follows, friends and blocks
+//! (API.md, Users section), on SQLite or PostgreSQL with its own database.
+//!
+//! - Profiles are created and renamed by the auth service's `user.registered` and
+//!   `user.updated` events ([`events`]; idempotent and order-independent). When a caller's
+//!   event has not arrived yet, `/users/me` (and following or blocking, which need the
+//!   caller's profile) creates a minimal profile from the token's `sub` and `username`
+//!   instead of failing; the event fills in the display name and creation time when it
+//!   comes. Other users' profiles are 404 `user_not_found` until their event arrives.
+//! - `session.revoked` events feed the token verifier, so a logged-out token is refused.
+//! - Search: a portable trigram index plus ranking in Rust, identical on both backends;
+//!   see [`search`] for why.
+//! - The graph: follow/block edges and the profiles' counters change in one transaction,
+//!   counters only when an edge row was really inserted or deleted, so they stay exact
+//!   under concurrency ([`store`]). Lists use keyset cursors (edge time, user id).
+//! - Events published through the outbox (source `users`): `profile.updated`,
+//!   `user.followed`/`user.unfollowed` `{follower_id, followee_id}`,
+//!   `user.blocked`/`user.unblocked` `{blocker_id, blocked_id}`.
+//! - `GET /internal/relationships/{a}/{b}` for other services (no auth; the gateway hides
+//!   `/internal`), `GET /openapi.json` for the gateway.
+
+pub mod api;
+pub mod cursor;
+pub mod domain;
+pub mod events;
+pub mod search;
+pub mod state;
+pub mod store;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
+use kit::db::{Db, Migration};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
+
+use crate::state::ApiContext;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -21,20 +52,66 @@ impl Default for Config {
     }
 }
 
+/// Service name: database file, metrics label, outbox relay.
+pub const NAME: &str = "users";
+
+pub const MIGRATIONS: &[Migration] = &[
+    bus::inbox::MIGRATION,
+    Migration {
+        id: "users-0001-init",
+        sqlite: include_str!("../migrations/0001_init.sqlite.sql"),
+        postgres: include_str!("../migrations/0001_init.postgres.sql"),
+    },
+];
+
+async fn open(common: &kit::config::CommonConfig, config: &Config) -> anyhow::Result<Db> {
+    let db = Db::open(config.database_url.as_deref(), &common.data_dir, NAME).await?;
+    db.migrate(MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// Applies the service's migrations and returns.
+pub async fn migrate(common: &kit::config::CommonConfig, config: &Config) -> anyhow::Result<()> {
+    let db = open(common, config).await?;
+    db.close().await;
+    Ok(())
+}
+
 pub async fn build(
     common: &kit::config::CommonConfig,
     config: &Config,
-    _bus: bus::Bus,
+    bus: bus::Bus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<kit::server::Service> {
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
-    let ready: kit::server::ReadyCheck = std::sync::Arc::new(|| Box::pin(async { Ok(()) }));
-    let router = kit::server::finish_router("users", axum::Router::new(), ready, trusted);
+    let db = open(common, config).await?;
+    // Bind before starting background tasks, so a busy port leaves nothing running.
+    let listener = kit::server::bind(config.listen).await?;
+    let shutdown = shutdown.child_token();
+    let verifier = token::Verifier::from_url(common.jwks_url());
+    let (outbox, relay) =
+        bus::outbox::Relay::spawn(NAME, db.clone(), bus.clone(), shutdown.clone());
+    let ctx = ApiContext {
+        db: db.clone(),
+        verifier,
+        outbox,
+    };
+    let consumer = events::subscribe(ctx.clone(), &bus, shutdown.clone());
+
+    let ready: kit::server::ReadyCheck = Arc::new(move || {
+        let (db, bus) = (db.clone(), bus.clone());
+        Box::pin(async move {
+            db.ping().await.map_err(|e| format!("database: {e}"))?;
+            bus.ping().await.map_err(|e| format!("bus: {e}"))?;
+            Ok(())
+        })
+    });
+    let router = kit::server::finish_router(NAME, api::router(ctx), ready, trusted);
     Ok(kit::server::Service {
-        name: "users",
-        listener: kit::server::bind(config.listen).await?,
+        name: NAME,
+        listener,
         router,
-        shutdown: shutdown.child_token(),
-        background: Vec::new(),
+        shutdown,
+        background: vec![relay, consumer],
     })
 }

@@ -1,0 +1,332 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the chat service's public routes (the
+//! gateway merges it). Hand-written; a test checks that it lists every route.
+
+use axum::Router;
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use crate::state::ApiContext;
+
+pub fn router() -> Router<ApiContext> {
+    Router::new().route("/openapi.json", get(|| async { axum::Json(document()) }))
+}
+
+fn problem(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/problem+json": { "schema": { "$ref": "#/components/schemas/Problem" } } } })
+}
+
+fn ok(description: &str, schema: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
+}
+
+fn body(schema: &str) -> Value {
+    json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
+}
+
+fn room_id() -> Value {
+    json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } })
+}
+
+fn uuid_param(name: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } })
+}
+
+fn query(name: &str, schema: Value, description: &str) -> Value {
+    json!({ "name": name, "in": "query", "schema": schema, "description": description })
+}
+
+fn page_params() -> Vec<Value> {
+    vec![
+        query(
+            "limit",
+            json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 50 }),
+            "page size",
+        ),
+        query(
+            "cursor",
+            json!({ "type": "string" }),
+            "next_cursor of the previous page",
+        ),
+    ]
+}
+
+/// An authenticated operation; 401 and 400 are added to every one.
+fn op(summary: &str, params: Vec<Value>, request: Option<Value>, mut responses: Value) -> Value {
+    if let Some(map) = responses.as_object_mut() {
+        map.insert(
+            "401".into(),
+            problem("unauthorized, invalid_token, token_expired or session_revoked"),
+        );
+        map.entry("400").or_insert_with(|| {
+            problem("validation_failed, malformed_json, invalid_id, invalid_query")
+        });
+    }
+    let mut o = json!({ "tags": ["chat"], "summary": summary, "security": [{ "bearer": [] }], "parameters": params, "responses": responses });
+    if let Some(r) = request {
+        o["requestBody"] = r;
+    }
+    o
+}
+
+fn hidden_room() -> Value {
+    problem("room_not_found (also for private rooms the caller is not in)")
+}
+
+pub fn document() -> Value {
+    let mut history_params = vec![room_id()];
+    history_params.extend([
+        query(
+            "before",
+            json!({"type": "integer", "minimum": 0}),
+            "only messages with a smaller seq (older); has_more then tells whether older ones exist",
+        ),
+        query(
+            "after",
+            json!({"type": "integer", "minimum": 0}),
+            "only messages with a greater seq (newer); has_more then tells whether newer ones exist",
+        ),
+        query(
+            "limit",
+            json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 50 }),
+            "page size",
+        ),
+    ]);
+    let mut discover_params = vec![query(
+        "q",
+        json!({"type": "string"}),
+        "case-insensitive substring of the room name",
+    )];
+    discover_params.extend(page_params());
+    let mut members_params = vec![room_id()];
+    members_params.extend(page_params());
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "IntelliColab chat",
+            "version": "1",
+            "description": "Rooms, messages and the room event log. Real time: GET /chat/ws (WebSocket), see the operation's description for frames and close codes."
+        },
+        "paths": {
+            "/chat/rooms": {
+                "post": op("Create a channel (the caller becomes its owner)", vec![], Some(body("CreateRoom")), json!({
+                    "201": ok("The room", "Room"),
+                })),
+                "get": op("The caller's rooms with unread_count and last_message", page_params(), None, json!({
+                    "200": ok("A page of rooms", "MyRoomPage"),
+                })),
+            },
+            "/chat/rooms/discover": {
+                "get": op("Public channels", discover_params, None, json!({ "200": ok("A page of rooms", "RoomPage") })),
+            },
+            "/chat/rooms/{id}": {
+                "get": op("A room", vec![room_id()], None, json!({ "200": ok("The room", "Room"), "404": hidden_room() })),
+            },
+            "/chat/rooms/{id}/join": {
+                "post": op("Join a public channel (idempotent)", vec![room_id()], None, json!({ "200": ok("The room", "Room"), "404": hidden_room() })),
+            },
+            "/chat/rooms/{id}/leave": {
+                "post": op("Leave a room (an owner's role passes to the longest-standing admin, else member)", vec![room_id()], None, json!({
+                    "204": { "description": "Left" },
+                    "403": problem("not_member"),
+                    "404": hidden_room(),
+                })),
+            },
+            "/chat/rooms/{id}/members": {
+                "get": op("Members (members only)", members_params, None, json!({
+                    "200": ok("A page of members", "MemberPage"),
+                    "403": problem("not_member"),
+                    "404": hidden_room(),
+                })),
+                "post": op("Add a member (owner/admin only)", vec![room_id()], Some(body("UserRef")), json!({
+                    "201": { "description": "Added" },
+                    "400": problem("validation_failed, not_a_channel (DMs)"),
+                    "403": problem("forbidden (not owner/admin), not_member, blocked (the invitee blocks the inviter)"),
+                    "404": hidden_room(),
+                    "409": problem("already_member"),
+                    "503": problem("dependency_unavailable: the user service cannot be asked"),
+                })),
+            },
+            "/chat/rooms/{id}/members/{user_id}": {
+                "delete": op("Remove a member (owner/admin only; admins remove members only)", vec![room_id(), uuid_param("user_id")], None, json!({
+                    "204": { "description": "Removed" },
+                    "400": problem("use_leave (removing yourself)"),
+                    "403": problem("forbidden, not_member"),
+                    "404": problem("room_not_found, member_not_found"),
+                })),
+                "patch": op("Change a member's role (owner only)", vec![room_id(), uuid_param("user_id")], Some(body("RoleChange")), json!({
+                    "204": { "description": "Changed" },
+                    "403": problem("forbidden, not_member"),
+                    "404": problem("room_not_found, member_not_found"),
+                })),
+            },
+            "/chat/dms": {
+                "post": op("The direct conversation with a user (the same room for the same pair, every time)", vec![], Some(body("UserRef")), json!({
+                    "200": ok("The existing room", "Room"),
+                    "201": ok("The room, created now", "Room"),
+                    "403": problem("blocked: one side blocks the other"),
+                    "503": problem("dependency_unavailable: the user service cannot be asked"),
+                })),
+            },
+            "/chat/rooms/{id}/messages": {
+                "post": op("Send a message (acknowledged after it is stored)", vec![room_id()], Some(body("SendMessage")), json!({
+                    "201": ok("Stored", "Message"),
+                    "200": ok("The message stored earlier with the same client_msg_id", "Message"),
+                    "400": problem("validation_failed (body 1–4000 characters after trimming, reply_to of another room)"),
+                    "403": problem("not_member"),
+                    "404": hidden_room(),
+                    "409": problem("client_msg_id_conflict: the id was used in another room"),
+                    "429": problem("rate_limited, with Retry-After"),
+                })),
+                "get": op("Message history, ascending seq", history_params, None, json!({
+                    "200": ok("Messages", "MessageSlice"),
+                    "403": problem("not_member"),
+                    "404": hidden_room(),
+                })),
+            },
+            "/chat/rooms/{id}/messages/{message_id}": {
+                "patch": op("Edit a message (sender only)", vec![room_id(), uuid_param("message_id")], Some(body("EditMessage")), json!({
+                    "200": ok("The message after the edit", "Message"),
+                    "403": problem("not_sender, not_member"),
+                    "404": problem("room_not_found, message_not_found"),
+                    "409": problem("message_deleted"),
+                })),
+                "delete": op("Delete a message as a tombstone (sender, owner or admin; idempotent)", vec![room_id(), uuid_param("message_id")], None, json!({
+                    "204": { "description": "Deleted" },
+                    "403": problem("forbidden, not_member"),
+                    "404": problem("room_not_found, message_not_found"),
+                })),
+            },
+            "/chat/rooms/{id}/read": {
+                "post": op("Move the read marker (never backwards; capped at the room's last seq)", vec![room_id()], Some(body("ReadMarker")), json!({
+                    "204": { "description": "Marked" },
+                    "403": problem("not_member"),
+                    "404": hidden_room(),
+                })),
+            },
+            "/chat/rooms/{id}/events": {
+                "get": op("The room's event log, for catch-up", vec![
+                    room_id(),
+                    query("after", json!({"type": "integer", "minimum": 0, "default": 0}), "events with a greater seq"),
+                    query("limit", json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 50 }), "page size"),
+                ], None, json!({
+                    "200": ok("Events", "EventSlice"),
+                    "403": problem("not_member"),
+                    "404": hidden_room(),
+                })),
+            },
+            "/chat/ws": {
+                "get": {
+                    "tags": ["chat"],
+                    "summary": "Real-time connection (WebSocket)",
+                    "description": concat!(
+                        "Authenticate with `Authorization: Bearer` or the `access_token` query parameter. ",
+                        "JSON text frames. Client → server: `send` {room_id, body, client_msg_id, reply_to?} → `ack` {client_msg_id, message} after commit, ",
+                        "or `error` {client_msg_id, code, message} (`rate_limited` adds retry_after_ms); `resume` {rooms: {room_id: last_seq}} → ",
+                        "every event after those seqs in order, then live; `typing` {room_id} → others get `typing` {room_id, user_id}; `ping` → `pong`. ",
+                        "Server → client: `ready` {rooms: {room_id: last_seq}} once subscribed, `event` {room_id, seq, event}. ",
+                        "A malformed frame gets `error` (code malformed_frame) and the connection stays open. Frames are limited to 64 KiB. ",
+                        "Close codes: 4001 session revoked or token expired (reconnect with a new token), 4008 slow consumer (reconnect and resume), ",
+                        "4009 idle timeout, 1001 server shutting down, 1009 frame too large."
+                    ),
+                    "security": [{ "bearer": [] }],
+                    "parameters": [query("access_token", json!({"type": "string"}), "the access token, for clients that cannot set headers")],
+                    "responses": {
+                        "101": { "description": "Switching protocols" },
+                        "400": problem("websocket_required: not a WebSocket upgrade request"),
+                        "401": problem("unauthorized, invalid_token, token_expired or session_revoked"),
+                    }
+                }
+            }
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
+            "schemas": {
+                "Problem": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "code"],
+                    "properties": {
+                        "type": { "type": "string" }, "title": { "type": "string" }, "status": { "type": "integer" },
+                        "detail": { "type": "string" }, "code": { "type": "string" },
+                        "errors": { "type": "array", "items": { "type": "object", "properties": { "field": { "type": "string" }, "message": { "type": "string" } } } }
+                    }
+                },
+                "Room": {
+                    "type": "object",
+                    "required": ["id", "kind", "name", "topic", "visibility", "owner_id", "created_at", "member_count", "last_seq"],
+                    "properties": {
+                        "id": { "type": "string", "format": "uuid" },
+                        "kind": { "enum": ["channel", "dm"] },
+                        "name": { "type": "string" },
+                        "topic": { "type": "string" },
+                        "visibility": { "enum": ["public", "private"] },
+                        "owner_id": { "type": "string", "format": "uuid" },
+                        "created_at": { "type": "string", "format": "date-time" },
+                        "member_count": { "type": "integer" },
+                        "last_seq": { "type": "integer" }
+                    }
+                },
+                "MyRoom": {
+                    "allOf": [
+                        { "$ref": "#/components/schemas/Room" },
+                        { "type": "object", "required": ["role", "read_seq", "unread_count", "last_message"], "properties": {
+                            "role": { "enum": ["owner", "admin", "member"] },
+                            "read_seq": { "type": "integer" },
+                            "unread_count": { "type": "integer", "description": "messages from others, not deleted, with a seq above read_seq" },
+                            "last_message": { "oneOf": [{ "$ref": "#/components/schemas/Message" }, { "type": "null" }] }
+                        } }
+                    ]
+                },
+                "RoomPage": { "type": "object", "required": ["items", "next_cursor"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/Room" } }, "next_cursor": { "type": ["string", "null"] } } },
+                "MyRoomPage": { "type": "object", "required": ["items", "next_cursor"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/MyRoom" } }, "next_cursor": { "type": ["string", "null"] } } },
+                "Member": {
+                    "type": "object", "required": ["user_id", "role", "joined_at"],
+                    "properties": { "user_id": { "type": "string", "format": "uuid" }, "role": { "enum": ["owner", "admin", "member"] }, "joined_at": { "type": "string", "format": "date-time" } }
+                },
+                "MemberPage": { "type": "object", "required": ["items", "next_cursor"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/Member" } }, "next_cursor": { "type": ["string", "null"] } } },
+                "Message": {
+                    "type": "object",
+                    "required": ["id", "room_id", "seq", "sender_id", "body", "client_msg_id", "reply_to", "created_at", "edited_at", "deleted"],
+                    "properties": {
+                        "id": { "type": "string", "format": "uuid" },
+                        "room_id": { "type": "string", "format": "uuid" },
+                        "seq": { "type": "integer" },
+                        "sender_id": { "type": "string", "format": "uuid" },
+                        "body": { "type": "string" },
+                        "client_msg_id": { "type": ["string", "null"] },
+                        "reply_to": { "type": ["string", "null"], "format": "uuid" },
+                        "created_at": { "type": "string", "format": "date-time" },
+                        "edited_at": { "type": ["string", "null"], "format": "date-time" },
+                        "deleted": { "type": "boolean" }
+                    }
+                },
+                "MessageSlice": { "type": "object", "required": ["items", "has_more"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/Message" } }, "has_more": { "type": "boolean" } } },
+                "RoomEvent": {
+                    "type": "object",
+                    "required": ["room_id", "seq", "kind", "created_at"],
+                    "description": "message.* events carry `message`; member.* events carry `user_id` (member.role_changed also `role`)",
+                    "properties": {
+                        "room_id": { "type": "string", "format": "uuid" },
+                        "seq": { "type": "integer" },
+                        "kind": { "enum": ["message.created", "message.updated", "message.deleted", "member.joined", "member.left", "member.removed", "member.role_changed"] },
+                        "created_at": { "type": "string", "format": "date-time" },
+                        "message": { "$ref": "#/components/schemas/Message" },
+                        "user_id": { "type": "string", "format": "uuid" }
+                    }
+                },
+                "EventSlice": { "type": "object", "required": ["items", "has_more"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/RoomEvent" } }, "has_more": { "type": "boolean" } } },
+                "CreateRoom": {
+                    "type": "object", "required": ["name", "visibility"],
+                    "properties": { "name": { "type": "string", "minLength": 1, "maxLength": 80 }, "visibility": { "enum": ["public", "private"] }, "topic": { "type": "string", "maxLength": 500 } }
+                },
+                "UserRef": { "type": "object", "required": ["user_id"], "properties": { "user_id": { "type": "string", "format": "uuid" } } },
+                "RoleChange": { "type": "object", "required": ["role"], "properties": { "role": { "enum": ["admin", "member"] } } },
+                "SendMessage": {
+                    "type": "object", "required": ["body"],
+                    "properties": { "body": { "type": "string" }, "client_msg_id": { "type": "string", "maxLength": 128 }, "reply_to": { "type": "string", "format": "uuid" } }
+                },
+                "EditMessage": { "type": "object", "required": ["body"], "properties": { "body": { "type": "string" } } },
+                "ReadMarker": { "type": "object", "required": ["seq"], "properties": { "seq": { "type": "integer", "minimum": 0 } } }
+            }
+        }
+    })
+}

@@ -1,0 +1,538 @@
+//! `GET /chat/ws`: the real-time protocol of API.md.
+//!
+//! One connection = a writer task (owns the socket's sink, sends server pings) and the
+//! connection loop (client frames, hub events, per-room cursors). Both queues between
+//! them and the hub are bounded: a client that cannot keep up is closed with 4008 and
+//! resumes from its last seqs. Per room the connection delivers seqs in order without
+//! gaps, filling any gap (at subscription, on `resume`, after a lost announcement) from
+//! the database, and drops what it already delivered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, State};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::{SinkExt, StreamExt};
+use kit::ApiError;
+use kit::http::Query;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::hub::{Closer, ConnHandle, Inbox, close};
+use crate::service;
+use crate::state::ApiContext;
+use crate::store;
+
+pub fn router() -> Router<ApiContext> {
+    Router::new().route("/chat/ws", get(upgrade))
+}
+
+/// Sends of one connection waiting to be stored (pipelining, bounded).
+const SEND_QUEUE: usize = 32;
+const CATCH_UP_PAGE: i64 = 200;
+
+#[derive(Deserialize)]
+struct WsQuery {
+    access_token: Option<String>,
+}
+
+/// The upgrade request, or a problem+json 400 for a plain HTTP request.
+struct Upgrade(WebSocketUpgrade);
+
+impl FromRequestParts<ApiContext> for Upgrade {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, ctx: &ApiContext) -> Result<Self, ApiError> {
+        WebSocketUpgrade::from_request_parts(parts, ctx)
+            .await
+            .map(Upgrade)
+            .map_err(|e| ApiError::bad_request("websocket_required", e.body_text()))
+    }
+}
+
+async fn upgrade(
+    State(ctx): State<ApiContext>,
+    headers: HeaderMap,
+    Query(q): Query<WsQuery>,
+    ws: Result<Upgrade, ApiError>,
+) -> Result<Response, ApiError> {
+    // Browsers cannot set headers on WebSockets, hence the query parameter. It is never
+    // logged: the request log records the route template only.
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token::extract::bearer)
+        .map(str::to_owned)
+        .or(q.access_token.filter(|t| !t.is_empty()))
+        .ok_or_else(|| token::extract::rejection(token::TokenError::Missing))?;
+    let claims = ctx
+        .verifier
+        .verify(&token)
+        .await
+        .map_err(token::extract::rejection)?;
+    let Upgrade(ws) = ws?;
+    let max = ctx.config.ws_max_frame_bytes.max(1024);
+    Ok(ws
+        .max_frame_size(max)
+        .max_message_size(max)
+        .on_upgrade(move |socket| run(ctx, socket, claims))
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientFrame {
+    Send {
+        room_id: Uuid,
+        body: String,
+        client_msg_id: String,
+        reply_to: Option<Uuid>,
+    },
+    Resume {
+        rooms: BTreeMap<Uuid, i64>,
+    },
+    Typing {
+        room_id: Uuid,
+    },
+    Ping,
+}
+
+fn error_frame(client_msg_id: Option<&str>, code: &str, message: &str) -> Value {
+    let mut v = json!({"type": "error", "code": code, "message": message});
+    if let Some(id) = client_msg_id {
+        v["client_msg_id"] = Value::String(id.to_owned());
+    }
+    v
+}
+
+fn text(v: &Value) -> Message {
+    Message::Text(Utf8Bytes::from(v.to_string()))
+}
+
+async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
+    let cfg = ctx.config.clone();
+    let (sink, mut stream) = socket.split();
+    let (out_tx, out_rx) = mpsc::channel::<Message>(cfg.ws_outbound_queue.max(1));
+    let (inbox_tx, inbox_rx) = mpsc::channel::<Inbox>(cfg.ws_inbox_queue.max(1));
+    let closer = Closer::default();
+    let hub = ctx.fanout.hub.clone();
+    let id = hub.register(ConnHandle {
+        user: claims.sub,
+        session: claims.sid,
+        inbox: inbox_tx,
+        closer: closer.clone(),
+    });
+    let writer = tokio::spawn(write_loop(
+        sink,
+        out_rx,
+        closer.clone(),
+        Duration::from_secs(cfg.ws_heartbeat_secs.max(1)),
+    ));
+    let send_timeout = Duration::from_millis(cfg.ws_send_timeout_ms.max(1));
+    let (send_tx, send_rx) = mpsc::channel(SEND_QUEUE);
+    let sender = tokio::spawn(send_loop(
+        ctx.clone(),
+        claims.sub,
+        send_rx,
+        out_tx.clone(),
+        send_timeout,
+    ));
+    let mut conn = Conn {
+        ctx: ctx.clone(),
+        user: claims.sub,
+        hub_id: id,
+        out: out_tx,
+        closer: closer.clone(),
+        cursors: HashMap::new(),
+        typing_sent: HashMap::new(),
+        send_timeout,
+        sends: send_tx,
+    };
+    match conn.setup().await {
+        Ok(()) => conn.serve(&mut stream, inbox_rx, claims.exp).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up a WebSocket connection");
+            closer.close(1011, "internal error");
+        }
+    }
+    hub.unregister(id);
+    closer.close(1000, "bye");
+    drop(conn);
+    // Sends already queued are still stored (and acknowledged if the socket is open).
+    let _ = sender.await;
+    let _ = writer.await;
+    // Closing handshake: wait a little for the client's Close before dropping the TCP
+    // connection, so that it reads our close code instead of a reset.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(msg)) = stream.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+async fn write_loop(
+    mut sink: futures::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Message>,
+    closer: Closer,
+    heartbeat: Duration,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = closer.token().cancelled() => break,
+            m = rx.recv() => match m {
+                Some(m) => m,
+                None => break,
+            },
+            _ = ping.tick() => Message::Ping(Default::default()),
+        };
+        tokio::select! {
+            r = sink.send(msg) => if r.is_err() { return },
+            _ = closer.token().cancelled() => break,
+        }
+    }
+    if let Some((code, reason)) = closer.reason() {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }));
+        // A slow client may read its backlog first; give it time to get to the close code.
+        let _ = tokio::time::timeout(Duration::from_secs(30), sink.send(frame)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+struct Conn {
+    ctx: ApiContext,
+    user: Uuid,
+    hub_id: u64,
+    out: mpsc::Sender<Message>,
+    closer: Closer,
+    /// Per subscribed room: the last seq delivered to this client.
+    cursors: HashMap<Uuid, i64>,
+    typing_sent: HashMap<Uuid, Instant>,
+    send_timeout: Duration,
+    /// To the connection's sender task: stores sends one after the other, so messages
+    /// from one socket keep the order in which they were sent.
+    sends: mpsc::Sender<SendJob>,
+}
+
+struct SendJob {
+    room_id: Uuid,
+    body: String,
+    client_msg_id: String,
+    reply_to: Option<Uuid>,
+}
+
+/// Stores the connection's sends in order and answers each with `ack` or `error`.
+async fn send_loop(
+    ctx: ApiContext,
+    user: Uuid,
+    mut jobs: mpsc::Receiver<SendJob>,
+    out: mpsc::Sender<Message>,
+    timeout: Duration,
+) {
+    while let Some(job) = jobs.recv().await {
+        let result = service::send_message(
+            &ctx,
+            user,
+            service::SendInput {
+                room_id: job.room_id,
+                body: &job.body,
+                client_msg_id: Some(&job.client_msg_id),
+                reply_to: job.reply_to,
+            },
+        )
+        .await;
+        let frame = match result {
+            Ok((message, _)) => {
+                json!({"type": "ack", "client_msg_id": job.client_msg_id, "message": message})
+            }
+            Err(e) => error_frame(Some(&job.client_msg_id), e.code, &e.detail),
+        };
+        // A lost ack is harmless: the client resends the same client_msg_id.
+        if out.send_timeout(text(&frame), timeout).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Conn {
+    /// Subscribes to the user's rooms: first in the hub (so nothing committed from now on
+    /// is missed), then reads where each room stands (the cursors), then says `ready`.
+    async fn setup(&mut self) -> Result<(), sqlx::Error> {
+        let mut db = self.ctx.db.pool().acquire().await?;
+        let rooms = store::room_ids_of(&mut db, self.user).await?;
+        self.ctx.fanout.hub.subscribe(self.hub_id, &rooms);
+        let seqs = store::last_seqs(&mut db, &rooms).await?;
+        drop(db);
+        let mut ready = serde_json::Map::new();
+        for (room, seq) in seqs {
+            self.cursors.insert(room, seq);
+            ready.insert(room.to_string(), Value::from(seq));
+        }
+        self.emit(text(&json!({"type": "ready", "rooms": ready})))
+            .await;
+        Ok(())
+    }
+
+    async fn serve(
+        &mut self,
+        stream: &mut futures::stream::SplitStream<WebSocket>,
+        mut inbox: mpsc::Receiver<Inbox>,
+        exp: i64,
+    ) {
+        let cfg = self.ctx.config.clone();
+        let idle = Duration::from_secs(cfg.ws_idle_timeout_secs.max(1));
+        let mut last_seen = Instant::now();
+        let mut idle_check = tokio::time::interval(idle / 4);
+        let expires_in = (exp - kit::time::now_ms() / 1000).max(0) as u64;
+        let expiry = tokio::time::sleep(Duration::from_secs(expires_in));
+        tokio::pin!(expiry);
+        let closing = self.closer.token().clone();
+        let shutdown = self.ctx.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = closing.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    self.closer.close(close::GOING_AWAY, "server shutting down");
+                    return;
+                }
+                frame = stream.next() => {
+                    last_seen = Instant::now();
+                    match frame {
+                        None => return,
+                        Some(Err(e)) => {
+                            let too_big = e.to_string().contains("too long")
+                                || e.to_string().contains("Space limit");
+                            if too_big {
+                                self.closer.close(1009, "frame too large");
+                            }
+                            return;
+                        }
+                        Some(Ok(Message::Text(t))) => self.on_text(t.as_str()).await,
+                        Some(Ok(Message::Binary(_))) => {
+                            self.emit(text(&error_frame(None, "malformed_frame", "frames are JSON text"))).await;
+                        }
+                        Some(Ok(Message::Close(_))) => return,
+                        Some(Ok(_)) => {}
+                    }
+                }
+                item = inbox.recv() => match item {
+                    Some(item) => self.on_inbox(item).await,
+                    None => return,
+                },
+                _ = idle_check.tick() => {
+                    if last_seen.elapsed() > idle {
+                        self.closer.close(close::IDLE_TIMEOUT, "idle timeout");
+                        return;
+                    }
+                }
+                _ = &mut expiry => {
+                    self.closer.close(close::SESSION_ENDED, "access token expired");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Queues a frame; a client that leaves the queue full too long is too slow.
+    async fn emit(&self, msg: Message) {
+        tokio::select! {
+            r = tokio::time::timeout(self.send_timeout, self.out.send(msg)) => match r {
+                Ok(_) => {}
+                Err(_) => {
+                    metrics::counter!("chat_ws_slow_consumer_disconnects_total").increment(1);
+                    self.closer.close(close::SLOW_CONSUMER, "slow consumer");
+                }
+            },
+            _ = self.closer.token().cancelled() => {}
+        }
+    }
+
+    async fn on_text(&mut self, raw: &str) {
+        let value: Value = match serde_json::from_str(raw) {
+            Ok(v) => v,
+            Err(e) => {
+                let msg = format!("not JSON: {e}");
+                self.emit(text(&error_frame(None, "malformed_frame", &msg)))
+                    .await;
+                return;
+            }
+        };
+        let client_msg_id = value
+            .get("client_msg_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let frame: ClientFrame = match serde_json::from_value(value) {
+            Ok(f) => f,
+            Err(e) => {
+                let msg = format!("invalid frame: {e}");
+                self.emit(text(&error_frame(
+                    client_msg_id.as_deref(),
+                    "malformed_frame",
+                    &msg,
+                )))
+                .await;
+                return;
+            }
+        };
+        match frame {
+            ClientFrame::Ping => self.emit(text(&json!({"type": "pong"}))).await,
+            ClientFrame::Typing { room_id } => self.on_typing(room_id).await,
+            ClientFrame::Resume { rooms } => self.on_resume(rooms).await,
+            ClientFrame::Send {
+                room_id,
+                body,
+                client_msg_id,
+                reply_to,
+            } => self.on_send(room_id, body, client_msg_id, reply_to).await,
+        }
+    }
+
+    async fn on_send(
+        &mut self,
+        room_id: Uuid,
+        body: String,
+        client_msg_id: String,
+        reply_to: Option<Uuid>,
+    ) {
+        if let Err(wait_ms) = service::check_send_rate(&self.ctx, self.user) {
+            let mut frame = error_frame(
+                Some(&client_msg_id),
+                "rate_limited",
+                "too many messages; retry later",
+            );
+            frame["retry_after_ms"] = Value::from(wait_ms);
+            self.emit(text(&frame)).await;
+            return;
+        }
+        let job = SendJob {
+            room_id,
+            body,
+            client_msg_id,
+            reply_to,
+        };
+        tokio::select! {
+            _ = self.sends.send(job) => {}
+            _ = self.closer.token().cancelled() => {}
+        }
+    }
+
+    async fn on_typing(&mut self, room_id: Uuid) {
+        if !self.cursors.contains_key(&room_id) {
+            self.emit(text(&error_frame(
+                None,
+                "not_member",
+                "you are not a member of this room",
+            )))
+            .await;
+            return;
+        }
+        let throttle = Duration::from_millis(self.ctx.config.typing_throttle_ms);
+        let now = Instant::now();
+        if self
+            .typing_sent
+            .get(&room_id)
+            .is_some_and(|t| now.duration_since(*t) < throttle)
+        {
+            return;
+        }
+        self.typing_sent.insert(room_id, now);
+        self.ctx.fanout.typing(room_id, self.user);
+    }
+
+    async fn on_resume(&mut self, rooms: BTreeMap<Uuid, i64>) {
+        for (room, after) in rooms {
+            if !self.cursors.contains_key(&room) {
+                let mut frame =
+                    error_frame(None, "not_member", "you are not a member of this room");
+                frame["room_id"] = Value::String(room.to_string());
+                self.emit(text(&frame)).await;
+                continue;
+            }
+            self.cursors.insert(room, after.max(0));
+            self.catch_up(room, None).await;
+        }
+    }
+
+    /// Delivers the room's stored events after the cursor (and before `before`).
+    async fn catch_up(&mut self, room: Uuid, before: Option<i64>) {
+        loop {
+            let Some(&after) = self.cursors.get(&room) else {
+                return;
+            };
+            let page = match self.ctx.db.pool().acquire().await {
+                Ok(mut db) => store::events(&mut db, room, after, before, CATCH_UP_PAGE).await,
+                Err(e) => Err(e),
+            };
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, %room, "WebSocket catch-up failed");
+                    self.closer.close(1011, "internal error");
+                    return;
+                }
+            };
+            let n = page.len() as i64;
+            for event in page {
+                let seq = event.seq;
+                self.emit(Message::Text(Utf8Bytes::from(event.to_frame())))
+                    .await;
+                self.cursors.insert(room, seq);
+            }
+            if n < CATCH_UP_PAGE || self.closer.token().is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    async fn on_inbox(&mut self, item: Inbox) {
+        match item {
+            Inbox::Event(d) => {
+                let room = d.event.room_id;
+                let seq = d.event.seq;
+                let Some(&cursor) = self.cursors.get(&room) else {
+                    return;
+                };
+                if seq <= cursor {
+                    return;
+                }
+                if seq > cursor + 1 {
+                    self.catch_up(room, Some(seq)).await;
+                }
+                if self.cursors.get(&room).is_some_and(|c| *c < seq) {
+                    self.emit(Message::Text(d.frame.clone())).await;
+                    self.cursors.insert(room, seq);
+                }
+            }
+            Inbox::Subscribed { room, after } => {
+                self.cursors.insert(room, after);
+            }
+            Inbox::Unsubscribed { room } => {
+                self.cursors.remove(&room);
+                self.typing_sent.remove(&room);
+            }
+            Inbox::Check { room, last_seq } => {
+                if self.cursors.get(&room).is_some_and(|c| *c < last_seq) {
+                    self.catch_up(room, Some(last_seq + 1)).await;
+                }
+            }
+            Inbox::Typing(frame) => {
+                // Ephemeral: dropped rather than waited for when the client is behind.
+                let _ = self.out.try_send(Message::Text(frame));
+            }
+        }
+    }
+}

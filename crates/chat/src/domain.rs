@@ -1,0 +1,273 @@
+//! Chat types as the API shows them, and the parsing of client input.
+
+use kit::ApiError;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+pub const MAX_BODY_CHARS: usize = 4000;
+pub const MAX_NAME_CHARS: usize = 80;
+pub const MAX_TOPIC_CHARS: usize = 500;
+pub const MAX_CLIENT_MSG_ID_CHARS: usize = 128;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "owner" => Some(Role::Owner),
+            "admin" => Some(Role::Admin),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+    pub fn can_moderate(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+}
+
+/// A room as stored (plus its member count).
+#[derive(Clone, Debug, Serialize)]
+pub struct Room {
+    pub id: Uuid,
+    pub kind: String,
+    pub name: String,
+    pub topic: String,
+    pub visibility: String,
+    pub owner_id: Uuid,
+    #[serde(serialize_with = "kit::time::ser_rfc3339::serialize")]
+    pub created_at: i64,
+    pub member_count: i64,
+    pub last_seq: i64,
+}
+
+impl Room {
+    pub fn is_public(&self) -> bool {
+        self.visibility == "public"
+    }
+    pub fn is_dm(&self) -> bool {
+        self.kind == "dm"
+    }
+}
+
+/// A room in the caller's room list.
+#[derive(Serialize)]
+pub struct MyRoom {
+    #[serde(flatten)]
+    pub room: Room,
+    pub role: Role,
+    pub read_seq: i64,
+    pub unread_count: i64,
+    pub last_message: Option<Message>,
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Message {
+    pub id: Uuid,
+    pub room_id: Uuid,
+    pub seq: i64,
+    pub sender_id: Uuid,
+    pub body: String,
+    pub client_msg_id: Option<String>,
+    pub reply_to: Option<Uuid>,
+    pub created_at: String,
+    pub edited_at: Option<String>,
+    pub deleted: bool,
+}
+
+#[derive(Serialize)]
+pub struct Member {
+    pub user_id: Uuid,
+    pub role: Role,
+    #[serde(serialize_with = "kit::time::ser_rfc3339::serialize")]
+    pub joined_at: i64,
+}
+
+pub mod kinds {
+    pub const MESSAGE_CREATED: &str = "message.created";
+    pub const MESSAGE_UPDATED: &str = "message.updated";
+    pub const MESSAGE_DELETED: &str = "message.deleted";
+    pub const MEMBER_JOINED: &str = "member.joined";
+    pub const MEMBER_LEFT: &str = "member.left";
+    pub const MEMBER_REMOVED: &str = "member.removed";
+    /// Added to the contract's kinds: a member's role changed (payload `user_id`, `role`).
+    pub const MEMBER_ROLE_CHANGED: &str = "member.role_changed";
+}
+
+/// One entry of a room's event log. `payload` is an object merged into the wire form.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct RoomEvent {
+    pub room_id: Uuid,
+    pub seq: i64,
+    pub kind: String,
+    pub created_at: i64,
+    pub payload: Value,
+}
+
+impl RoomEvent {
+    /// `{room_id, seq, kind, created_at, ...payload}` (API.md `RoomEvent`).
+    pub fn to_wire(&self) -> Value {
+        let mut map = match &self.payload {
+            Value::Object(m) => m.clone(),
+            _ => Map::new(),
+        };
+        map.insert("room_id".into(), Value::String(self.room_id.to_string()));
+        map.insert("seq".into(), Value::from(self.seq));
+        map.insert("kind".into(), Value::String(self.kind.clone()));
+        map.insert(
+            "created_at".into(),
+            Value::String(kit::time::rfc3339(self.created_at)),
+        );
+        Value::Object(map)
+    }
+
+    /// The WebSocket frame carrying this event.
+    pub fn to_frame(&self) -> String {
+        serde_json::json!({
+            "type": "event",
+            "room_id": self.room_id,
+            "seq": self.seq,
+            "event": self.to_wire(),
+        })
+        .to_string()
+    }
+
+    /// The member a membership event is about.
+    pub fn member(&self) -> Option<Uuid> {
+        self.payload
+            .get("user_id")
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse().ok())
+    }
+}
+
+/// Trims and checks a message body: 1–4000 Unicode characters.
+pub fn parse_body(raw: &str) -> Result<String, ApiError> {
+    let body = raw.trim();
+    let n = body.chars().count();
+    if n == 0 {
+        return Err(ApiError::validation("body", "must not be empty"));
+    }
+    if n > MAX_BODY_CHARS {
+        return Err(ApiError::validation(
+            "body",
+            format!("must be at most {MAX_BODY_CHARS} characters"),
+        ));
+    }
+    Ok(body.to_owned())
+}
+
+pub fn parse_client_msg_id(raw: Option<&str>) -> Result<Option<String>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(s) => {
+            let n = s.chars().count();
+            if n == 0 || n > MAX_CLIENT_MSG_ID_CHARS || s.chars().any(char::is_control) {
+                Err(ApiError::validation(
+                    "client_msg_id",
+                    format!("must be 1–{MAX_CLIENT_MSG_ID_CHARS} printable characters"),
+                ))
+            } else {
+                Ok(Some(s.to_owned()))
+            }
+        }
+    }
+}
+
+pub fn parse_name(raw: &str) -> Result<String, ApiError> {
+    let name = raw.trim();
+    let n = name.chars().count();
+    if n == 0 || n > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            "name",
+            format!("must be 1–{MAX_NAME_CHARS} printable characters"),
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+pub fn parse_topic(raw: Option<&str>) -> Result<String, ApiError> {
+    let topic = raw.unwrap_or("").trim();
+    if topic.chars().count() > MAX_TOPIC_CHARS {
+        return Err(ApiError::validation(
+            "topic",
+            format!("must be at most {MAX_TOPIC_CHARS} characters"),
+        ));
+    }
+    Ok(topic.to_owned())
+}
+
+pub fn parse_visibility(raw: &str) -> Result<&'static str, ApiError> {
+    match raw {
+        "public" => Ok("public"),
+        "private" => Ok("private"),
+        _ => Err(ApiError::validation(
+            "visibility",
+            "must be \"public\" or \"private\"",
+        )),
+    }
+}
+
+/// `limit` of a page: default 50, 1–100.
+pub fn parse_limit(raw: Option<i64>) -> Result<i64, ApiError> {
+    match raw {
+        None => Ok(50),
+        Some(n) if (1..=100).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::validation("limit", "must be between 1 and 100")),
+    }
+}
+
+/// The key that makes a DM unique per pair, whoever creates it.
+pub fn dm_key(a: Uuid, b: Uuid) -> String {
+    let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+    format!("{lo}|{hi}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_is_trimmed_and_counted_in_chars() {
+        assert_eq!(parse_body("  hi \n").unwrap(), "hi");
+        assert!(parse_body("   ").is_err());
+        assert!(parse_body(&"é".repeat(4000)).is_ok());
+        assert!(parse_body(&"é".repeat(4001)).is_err());
+    }
+
+    #[test]
+    fn dm_key_is_symmetric() {
+        let a = Uuid::now_v7();
+        let b = Uuid::now_v7();
+        assert_eq!(dm_key(a, b), dm_key(b, a));
+    }
+
+    #[test]
+    fn wire_event_merges_payload() {
+        let e = RoomEvent {
+            room_id: Uuid::nil(),
+            seq: 3,
+            kind: kinds::MEMBER_JOINED.into(),
+            created_at: 0,
+            payload: serde_json::json!({"user_id": Uuid::nil()}),
+        };
+        let w = e.to_wire();
+        assert_eq!(w["seq"], 3);
+        assert_eq!(w["kind"], "member.joined");
+        assert_eq!(w["user_id"], Uuid::nil().to_string());
+        assert_eq!(e.member(), Some(Uuid::nil()));
+    }
+}

@@ -1,0 +1,235 @@
+//! Getting committed room events to every node: the local [`Hub`] directly, and — with
+//! Redis configured — the other nodes over one pub/sub channel. Each node holds ONE
+//! subscriber connection for all rooms. Pub/sub is lossy (a node that is disconnected
+//! misses messages), so the hub fills seq gaps from the database, and a periodic resync
+//! delivers events whose announcement was lost with nothing after them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::RoomEvent;
+use crate::hub::Hub;
+
+/// Messages queued for Redis beyond this are dropped (the receivers' resync repairs them).
+const PUBLISH_QUEUE: usize = 10_000;
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum Wire {
+    Event {
+        node: Uuid,
+        event: RoomEvent,
+    },
+    Typing {
+        node: Uuid,
+        room_id: Uuid,
+        user_id: Uuid,
+    },
+    Revoked {
+        node: Uuid,
+        session_id: Uuid,
+        until: i64,
+    },
+}
+
+#[derive(Clone)]
+pub struct Fanout {
+    pub hub: Arc<Hub>,
+    node: Uuid,
+    redis: Option<mpsc::Sender<String>>,
+}
+
+impl Fanout {
+    /// Starts the Redis publisher and subscriber (when `redis_url` is set) and the resync.
+    pub async fn start(
+        hub: Arc<Hub>,
+        redis_url: Option<&str>,
+        channel: String,
+        verifier: Arc<token::Verifier>,
+        resync_every: Duration,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<(Self, Vec<tokio::task::JoinHandle<()>>)> {
+        let node = Uuid::now_v7();
+        let mut tasks = Vec::new();
+        let redis = match redis_url {
+            None => None,
+            Some(url) => {
+                let client = redis::Client::open(url)
+                    .map_err(|e| anyhow::anyhow!("invalid redis_url: {e}"))?;
+                let publisher = client
+                    .get_connection_manager()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
+                let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
+                tasks.push(tokio::spawn(publish_loop(
+                    publisher,
+                    channel.clone(),
+                    rx,
+                    shutdown.clone(),
+                )));
+                tasks.push(tokio::spawn(subscribe_loop(
+                    client,
+                    channel,
+                    node,
+                    hub.clone(),
+                    verifier,
+                    shutdown.clone(),
+                )));
+                Some(tx)
+            }
+        };
+        let resync_hub = hub.clone();
+        let stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(resync_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => resync_hub.resync().await,
+                }
+            }
+        }));
+        Ok((Self { hub, node, redis }, tasks))
+    }
+
+    fn send(&self, wire: &Wire) {
+        let Some(tx) = &self.redis else { return };
+        let Ok(text) = serde_json::to_string(wire) else {
+            return;
+        };
+        if tx.try_send(text).is_err() {
+            metrics::counter!("chat_fanout_publish_dropped_total").increment(1);
+        }
+    }
+
+    /// Hands committed events to every node (call after commit, in seq order).
+    pub async fn publish(&self, events: Vec<RoomEvent>) {
+        for event in events {
+            self.send(&Wire::Event {
+                node: self.node,
+                event: event.clone(),
+            });
+            self.hub.dispatch(event).await;
+        }
+    }
+
+    pub fn typing(&self, room_id: Uuid, user_id: Uuid) {
+        self.send(&Wire::Typing {
+            node: self.node,
+            room_id,
+            user_id,
+        });
+        self.hub.typing(room_id, user_id);
+    }
+
+    /// Tells the other nodes to reject `session_id` and close its sockets (the auth
+    /// event is consumed by one node of the consumer group only).
+    pub fn session_revoked(&self, session_id: Uuid, until: i64) {
+        self.send(&Wire::Revoked {
+            node: self.node,
+            session_id,
+            until,
+        });
+    }
+}
+
+async fn publish_loop(
+    mut conn: redis::aio::ConnectionManager,
+    channel: String,
+    mut rx: mpsc::Receiver<String>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let msg = tokio::select! {
+            m = rx.recv() => m,
+            _ = shutdown.cancelled() => None,
+        };
+        let Some(msg) = msg else { return };
+        let r: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(&channel)
+            .arg(msg)
+            .query_async(&mut conn)
+            .await;
+        if let Err(e) = r {
+            metrics::counter!("chat_fanout_publish_errors_total").increment(1);
+            tracing::warn!(error = %e, "cannot publish a room event to Redis");
+        }
+    }
+}
+
+async fn subscribe_loop(
+    client: redis::Client,
+    channel: String,
+    node: Uuid,
+    hub: Arc<Hub>,
+    verifier: Arc<token::Verifier>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let connected = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::select! {
+            r = connected => r,
+            _ = shutdown.cancelled() => return,
+        };
+        match pubsub {
+            Ok(mut pubsub) => {
+                tracing::info!("subscribed to the chat fan-out channel");
+                // Whatever was published while we were away is in the database.
+                hub.resync().await;
+                let mut stream = pubsub.on_message();
+                loop {
+                    let msg = tokio::select! {
+                        m = stream.next() => m,
+                        _ = shutdown.cancelled() => return,
+                    };
+                    let Some(msg) = msg else { break };
+                    let Ok(text) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    handle(&text, node, &hub, &verifier).await;
+                }
+                tracing::warn!("chat fan-out subscription lost; reconnecting");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to the chat fan-out channel"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn handle(text: &str, me: Uuid, hub: &Hub, verifier: &token::Verifier) {
+    let wire: Wire = match serde_json::from_str(text) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "undecodable fan-out message");
+            return;
+        }
+    };
+    match wire {
+        Wire::Event { node, .. } | Wire::Typing { node, .. } | Wire::Revoked { node, .. }
+            if node == me => {}
+        Wire::Event { event, .. } => hub.dispatch(event).await,
+        Wire::Typing {
+            room_id, user_id, ..
+        } => hub.typing(room_id, user_id),
+        Wire::Revoked {
+            session_id, until, ..
+        } => {
+            verifier.revoke_session(session_id, until);
+            hub.close_session(session_id);
+        }
+    }
+}

@@ -1,0 +1,706 @@
+//! The state changes of the chat service, shared by the HTTP routes and the WebSocket.
+//! Each runs in one transaction that also appends the room events (with the room's next
+//! seqs); the events are handed to the fan-out only after commit.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use kit::ApiError;
+use kit::db::{Tx, is_unique_violation};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::{self, Message, Role, Room, RoomEvent, kinds};
+use crate::fanout::Fanout;
+use crate::state::ApiContext;
+use crate::store;
+
+pub fn room_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "room_not_found", "no such room")
+}
+
+fn not_member() -> ApiError {
+    ApiError::forbidden("not_member", "you are not a member of this room")
+}
+
+fn message_not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "message_not_found",
+        "no such message",
+    )
+}
+
+/// The room and the caller's role in it. A private room the caller is not in does
+/// not exist for them (404).
+pub async fn access(
+    conn: &mut sqlx::AnyConnection,
+    room_id: Uuid,
+    user: Uuid,
+) -> Result<(Room, Option<Role>), ApiError> {
+    let room = store::room(conn, room_id)
+        .await?
+        .ok_or_else(room_not_found)?;
+    let role = store::role(conn, room_id, user).await?;
+    if role.is_none() && !room.is_public() {
+        return Err(room_not_found());
+    }
+    Ok((room, role))
+}
+
+/// Like [`access`], but the caller must be a member (403 `not_member` otherwise).
+pub async fn member_access(
+    conn: &mut sqlx::AnyConnection,
+    room_id: Uuid,
+    user: Uuid,
+) -> Result<(Room, Role), ApiError> {
+    let (room, role) = access(conn, room_id, user).await?;
+    Ok((room, role.ok_or_else(not_member)?))
+}
+
+/// Appends a room event with the room's next seq, inside `tx`.
+async fn append(
+    tx: &mut Tx,
+    room: Uuid,
+    kind: &str,
+    payload: Value,
+    message_id: Option<Uuid>,
+) -> Result<RoomEvent, sqlx::Error> {
+    let seq = store::next_seq(tx.conn(), room).await?;
+    let event = RoomEvent {
+        room_id: room,
+        seq,
+        kind: kind.to_owned(),
+        created_at: kit::time::now_ms(),
+        payload,
+    };
+    store::insert_event(tx.conn(), &event, message_id).await?;
+    Ok(event)
+}
+
+/// Commits, then fans the events out (never before: only durable events are announced).
+async fn commit(ctx: &ApiContext, tx: Tx, events: Vec<RoomEvent>) -> Result<(), ApiError> {
+    tx.commit().await?;
+    // On its own task: a client that hangs up drops this handler's future, but what was
+    // committed must still be announced.
+    let fanout = ctx.fanout.clone();
+    let _ = tokio::spawn(async move { fanout.publish(events).await }).await;
+    Ok(())
+}
+
+/// The caller's send budget: Err(milliseconds to wait) when over the limit.
+pub fn check_send_rate(ctx: &ApiContext, user: Uuid) -> Result<(), u64> {
+    ctx.send_limit
+        .check(user)
+        .map_err(|wait| (wait.as_millis() as u64).max(1))
+}
+
+// ---- rooms -------------------------------------------------------------------------
+
+pub async fn create_room(
+    ctx: &ApiContext,
+    owner: Uuid,
+    name: &str,
+    visibility: &str,
+    topic: Option<&str>,
+) -> Result<Room, ApiError> {
+    let mut errors = Vec::new();
+    let name = domain::parse_name(name).map_err(|e| errors.extend(e.errors));
+    let visibility = domain::parse_visibility(visibility).map_err(|e| errors.extend(e.errors));
+    let topic = domain::parse_topic(topic).map_err(|e| errors.extend(e.errors));
+    let (Ok(name), Ok(visibility), Ok(topic)) = (name, visibility, topic) else {
+        return Err(ApiError::validation_many(errors));
+    };
+    let id = Uuid::now_v7();
+    let mut tx = ctx.db.begin().await?;
+    store::insert_room(
+        tx.conn(),
+        &store::NewRoom {
+            id,
+            kind: "channel",
+            name: &name,
+            topic: &topic,
+            visibility,
+            owner_id: owner,
+            dm_key: None,
+            created_at: kit::time::now_ms(),
+        },
+    )
+    .await?;
+    store::add_member(tx.conn(), id, owner, Role::Owner, kit::time::now_ms()).await?;
+    let joined = append(
+        &mut tx,
+        id,
+        kinds::MEMBER_JOINED,
+        json!({"user_id": owner, "role": "owner"}),
+        None,
+    )
+    .await?;
+    let room = store::room(tx.conn(), id)
+        .await?
+        .ok_or_else(|| ApiError::internal("room vanished"))?;
+    commit(ctx, tx, vec![joined]).await?;
+    Ok(room)
+}
+
+/// Joins a public room (idempotent: a member gets the room again, no new event).
+pub async fn join(ctx: &ApiContext, user: Uuid, room_id: Uuid) -> Result<Room, ApiError> {
+    let mut tx = ctx.db.begin().await?;
+    let (room, role) = access(tx.conn(), room_id, user).await?;
+    if role.is_some() {
+        return Ok(room);
+    }
+    if !room.is_public() || room.is_dm() {
+        return Err(room_not_found());
+    }
+    let mut events = Vec::new();
+    if store::add_member(tx.conn(), room_id, user, Role::Member, kit::time::now_ms()).await? {
+        events.push(
+            append(
+                &mut tx,
+                room_id,
+                kinds::MEMBER_JOINED,
+                json!({"user_id": user, "role": "member"}),
+                None,
+            )
+            .await?,
+        );
+    }
+    let room = store::room(tx.conn(), room_id)
+        .await?
+        .ok_or_else(room_not_found)?;
+    commit(ctx, tx, events).await?;
+    Ok(room)
+}
+
+/// Leaves a room. An owner who leaves hands the room to the longest-standing admin
+/// (else member), so a channel never stays without an owner while it has members.
+pub async fn leave(ctx: &ApiContext, user: Uuid, room_id: Uuid) -> Result<(), ApiError> {
+    let mut tx = ctx.db.begin().await?;
+    let (room, role) = member_access(tx.conn(), room_id, user).await?;
+    store::remove_member(tx.conn(), room_id, user).await?;
+    let mut events = vec![
+        append(
+            &mut tx,
+            room_id,
+            kinds::MEMBER_LEFT,
+            json!({"user_id": user}),
+            None,
+        )
+        .await?,
+    ];
+    if role == Role::Owner
+        && !room.is_dm()
+        && let Some(next) = store::successor(tx.conn(), room_id).await?
+    {
+        store::set_role(tx.conn(), room_id, next, Role::Owner).await?;
+        store::set_owner(tx.conn(), room_id, next).await?;
+        events.push(
+            append(
+                &mut tx,
+                room_id,
+                kinds::MEMBER_ROLE_CHANGED,
+                json!({"user_id": next, "role": "owner"}),
+                None,
+            )
+            .await?,
+        );
+    }
+    commit(ctx, tx, events).await
+}
+
+/// Adds `target` to a channel (owner/admin only; refused when the invitee blocks the
+/// inviter — asked of the user service, 503 when it cannot answer).
+pub async fn invite(
+    ctx: &ApiContext,
+    inviter: Uuid,
+    room_id: Uuid,
+    target: Uuid,
+) -> Result<(), ApiError> {
+    {
+        let mut conn = ctx.db.pool().acquire().await?;
+        let (room, role) = member_access(&mut conn, room_id, inviter).await?;
+        check_can_add(&room, role, inviter, target)?;
+        if store::role(&mut conn, room_id, target).await?.is_some() {
+            return Err(ApiError::conflict(
+                "already_member",
+                "the user is already a member",
+            ));
+        }
+    }
+    let flags = ctx.users.relationship(target, inviter).await?;
+    if flags.a_blocks_b {
+        return Err(ApiError::forbidden(
+            "blocked",
+            "this user does not accept invitations from you",
+        ));
+    }
+    let mut tx = ctx.db.begin().await?;
+    // Checked again inside the transaction: roles may have changed meanwhile.
+    let (room, role) = member_access(tx.conn(), room_id, inviter).await?;
+    check_can_add(&room, role, inviter, target)?;
+    if !store::add_member(
+        tx.conn(),
+        room_id,
+        target,
+        Role::Member,
+        kit::time::now_ms(),
+    )
+    .await?
+    {
+        return Err(ApiError::conflict(
+            "already_member",
+            "the user is already a member",
+        ));
+    }
+    let event = append(
+        &mut tx,
+        room_id,
+        kinds::MEMBER_JOINED,
+        json!({"user_id": target, "role": "member", "invited_by": inviter}),
+        None,
+    )
+    .await?;
+    commit(ctx, tx, vec![event]).await
+}
+
+fn check_can_add(room: &Room, role: Role, inviter: Uuid, target: Uuid) -> Result<(), ApiError> {
+    if room.is_dm() {
+        return Err(ApiError::bad_request(
+            "not_a_channel",
+            "members cannot be added to a direct conversation",
+        ));
+    }
+    if !role.can_moderate() {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "only the owner or an admin may add members",
+        ));
+    }
+    if inviter == target {
+        return Err(ApiError::validation("user_id", "you are already a member"));
+    }
+    Ok(())
+}
+
+/// Removes `target` (owner/admin only; nobody removes the owner, admins remove members).
+pub async fn kick(
+    ctx: &ApiContext,
+    actor: Uuid,
+    room_id: Uuid,
+    target: Uuid,
+) -> Result<(), ApiError> {
+    let mut tx = ctx.db.begin().await?;
+    let (room, role) = member_access(tx.conn(), room_id, actor).await?;
+    if room.is_dm() || !role.can_moderate() {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "only the owner or an admin may remove members",
+        ));
+    }
+    if actor == target {
+        return Err(ApiError::bad_request(
+            "use_leave",
+            "to remove yourself, leave the room",
+        ));
+    }
+    let target_role = store::role(tx.conn(), room_id, target)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "member_not_found",
+                "the user is not a member",
+            )
+        })?;
+    if target_role == Role::Owner || (role == Role::Admin && target_role == Role::Admin) {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "you may not remove this member",
+        ));
+    }
+    store::remove_member(tx.conn(), room_id, target).await?;
+    let event = append(
+        &mut tx,
+        room_id,
+        kinds::MEMBER_REMOVED,
+        json!({"user_id": target, "by": actor}),
+        None,
+    )
+    .await?;
+    commit(ctx, tx, vec![event]).await
+}
+
+/// Owner only: makes a member an admin or an admin a member.
+pub async fn set_role(
+    ctx: &ApiContext,
+    actor: Uuid,
+    room_id: Uuid,
+    target: Uuid,
+    new_role: &str,
+) -> Result<(), ApiError> {
+    let new_role = match new_role {
+        "admin" => Role::Admin,
+        "member" => Role::Member,
+        _ => {
+            return Err(ApiError::validation(
+                "role",
+                "must be \"admin\" or \"member\"",
+            ));
+        }
+    };
+    let mut tx = ctx.db.begin().await?;
+    let (room, role) = member_access(tx.conn(), room_id, actor).await?;
+    if room.is_dm() || role != Role::Owner {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "only the owner may change roles",
+        ));
+    }
+    let current = store::role(tx.conn(), room_id, target)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "member_not_found",
+                "the user is not a member",
+            )
+        })?;
+    if current == Role::Owner {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "the owner's role cannot be changed",
+        ));
+    }
+    if current == new_role {
+        return Ok(());
+    }
+    store::set_role(tx.conn(), room_id, target, new_role).await?;
+    let event = append(
+        &mut tx,
+        room_id,
+        kinds::MEMBER_ROLE_CHANGED,
+        json!({"user_id": target, "role": new_role.as_str()}),
+        None,
+    )
+    .await?;
+    commit(ctx, tx, vec![event]).await
+}
+
+/// The DM room of the pair: created on first use (201), the same room afterwards (200).
+/// Both sides are (again) members. Refused when either side blocks the other.
+pub async fn open_dm(ctx: &ApiContext, user: Uuid, other: Uuid) -> Result<(Room, bool), ApiError> {
+    if user == other {
+        return Err(ApiError::validation(
+            "user_id",
+            "a direct conversation needs another user",
+        ));
+    }
+    let flags = ctx.users.relationship(user, other).await?;
+    if flags.a_blocks_b || flags.b_blocks_a {
+        return Err(ApiError::forbidden(
+            "blocked",
+            "one of you blocks the other",
+        ));
+    }
+    let key = domain::dm_key(user, other);
+    // Two attempts: a concurrent creator may win the unique dm_key between our look-up
+    // and insert; the second attempt then finds its room.
+    for _ in 0..2 {
+        let mut tx = ctx.db.begin().await?;
+        let existing = store::room_by_dm_key(tx.conn(), &key).await?;
+        let (room_id, created) = match existing {
+            Some(room) => (room.id, false),
+            None => {
+                let id = Uuid::now_v7();
+                let inserted = store::insert_room(
+                    tx.conn(),
+                    &store::NewRoom {
+                        id,
+                        kind: "dm",
+                        name: "",
+                        topic: "",
+                        visibility: "private",
+                        owner_id: user,
+                        dm_key: Some(&key),
+                        created_at: kit::time::now_ms(),
+                    },
+                )
+                .await;
+                match inserted {
+                    Ok(()) => (id, true),
+                    Err(e) if is_unique_violation(&e) => {
+                        drop(tx);
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let mut events = Vec::new();
+        for member in [user, other] {
+            if store::add_member(
+                tx.conn(),
+                room_id,
+                member,
+                Role::Member,
+                kit::time::now_ms(),
+            )
+            .await?
+            {
+                events.push(
+                    append(
+                        &mut tx,
+                        room_id,
+                        kinds::MEMBER_JOINED,
+                        json!({"user_id": member, "role": "member"}),
+                        None,
+                    )
+                    .await?,
+                );
+            }
+        }
+        let room = store::room(tx.conn(), room_id)
+            .await?
+            .ok_or_else(room_not_found)?;
+        commit(ctx, tx, events).await?;
+        return Ok((room, created));
+    }
+    Err(ApiError::internal("DM creation raced twice"))
+}
+
+// ---- messages ----------------------------------------------------------------------
+
+pub struct SendInput<'a> {
+    pub room_id: Uuid,
+    pub body: &'a str,
+    pub client_msg_id: Option<&'a str>,
+    pub reply_to: Option<Uuid>,
+}
+
+/// Stores a message (after the caller checked the rate limit). Returns the message and
+/// whether it was created now (false: the same `client_msg_id` was sent before).
+pub async fn send_message(
+    ctx: &ApiContext,
+    sender: Uuid,
+    input: SendInput<'_>,
+) -> Result<(Message, bool), ApiError> {
+    let body = domain::parse_body(input.body)?;
+    let client_msg_id = domain::parse_client_msg_id(input.client_msg_id)?;
+    let room_id = input.room_id;
+    let mut tx = ctx.db.begin().await?;
+    member_access(tx.conn(), room_id, sender).await?;
+    if let Some(cmid) = &client_msg_id
+        && let Some(existing) = store::message_by_client_id(tx.conn(), sender, cmid).await?
+    {
+        return same_send(existing, room_id);
+    }
+    if let Some(reply_to) = input.reply_to {
+        let target = store::message(tx.conn(), reply_to).await?;
+        if target.is_none_or(|m| m.room_id != room_id) {
+            return Err(ApiError::validation(
+                "reply_to",
+                "must be a message of this room",
+            ));
+        }
+    }
+    let seq = store::next_seq(tx.conn(), room_id).await?;
+    let now = kit::time::now_ms();
+    let message = Message {
+        id: Uuid::now_v7(),
+        room_id,
+        seq,
+        sender_id: sender,
+        body,
+        client_msg_id,
+        reply_to: input.reply_to,
+        created_at: kit::time::rfc3339(now),
+        edited_at: None,
+        deleted: false,
+    };
+    match store::insert_message(tx.conn(), &message, now).await {
+        Ok(()) => {}
+        Err(e) if is_unique_violation(&e) => {
+            // A concurrent send with the same client_msg_id won; ours rolls back (and so
+            // does its seq, keeping the log gap-free).
+            drop(tx);
+            let mut conn = ctx.db.pool().acquire().await?;
+            let cmid = message.client_msg_id.as_deref().unwrap_or_default();
+            let existing = store::message_by_client_id(&mut conn, sender, cmid)
+                .await?
+                .ok_or_else(|| ApiError::internal(e))?;
+            return same_send(existing, room_id);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let event = RoomEvent {
+        room_id,
+        seq,
+        kind: kinds::MESSAGE_CREATED.to_owned(),
+        created_at: now,
+        payload: json!({ "message": message }),
+    };
+    store::insert_event(tx.conn(), &event, Some(message.id)).await?;
+    bus::outbox::enqueue(
+        &mut tx,
+        &bus::Envelope::new(
+            crate::SOURCE,
+            "chat.message.created",
+            json!({
+                "message_id": message.id,
+                "room_id": room_id,
+                "seq": seq,
+                "sender_id": sender,
+            }),
+        ),
+    )
+    .await?;
+    commit(ctx, tx, vec![event]).await?;
+    ctx.outbox.wake();
+    metrics::counter!("chat_messages_stored_total").increment(1);
+    Ok((message, true))
+}
+
+fn same_send(existing: Message, room_id: Uuid) -> Result<(Message, bool), ApiError> {
+    if existing.room_id != room_id {
+        return Err(ApiError::conflict(
+            "client_msg_id_conflict",
+            "this client_msg_id was already used for a message in another room",
+        ));
+    }
+    Ok((existing, false))
+}
+
+/// The message `id` of `room_id`, with the caller's role (membership required).
+async fn message_in_room(
+    tx: &mut Tx,
+    room_id: Uuid,
+    id: Uuid,
+    user: Uuid,
+) -> Result<(Message, Role), ApiError> {
+    let (_, role) = member_access(tx.conn(), room_id, user).await?;
+    let message = store::message(tx.conn(), id)
+        .await?
+        .filter(|m| m.room_id == room_id)
+        .ok_or_else(message_not_found)?;
+    Ok((message, role))
+}
+
+pub async fn edit_message(
+    ctx: &ApiContext,
+    user: Uuid,
+    room_id: Uuid,
+    id: Uuid,
+    body: &str,
+) -> Result<Message, ApiError> {
+    let body = domain::parse_body(body)?;
+    let mut tx = ctx.db.begin().await?;
+    let (mut message, _) = message_in_room(&mut tx, room_id, id, user).await?;
+    if message.sender_id != user {
+        return Err(ApiError::forbidden(
+            "not_sender",
+            "only the sender may edit a message",
+        ));
+    }
+    if message.deleted {
+        return Err(ApiError::conflict(
+            "message_deleted",
+            "the message was deleted",
+        ));
+    }
+    let now = kit::time::now_ms();
+    store::update_message(tx.conn(), id, &body, Some(now), false).await?;
+    message.body = body;
+    message.edited_at = Some(kit::time::rfc3339(now));
+    let event = append(
+        &mut tx,
+        room_id,
+        kinds::MESSAGE_UPDATED,
+        json!({ "message": message }),
+        Some(id),
+    )
+    .await?;
+    commit(ctx, tx, vec![event]).await?;
+    Ok(message)
+}
+
+/// Deletes as a tombstone (idempotent). The body also disappears from earlier events.
+pub async fn delete_message(
+    ctx: &ApiContext,
+    user: Uuid,
+    room_id: Uuid,
+    id: Uuid,
+) -> Result<(), ApiError> {
+    let mut tx = ctx.db.begin().await?;
+    let (mut message, role) = message_in_room(&mut tx, room_id, id, user).await?;
+    if message.sender_id != user && !role.can_moderate() {
+        return Err(ApiError::forbidden(
+            "forbidden",
+            "only the sender or the room's owner or admins may delete a message",
+        ));
+    }
+    if message.deleted {
+        return Ok(());
+    }
+    store::update_message(tx.conn(), id, "", None, true).await?;
+    message.body = String::new();
+    message.deleted = true;
+    message.edited_at = None;
+    let payload = json!({ "message": message });
+    store::scrub_message_events(tx.conn(), id, &payload).await?;
+    let event = append(&mut tx, room_id, kinds::MESSAGE_DELETED, payload, Some(id)).await?;
+    commit(ctx, tx, vec![event]).await
+}
+
+pub async fn mark_read(
+    ctx: &ApiContext,
+    user: Uuid,
+    room_id: Uuid,
+    seq: i64,
+) -> Result<(), ApiError> {
+    if seq < 0 {
+        return Err(ApiError::validation("seq", "must not be negative"));
+    }
+    let mut tx = ctx.db.begin().await?;
+    member_access(tx.conn(), room_id, user).await?;
+    store::mark_read(tx.conn(), room_id, user, seq).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+// ---- events from other services ----------------------------------------------------
+
+#[derive(Deserialize)]
+struct SessionRevoked {
+    session_id: Uuid,
+    until: i64,
+}
+
+/// `session.revoked` (auth): reject the session's tokens and close its sockets, on every
+/// node (the event reaches one node of the consumer group; it tells the others).
+pub fn consume_auth_events(
+    bus: &bus::Bus,
+    verifier: Arc<token::Verifier>,
+    fanout: Fanout,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    bus.subscribe(
+        bus::Subscription::new("chat", &["auth"]),
+        bus::handler(move |event: bus::Envelope| {
+            let verifier = verifier.clone();
+            let fanout = fanout.clone();
+            async move {
+                if event.kind == "session.revoked" {
+                    let data: SessionRevoked = event.payload()?;
+                    verifier.revoke_session(data.session_id, data.until);
+                    fanout.hub.close_session(data.session_id);
+                    fanout.session_revoked(data.session_id, data.until);
+                }
+                Ok(())
+            }
+        }),
+        shutdown,
+    )
+}

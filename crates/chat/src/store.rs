@@ -1,0 +1,514 @@
+//! SQL of the chat service (portable: SQLite and PostgreSQL through sqlx `Any`).
+
+use kit::db::Migration;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+use uuid::Uuid;
+
+use crate::domain::{Member, Message, Role, Room, RoomEvent};
+
+pub const MIGRATIONS: &[Migration] = &[
+    bus::inbox::MIGRATION,
+    Migration {
+        id: "chat-0001-init",
+        sqlite: include_str!("../migrations/0001_init.sql"),
+        postgres: include_str!("../migrations/0001_init.sql"),
+    },
+];
+
+type Result<T> = std::result::Result<T, sqlx::Error>;
+
+fn uuid(row: &AnyRow, col: &str) -> Result<Uuid> {
+    let s: String = row.try_get(col)?;
+    s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn opt_uuid(row: &AnyRow, col: &str) -> Result<Option<Uuid>> {
+    let s: Option<String> = row.try_get(col)?;
+    s.map(|s| s.parse().map_err(|e| sqlx::Error::Decode(Box::new(e))))
+        .transpose()
+}
+
+const ROOM_COLS: &str =
+    "r.id, r.kind, r.name, r.topic, r.visibility, r.owner_id, r.created_at, r.last_seq,
+    (SELECT COUNT(*) FROM members mc WHERE mc.room_id = r.id) AS member_count";
+
+fn room_from(row: &AnyRow) -> Result<Room> {
+    Ok(Room {
+        id: uuid(row, "id")?,
+        kind: row.try_get("kind")?,
+        name: row.try_get("name")?,
+        topic: row.try_get("topic")?,
+        visibility: row.try_get("visibility")?,
+        owner_id: uuid(row, "owner_id")?,
+        created_at: row.try_get("created_at")?,
+        member_count: row.try_get("member_count")?,
+        last_seq: row.try_get("last_seq")?,
+    })
+}
+
+const MESSAGE_COLS: &str =
+    "id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted";
+
+fn message_from(row: &AnyRow) -> Result<Message> {
+    let edited_at: Option<i64> = row.try_get("edited_at")?;
+    Ok(Message {
+        id: uuid(row, "id")?,
+        room_id: uuid(row, "room_id")?,
+        seq: row.try_get("seq")?,
+        sender_id: uuid(row, "sender_id")?,
+        body: row.try_get("body")?,
+        client_msg_id: row.try_get("client_msg_id")?,
+        reply_to: opt_uuid(row, "reply_to")?,
+        created_at: kit::time::rfc3339(row.try_get("created_at")?),
+        edited_at: edited_at.map(kit::time::rfc3339),
+        deleted: kit::db::flag(row.try_get("deleted")?),
+    })
+}
+
+fn event_from(row: &AnyRow) -> Result<RoomEvent> {
+    let payload: String = row.try_get("payload")?;
+    Ok(RoomEvent {
+        room_id: uuid(row, "room_id")?,
+        seq: row.try_get("seq")?,
+        kind: row.try_get("kind")?,
+        created_at: row.try_get("created_at")?,
+        payload: serde_json::from_str(&payload).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+    })
+}
+
+// ---- rooms -------------------------------------------------------------------------
+
+pub struct NewRoom<'a> {
+    pub id: Uuid,
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub topic: &'a str,
+    pub visibility: &'a str,
+    pub owner_id: Uuid,
+    pub dm_key: Option<&'a str>,
+    pub created_at: i64,
+}
+
+pub async fn insert_room(conn: &mut AnyConnection, r: &NewRoom<'_>) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO rooms (id, kind, name, topic, visibility, owner_id, dm_key, created_at, last_seq)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
+    )
+    .bind(r.id.to_string())
+    .bind(r.kind)
+    .bind(r.name)
+    .bind(r.topic)
+    .bind(r.visibility)
+    .bind(r.owner_id.to_string())
+    .bind(r.dm_key)
+    .bind(r.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn room(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Room>> {
+    let sql = format!("SELECT {ROOM_COLS} FROM rooms r WHERE r.id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(room_from).transpose()
+}
+
+pub async fn room_by_dm_key(conn: &mut AnyConnection, key: &str) -> Result<Option<Room>> {
+    let sql = format!("SELECT {ROOM_COLS} FROM rooms r WHERE r.dm_key = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(key)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(room_from).transpose()
+}
+
+pub async fn set_owner(conn: &mut AnyConnection, room: Uuid, owner: Uuid) -> Result<()> {
+    sqlx::query("UPDATE rooms SET owner_id = $1 WHERE id = $2")
+        .bind(owner.to_string())
+        .bind(room.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Takes the room's next seq. The row lock (PostgreSQL) / write lock (SQLite) it takes
+/// is held until commit, so seqs commit in order and without holes.
+pub async fn next_seq(conn: &mut AnyConnection, room: Uuid) -> Result<i64> {
+    sqlx::query_scalar("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq")
+        .bind(room.to_string())
+        .fetch_one(conn)
+        .await
+}
+
+/// The caller's rooms with role, read marker, unread count; `after` is an id cursor.
+pub async fn my_rooms(
+    conn: &mut AnyConnection,
+    user: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<(Room, Role, i64, i64)>> {
+    let sql = format!(
+        "SELECT {ROOM_COLS}, m.role, m.read_seq,
+            (SELECT COUNT(*) FROM messages x WHERE x.room_id = r.id AND x.seq > m.read_seq
+               AND x.sender_id <> $1 AND x.deleted = 0) AS unread_count
+         FROM members m JOIN rooms r ON r.id = m.room_id
+         WHERE m.user_id = $1 AND r.id > $2
+         ORDER BY r.id LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(user.to_string())
+        .bind(after.map(|u| u.to_string()).unwrap_or_default())
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let role: String = row.try_get("role")?;
+            Ok((
+                room_from(row)?,
+                Role::parse(&role).unwrap_or(Role::Member),
+                row.try_get("read_seq")?,
+                row.try_get("unread_count")?,
+            ))
+        })
+        .collect()
+}
+
+/// Public channels whose name contains `q` (case-insensitive).
+pub async fn discover(
+    conn: &mut AnyConnection,
+    q: &str,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Room>> {
+    let escaped = q
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    let sql = format!(
+        "SELECT {ROOM_COLS} FROM rooms r
+         WHERE r.visibility = 'public' AND r.kind = 'channel' AND r.id > $1
+           AND LOWER(r.name) LIKE $2 ESCAPE '\\'
+         ORDER BY r.id LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(after.map(|u| u.to_string()).unwrap_or_default())
+        .bind(format!("%{escaped}%"))
+        .bind(limit)
+        .fetch_all(conn)
+        .await?;
+    rows.iter().map(room_from).collect()
+}
+
+/// `(room_id, last_seq)` of the given rooms.
+pub async fn last_seqs(conn: &mut AnyConnection, rooms: &[Uuid]) -> Result<Vec<(Uuid, i64)>> {
+    let mut out = Vec::with_capacity(rooms.len());
+    for chunk in rooms.chunks(200) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, last_seq FROM rooms WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id.to_string());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.push((uuid(&row, "id")?, row.try_get("last_seq")?));
+        }
+    }
+    Ok(out)
+}
+
+// ---- members -----------------------------------------------------------------------
+
+pub async fn role(conn: &mut AnyConnection, room: Uuid, user: Uuid) -> Result<Option<Role>> {
+    let role: Option<String> =
+        sqlx::query_scalar("SELECT role FROM members WHERE room_id = $1 AND user_id = $2")
+            .bind(room.to_string())
+            .bind(user.to_string())
+            .fetch_optional(conn)
+            .await?;
+    Ok(role.as_deref().and_then(Role::parse))
+}
+
+/// Adds a member; false when they already were one.
+pub async fn add_member(
+    conn: &mut AnyConnection,
+    room: Uuid,
+    user: Uuid,
+    role: Role,
+    now: i64,
+) -> Result<bool> {
+    let n = sqlx::query(
+        "INSERT INTO members (room_id, user_id, role, joined_at, read_seq) VALUES ($1, $2, $3, $4, 0)
+         ON CONFLICT (room_id, user_id) DO NOTHING",
+    )
+    .bind(room.to_string())
+    .bind(user.to_string())
+    .bind(role.as_str())
+    .bind(now)
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+pub async fn remove_member(conn: &mut AnyConnection, room: Uuid, user: Uuid) -> Result<bool> {
+    let n = sqlx::query("DELETE FROM members WHERE room_id = $1 AND user_id = $2")
+        .bind(room.to_string())
+        .bind(user.to_string())
+        .execute(conn)
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
+
+pub async fn set_role(conn: &mut AnyConnection, room: Uuid, user: Uuid, role: Role) -> Result<()> {
+    sqlx::query("UPDATE members SET role = $1 WHERE room_id = $2 AND user_id = $3")
+        .bind(role.as_str())
+        .bind(room.to_string())
+        .bind(user.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The longest-standing member, admins first (the next owner when the owner leaves).
+pub async fn successor(conn: &mut AnyConnection, room: Uuid) -> Result<Option<Uuid>> {
+    let id: Option<String> = sqlx::query_scalar(
+        "SELECT user_id FROM members WHERE room_id = $1
+         ORDER BY CASE role WHEN 'admin' THEN 0 ELSE 1 END, joined_at, user_id LIMIT 1",
+    )
+    .bind(room.to_string())
+    .fetch_optional(conn)
+    .await?;
+    Ok(id.and_then(|s| s.parse().ok()))
+}
+
+pub async fn members(
+    conn: &mut AnyConnection,
+    room: Uuid,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Member>> {
+    let rows = sqlx::query(
+        "SELECT user_id, role, joined_at FROM members WHERE room_id = $1 AND user_id > $2
+         ORDER BY user_id LIMIT $3",
+    )
+    .bind(room.to_string())
+    .bind(after.map(|u| u.to_string()).unwrap_or_default())
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let role: String = row.try_get("role")?;
+            Ok(Member {
+                user_id: uuid(row, "user_id")?,
+                role: Role::parse(&role).unwrap_or(Role::Member),
+                joined_at: row.try_get("joined_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Ids of the rooms `user` is a member of.
+pub async fn room_ids_of(conn: &mut AnyConnection, user: Uuid) -> Result<Vec<Uuid>> {
+    let rows = sqlx::query("SELECT room_id FROM members WHERE user_id = $1")
+        .bind(user.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(|r| uuid(r, "room_id")).collect()
+}
+
+/// Moves the read marker forward (never back), capped at the room's last seq.
+pub async fn mark_read(conn: &mut AnyConnection, room: Uuid, user: Uuid, seq: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE members SET read_seq = (SELECT CASE WHEN $1 < r.last_seq THEN $1 ELSE r.last_seq END
+                                         FROM rooms r WHERE r.id = $2)
+         WHERE room_id = $2 AND user_id = $3 AND read_seq < $1",
+    )
+    .bind(seq)
+    .bind(room.to_string())
+    .bind(user.to_string())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+// ---- messages ----------------------------------------------------------------------
+
+pub async fn insert_message(conn: &mut AnyConnection, m: &Message, created_at: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, 0)",
+    )
+    .bind(m.id.to_string())
+    .bind(m.room_id.to_string())
+    .bind(m.seq)
+    .bind(m.sender_id.to_string())
+    .bind(&m.body)
+    .bind(m.client_msg_id.as_deref())
+    .bind(m.reply_to.map(|u| u.to_string()))
+    .bind(created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn message(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Message>> {
+    let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(message_from).transpose()
+}
+
+pub async fn message_by_client_id(
+    conn: &mut AnyConnection,
+    sender: Uuid,
+    client_msg_id: &str,
+) -> Result<Option<Message>> {
+    let sql =
+        format!("SELECT {MESSAGE_COLS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(sender.to_string())
+        .bind(client_msg_id)
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(message_from).transpose()
+}
+
+pub async fn update_message(
+    conn: &mut AnyConnection,
+    id: Uuid,
+    body: &str,
+    edited_at: Option<i64>,
+    deleted: bool,
+) -> Result<()> {
+    sqlx::query("UPDATE messages SET body = $1, edited_at = $2, deleted = $3 WHERE id = $4")
+        .bind(body)
+        .bind(edited_at)
+        .bind(i64::from(deleted))
+        .bind(id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn last_message(conn: &mut AnyConnection, room: Uuid) -> Result<Option<Message>> {
+    let sql =
+        format!("SELECT {MESSAGE_COLS} FROM messages WHERE room_id = $1 ORDER BY seq DESC LIMIT 1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(room.to_string())
+        .fetch_optional(conn)
+        .await?;
+    row.as_ref().map(message_from).transpose()
+}
+
+/// A page of messages in ascending seq order, and whether more exist in the direction
+/// of the query (older without `after`, newer with it).
+pub async fn history(
+    conn: &mut AnyConnection,
+    room: Uuid,
+    before: Option<i64>,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<Message>, bool)> {
+    let upper = before.unwrap_or(i64::MAX);
+    let (sql, lower) = match after {
+        Some(a) => (
+            format!(
+                "SELECT {MESSAGE_COLS} FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3
+                 ORDER BY seq ASC LIMIT $4"
+            ),
+            a,
+        ),
+        None => (
+            format!(
+                "SELECT {MESSAGE_COLS} FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3
+                 ORDER BY seq DESC LIMIT $4"
+            ),
+            0,
+        ),
+    };
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(room.to_string())
+        .bind(lower)
+        .bind(upper)
+        .bind(limit + 1)
+        .fetch_all(conn)
+        .await?;
+    let mut items = rows.iter().map(message_from).collect::<Result<Vec<_>>>()?;
+    let has_more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    if after.is_none() {
+        items.reverse();
+    }
+    Ok((items, has_more))
+}
+
+// ---- room events -------------------------------------------------------------------
+
+pub async fn insert_event(
+    conn: &mut AnyConnection,
+    e: &RoomEvent,
+    message_id: Option<Uuid>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO room_events (room_id, seq, kind, payload, message_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(e.room_id.to_string())
+    .bind(e.seq)
+    .bind(&e.kind)
+    .bind(e.payload.to_string())
+    .bind(message_id.map(|u| u.to_string()))
+    .bind(e.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Rewrites the payload of every earlier event of a message (a deleted body must not
+/// stay readable through the event log).
+pub async fn scrub_message_events(
+    conn: &mut AnyConnection,
+    message_id: Uuid,
+    payload: &serde_json::Value,
+) -> Result<()> {
+    sqlx::query("UPDATE room_events SET payload = $1 WHERE message_id = $2")
+        .bind(payload.to_string())
+        .bind(message_id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Events with `after < seq < before`, ascending, at most `limit`.
+pub async fn events(
+    conn: &mut AnyConnection,
+    room: Uuid,
+    after: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<RoomEvent>> {
+    let rows = sqlx::query(
+        "SELECT room_id, seq, kind, payload, created_at FROM room_events
+         WHERE room_id = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4",
+    )
+    .bind(room.to_string())
+    .bind(after)
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(event_from).collect()
+}

@@ -1,0 +1,91 @@
+//! The user service's relationship check, with a short timeout and a circuit breaker:
+//! when the user service is down the caller gets 503 `dependency_unavailable`, never a
+//! silent allow.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kit::ApiError;
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// Consecutive failures that open the breaker, and how long it stays open.
+const FAILURE_THRESHOLD: u32 = 3;
+const OPEN_FOR: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub struct PairFlags {
+    pub a_blocks_b: bool,
+    pub b_blocks_a: bool,
+    #[serde(default)]
+    pub a_follows_b: bool,
+    #[serde(default)]
+    pub b_follows_a: bool,
+}
+
+#[derive(Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+pub struct UsersClient {
+    base: String,
+    http: reqwest::Client,
+    breaker: Mutex<Breaker>,
+}
+
+fn unavailable() -> ApiError {
+    ApiError::unavailable(
+        "dependency_unavailable",
+        "the user service is unavailable; try again later",
+    )
+}
+
+impl UsersClient {
+    pub fn new(base: &str, timeout: Duration) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()
+            .unwrap_or_default();
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+            breaker: Mutex::new(Breaker::default()),
+        }
+    }
+
+    /// `GET /internal/relationships/{a}/{b}` of the user service.
+    pub async fn relationship(&self, a: Uuid, b: Uuid) -> Result<PairFlags, ApiError> {
+        if let Ok(b) = self.breaker.lock()
+            && b.open_until.is_some_and(|t| t > Instant::now())
+        {
+            metrics::counter!("chat_users_breaker_rejections_total").increment(1);
+            return Err(unavailable());
+        }
+        let url = format!("{}/internal/relationships/{a}/{b}", self.base);
+        let result = async {
+            let res = self.http.get(&url).send().await?.error_for_status()?;
+            res.json::<PairFlags>().await
+        }
+        .await;
+        let Ok(mut breaker) = self.breaker.lock() else {
+            return result.map_err(|_| unavailable());
+        };
+        match result {
+            Ok(flags) => {
+                *breaker = Breaker::default();
+                Ok(flags)
+            }
+            Err(e) => {
+                breaker.failures += 1;
+                if breaker.failures >= FAILURE_THRESHOLD {
+                    breaker.open_until = Some(Instant::now() + OPEN_FOR);
+                }
+                tracing::warn!(error = %e, failures = breaker.failures, "user service relationship check failed");
+                Err(unavailable())
+            }
+        }
+    }
+}

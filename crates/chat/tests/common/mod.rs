@@ -1,0 +1,425 @@
+//! A chat service on a real port with fresh state, a real JWKS issuer, an in-process bus,
+//! optionally the real user service beside it, and WebSocket clients.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use kit::db::Backend;
+use serde_json::{Value, json};
+use token::testing::TestIssuer;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use uuid::Uuid;
+
+pub struct App {
+    pub url: String,
+    pub issuer: std::sync::Arc<TestIssuer>,
+    pub bus: bus::Bus,
+    pub http: reqwest::Client,
+    running: Option<kit::server::Running>,
+    _dir: tempfile::TempDir,
+    _db: Option<kit::testing::TestDb>,
+    users: Option<UsersApp>,
+}
+
+/// Stands in for the user service's internal relationship endpoint (same route, same
+/// JSON) with a block list the test controls. The real user service behind the real
+/// chat service is exercised by the system tests in `crates/intellicolab/tests`.
+struct UsersApp {
+    url: String,
+    blocks: Arc<Mutex<HashSet<(Uuid, Uuid)>>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+#[derive(Clone, Debug)]
+pub struct User {
+    pub id: Uuid,
+    pub name: String,
+    pub token: String,
+}
+
+pub struct Options {
+    pub config: chat::Config,
+    pub common: kit::config::CommonConfig,
+    /// Serve the user service's relationship endpoint and point `users_url` at it.
+    pub with_users: bool,
+}
+
+pub async fn start(backend: Backend, test: &str) -> Option<App> {
+    start_with(backend, test, |_| {}).await
+}
+
+pub async fn start_with(
+    backend: Backend,
+    test: &str,
+    tweak: impl FnOnce(&mut Options),
+) -> Option<App> {
+    let db = kit::testing::test_db(backend, test).await?;
+    let issuer = std::sync::Arc::new(TestIssuer::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = Options {
+        config: chat::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: db.url.clone(),
+            ..Default::default()
+        },
+        common: kit::config::CommonConfig {
+            auth_url: issuer.auth_url.clone(),
+            data_dir: dir.path().to_owned(),
+            // Nothing listens here: the user service is down unless `with_users`.
+            users_url: closed_port_url().await,
+            ..Default::default()
+        },
+        with_users: false,
+    };
+    tweak(&mut opts);
+    let bus = bus::Bus::memory();
+    let users = if opts.with_users {
+        let users = start_users().await;
+        opts.common.users_url = users.url.clone();
+        Some(users)
+    } else {
+        None
+    };
+    Some(App::build(opts.common, opts.config, bus, issuer, dir, Some(db), users).await)
+}
+
+impl App {
+    async fn build(
+        common: kit::config::CommonConfig,
+        config: chat::Config,
+        bus: bus::Bus,
+        issuer: std::sync::Arc<TestIssuer>,
+        dir: tempfile::TempDir,
+        db: Option<kit::testing::TestDb>,
+        users: Option<UsersApp>,
+    ) -> App {
+        let service = chat::build(&common, &config, bus.clone(), Default::default())
+            .await
+            .unwrap();
+        let running = service.spawn();
+        App {
+            url: running.url(),
+            issuer,
+            bus,
+            http: reqwest::Client::new(),
+            running: Some(running),
+            _dir: dir,
+            _db: db,
+            users,
+        }
+    }
+
+    /// Another node of the same deployment: same database and Redis, own port and bus.
+    pub async fn another_node_with(
+        &self,
+        tweak: impl FnOnce(&mut chat::Config),
+        redis_url: &str,
+    ) -> App {
+        let database_url = self._db.as_ref().and_then(|d| d.url.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let common = kit::config::CommonConfig {
+            auth_url: self.issuer.auth_url.clone(),
+            data_dir: dir.path().to_owned(),
+            redis_url: Some(redis_url.to_owned()),
+            users_url: closed_port_url().await,
+            ..Default::default()
+        };
+        let mut config = chat::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url,
+            ..Default::default()
+        };
+        tweak(&mut config);
+        App::build(
+            common,
+            config,
+            bus::Bus::memory(),
+            self.issuer.clone(),
+            dir,
+            None,
+            None,
+        )
+        .await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        if let Some(u) = self.users.take() {
+            u.stop.cancel();
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("{}/chat/ws", self.url.replacen("http", "ws", 1))
+    }
+
+    /// A new user with a token from the test issuer.
+    pub async fn user(&self, name: &str) -> User {
+        let id = Uuid::now_v7();
+        User {
+            id,
+            name: name.to_owned(),
+            token: self.issuer.token(id, name),
+        }
+    }
+
+    /// `blocker` blocks `blocked` (as the user service would answer from now on).
+    pub async fn block(&self, blocker: &User, blocked: &User) {
+        let users = self
+            .users
+            .as_ref()
+            .expect("started without the user service");
+        users
+            .blocks
+            .lock()
+            .unwrap()
+            .insert((blocker.id, blocked.id));
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, u: &User) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None, Some(&u.token))
+            .await
+    }
+    pub async fn post(&self, path: &str, body: Value, u: &User) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body), Some(&u.token))
+            .await
+    }
+    pub async fn patch(&self, path: &str, body: Value, u: &User) -> (u16, Value) {
+        self.call(reqwest::Method::PATCH, path, Some(body), Some(&u.token))
+            .await
+    }
+    pub async fn delete(&self, path: &str, u: &User) -> (u16, Value) {
+        self.call(reqwest::Method::DELETE, path, None, Some(&u.token))
+            .await
+    }
+
+    /// Creates a channel owned by `owner` and returns its id.
+    pub async fn room(&self, owner: &User, name: &str, visibility: &str) -> String {
+        let (s, b) = self
+            .post(
+                "/chat/rooms",
+                json!({"name": name, "visibility": visibility}),
+                owner,
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        b["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn join(&self, room: &str, u: &User) {
+        let (s, b) = self
+            .post(&format!("/chat/rooms/{room}/join"), json!({}), u)
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+
+    pub async fn send(&self, room: &str, u: &User, body: &str) -> Value {
+        let (s, b) = self
+            .post(
+                &format!("/chat/rooms/{room}/messages"),
+                json!({"body": body}),
+                u,
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        b
+    }
+
+    pub async fn connect(&self, u: &User) -> Ws {
+        Ws::connect(&self.ws_url(), &u.token).await
+    }
+}
+
+/// A URL on which nothing listens.
+pub async fn closed_port_url() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}")
+}
+
+async fn start_users() -> UsersApp {
+    use axum::extract::{Path, State};
+    type Blocks = Arc<Mutex<HashSet<(Uuid, Uuid)>>>;
+    async fn relationships(
+        State(blocks): State<Blocks>,
+        Path((a, b)): Path<(Uuid, Uuid)>,
+    ) -> axum::Json<Value> {
+        let blocks = blocks.lock().unwrap();
+        axum::Json(json!({
+            "a_blocks_b": blocks.contains(&(a, b)),
+            "b_blocks_a": blocks.contains(&(b, a)),
+            "a_follows_b": false,
+            "b_follows_a": false,
+        }))
+    }
+    let blocks: Blocks = Arc::default();
+    let app = axum::Router::new()
+        .route(
+            "/internal/relationships/{a}/{b}",
+            axum::routing::get(relationships),
+        )
+        .with_state(blocks.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await;
+    });
+    UsersApp { url, blocks, stop }
+}
+
+pub async fn read(res: reqwest::Response) -> (u16, Value) {
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    (status, body)
+}
+
+type Stream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A real WebSocket client.
+pub struct Ws {
+    pub stream: Stream,
+    /// The `ready` frame: the rooms subscribed and their last seqs.
+    pub ready: Value,
+}
+
+/// How a connection ended.
+#[derive(Debug, PartialEq)]
+pub enum Closed {
+    Code(u16),
+    NoFrame,
+}
+
+impl Ws {
+    pub async fn connect(url: &str, token: &str) -> Ws {
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (stream, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        Self::ready(stream).await
+    }
+
+    pub async fn ready(stream: Stream) -> Ws {
+        let mut ws = Ws {
+            stream,
+            ready: Value::Null,
+        };
+        let ready = ws.next_json().await;
+        assert_eq!(ready["type"], "ready", "{ready}");
+        ws.ready = ready;
+        ws
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.stream
+            .send(WsMessage::Text(v.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_raw(&mut self, m: WsMessage) {
+        self.stream.send(m).await.unwrap();
+    }
+
+    /// The next JSON frame (pings and pongs skipped), within 10 s.
+    pub async fn next_json(&mut self) -> Value {
+        self.try_next_json(Duration::from_secs(10))
+            .await
+            .expect("no frame within 10 s")
+    }
+
+    pub async fn try_next_json(&mut self, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()?;
+            match msg {
+                Some(Ok(WsMessage::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+                Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next frame of `type` (others skipped).
+    pub async fn next_of(&mut self, kind: &str) -> Value {
+        loop {
+            let v = self.next_json().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code.
+    pub async fn closed(&mut self, wait: Duration) -> Closed {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Err(_) => panic!("the server did not close the connection in time"),
+                Ok(Some(Ok(WsMessage::Close(Some(f))))) => return Closed::Code(f.code.into()),
+                Ok(Some(Ok(WsMessage::Close(None)))) | Ok(None) | Ok(Some(Err(_))) => {
+                    return Closed::NoFrame;
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Asserts nothing but pings arrive for `wait`.
+    pub async fn assert_quiet(&mut self, wait: Duration) {
+        if let Some(v) = self.try_next_json(wait).await {
+            panic!("unexpected frame {v}");
+        }
+    }
+}
+
+/// The `event` frames' (seq, kind) of a room, read until `until_seq` arrives.
+pub async fn events_until(ws: &mut Ws, room: &str, until_seq: i64) -> Vec<Value> {
+    let mut out = Vec::new();
+    loop {
+        let v = ws.next_json().await;
+        if v["type"] != "event" || v["room_id"] != room {
+            continue;
+        }
+        let seq = v["seq"].as_i64().unwrap();
+        out.push(v);
+        if seq >= until_seq {
+            return out;
+        }
+    }
+}

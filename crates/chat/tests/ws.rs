@@ -1,0 +1,654 @@
+//! The WebSocket protocol with real clients, on both backends.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Closed, Ws, events_until};
+use futures::StreamExt;
+use kit::db::Backend;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+kit::backend_tests!(
+    authentication,
+    send_ack_and_live_events,
+    resume_has_no_gap_at_the_switch_over,
+    typing_reaches_others_only,
+    ping_and_malformed_frames,
+    membership_changes_subscriptions_at_once,
+    slow_consumer_is_closed_and_can_resume,
+    revoked_session_is_disconnected,
+    oversized_frame_closes,
+    websocket_send_is_rate_limited,
+    heartbeat_and_idle_timeout,
+    expired_token_closes_the_socket,
+);
+
+async fn authentication(backend: Backend) {
+    let Some(app) = common::start(backend, "ws_authentication").await else {
+        return;
+    };
+    let alice = app.user("alice").await;
+    // No token, bad token: 401 before any upgrade.
+    for url in [
+        app.ws_url(),
+        format!("{}?access_token=garbage", app.ws_url()),
+    ] {
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+                assert_eq!(res.status(), 401);
+            }
+            other => panic!("expected 401, got {other:?}"),
+        }
+    }
+    // The query parameter (browsers) works.
+    let url = format!("{}?access_token={}", app.ws_url(), alice.token);
+    let (stream, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let ws = Ws::ready(stream).await;
+    assert_eq!(ws.ready["rooms"], json!({}));
+    // A plain GET is told what it should have done.
+    let (s, b) = app.get("/chat/ws", &alice).await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("websocket_required")));
+    app.stop().await;
+}
+
+async fn send_ack_and_live_events(backend: Backend) {
+    let Some(app) = common::start(backend, "send_ack_and_live_events").await else {
+        return;
+    };
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = app.room(&alice, "r", "public").await;
+    let private = app.room(&alice, "p", "private").await;
+    app.join(&room, &bob).await;
+    let mut a = app.connect(&alice).await;
+    let mut b = app.connect(&bob).await;
+    assert_eq!(b.ready["rooms"][&room], 2);
+
+    a.send(json!({"type": "send", "room_id": room, "body": " hello ", "client_msg_id": "x1"}))
+        .await;
+    let ack = a.next_of("ack").await;
+    assert_eq!(ack["client_msg_id"], "x1");
+    let m = &ack["message"];
+    assert_eq!(
+        (m["body"].as_str(), m["seq"].as_i64()),
+        (Some("hello"), Some(3))
+    );
+    // Stored before the ack: HTTP sees it.
+    let (_, h) = app.get(&format!("/chat/rooms/{room}/messages"), &bob).await;
+    assert_eq!(h["items"][0]["id"], m["id"]);
+
+    let ev = b.next_json().await;
+    assert_eq!(ev["type"], "event");
+    assert_eq!(
+        (ev["room_id"].as_str(), ev["seq"].as_i64()),
+        (Some(room.as_str()), Some(3))
+    );
+    assert_eq!(ev["event"]["kind"], "message.created");
+    assert_eq!(ev["event"]["seq"], 3);
+    assert_eq!(ev["event"]["message"], *m);
+    // HTTP sends reach sockets too; edits and deletes are events.
+    let sent = app.send(&room, &bob, "via http").await;
+    let ev = b.next_json().await;
+    assert_eq!(ev["event"]["message"], sent);
+    let id = m["id"].as_str().unwrap();
+    let (s, _) = app
+        .patch(
+            &format!("/chat/rooms/{room}/messages/{id}"),
+            json!({"body": "edited"}),
+            &alice,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let ev = b.next_json().await;
+    assert_eq!(
+        (ev["seq"].as_i64(), ev["event"]["kind"].as_str()),
+        (Some(5), Some("message.updated"))
+    );
+    assert_eq!(ev["event"]["message"]["body"], "edited");
+
+    // Same client_msg_id again: the same message, no new event.
+    a.send(json!({"type": "send", "room_id": room, "body": "hello", "client_msg_id": "x1"}))
+        .await;
+    let again = a.next_of("ack").await;
+    assert_eq!(again["message"]["id"], m["id"]);
+    // Errors carry the client_msg_id and a code; the socket stays usable.
+    a.send(json!({"type": "send", "room_id": room, "body": "   ", "client_msg_id": "x2"}))
+        .await;
+    let err = a.next_of("error").await;
+    assert_eq!(
+        (err["client_msg_id"].as_str(), err["code"].as_str()),
+        (Some("x2"), Some("validation_failed"))
+    );
+    b.send(json!({"type": "send", "room_id": private, "body": "hi", "client_msg_id": "x3"}))
+        .await;
+    let err = b.next_of("error").await;
+    assert_eq!(
+        (err["client_msg_id"].as_str(), err["code"].as_str()),
+        (Some("x3"), Some("room_not_found"))
+    );
+    b.send(json!({"type": "send", "room_id": room, "body": "hi"}))
+        .await;
+    let err = b.next_of("error").await;
+    assert_eq!(
+        err["code"], "malformed_frame",
+        "client_msg_id is required on the socket"
+    );
+    b.assert_quiet(Duration::from_millis(300)).await;
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "chat_ws_connections",
+        "chat_messages_stored_total",
+        "chat_fanout_deliveries_total",
+        "chat_fanout_latency_seconds",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+    app.stop().await;
+}
+
+async fn resume_has_no_gap_at_the_switch_over(backend: Backend) {
+    let Some(app) = common::start_with(backend, "resume_no_gap", |o| {
+        o.config.send_rate_per_sec = 10_000.0;
+        o.config.send_burst = 10_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = app.room(&alice, "r", "public").await;
+    app.join(&room, &bob).await;
+    for i in 0..40 {
+        app.send(&room, &alice, &format!("before {i}")).await;
+    }
+    // Traffic keeps flowing while Bob reconnects and resumes from seq 0.
+    let writer = {
+        let http = app.http.clone();
+        let url = format!("{}/chat/rooms/{room}/messages", app.url);
+        let token = alice.token.clone();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                let res = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"body": format!("during {i}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 201);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut b = app.connect(&bob).await;
+    b.send(json!({"type": "resume", "rooms": {room.clone(): 0}}))
+        .await;
+    writer.await.unwrap();
+    let last = 2 + 40 + 60;
+    let mut events = Vec::new();
+    let mut replaying = false;
+    loop {
+        let v = b.next_json().await;
+        if v["type"] != "event" {
+            continue;
+        }
+        let seq = v["seq"].as_i64().unwrap();
+        replaying |= seq == 1;
+        events.push(v);
+        if replaying && seq == last {
+            break;
+        }
+    }
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    // Live events may arrive between `ready` and the server reading the resume frame
+    // (at-least-once: the replay repeats them). From the replay on, the stream is every
+    // event exactly once, in order, running straight into the live ones.
+    let replay = seqs.iter().position(|s| *s == 1).unwrap();
+    assert!(
+        seqs[..replay].windows(2).all(|w| w[1] == w[0] + 1),
+        "{seqs:?}"
+    );
+    assert_eq!(
+        seqs[replay..],
+        (1..=last).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    let events = &events[replay..];
+    assert_eq!(events[0]["event"]["kind"], "member.joined");
+    b.assert_quiet(Duration::from_millis(300)).await;
+
+    // Resuming from the middle replays from there; unknown rooms get an error.
+    b.send(json!({"type": "resume", "rooms": {room.clone(): last - 3, uuid::Uuid::now_v7().to_string(): 0}}))
+        .await;
+    let mut got = Vec::new();
+    let mut saw_error = false;
+    while got.len() < 3 || !saw_error {
+        let v = b.next_json().await;
+        match v["type"].as_str().unwrap() {
+            "event" => got.push(v["seq"].as_i64().unwrap()),
+            "error" => {
+                assert_eq!(v["code"], "not_member");
+                saw_error = true;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(got, [last - 2, last - 1, last]);
+    app.stop().await;
+}
+
+async fn typing_reaches_others_only(backend: Backend) {
+    let Some(app) = common::start(backend, "typing_reaches_others_only").await else {
+        return;
+    };
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = app.room(&alice, "r", "public").await;
+    let other = app.room(&bob, "other", "private").await;
+    app.join(&room, &bob).await;
+    let mut a = app.connect(&alice).await;
+    let mut a2 = app.connect(&alice).await;
+    let mut b = app.connect(&bob).await;
+    a.send(json!({"type": "typing", "room_id": room})).await;
+    let t = b.next_json().await;
+    assert_eq!(
+        t,
+        json!({"type": "typing", "room_id": room, "user_id": alice.id})
+    );
+    // Throttled: a second notice right away is not relayed.
+    a.send(json!({"type": "typing", "room_id": room})).await;
+    b.assert_quiet(Duration::from_millis(300)).await;
+    // Not to the typist's own devices, and not stored.
+    a.assert_quiet(Duration::from_millis(100)).await;
+    a2.assert_quiet(Duration::from_millis(100)).await;
+    let (_, r) = app.get(&format!("/chat/rooms/{room}"), &alice).await;
+    assert_eq!(r["last_seq"], 2);
+    a.send(json!({"type": "typing", "room_id": other})).await;
+    assert_eq!(a.next_json().await["code"], "not_member");
+    app.stop().await;
+}
+
+async fn ping_and_malformed_frames(backend: Backend) {
+    let Some(app) = common::start(backend, "ping_and_malformed_frames").await else {
+        return;
+    };
+    let alice = app.user("alice").await;
+    let mut a = app.connect(&alice).await;
+    a.send(json!({"type": "ping"})).await;
+    assert_eq!(a.next_json().await, json!({"type": "pong"}));
+    a.send_raw(WsMessage::Text("this is not json".into())).await;
+    assert_eq!(a.next_json().await["code"], "malformed_frame");
+    a.send(json!({"type": "teleport"})).await;
+    assert_eq!(a.next_json().await["code"], "malformed_frame");
+    a.send(json!({"type": "send", "room_id": "nope", "body": "x", "client_msg_id": "c"}))
+        .await;
+    let e = a.next_json().await;
+    assert_eq!(
+        (e["code"].as_str(), e["client_msg_id"].as_str()),
+        (Some("malformed_frame"), Some("c"))
+    );
+    a.send(json!([1, 2])).await;
+    assert_eq!(a.next_json().await["code"], "malformed_frame");
+    a.send_raw(WsMessage::Binary(vec![1u8, 2, 3].into())).await;
+    assert_eq!(a.next_json().await["code"], "malformed_frame");
+    // Still open and working.
+    a.send(json!({"type": "ping"})).await;
+    assert_eq!(a.next_json().await, json!({"type": "pong"}));
+    app.stop().await;
+}
+
+async fn membership_changes_subscriptions_at_once(backend: Backend) {
+    let Some(app) =
+        common::start_with(backend, "membership_subscriptions", |o| o.with_users = true).await
+    else {
+        return;
+    };
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let public = app.room(&alice, "pub", "public").await;
+    let private = app.room(&alice, "priv", "private").await;
+    let mut b = app.connect(&bob).await;
+    let mut b2 = app.connect(&bob).await;
+    app.send(&public, &alice, "before joining").await;
+    b.assert_quiet(Duration::from_millis(200)).await;
+
+    // Joining over HTTP subscribes Bob's open sockets, starting with his member.joined.
+    app.join(&public, &bob).await;
+    for ws in [&mut b, &mut b2] {
+        let ev = ws.next_json().await;
+        assert_eq!(
+            (ev["seq"].as_i64(), ev["event"]["kind"].as_str()),
+            (Some(3), Some("member.joined"))
+        );
+    }
+    app.send(&public, &alice, "after joining").await;
+    assert_eq!(
+        b.next_json().await["event"]["message"]["body"],
+        "after joining"
+    );
+    assert_eq!(
+        b2.next_json().await["event"]["message"]["body"],
+        "after joining"
+    );
+
+    // An invitation too.
+    let (s, _) = app
+        .post(
+            &format!("/chat/rooms/{private}/members"),
+            json!({"user_id": bob.id}),
+            &alice,
+        )
+        .await;
+    assert_eq!(s, 201);
+    let ev = b.next_json().await;
+    assert_eq!(
+        (ev["room_id"].as_str(), ev["event"]["kind"].as_str()),
+        (Some(private.as_str()), Some("member.joined"))
+    );
+    app.send(&private, &alice, "secret").await;
+    assert_eq!(b.next_json().await["event"]["message"]["body"], "secret");
+
+    // Removed: the removal is the last event Bob gets from that room.
+    let (s, _) = app
+        .delete(&format!("/chat/rooms/{private}/members/{}", bob.id), &alice)
+        .await;
+    assert_eq!(s, 204);
+    let ev = b.next_json().await;
+    assert_eq!(ev["event"]["kind"], "member.removed");
+    app.send(&private, &alice, "not for bob").await;
+    // Leaving: same.
+    let (s, _) = app
+        .post(&format!("/chat/rooms/{public}/leave"), json!({}), &bob)
+        .await;
+    assert_eq!(s, 204);
+    let ev = b.next_json().await;
+    assert_eq!(
+        (ev["room_id"].as_str(), ev["event"]["kind"].as_str()),
+        (Some(public.as_str()), Some("member.left"))
+    );
+    app.send(&public, &alice, "not for bob either").await;
+    b.assert_quiet(Duration::from_millis(300)).await;
+    // Nor can a resume reach the rooms any more.
+    b.send(json!({"type": "resume", "rooms": {private.clone(): 0}}))
+        .await;
+    assert_eq!(b.next_json().await["code"], "not_member");
+    app.stop().await;
+}
+
+async fn slow_consumer_is_closed_and_can_resume(backend: Backend) {
+    let Some(app) = common::start_with(backend, "slow_consumer", |o| {
+        o.config.send_rate_per_sec = 100_000.0;
+        o.config.send_burst = 100_000;
+        o.config.ws_outbound_queue = 4;
+        o.config.ws_inbox_queue = 8;
+        o.config.ws_send_timeout_ms = 300;
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let room = app.room(&alice, "firehose", "public").await;
+    app.join(&room, &bob).await;
+
+    // Bob connects with a tiny receive buffer and then does not read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket
+        .connect(app.url.trim_start_matches("http://").parse().unwrap())
+        .await
+        .unwrap();
+    let mut req = app.ws_url().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", bob.token).parse().unwrap(),
+    );
+    let (stream, _) =
+        tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+    let mut slow = Ws::ready(stream).await;
+
+    // A firehose of large messages (4-byte characters: 16 KB frames) from several senders.
+    let body = "𝄞".repeat(3990);
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let http = app.http.clone();
+        let url = format!("{}/chat/rooms/{room}/messages", app.url);
+        let token = alice.token.clone();
+        let body = body.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..40 {
+                let res = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"body": format!("{t}/{i} {body}")}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 201);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let last = 2 + 8 * 40;
+
+    // Reading now: what was buffered, then the close with 4008.
+    let mut delivered = Vec::new();
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(20), slow.stream.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(WsMessage::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).unwrap();
+                delivered.push(v["seq"].as_i64().unwrap());
+            }
+            Some(Ok(WsMessage::Close(Some(f)))) => break Closed::Code(f.code.into()),
+            Some(Ok(_)) => continue,
+            _ => break Closed::NoFrame,
+        }
+    };
+    println!(
+        "slow client got {} events before the close",
+        delivered.len()
+    );
+    assert_eq!(closed, Closed::Code(4008));
+    assert!(
+        (delivered.len() as i64) < last - 2,
+        "the slow client was cut off early"
+    );
+    assert_eq!(
+        delivered,
+        (3..3 + delivered.len() as i64).collect::<Vec<_>>(),
+        "in order until cut off"
+    );
+
+    // It reconnects and resumes from what it has: everything else arrives, in order.
+    let mut b = app.connect(&bob).await;
+    let from = delivered.last().copied().unwrap_or(2);
+    b.send(json!({"type": "resume", "rooms": {room.clone(): from}}))
+        .await;
+    let rest = events_until(&mut b, &room, last).await;
+    let seqs: Vec<i64> = rest.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, (from + 1..=last).collect::<Vec<_>>());
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("chat_ws_slow_consumer_disconnects_total"),
+        "{metrics}"
+    );
+    app.stop().await;
+}
+
+async fn revoked_session_is_disconnected(backend: Backend) {
+    let Some(app) = common::start(backend, "revoked_session_is_disconnected").await else {
+        return;
+    };
+    let alice_id = uuid::Uuid::now_v7();
+    let (sid1, sid2) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let t1 = app.issuer.token_for_session(alice_id, "alice", sid1);
+    let t2 = app.issuer.token_for_session(alice_id, "alice", sid2);
+    let mut one = Ws::connect(&app.ws_url(), &t1).await;
+    let mut two = Ws::connect(&app.ws_url(), &t2).await;
+    let until = kit::time::now_ms() / 1000 + 900;
+    app.bus
+        .publish(&bus::Envelope::new(
+            "auth",
+            "session.revoked",
+            json!({"session_id": sid1, "user_id": alice_id, "until": until}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(one.closed(Duration::from_secs(5)).await, Closed::Code(4001));
+    // The other session is untouched.
+    two.send(json!({"type": "ping"})).await;
+    assert_eq!(two.next_json().await["type"], "pong");
+    // The revoked token is refused from now on, over HTTP and WebSocket.
+    let (s, b) = app
+        .call(reqwest::Method::GET, "/chat/rooms", None, Some(&t1))
+        .await;
+    assert_eq!((s, b["code"].as_str()), (401, Some("session_revoked")));
+    match tokio_tungstenite::connect_async(format!("{}?access_token={t1}", app.ws_url())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+    app.stop().await;
+}
+
+async fn oversized_frame_closes(backend: Backend) {
+    let Some(app) = common::start(backend, "oversized_frame_closes").await else {
+        return;
+    };
+    let alice = app.user("alice").await;
+    let mut a = app.connect(&alice).await;
+    let huge = json!({"type": "ping", "pad": "x".repeat(70 * 1024)});
+    let _ = futures::SinkExt::send(&mut a.stream, WsMessage::Text(huge.to_string().into())).await;
+    match a.closed(Duration::from_secs(5)).await {
+        Closed::Code(code) => assert_eq!(code, 1009),
+        Closed::NoFrame => {}
+    }
+    // The service is fine.
+    let mut again = app.connect(&alice).await;
+    again.send(json!({"type": "ping"})).await;
+    assert_eq!(again.next_json().await["type"], "pong");
+    app.stop().await;
+}
+
+async fn websocket_send_is_rate_limited(backend: Backend) {
+    let Some(app) = common::start_with(backend, "websocket_send_is_rate_limited", |o| {
+        o.config.send_rate_per_sec = 0.5;
+        o.config.send_burst = 20;
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = app.user("alice").await;
+    let room = app.room(&alice, "r", "public").await;
+    let mut a = app.connect(&alice).await;
+    for i in 0..30 {
+        a.send(
+            json!({"type": "send", "room_id": room, "body": "x", "client_msg_id": format!("c{i}")}),
+        )
+        .await;
+    }
+    let (mut acks, mut limited) = (0, 0);
+    while acks + limited < 30 {
+        let v = a.next_json().await;
+        match v["type"].as_str().unwrap() {
+            "ack" => acks += 1,
+            "error" => {
+                assert_eq!(v["code"], "rate_limited");
+                assert!(v["retry_after_ms"].as_u64().unwrap() >= 1);
+                assert!(v["client_msg_id"].is_string());
+                limited += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        acks >= 20 && limited >= 5,
+        "{acks} acked, {limited} limited"
+    );
+    app.stop().await;
+}
+
+async fn heartbeat_and_idle_timeout(backend: Backend) {
+    let Some(app) = common::start_with(backend, "heartbeat_and_idle_timeout", |o| {
+        o.config.ws_heartbeat_secs = 1;
+        o.config.ws_idle_timeout_secs = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = app.user("alice").await;
+    let mut live = app.connect(&alice).await;
+    let mut silent = app.connect(&alice).await;
+    // A client that reads answers the server's pings and outlives the idle timeout.
+    let mut pings = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(3500);
+    while let Ok(msg) = tokio::time::timeout_at(deadline, live.stream.next()).await {
+        match msg {
+            Some(Ok(WsMessage::Ping(_))) => pings += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pings >= 2, "{pings} pings");
+    live.send(json!({"type": "ping"})).await;
+    assert_eq!(live.next_json().await["type"], "pong");
+    // One that stays silent (no pongs either) is closed.
+    assert_eq!(
+        silent.closed(Duration::from_secs(5)).await,
+        Closed::Code(4009)
+    );
+    app.stop().await;
+}
+
+async fn expired_token_closes_the_socket(backend: Backend) {
+    let Some(app) = common::start(backend, "expired_token_closes_the_socket").await else {
+        return;
+    };
+    let now = kit::time::now_ms() / 1000;
+    let token = app
+        .issuer
+        .keys
+        .sign(&token::Claims {
+            iss: token::ISSUER.to_owned(),
+            aud: token::AUDIENCE.to_owned(),
+            sub: uuid::Uuid::now_v7(),
+            sid: uuid::Uuid::now_v7(),
+            exp: now + 2,
+            iat: now,
+            jti: uuid::Uuid::now_v7(),
+            username: "shortlived".to_owned(),
+        })
+        .unwrap();
+    let mut ws = Ws::connect(&app.ws_url(), &token).await;
+    assert_eq!(ws.closed(Duration::from_secs(10)).await, Closed::Code(4001));
+    app.stop().await;
+}

@@ -1,0 +1,140 @@
+//! The real auth service behind the gateway, on SQLite and PostgreSQL: accounts work
+//! through the gateway exactly as directly, and a logout reaches the edge.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use kit::db::Backend;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+kit::backend_tests!(accounts_through_the_gateway);
+
+async fn accounts_through_the_gateway(backend: Backend) {
+    let Some(db) = kit::testing::test_db(backend, "accounts_through_the_gateway").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bus = bus::Bus::memory();
+    let mut common = kit::config::CommonConfig {
+        data_dir: dir.path().to_owned(),
+        // The auth service believes the gateway's X-Forwarded-For.
+        trusted_proxies: vec!["127.0.0.1".to_owned()],
+        ..Default::default()
+    };
+    let auth_cfg = auth::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: db.url.clone(),
+        ..Default::default()
+    };
+    let auth = auth::build(&common, &auth_cfg, bus.clone(), CancellationToken::new())
+        .await
+        .unwrap()
+        .spawn();
+    common.auth_url = auth.url();
+    let (users, chat) = (
+        common::upstream("users").await,
+        common::upstream("chat").await,
+    );
+    let mut cfg = gateway::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    cfg.upstreams.auth = vec![auth.url()];
+    cfg.upstreams.users = vec![users.url.clone()];
+    cfg.upstreams.chat = vec![chat.url.clone()];
+    let gw = gateway::build(&common, &cfg, bus.clone(), CancellationToken::new())
+        .await
+        .unwrap()
+        .spawn();
+    let http = common::client();
+    let base = gw.url();
+
+    let res = http
+        .post(format!("{base}/auth/register"))
+        .json(&json!({"username": "alice", "email": "alice@example.com", "password": "correct horse battery"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert!(res.headers().get("ratelimit-remaining").is_some());
+    let body: Value = res.json().await.unwrap();
+    let access = body["access_token"].as_str().unwrap().to_owned();
+
+    // Verified at the edge with the auth service's real JWKS, then by the service.
+    let res = http
+        .get(format!("{base}/auth/me"))
+        .bearer_auth(&access)
+        .header("x-request-id", "req-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-request-id"], "req-1");
+    let me: Value = res.json().await.unwrap();
+    assert_eq!(me["username"], "alice");
+
+    // The service's own problems pass through unchanged.
+    let res = http
+        .post(format!("{base}/auth/login"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = common::problem_code(res).await;
+    assert_eq!((status, code.as_str()), (400, "malformed_json"));
+    let res = http
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"login": "alice", "password": "wrong password"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, code) = common::problem_code(res).await;
+    assert_eq!((status, code.as_str()), (401, "invalid_credentials"));
+
+    // The session the client sees records the real client address (via X-Forwarded-For).
+    let sessions: Value = http
+        .get(format!("{base}/auth/sessions"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sessions["items"][0]["ip"], "127.0.0.1");
+
+    // Logout: the session.revoked event reaches the gateway (asynchronously, through the
+    // outbox), which then refuses the token itself — the echo upstream behind /users
+    // accepts anything, so the 401 can only come from the edge.
+    let res = http
+        .post(format!("{base}/auth/logout"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let res = http
+            .get(format!("{base}/users/me"))
+            .bearer_auth(&access)
+            .send()
+            .await
+            .unwrap();
+        if res.status() == 401 {
+            let (_, code) = common::problem_code(res).await;
+            assert_eq!(code, "session_revoked");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edge still accepts a logged-out token"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    gw.stop().await;
+    auth.stop().await;
+}

@@ -1,0 +1,45 @@
+-- COLLATE "C": byte order, as on SQLite, so prefix ranges, keyset cursors and
+-- result order are the same on both backends.
+CREATE TABLE profiles (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    username TEXT NOT NULL DEFAULT '',
+    display_name TEXT NOT NULL DEFAULT '',
+    bio TEXT NOT NULL DEFAULT '',
+    avatar_url TEXT NOT NULL DEFAULT '',
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    followers_count BIGINT NOT NULL DEFAULT 0,
+    following_count BIGINT NOT NULL DEFAULT 0,
+    username_norm TEXT COLLATE "C" NOT NULL DEFAULT '',
+    display_norm TEXT COLLATE "C" NOT NULL DEFAULT '',
+    username_ver TEXT COLLATE "C" NOT NULL DEFAULT '',
+    display_name_ver TEXT COLLATE "C" NOT NULL DEFAULT '',
+    registered BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX profiles_username_norm ON profiles (username_norm);
+CREATE INDEX profiles_display_norm ON profiles (display_norm);
+
+CREATE TABLE profile_trigrams (
+    trigram TEXT COLLATE "C" NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL,
+    PRIMARY KEY (trigram, user_id)
+);
+CREATE INDEX profile_trigrams_user ON profile_trigrams (user_id);
+
+CREATE TABLE follows (
+    follower_id TEXT COLLATE "C" NOT NULL,
+    followee_id TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (follower_id, followee_id)
+);
+CREATE INDEX follows_by_follower ON follows (follower_id, created_at, followee_id);
+CREATE INDEX follows_by_followee ON follows (followee_id, created_at, follower_id);
+
+CREATE TABLE blocks (
+    blocker_id TEXT COLLATE "C" NOT NULL,
+    blocked_id TEXT COLLATE "C" NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (blocker_id, blocked_id)
+);
+CREATE INDEX blocks_by_blocker ON blocks (blocker_id, created_at, blocked_id);
+CREATE INDEX blocks_by_blocked ON blocks (blocked_id, blocker_id);

@@ -1,0 +1,352 @@
+//! Follows, friends, blocks and suggestions.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use bus::Envelope;
+use kit::http::{Path, Query};
+use kit::{ApiError, ApiResult};
+use serde::Serialize;
+use token::AuthUser;
+
+use super::{OrInternal, Page, PageParams, SOURCE, ensure_me, user_not_found};
+use crate::cursor::{self, EdgeCursor};
+use crate::domain::Profile;
+use crate::state::ApiContext;
+use crate::store::{self, EdgeList};
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/users/me/following/{id}", put(follow).delete(unfollow))
+        .route("/users/me/blocks/{id}", put(block).delete(unblock))
+        .route("/users/me/blocks", get(list_blocks))
+        .route("/users/me/friends", get(list_friends))
+        .route("/users/me/followers", get(my_followers))
+        .route("/users/me/following", get(my_following))
+        .route("/users/{id}/followers", get(followers))
+        .route("/users/{id}/following", get(following))
+        .route("/users/suggested", get(suggested))
+}
+
+fn follow_event(kind: &str, follower: &str, followee: &str) -> Envelope {
+    Envelope::new(
+        SOURCE,
+        kind,
+        serde_json::json!({ "follower_id": follower, "followee_id": followee }),
+    )
+}
+
+fn block_event(kind: &str, blocker: &str, blocked: &str) -> Envelope {
+    Envelope::new(
+        SOURCE,
+        kind,
+        serde_json::json!({ "blocker_id": blocker, "blocked_id": blocked }),
+    )
+}
+
+fn blocked() -> ApiError {
+    ApiError::forbidden("blocked", "one of you blocks the other")
+}
+
+async fn follow(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Path(id): Path<uuid::Uuid>,
+) -> ApiResult<StatusCode> {
+    if id == user.id {
+        return Err(ApiError::bad_request(
+            "cannot_follow_self",
+            "you cannot follow yourself",
+        ));
+    }
+    let me = ensure_me(&ctx, &user).await?.id;
+    let target = id.to_string();
+    let mut tx = ctx.db.begin().await.or_500()?;
+    if !store::lock_pair(&mut tx, ctx.db.backend(), &me, &target)
+        .await
+        .or_500()?
+    {
+        return Err(user_not_found());
+    }
+    if store::pair_flags(tx.conn(), &me, &target)
+        .await
+        .or_500()?
+        .any_block()
+    {
+        return Err(blocked());
+    }
+    let inserted = store::insert_follow(&mut tx, &me, &target).await.or_500()?;
+    if inserted {
+        bus::outbox::enqueue(&mut tx, &follow_event("user.followed", &me, &target))
+            .await
+            .or_500()?;
+    }
+    tx.commit().await.or_500()?;
+    if inserted {
+        metrics::counter!("users_follows_total").increment(1);
+        ctx.outbox.wake();
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unfollow(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Path(id): Path<uuid::Uuid>,
+) -> ApiResult<StatusCode> {
+    if id == user.id {
+        return Err(ApiError::bad_request(
+            "cannot_follow_self",
+            "you cannot follow yourself",
+        ));
+    }
+    let (me, target) = (user.id.to_string(), id.to_string());
+    let mut tx = ctx.db.begin().await.or_500()?;
+    if !store::lock_pair(&mut tx, ctx.db.backend(), &me, &target)
+        .await
+        .or_500()?
+    {
+        return Err(user_not_found());
+    }
+    let deleted = store::delete_follow(&mut tx, &me, &target).await.or_500()?;
+    if deleted {
+        bus::outbox::enqueue(&mut tx, &follow_event("user.unfollowed", &me, &target))
+            .await
+            .or_500()?;
+    }
+    tx.commit().await.or_500()?;
+    if deleted {
+        ctx.outbox.wake();
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn block(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Path(id): Path<uuid::Uuid>,
+) -> ApiResult<StatusCode> {
+    if id == user.id {
+        return Err(ApiError::bad_request(
+            "cannot_block_self",
+            "you cannot block yourself",
+        ));
+    }
+    let me = ensure_me(&ctx, &user).await?.id;
+    let target = id.to_string();
+    let mut tx = ctx.db.begin().await.or_500()?;
+    if !store::lock_pair(&mut tx, ctx.db.backend(), &me, &target)
+        .await
+        .or_500()?
+    {
+        return Err(user_not_found());
+    }
+    let inserted = store::insert_block(&mut tx, &me, &target).await.or_500()?;
+    if inserted {
+        // A block ends every follow between the two, in both directions.
+        for (a, b) in [(&me, &target), (&target, &me)] {
+            if store::delete_follow(&mut tx, a, b).await.or_500()? {
+                bus::outbox::enqueue(&mut tx, &follow_event("user.unfollowed", a, b))
+                    .await
+                    .or_500()?;
+            }
+        }
+        bus::outbox::enqueue(&mut tx, &block_event("user.blocked", &me, &target))
+            .await
+            .or_500()?;
+    }
+    tx.commit().await.or_500()?;
+    if inserted {
+        ctx.outbox.wake();
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unblock(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Path(id): Path<uuid::Uuid>,
+) -> ApiResult<StatusCode> {
+    if id == user.id {
+        return Err(ApiError::bad_request(
+            "cannot_block_self",
+            "you cannot block yourself",
+        ));
+    }
+    let (me, target) = (user.id.to_string(), id.to_string());
+    let mut tx = ctx.db.begin().await.or_500()?;
+    if !store::lock_pair(&mut tx, ctx.db.backend(), &me, &target)
+        .await
+        .or_500()?
+    {
+        return Err(user_not_found());
+    }
+    let deleted = store::delete_block(&mut tx, &me, &target).await.or_500()?;
+    if deleted {
+        bus::outbox::enqueue(&mut tx, &block_event("user.unblocked", &me, &target))
+            .await
+            .or_500()?;
+    }
+    tx.commit().await.or_500()?;
+    if deleted {
+        ctx.outbox.wake();
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn page(
+    ctx: &ApiContext,
+    list: EdgeList,
+    anchor: &str,
+    params: &PageParams,
+) -> ApiResult<Page<Profile>> {
+    let limit = cursor::limit(params.limit)?;
+    let after = EdgeCursor::parse(params.cursor.as_deref())?;
+    let (items, next) = store::list_edges(ctx.db.pool(), list, anchor, &after, limit)
+        .await
+        .or_500()?;
+    Ok(Page {
+        items,
+        next_cursor: next.map(|c| c.encode()),
+    })
+}
+
+/// Lists of another user: 404 when the user is unknown or blocks the caller.
+async fn others_page(
+    ctx: &ApiContext,
+    user: &AuthUser,
+    id: uuid::Uuid,
+    list: EdgeList,
+    params: &PageParams,
+) -> ApiResult<Page<Profile>> {
+    let (me, target) = (user.id.to_string(), id.to_string());
+    if me != target {
+        let flags = store::pair_flags_pool(ctx.db.pool(), &me, &target)
+            .await
+            .or_500()?;
+        if flags.b_blocks_a {
+            return Err(user_not_found());
+        }
+    }
+    if store::get_profile_pool(ctx.db.pool(), &target)
+        .await
+        .or_500()?
+        .is_none()
+    {
+        return Err(user_not_found());
+    }
+    page(ctx, list, &target, params).await
+}
+
+async fn followers(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Path(id): Path<uuid::Uuid>,
+    Query(params): Query<PageParams>,
+) -> ApiResult<kit::http::Json<Page<Profile>>> {
+    Ok(kit::http::Json(
+        others_page(&ctx, &user, id, EdgeList::Followers, &params).await?,
+    ))
+}
+
+async fn following(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Path(id): Path<uuid::Uuid>,
+    Query(params): Query<PageParams>,
+) -> ApiResult<kit::http::Json<Page<Profile>>> {
+    Ok(kit::http::Json(
+        others_page(&ctx, &user, id, EdgeList::Following, &params).await?,
+    ))
+}
+
+async fn my_followers(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Query(params): Query<PageParams>,
+) -> ApiResult<kit::http::Json<Page<Profile>>> {
+    Ok(kit::http::Json(
+        page(&ctx, EdgeList::Followers, &user.id.to_string(), &params).await?,
+    ))
+}
+
+async fn my_following(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Query(params): Query<PageParams>,
+) -> ApiResult<kit::http::Json<Page<Profile>>> {
+    Ok(kit::http::Json(
+        page(&ctx, EdgeList::Following, &user.id.to_string(), &params).await?,
+    ))
+}
+
+async fn list_friends(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Query(params): Query<PageParams>,
+) -> ApiResult<kit::http::Json<Page<Profile>>> {
+    Ok(kit::http::Json(
+        page(&ctx, EdgeList::Friends, &user.id.to_string(), &params).await?,
+    ))
+}
+
+async fn list_blocks(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Query(params): Query<PageParams>,
+) -> ApiResult<kit::http::Json<Page<Profile>>> {
+    Ok(kit::http::Json(
+        page(&ctx, EdgeList::Blocks, &user.id.to_string(), &params).await?,
+    ))
+}
+
+/// A suggestion: the profile and how many of the caller's follows follow it.
+#[derive(Debug, Serialize)]
+pub struct Suggestion {
+    #[serde(flatten)]
+    pub profile: Profile,
+    pub mutual_count: i64,
+}
+
+async fn suggested(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Query(params): Query<PageParams>,
+) -> ApiResult<kit::http::Json<Page<Suggestion>>> {
+    let limit = cursor::limit(params.limit)?;
+    let after = match params.cursor.as_deref().filter(|c| !c.is_empty()) {
+        None => (i64::MAX, String::new()),
+        Some(c) => {
+            let p = cursor::decode("g", 2, c)?;
+            (cursor::parse_i64(&p[0])?, p[1].clone())
+        }
+    };
+    let me = user.id.to_string();
+    let mut rows = store::suggestions(ctx.db.pool(), &me, (after.0, &after.1), limit + 1)
+        .await
+        .or_500()?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more {
+        rows.last()
+            .map(|(id, score)| cursor::encode("g", &[&score.to_string(), id]))
+    } else {
+        None
+    };
+    let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
+    let profiles = store::profiles_by_ids(ctx.db.pool(), &ids).await.or_500()?;
+    let scores: std::collections::HashMap<&str, i64> =
+        rows.iter().map(|(id, s)| (id.as_str(), *s)).collect();
+    let items = profiles
+        .into_iter()
+        .map(|p| {
+            let mutual_count = scores.get(p.id.as_str()).copied().unwrap_or(0);
+            Suggestion {
+                profile: p,
+                mutual_count,
+            }
+        })
+        .collect();
+    Ok(kit::http::Json(Page { items, next_cursor }))
+}

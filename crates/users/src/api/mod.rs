@@ -1,0 +1,108 @@
+//! HTTP routes of the user service, one module per feature.
+
+pub mod graph;
+pub mod internal;
+pub mod openapi;
+pub mod profiles;
+pub mod search;
+
+use axum::Router;
+use bus::Envelope;
+use kit::{ApiError, ApiResult};
+use serde::{Deserialize, Serialize};
+use token::AuthUser;
+
+use crate::domain::Profile;
+use crate::state::ApiContext;
+use crate::store::{self, IdentityChange};
+
+/// Source name of the events this service publishes.
+pub const SOURCE: &str = "users";
+
+pub fn router(ctx: ApiContext) -> Router {
+    Router::new()
+        .merge(profiles::router())
+        .merge(search::router())
+        .merge(graph::router())
+        .merge(internal::router())
+        .merge(openapi::router())
+        .with_state(ctx)
+}
+
+/// `{items, next_cursor}`.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// `?limit=&cursor=` of list routes.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageParams {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// Storage failures become a logged 500 without details.
+pub trait OrInternal<T> {
+    fn or_500(self) -> ApiResult<T>;
+}
+
+impl<T> OrInternal<T> for Result<T, sqlx::Error> {
+    fn or_500(self) -> ApiResult<T> {
+        self.map_err(ApiError::internal)
+    }
+}
+
+pub fn user_not_found() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "user_not_found",
+        "no such user",
+    )
+}
+
+/// The caller's profile, created from the token (`sub`, `username`) when the auth
+/// service's `user.registered` event has not arrived yet; the event later fills in the
+/// display name and creation time.
+pub async fn ensure_me(ctx: &ApiContext, user: &AuthUser) -> ApiResult<Profile> {
+    let id = user.id.to_string();
+    if let Some(p) = store::get_profile_pool(ctx.db.pool(), &id).await.or_500()? {
+        return Ok(p);
+    }
+    if user.username.trim().is_empty() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "profile_not_found",
+            "no profile exists for this account yet",
+        ));
+    }
+    let mut tx = ctx.db.begin().await.or_500()?;
+    let change = IdentityChange {
+        id: &id,
+        version: "",
+        username: Some(&user.username),
+        display_name: None,
+        created_at: None,
+    };
+    store::apply_identity(&mut tx, ctx.db.backend(), &change)
+        .await
+        .or_500()?;
+    let profile = store::get_profile(tx.conn(), &id).await.or_500()?;
+    tx.commit().await.or_500()?;
+    profile.ok_or_else(|| ApiError::internal("profile missing right after its creation"))
+}
+
+pub fn profile_updated_event(p: &Profile) -> Envelope {
+    Envelope::new(
+        SOURCE,
+        "profile.updated",
+        serde_json::json!({
+            "user_id": p.id,
+            "username": p.username,
+            "display_name": p.display_name,
+            "bio": p.bio,
+            "avatar_url": p.avatar_url,
+        }),
+    )
+}

@@ -1,0 +1,146 @@
+//! Consumption of the auth service's events: profiles follow `user.registered` and
+//! `user.updated`; `session.revoked` makes this service's verifier reject the session.
+//!
+//! Each profile effect runs in one transaction with its `processed_events` row
+//! (`bus::inbox::begin_once`), so redelivery is harmless. Order does not matter either:
+//! every name field carries the id (uuid v7, time-ordered) of the event that set it, and an
+//! older event never overwrites a newer one — a `user.updated` that overtakes its
+//! `user.registered` creates the row, and the late `user.registered` then fills only what
+//! is still older (the username, `created_at`).
+
+use bus::{Envelope, Subscription};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::ApiContext;
+use crate::store::{self, IdentityChange};
+
+/// Consumer group of this service on the bus.
+pub const GROUP: &str = "users";
+
+#[derive(Debug, Deserialize)]
+struct Registered {
+    user_id: uuid::Uuid,
+    username: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    created_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Updated {
+    user_id: uuid::Uuid,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SessionRevoked {
+    session_id: uuid::Uuid,
+    until: i64,
+}
+
+pub fn subscribe(
+    ctx: ApiContext,
+    bus: &bus::Bus,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let handler = bus::handler(move |event: Envelope| {
+        let ctx = ctx.clone();
+        async move { handle(&ctx, &event).await }
+    });
+    bus.subscribe(Subscription::new(GROUP, &["auth"]), handler, shutdown)
+}
+
+fn parse_time_ms(s: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// Applies one event. A payload that cannot be decoded is logged and skipped: retrying
+/// it would never succeed and would block the events behind it.
+pub async fn handle(ctx: &ApiContext, event: &Envelope) -> anyhow::Result<()> {
+    match event.kind.as_str() {
+        "user.registered" => match event.payload::<Registered>() {
+            Ok(p) => {
+                let created_at = p
+                    .created_at
+                    .as_deref()
+                    .and_then(parse_time_ms)
+                    .unwrap_or_else(kit::time::now_ms);
+                let change = IdentityChange {
+                    id: &p.user_id.to_string(),
+                    version: &event.id.to_string(),
+                    username: Some(&p.username),
+                    display_name: p.display_name.as_deref(),
+                    created_at: Some(created_at),
+                };
+                apply(ctx, event, &change, false).await
+            }
+            Err(e) => skip(event, e),
+        },
+        "user.updated" => match event.payload::<Updated>() {
+            Ok(p) => {
+                let change = IdentityChange {
+                    id: &p.user_id.to_string(),
+                    version: &event.id.to_string(),
+                    username: p.username.as_deref(),
+                    display_name: p.display_name.as_deref(),
+                    created_at: None,
+                };
+                apply(ctx, event, &change, true).await
+            }
+            Err(e) => skip(event, e),
+        },
+        "session.revoked" => match event.payload::<SessionRevoked>() {
+            Ok(p) => {
+                ctx.verifier.revoke_session(p.session_id, p.until);
+                Ok(())
+            }
+            Err(e) => skip(event, e),
+        },
+        _ => Ok(()),
+    }
+}
+
+fn skip(event: &Envelope, e: anyhow::Error) -> anyhow::Result<()> {
+    tracing::warn!(event = %event.id, kind = %event.kind, error = %e, "undecodable event skipped");
+    Ok(())
+}
+
+async fn apply(
+    ctx: &ApiContext,
+    event: &Envelope,
+    change: &IdentityChange<'_>,
+    announce: bool,
+) -> anyhow::Result<()> {
+    let Some(mut tx) = bus::inbox::begin_once(&ctx.db, GROUP, event).await? else {
+        return Ok(());
+    };
+    let changed = store::apply_identity(&mut tx, ctx.db.backend(), change).await?;
+    let mut announced = false;
+    if changed
+        && announce
+        && let Some(profile) = store::get_profile(tx.conn(), change.id).await?
+    {
+        bus::outbox::enqueue(&mut tx, &crate::api::profile_updated_event(&profile)).await?;
+        announced = true;
+    }
+    tx.commit().await?;
+    if announced {
+        ctx.outbox.wake();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_rfc3339() {
+        assert_eq!(super::parse_time_ms("1970-01-01T00:00:01.5Z"), Some(1500));
+        assert_eq!(super::parse_time_ms("garbage"), None);
+    }
+}

@@ -1,0 +1,157 @@
+// IntelliColab web client — entry point: session bootstrap, hash router, top bar.
+import { api, auth, restoreSession } from './js/api.js';
+import { store } from './js/store.js';
+import { h, clear, toast } from './js/dom.js';
+import { mountLogin, mountRegister } from './js/views/auth.js';
+import { mountChat } from './js/views/rooms.js';
+import { mountPeople, mountProfile, mountFollowList, mountMe } from './js/views/people.js';
+import { mountSessions } from './js/views/sessions.js';
+
+const main = document.getElementById('main');
+const nav = document.getElementById('main-nav');
+const connEl = document.getElementById('conn-status');
+let cleanup = null;
+let logoutNotice = null;
+let lastRoute = null;
+
+const PUBLIC_ROUTES = new Set(['login', 'register']);
+
+function parseRoute() {
+  const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+  return { name: parts[0] || '', args: parts.slice(1) };
+}
+
+function render() {
+  const { name, args } = parseRoute();
+  if (!auth.loggedIn && !PUBLIC_ROUTES.has(name)) {
+    if (location.hash !== '#/login') { location.replace('#/login'); return; }
+  }
+  if (auth.loggedIn && (PUBLIC_ROUTES.has(name) || name === '')) { location.replace('#/rooms'); return; }
+
+  const key = `${name}/${args.join('/')}`;
+  if (key === lastRoute && cleanup) return;
+  lastRoute = key;
+  if (cleanup) { try { cleanup(); } catch (e) { console.error(e); } }
+  cleanup = null;
+  clear(main);
+  document.body.dataset.route = name || 'home';
+
+  let result;
+  switch (name) {
+    case 'login': result = mountLogin(main, { notice: logoutNotice }); logoutNotice = null; break;
+    case 'register': result = mountRegister(main); break;
+    case 'rooms': result = args[0] ? mountChat(main, { pane: 'room', roomId: args[0] }) : mountChat(main, { pane: 'empty' }); break;
+    case 'discover': result = mountChat(main, { pane: 'discover' }); break;
+    case 'new-room': result = mountChat(main, { pane: 'new' }); break;
+    case 'people':
+      if (args[0] && (args[1] === 'followers' || args[1] === 'following')) result = mountFollowList(main, args[0], args[1]);
+      else if (args[0]) result = mountProfile(main, args[0]);
+      else result = mountPeople(main);
+      break;
+    case 'me': result = mountMe(main); break;
+    case 'sessions': result = mountSessions(main); break;
+    default:
+      main.appendChild(h('div', { class: 'page' },
+        h('h1', { tabindex: '-1', text: 'Page not found' }),
+        h('p', {}, h('a', { href: '#/rooms', text: 'Go to your chats' }))));
+  }
+  cleanup = typeof result === 'function' ? result : null;
+
+  for (const a of nav.querySelectorAll('a[data-nav]')) {
+    const active = a.dataset.nav === name || (a.dataset.nav === 'rooms' && (name === 'discover' || name === 'new-room'));
+    if (active) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+  const heading = main.querySelector('h1');
+  document.title = heading && heading.textContent && !heading.classList.contains('visually-hidden')
+    ? `${heading.textContent} · IntelliColab` : 'IntelliColab';
+  moveFocus();
+}
+
+/** After navigation: focus the view's preferred control, or its heading. */
+function moveFocus() {
+  const target = main.querySelector('[data-autofocus]') || main.querySelector('h1') || main;
+  // On small screens avoid popping the keyboard for the composer: focus the heading instead.
+  const narrow = window.matchMedia('(max-width: 700px)').matches;
+  const el = narrow && target.matches('textarea, input') && target.id === 'composer-input' ? (main.querySelector('h1') || target) : target;
+  requestAnimationFrame(() => el.focus({ preventScroll: false }));
+}
+
+function setConnection(state) {
+  connEl.dataset.state = state;
+  const text = { open: 'Live', connecting: 'Connecting…', closed: 'Reconnecting…', offline: 'Offline' }[state] || state;
+  connEl.querySelector('.conn-text').textContent = text;
+  connEl.title = state === 'open' ? 'Connected: messages arrive live' : 'Not connected: messages will be sent when the connection is back';
+}
+
+function showShell(loggedIn) {
+  nav.hidden = !loggedIn;
+  connEl.hidden = !loggedIn;
+}
+
+async function onLoggedIn() {
+  showShell(true);
+  try {
+    if (!auth.user) auth.user = await api('/auth/me');
+    await store.start();
+  } catch (err) {
+    toast(err.humanMessage ? err.humanMessage() : 'Could not load your rooms.', 'error');
+  }
+  lastRoute = null;
+  render();
+}
+
+auth.addEventListener('login', () => { onLoggedIn(); });
+auth.addEventListener('logout', (e) => {
+  store.stop();
+  showShell(false);
+  const reason = e.detail?.reason;
+  logoutNotice = reason === 'logout' ? 'You have logged out.'
+    : reason === 'refresh_token_reused' ? 'Your session was ended for your security. Please log in again.'
+      : 'Your session has ended. Please log in again.';
+  lastRoute = null;
+  if (location.hash === '#/login') render(); else location.hash = '#/login';
+});
+
+store.addEventListener('status', (e) => setConnection(e.detail.state));
+store.addEventListener('rooms', () => {
+  const unread = [...store.rooms.values()].reduce((n, r) => n + (r.unread_count || 0), 0);
+  document.title = document.title.replace(/^\(\d+\) /, '');
+  if (unread) document.title = `(${unread}) ${document.title}`;
+});
+
+document.getElementById('logout-button').addEventListener('click', () => auth.logout());
+// The skip link must not change the hash (that is the router's).
+document.querySelector('.skip-link').addEventListener('click', (e) => {
+  e.preventDefault();
+  (main.querySelector('h1') || main).focus();
+});
+window.addEventListener('hashchange', render);
+// Logged out in another tab: follow suit here.
+window.addEventListener('storage', (e) => {
+  if (e.key === 'intellicolab.refresh_token' && !e.newValue && auth.loggedIn) auth._endSession('logout');
+});
+
+// Debug and test hooks (used by the end-to-end tests; harmless for people).
+window.intellicolab = {
+  store,
+  auth,
+  get ws() { return store.rt; },
+  dropConnection: () => store.rt?.drop(),
+  simulateOffline: (ms) => store.rt?.simulateOffline(ms),
+  reconnectNow: () => store.rt?.reconnectNow(),
+};
+
+(async function boot() {
+  document.getElementById('boot-loading')?.remove();
+  showShell(false);
+  try {
+    const restored = await restoreSession();
+    if (!restored) render();
+    // When restored, the "login" event already started the app.
+  } catch {
+    main.appendChild(h('div', { class: 'page' },
+      h('h1', { tabindex: '-1', text: 'Cannot reach IntelliColab' }),
+      h('p', { role: 'alert', text: 'The server did not answer. Check your connection; this page retries when you reload it.' }),
+      h('button', { type: 'button', class: 'btn btn-primary', on: { click: () => location.reload() }, text: 'Retry' })));
+  }
+})();

@@ -1,0 +1,322 @@
+// End-to-end test of the IntelliColab web client in headless Chromium, two users at once.
+//
+//   BASE_URL=http://127.0.0.1:8080 node --test e2e.test.mjs     (or ./run.sh)
+//
+// Needs a running system at BASE_URL (the gateway serving web/ and the API).
+// Screenshots of both users' pages are written to output/ when a step fails.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const BASE_URL = (process.env.BASE_URL || 'http://127.0.0.1:8080').replace(/\/$/, '');
+const EXECUTABLE = process.env.CHROMIUM || '/usr/bin/chromium';
+const OUT = process.env.E2E_OUTPUT || path.join(path.dirname(fileURLToPath(import.meta.url)), 'output');
+const TIMEOUT = Number(process.env.E2E_TIMEOUT_MS || 15000);
+const SUFFIX = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+const PASSWORD = `Corr3ct-Horse-${SUFFIX}`;
+
+let browser;
+const pages = {}; // name -> page
+const problems = []; // page errors and CSP violations
+
+before(async () => {
+  fs.mkdirSync(OUT, { recursive: true });
+  browser = await chromium.launch({
+    executablePath: EXECUTABLE,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+});
+
+async function newUser(name) {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+  page.on('pageerror', (err) => problems.push(`${name}: page error: ${err.message}`));
+  page.on('console', (msg) => {
+    const text = msg.text();
+    if (msg.type() === 'error' && /Content Security Policy|Refused to/i.test(text)) problems.push(`${name}: ${text}`);
+    if (process.env.E2E_VERBOSE) console.log(`[${name} console.${msg.type()}] ${text}`);
+  });
+  page.on('dialog', (d) => d.accept());
+  pages[name] = page;
+  return page;
+}
+
+/** Run one step; on failure screenshot every page into output/ and rethrow. */
+async function step(name, fn) {
+  const started = Date.now();
+  try {
+    await fn();
+    console.log(`  ✓ ${name} (${Date.now() - started} ms)`);
+  } catch (err) {
+    const slug = name.replace(/[^a-z0-9]+/gi, '-').toLowerCase();
+    for (const [who, page] of Object.entries(pages)) {
+      try {
+        await page.screenshot({ path: path.join(OUT, `failure-${slug}-${who}.png`), fullPage: true, timeout: 10_000 });
+        fs.writeFileSync(path.join(OUT, `failure-${slug}-${who}.html`), await page.content());
+      } catch { /* the page may be gone */ }
+    }
+    console.log(`  ✗ ${name}: screenshots in ${OUT}`);
+    throw err;
+  }
+}
+
+const tid = (id) => `[data-testid="${id}"]`;
+
+async function register(page, username) {
+  await page.goto(`${BASE_URL}/#/register`);
+  await page.locator(tid('register-form')).waitFor();
+  await page.fill(tid('register-username'), username);
+  await page.fill(tid('register-display-name'), `${username[0].toUpperCase()}${username.slice(1, 5)} E2E`);
+  await page.fill(tid('register-email'), `${username}@example.com`);
+  await page.fill(tid('register-password'), PASSWORD);
+  await page.click(tid('register-submit'));
+  await page.locator(tid('room-list')).waitFor();
+  await waitConnected(page);
+}
+
+async function waitConnected(page) {
+  await page.locator(`${tid('connection-status')}[data-state="open"]`).waitFor();
+}
+
+async function send(page, text) {
+  await page.fill(tid('composer-input'), text);
+  await page.click(tid('send-button'));
+}
+
+/** Wait until exactly one message with this body is shown and it is acknowledged. */
+async function expectMessageOnce(page, text) {
+  const items = page.locator(`${tid('message')}:has(${tid('message-body')}:text-is("${text}"))`);
+  await items.first().waitFor();
+  await page.locator(`${tid('message')}[data-state="sent"]:has(${tid('message-body')}:text-is("${text}"))`).first().waitFor();
+  // Give duplicates (a resent frame, a replayed event) a moment to show up if they would.
+  await page.waitForTimeout(300);
+  assert.equal(await items.count(), 1, `"${text}" should be shown exactly once`);
+}
+
+async function openRoom(page, roomName) {
+  const item = page.locator(`${tid('room-item')}:has(${tid('room-name')}:text-is("${roomName}"))`);
+  await item.waitFor();
+  await item.click();
+  await page.locator(`${tid('room-title')}:text-is("${roomName}")`).waitFor();
+}
+
+/**
+ * Type `query` into a search box until `result` shows up: profiles and the search index are
+ * filled from events, so a user registered a moment ago may take a moment to be found.
+ */
+async function searchUntil(page, inputTestId, query, result, tries = 8) {
+  for (let i = 1; ; i++) {
+    await page.fill(tid(inputTestId), '');
+    await page.fill(tid(inputTestId), query);
+    try {
+      await result.first().waitFor({ timeout: 2000 });
+      return;
+    } catch (err) {
+      if (i >= tries) throw err;
+    }
+  }
+}
+
+async function searchPerson(page, username) {
+  await page.click(tid('nav-people'));
+  const hit = page.locator(`${tid('person-item')}:has-text("@${username}")`);
+  await searchUntil(page, 'people-search', username, hit);
+  await hit.first().locator(tid('person-link')).click();
+  await page.locator(tid('profile-page')).waitFor();
+  await page.locator(`${tid('profile-username')}:text-is("@${username}")`).waitFor();
+}
+
+test('two users chat live, survive a dropped connection, follow and block', async () => {
+  const alice = await newUser('alice');
+  const bob = await newUser('bob');
+  const aliceName = `alice_${SUFFIX}`;
+  const bobName = `bob_${SUFFIX}`;
+  const room = `e2e room ${SUFFIX}`;
+
+  await step('both users register', async () => {
+    await register(alice, aliceName);
+    await register(bob, bobName);
+  });
+
+  await step('alice creates a private room', async () => {
+    await alice.click(tid('new-room-button'));
+    await alice.fill(tid('room-name-input'), room);
+    await alice.fill(tid('room-topic-input'), 'end-to-end test room');
+    await alice.check(tid('room-visibility-private'));
+    await alice.click(tid('create-room-submit'));
+    await alice.locator(`${tid('room-title')}:text-is("${room}")`).waitFor();
+  });
+
+  await step('alice invites bob from the members panel', async () => {
+    await alice.click(tid('members-toggle'));
+    const invite = alice.locator(`${tid('invite-item')}:has-text("@${bobName}") ${tid('invite-button')}`);
+    await searchUntil(alice, 'invite-search', bobName, invite);
+    await invite.click();
+    await alice.locator(`${tid('member-list')} ${tid('member-item')}`).nth(1).waitFor();
+    assert.equal(await alice.locator(`${tid('member-list')} ${tid('member-item')}`).count(), 2);
+    await alice.click(tid('members-toggle'));
+  });
+
+  await step('bob sees the room appear live and opens it', async () => {
+    await openRoom(bob, room);
+  });
+
+  await step('messages go both ways live', async () => {
+    await send(alice, 'Hello Bob, from Alice');
+    await expectMessageOnce(alice, 'Hello Bob, from Alice');
+    await expectMessageOnce(bob, 'Hello Bob, from Alice');
+    await send(bob, 'Hi Alice! Bob here');
+    await expectMessageOnce(bob, 'Hi Alice! Bob here');
+    await expectMessageOnce(alice, 'Hi Alice! Bob here');
+  });
+
+  await step('typing indicator shows to the other user', async () => {
+    await bob.locator(tid('composer-input')).pressSequentially('typing…', { delay: 20 });
+    await alice.locator(`${tid('typing-indicator')}:has-text("is typing")`).waitFor();
+    await bob.fill(tid('composer-input'), '');
+  });
+
+  await step('unread counts: a message to a room bob is not looking at is counted, opening it clears it', async () => {
+    await bob.click(tid('nav-people'));
+    await bob.locator(tid('people-search')).waitFor();
+    await send(alice, 'Are you there, Bob?');
+    await expectMessageOnce(alice, 'Are you there, Bob?');
+    await bob.click(tid('nav-rooms'));
+    const item = bob.locator(`${tid('room-item')}:has(${tid('room-name')}:text-is("${room}"))`);
+    await item.locator(`${tid('unread-count')}:text-is("1")`).waitFor();
+    assert.match(await item.locator(tid('room-preview')).innerText(), /Are you there, Bob\?/);
+    await openRoom(bob, room);
+    await expectMessageOnce(bob, 'Are you there, Bob?');
+    await bob.locator(`${tid('room-item')}:has(${tid('room-name')}:text-is("${room}")) ${tid('unread-count')}`).waitFor({ state: 'detached' });
+  });
+
+  await step('after a dropped connection, missed messages arrive once and pending ones are resent once', async () => {
+    await alice.evaluate(() => window.intellicolab.simulateOffline(60_000));
+    await alice.locator(`${tid('connection-status')}:not([data-state="open"])`).waitFor();
+    await send(bob, 'Missed message one');
+    await send(bob, 'Missed message two');
+    await expectMessageOnce(bob, 'Missed message two');
+    await send(alice, 'Written while offline');
+    await alice.locator(`${tid('message')}[data-state="pending"]:has-text("Written while offline")`).waitFor();
+    assert.equal(await alice.locator(`${tid('message-body')}:text-is("Missed message one")`).count(), 0, 'offline: nothing arrives');
+    await alice.evaluate(() => window.intellicolab.reconnectNow());
+    await waitConnected(alice);
+    await expectMessageOnce(alice, 'Missed message one');
+    await expectMessageOnce(alice, 'Missed message two');
+    await expectMessageOnce(alice, 'Written while offline');
+    await expectMessageOnce(bob, 'Written while offline');
+  });
+
+  await step('a plain socket drop reconnects by itself without duplicates', async () => {
+    await bob.evaluate(() => window.intellicolab.dropConnection());
+    await send(alice, 'After the blip');
+    await waitConnected(bob);
+    await expectMessageOnce(bob, 'After the blip');
+    for (const text of ['Hello Bob, from Alice', 'Hi Alice! Bob here', 'Missed message one', 'Missed message two', 'Written while offline']) {
+      assert.equal(await bob.locator(`${tid('message-body')}:text-is("${text}")`).count(), 1, `bob sees "${text}" once`);
+      assert.equal(await alice.locator(`${tid('message-body')}:text-is("${text}")`).count(), 1, `alice sees "${text}" once`);
+    }
+    // Seqs are unique in the list.
+    const seqs = await bob.locator(`${tid('message')}[data-seq]`).evaluateAll((els) => els.map((e) => e.dataset.seq));
+    assert.equal(new Set(seqs).size, seqs.length, 'no seq shown twice');
+  });
+
+  await step('a reload restores the session and the history', async () => {
+    await alice.reload();
+    await waitConnected(alice);
+    await openRoom(alice, room);
+    await expectMessageOnce(alice, 'After the blip');
+    await expectMessageOnce(alice, 'Missed message one');
+  });
+
+  await step('bob discovers and joins a public room of alice', async () => {
+    const lobby = `e2e lobby ${SUFFIX}`;
+    await alice.click(tid('new-room-button'));
+    await alice.fill(tid('room-name-input'), lobby);
+    await alice.check(tid('room-visibility-public'));
+    await alice.click(tid('create-room-submit'));
+    await alice.locator(`${tid('room-title')}:text-is("${lobby}")`).waitFor();
+    await bob.click(tid('discover-button'));
+    const join = bob.locator(`${tid('discover-item')}:has-text("${lobby}") ${tid('join-button')}`);
+    await searchUntil(bob, 'discover-search', lobby, join);
+    await join.click();
+    await bob.locator(`${tid('room-title')}:text-is("${lobby}")`).waitFor();
+    await send(bob, 'Joined the lobby');
+    await expectMessageOnce(alice, 'Joined the lobby');
+  });
+
+  await step('bob finds alice by search and follows her', async () => {
+    await searchPerson(bob, aliceName);
+    await bob.click(tid('follow-button'));
+    await bob.locator(`${tid('follow-button')}[data-following="true"]`).waitFor();
+    await bob.locator(`${tid('followers-link')}:has-text("1")`).waitFor();
+  });
+
+  await step('bob opens a DM with alice; alice gets it', async () => {
+    await bob.click(tid('dm-button'));
+    await bob.locator(tid('composer-input')).waitFor();
+    await send(bob, 'A private word');
+    await expectMessageOnce(bob, 'A private word');
+    await alice.click(tid('nav-rooms'));
+    const dm = alice.locator(`${tid('room-item')}[data-room-kind="dm"]`);
+    await dm.waitFor();
+    await dm.click();
+    await expectMessageOnce(alice, 'A private word');
+  });
+
+  await step('alice blocks bob: the DM is hidden and bob cannot reach her', async () => {
+    await searchPerson(alice, bobName);
+    await alice.click(tid('block-button'));
+    await alice.locator(`${tid('block-button')}[data-blocking="true"]`).waitFor();
+    await alice.click(tid('nav-rooms'));
+    await alice.locator(`${tid('room-item')}:has-text("${room}")`).waitFor();
+    assert.equal(await alice.locator(`${tid('room-item')}[data-room-kind="dm"]`).count(), 0, 'DM hidden after block');
+    await alice.reload();
+    await alice.locator(`${tid('room-item')}:has-text("${room}")`).waitFor();
+    assert.equal(await alice.locator(`${tid('room-item')}[data-room-kind="dm"]`).count(), 0, 'DM still hidden after reload');
+    // Bob no longer sees alice in search, and her profile is not available.
+    await bob.click(tid('nav-people'));
+    await bob.fill(tid('people-search'), aliceName);
+    await bob.locator(`${tid('people-search-status')}:text-matches("found|Nobody matches")`).waitFor();
+    assert.equal(await bob.locator(`${tid('person-item')}:has-text("@${aliceName}")`).count(), 0, 'alice is not found by bob');
+    const aliceId = await alice.evaluate(() => window.intellicolab.auth.user.id);
+    await bob.evaluate((id) => { location.hash = `#/people/${id}`; }, aliceId);
+    await bob.locator('h1:text-is("Profile not available")').waitFor();
+  });
+
+  await step('a reused refresh token ends the session cleanly', async () => {
+    await bob.evaluate(async () => {
+      const key = 'intellicolab.refresh_token';
+      const old = localStorage.getItem(key);
+      await window.intellicolab.auth.refresh(); // rotates: the old token stops working
+      localStorage.setItem(key, old);
+      await window.intellicolab.auth.refresh().catch(() => {}); // reuse: 401 refresh_token_reused
+    });
+    await bob.locator(tid('login-form')).waitFor();
+    await bob.locator(tid('auth-notice')).waitFor();
+    assert.equal(await bob.evaluate(() => localStorage.getItem('intellicolab.refresh_token')), null);
+    await bob.fill(tid('login-username'), bobName);
+    await bob.fill(tid('login-password'), PASSWORD);
+    await bob.click(tid('login-submit'));
+    await waitConnected(bob);
+  });
+
+  await step('no page errors or CSP violations', async () => {
+    assert.deepEqual(problems, []);
+  });
+
+  await alice.screenshot({ path: path.join(OUT, 'alice-rooms.png') });
+  await bob.click(tid('nav-rooms'));
+  await openRoom(bob, room);
+  await bob.screenshot({ path: path.join(OUT, 'bob-room.png') });
+});

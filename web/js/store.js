@@ -1,0 +1,487 @@
+// Application state shared by the views: the signed-in user, my rooms (with unread counts,
+// last message and the last applied event seq), pending (optimistic) messages, a profile
+// cache, my block list, and the realtime connection. Views listen to its events:
+//   rooms        the room list changed
+//   room-event   {room_id, event}  an event was applied (deduplicated, in seq order)
+//   pending      {room_id}         the pending messages of a room changed
+//   typing       {room_id, user_id}
+//   status       {state}           realtime connection state
+//   removed      {room_id}         I left / was removed from a room
+
+import { api, auth } from './api.js';
+import { Realtime } from './ws.js';
+import { announce, toast } from './dom.js';
+
+export function uuid() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const x = [...b].map((n) => n.toString(16).padStart(2, '0')).join('');
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+/** Fetch every page of a cursor-paginated list (bounded). */
+export async function fetchAll(path, query = {}, maxPages = 20) {
+  const items = [];
+  let cursor = null;
+  for (let i = 0; i < maxPages; i++) {
+    const page = await api(path, { query: { ...query, limit: 100, cursor } });
+    items.push(...(page?.items || []));
+    cursor = page?.next_cursor;
+    if (!cursor) break;
+  }
+  return items;
+}
+
+/** Names and avatars of others are fetched again after this long. */
+const PROFILE_TTL_MS = 5 * 60 * 1000;
+/** A message still unacknowledged this long while the socket is down goes over HTTP. */
+const HTTP_FALLBACK_MS = 8000;
+const ROOM_LIST_REFRESH_MS = 60_000;
+
+class Store extends EventTarget {
+  constructor() {
+    super();
+    this.reset();
+  }
+
+  reset() {
+    this.rooms = new Map();
+    this.roomsLoaded = false;
+    this.activeRoomId = null;
+    this.profiles = new Map(); // id -> Promise<Profile|null>
+    this.profileData = new Map(); // id -> Profile (resolved)
+    this.profileAt = new Map(); // id -> when it was fetched (ms)
+    this.dmPeers = new Map(); // room id -> peer user id
+    this.blocked = new Set();
+    this.pending = new Map(); // room id -> Map(client_msg_id -> pending message)
+    this.connection = 'closed';
+    if (this.rt) this.rt.stop();
+    clearInterval(this._pollTimer);
+    this._wasOpen = false;
+    this.rt = null;
+    this._reloadTimer = null;
+  }
+
+  emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
+
+  get me() { return auth.user; }
+
+  // ---------- start / stop ----------
+
+  async start() {
+    await Promise.all([this.loadRooms(), this.loadBlocks()]);
+    this.rt = new Realtime({
+      // After repeated failures to connect, the token itself may be the problem (its
+      // session ended elsewhere): refresh it; a refused refresh logs out.
+      getToken: (force) => (force ? auth.refresh() : auth.token()),
+      resumeState: () => {
+        const state = {};
+        for (const r of this.rooms.values()) state[r.id] = r.lastSeq || 0;
+        return state;
+      },
+    });
+    this.rt.addEventListener('status', (e) => {
+      const prev = this.connection;
+      this.connection = e.detail.state;
+      this.emit('status', e.detail);
+      // A reconnect after an outage: the room list (unread counts) may be stale too.
+      if (e.detail.state === 'open' && prev !== 'open' && this._wasOpen) this.scheduleRoomReload();
+      if (e.detail.state === 'open') this._wasOpen = true;
+    });
+    this.rt.addEventListener('event', (e) => this.handleFrame(e.detail));
+    this.rt.addEventListener('ack', (e) => this.handleAck(e.detail));
+    this.rt.addEventListener('send-error', (e) => this.handleSendError(e.detail));
+    this.rt.addEventListener('typing', (e) => {
+      if (e.detail.user_id !== this.me?.id) this.emit('typing', e.detail);
+    });
+    this.rt.addEventListener('error', (e) => {
+      // Not (or no longer) a member of a room I resumed: the room list will drop it.
+      if (e.detail.code === 'not_member') this.scheduleRoomReload();
+      else console.warn('realtime error frame', e.detail);
+    });
+    this.rt.start();
+    // A safety net for anything the socket did not bring (and for counters changed on
+    // another device): refresh the room list now and then while the page is visible.
+    this._pollTimer = setInterval(() => {
+      if (document.visibilityState === 'visible') this.scheduleRoomReload();
+    }, ROOM_LIST_REFRESH_MS);
+  }
+
+  stop() { this.reset(); }
+
+  // ---------- rooms ----------
+
+  async loadRooms() {
+    const startedAt = Date.now();
+    const items = await fetchAll('/chat/rooms');
+    const seen = new Set();
+    for (const r of items) {
+      seen.add(r.id);
+      this.upsertRoom(r, { fromList: true });
+    }
+    // Rooms I am no longer in (left elsewhere, removed while offline) go; rooms added while
+    // the list was on its way (created or joined just now) stay.
+    for (const [id, room] of [...this.rooms]) {
+      if (!seen.has(id) && room.addedAt < startedAt) {
+        this.rooms.delete(id);
+        this.emit('removed', { room_id: id });
+      }
+    }
+    this.roomsLoaded = true;
+    this.emit('rooms');
+    this.resolveDmPeers();
+  }
+
+  scheduleRoomReload() {
+    clearTimeout(this._reloadTimer);
+    this._reloadTimer = setTimeout(() => this.loadRooms().catch(() => {}), 300);
+  }
+
+  upsertRoom(r, { fromList = false } = {}) {
+    const existing = this.rooms.get(r.id);
+    if (existing) {
+      // The applied-event mark (lastSeq) only moves as events are applied, so that no event
+      // is skipped. A snapshot that is ahead of it (events still on their way) must not
+      // overwrite what those events will update: keep our counters and catch up instead.
+      const { lastSeq, unread_count: unread, last_message: lastMessage } = existing;
+      Object.assign(existing, r);
+      existing.lastSeq = lastSeq || 0;
+      if ((r.last_seq || 0) > existing.lastSeq) {
+        existing.unread_count = unread;
+        existing.last_message = lastMessage;
+        existing.last_seq = Math.max(existing.lastSeq, r.last_seq || 0);
+        if (fromList) setTimeout(() => this.catchUp(existing, r.last_seq), 1500);
+      }
+      return existing;
+    }
+    const room = { unread_count: 0, last_message: null, ...r, lastSeq: r.last_seq || 0, buffer: new Map(), filling: false, addedAt: Date.now() };
+    this.rooms.set(r.id, room);
+    return room;
+  }
+
+  /** Rooms to show in the list: newest activity first, DMs with blocked people hidden. */
+  visibleRooms() {
+    return [...this.rooms.values()]
+      // A DM is listed once its other member is known (its title is their name), and not
+      // at all when I block them.
+      .filter((r) => r.kind !== 'dm' || (this.dmPeers.has(r.id) && !this.blocked.has(this.dmPeers.get(r.id))))
+      .sort((a, b) => (activity(b) > activity(a) ? 1 : activity(b) < activity(a) ? -1 : 0));
+  }
+
+  async resolveDmPeers() {
+    const todo = [...this.rooms.values()].filter((r) => r.kind === 'dm' && !this.dmPeers.has(r.id));
+    await Promise.all(todo.map(async (r) => {
+      try {
+        const members = await fetchAll(`/chat/rooms/${r.id}/members`, {}, 1);
+        const peer = members.find((m) => m.user_id !== this.me?.id) || members[0];
+        this.dmPeers.set(r.id, peer ? peer.user_id : null);
+        if (peer) await this.profile(peer.user_id).catch(() => null);
+      } catch {
+        this.dmPeers.set(r.id, null); // show it unnamed rather than not at all
+      }
+    }));
+    if (todo.length) this.emit('rooms');
+  }
+
+  roomTitle(room) {
+    if (!room) return '';
+    if (room.kind === 'dm') {
+      const peer = this.profileData.get(this.dmPeers.get(room.id));
+      return peer ? (peer.display_name || peer.username) : (room.name || 'Direct message');
+    }
+    return room.name || 'Untitled room';
+  }
+
+  async createRoom({ name, visibility, topic }) {
+    const body = { name, visibility };
+    if (topic) body.topic = topic;
+    const room = await api('/chat/rooms', { method: 'POST', body });
+    this.upsertRoom(room, { fromList: true });
+    this.emit('rooms');
+    return room;
+  }
+
+  async joinRoom(id) {
+    const room = await api(`/chat/rooms/${id}/join`, { method: 'POST' });
+    this.upsertRoom(room, { fromList: true });
+    this.emit('rooms');
+    return room;
+  }
+
+  async leaveRoom(id) {
+    await api(`/chat/rooms/${id}/leave`, { method: 'POST' });
+    this.forgetRoom(id);
+  }
+
+  forgetRoom(id) {
+    this.rooms.delete(id);
+    this.pending.delete(id);
+    this.emit('rooms');
+    this.emit('removed', { room_id: id });
+  }
+
+  async openDm(userId) {
+    const room = await api('/chat/dms', { method: 'POST', body: { user_id: userId } });
+    this.upsertRoom(room, { fromList: true });
+    this.dmPeers.set(room.id, userId);
+    this.emit('rooms');
+    return room;
+  }
+
+  // ---------- profiles & blocks ----------
+
+  profile(id, { fresh = false } = {}) {
+    if (!id) return Promise.resolve(null);
+    const age = Date.now() - (this.profileAt.get(id) || 0);
+    if (!fresh && this.profiles.has(id) && age < PROFILE_TTL_MS) return this.profiles.get(id);
+    this.profileAt.set(id, Date.now());
+    const p = api(`/users/${id}`).then((profile) => {
+      this.profileData.set(id, profile);
+      return profile;
+    }).catch((e) => {
+      if (e.status === 404) return null; // hidden from me (blocked) or gone: remembered as such
+      this.profiles.delete(id); // other failures: allow a retry
+      this.profileAt.delete(id);
+      throw e;
+    });
+    this.profiles.set(id, p);
+    return p;
+  }
+
+  /** A display name now if known (else the fallback) — and fetch it for next time. */
+  nameOf(id, fallback = 'Someone') {
+    if (id && id === this.me?.id) return this.me.display_name || this.me.username || 'You';
+    const p = this.profileData.get(id);
+    if (Date.now() - (this.profileAt.get(id) || 0) >= PROFILE_TTL_MS) this.profile(id).catch(() => {});
+    if (p) return p.display_name || p.username;
+    return fallback;
+  }
+
+  rememberProfile(profile) {
+    if (!profile?.id) return;
+    this.profileData.set(profile.id, { ...(this.profileData.get(profile.id) || {}), ...profile });
+    this.profiles.set(profile.id, Promise.resolve(this.profileData.get(profile.id)));
+    this.profileAt.set(profile.id, Date.now());
+  }
+
+  async loadBlocks() {
+    try {
+      const items = await fetchAll('/users/me/blocks');
+      this.blocked = new Set(items.map((p) => p.id));
+    } catch { /* not fatal */ }
+  }
+
+  setBlocked(userId, blocked) {
+    if (blocked) this.blocked.add(userId); else this.blocked.delete(userId);
+    this.emit('rooms');
+    const active = this.rooms.get(this.activeRoomId);
+    if (blocked && active?.kind === 'dm' && this.dmPeers.get(active.id) === userId) {
+      this.emit('removed', { room_id: active.id, hidden: true });
+    }
+  }
+
+  // ---------- events ----------
+
+  handleFrame(frame) {
+    const event = frame.event || frame;
+    const roomId = frame.room_id || event.room_id;
+    const seq = Number(frame.seq ?? event.seq);
+    const room = this.rooms.get(roomId);
+    if (!room) {
+      // A room I was just added to (invite, DM from someone): load the list again.
+      this.scheduleRoomReload();
+      return;
+    }
+    if (!(seq > room.lastSeq)) return; // already applied: at-least-once delivery
+    if (seq > room.lastSeq + 1) {
+      room.buffer.set(seq, event);
+      this.fillGap(room);
+      return;
+    }
+    this.apply(room, event, seq);
+    while (room.buffer.has(room.lastSeq + 1)) {
+      const next = room.lastSeq + 1;
+      const ev = room.buffer.get(next);
+      room.buffer.delete(next);
+      this.apply(room, ev, next);
+    }
+    for (const s of room.buffer.keys()) if (s <= room.lastSeq) room.buffer.delete(s);
+  }
+
+  /** Fetch missed events over HTTP until `target` (if the socket did not bring them). */
+  catchUp(room, target) {
+    if (this.rooms.get(room.id) !== room || room.lastSeq >= target) return;
+    this.fillGap(room, target);
+  }
+
+  async fillGap(room, target = 0) {
+    if (room.filling) return;
+    room.filling = true;
+    try {
+      for (let i = 0; i < 50 && (room.buffer.size || room.lastSeq < target); i++) {
+        const page = await api(`/chat/rooms/${room.id}/events`, { query: { after: room.lastSeq, limit: 100 } });
+        for (const ev of page?.items || []) this.handleFrame({ room_id: room.id, seq: ev.seq, event: ev });
+        if (!page?.has_more) break;
+      }
+    } catch (e) {
+      console.warn('could not fill event gap', e);
+    } finally {
+      room.filling = false;
+    }
+  }
+
+  apply(room, event, seq) {
+    room.lastSeq = seq;
+    room.last_seq = Math.max(room.last_seq || 0, seq);
+    const me = this.me?.id;
+    const msg = event.message;
+    switch (event.kind) {
+      case 'message.created': {
+        room.last_message = msg;
+        if (msg.sender_id === me) {
+          this.clearPending(room.id, msg.client_msg_id);
+        } else {
+          const watching = this.activeRoomId === room.id && document.visibilityState === 'visible';
+          if (!watching) room.unread_count = (room.unread_count || 0) + 1;
+          if (this.activeRoomId === room.id) {
+            announce(`${this.nameOf(msg.sender_id)}: ${msg.body}`);
+          }
+        }
+        break;
+      }
+      case 'message.updated':
+      case 'message.deleted':
+        if (room.last_message?.id === msg?.id) room.last_message = msg;
+        break;
+      case 'member.joined':
+        room.member_count = (room.member_count || 0) + 1;
+        break;
+      case 'member.left':
+      case 'member.removed':
+        room.member_count = Math.max(0, (room.member_count || 1) - 1);
+        if (event.user_id === me) {
+          if (event.kind === 'member.removed') toast(`You were removed from ${this.roomTitle(room)}.`, 'info');
+          this.forgetRoom(room.id);
+          return;
+        }
+        break;
+      default:
+        break;
+    }
+    this.emit('room-event', { room_id: room.id, event });
+    this.emit('rooms');
+  }
+
+  // ---------- sending ----------
+
+  pendingFor(roomId) {
+    if (!this.pending.has(roomId)) this.pending.set(roomId, new Map());
+    return this.pending.get(roomId);
+  }
+
+  sendMessage(roomId, body, replyTo) {
+    const clientMsgId = uuid();
+    const p = {
+      client_msg_id: clientMsgId, room_id: roomId, body, reply_to: replyTo || null,
+      sender_id: this.me?.id, created_at: new Date().toISOString(), state: 'pending',
+    };
+    this.pendingFor(roomId).set(clientMsgId, p);
+    this.emit('pending', { room_id: roomId });
+    this.rt?.sendMessage({ room_id: roomId, body, client_msg_id: clientMsgId, reply_to: replyTo || undefined });
+    this.scheduleHttpFallback(roomId, clientMsgId);
+    return p;
+  }
+
+  /**
+   * If a message is still pending after a while and the socket is down, post it over HTTP
+   * with the same client_msg_id: the server stores it once whichever way arrives first.
+   */
+  scheduleHttpFallback(roomId, clientMsgId, delay = HTTP_FALLBACK_MS) {
+    setTimeout(async () => {
+      const p = this.pending.get(roomId)?.get(clientMsgId);
+      if (!p || p.state !== 'pending' || !this.rt) return;
+      if (this.rt.state === 'open') { this.scheduleHttpFallback(roomId, clientMsgId, delay); return; }
+      try {
+        const body = { body: p.body, client_msg_id: clientMsgId };
+        if (p.reply_to) body.reply_to = p.reply_to;
+        const message = await api(`/chat/rooms/${roomId}/messages`, { method: 'POST', body });
+        this.rt?.dropPending(clientMsgId);
+        this.handleAck({ client_msg_id: clientMsgId, message });
+      } catch (e) {
+        if (e.network || e.status >= 500 || e.status === 429) {
+          this.scheduleHttpFallback(roomId, clientMsgId, Math.min(delay * 2, 60_000));
+        } else if (e.status) {
+          this.rt?.dropPending(clientMsgId);
+          this.handleSendError({ client_msg_id: clientMsgId, code: e.code, message: e.humanMessage() });
+        }
+      }
+    }, delay);
+  }
+
+  retryPending(roomId, clientMsgId) {
+    const p = this.pendingFor(roomId).get(clientMsgId);
+    if (!p) return;
+    p.state = 'pending';
+    p.error = null;
+    this.emit('pending', { room_id: roomId });
+    this.rt?.sendMessage({ room_id: roomId, body: p.body, client_msg_id: clientMsgId, reply_to: p.reply_to || undefined });
+    this.scheduleHttpFallback(roomId, clientMsgId);
+  }
+
+  discardPending(roomId, clientMsgId) {
+    this.rt?.dropPending(clientMsgId);
+    this.clearPending(roomId, clientMsgId);
+  }
+
+  clearPending(roomId, clientMsgId) {
+    if (!clientMsgId) return;
+    const map = this.pending.get(roomId);
+    if (map?.delete(clientMsgId)) this.emit('pending', { room_id: roomId });
+  }
+
+  handleAck({ client_msg_id: cid, message }) {
+    if (!message) return;
+    this.clearPending(message.room_id, cid);
+    // The event (same seq) also arrives; the view upserts by id, so showing it now is safe.
+    this.emit('room-message', { room_id: message.room_id, message });
+  }
+
+  handleSendError({ client_msg_id: cid, code, message, retry_after_ms: retryAfter }) {
+    for (const [roomId, map] of this.pending) {
+      const p = map.get(cid);
+      if (p && code === 'rate_limited') {
+        // Sent too fast: still pending, sent again (same client_msg_id) after the wait.
+        setTimeout(() => this.retryPending(roomId, cid), Math.min(Math.max(Number(retryAfter) || 1000, 200), 30_000));
+      } else if (p) {
+        p.state = 'failed';
+        p.error = message || code || 'Not sent';
+        this.emit('pending', { room_id: roomId });
+        toast(`Message not sent: ${p.error}`, 'error');
+      }
+    }
+  }
+
+  // ---------- read markers ----------
+
+  markRead(roomId, seq) {
+    const room = this.rooms.get(roomId);
+    if (!room || !seq) return;
+    const changed = room.unread_count !== 0;
+    room.unread_count = 0;
+    if (changed) this.emit('rooms');
+    if (seq <= (room.readSeq || 0)) return;
+    room.readSeq = seq;
+    clearTimeout(room.readTimer);
+    room.readTimer = setTimeout(() => {
+      api(`/chat/rooms/${roomId}/read`, { method: 'POST', body: { seq: room.readSeq } }).catch(() => {});
+    }, 400);
+  }
+}
+
+function activity(room) {
+  return room.last_message?.created_at || room.created_at || '';
+}
+
+export const store = new Store();
