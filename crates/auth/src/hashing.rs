@@ -52,8 +52,15 @@ impl Hasher {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> anyhow::Result<T> {
-        let _permit = self.permits.acquire().await?;
-        Ok(tokio::task::spawn_blocking(f).await?)
+        // The permit moves into the blocking task: if the client goes away and this future
+        // is dropped, the hash still running keeps its permit, so at most `cores` hashes
+        // ever run at once.
+        let permit = self.permits.clone().acquire_owned().await?;
+        Ok(tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f()
+        })
+        .await?)
     }
 
     pub async fn hash(&self, password: &str) -> anyhow::Result<String> {

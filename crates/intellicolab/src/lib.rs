@@ -95,6 +95,25 @@ pub async fn build(
     Ok(services)
 }
 
+/// Applies the migrations of the services `role` names, without binding ports or starting
+/// any background task (for `intellicolab migrate`, e.g. a Kubernetes init container).
+pub async fn migrate(settings: &Settings, role: Role) -> anyhow::Result<()> {
+    let c = &settings.common;
+    if matches!(role, Role::All | Role::Auth) {
+        auth::migrate(c, &settings.auth).await?;
+    }
+    if matches!(role, Role::All | Role::Users) {
+        users::migrate(c, &settings.users).await?;
+    }
+    if matches!(role, Role::All | Role::Chat) {
+        chat::migrate(c, &settings.chat).await?;
+    }
+    if matches!(role, Role::All | Role::Gateway) {
+        gateway::migrate(c, &settings.gateway).await?;
+    }
+    Ok(())
+}
+
 /// Runs the services until `shutdown` is cancelled.
 pub async fn run(services: Vec<kit::server::Service>) -> anyhow::Result<()> {
     let tasks: Vec<_> = services

@@ -38,10 +38,17 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut settings = Settings::load(cli.config.as_deref(), cli.data_dir)?;
-    kit::telemetry::init_logging(&settings.common.log_format);
     let command = cli.command.unwrap_or(Command::Serve { role: Role::All });
     match command {
         Command::Serve { role } => {
+            let service_name = match role {
+                Role::All => "intellicolab",
+                Role::Gateway => "gateway",
+                Role::Auth => "auth",
+                Role::Users => "users",
+                Role::Chat => "chat",
+            };
+            let telemetry = kit::telemetry::init(service_name, &settings.common.log_format);
             settings.apply_database_url(role);
             let shutdown = CancellationToken::new();
             let services = intellicolab::build(&settings, role, shutdown.clone()).await?;
@@ -51,15 +58,14 @@ async fn main() -> anyhow::Result<()> {
                 tracing::info!("shutting down");
                 stop.cancel();
             });
-            intellicolab::run(services).await
+            let result = intellicolab::run(services).await;
+            telemetry.shutdown();
+            result
         }
         Command::Migrate { role } => {
+            kit::telemetry::init_logging(&settings.common.log_format);
             settings.apply_database_url(role);
-            // Building a service runs its migrations; nothing is served.
-            let shutdown = CancellationToken::new();
-            let services = intellicolab::build(&settings, role, shutdown.clone()).await?;
-            shutdown.cancel();
-            drop(services);
+            intellicolab::migrate(&settings, role).await?;
             tracing::info!("migrations applied");
             Ok(())
         }

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// JSON body extractor whose rejections are problem+json: 400 malformed, 415 wrong
 /// content type, 413 too large.
@@ -145,11 +146,30 @@ pub async fn observe(service: &'static str, mut req: Request, next: Next) -> Res
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let span =
-        tracing::info_span!("request", service, %method, route = %route, request_id = %request_id);
+    // Continue the caller's trace (the gateway always sends one), or start one.
+    let incoming = req
+        .headers()
+        .get(&TRACEPARENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::trace::TraceParent::parse);
+    // Without an incoming context this request is the root: its own context stands in for
+    // the (unexported) remote parent, so logs and exported spans share one trace id.
+    let incoming = incoming.unwrap_or_else(crate::trace::TraceParent::new_root);
+    let ctx = incoming.child();
+    let span = tracing::info_span!(
+        "request",
+        service,
+        %method,
+        route = %route,
+        request_id = %request_id,
+        trace_id = %ctx.trace_id,
+        // Recorded by the authenticated-user extractor.
+        user_id = tracing::field::Empty,
+    );
+    crate::trace::set_remote_parent(&span, &incoming);
     let mut res = {
         use tracing::Instrument;
-        next.run(req).instrument(span.clone()).await
+        crate::trace::scope(ctx, next.run(req).instrument(span.clone())).await
     };
     let status = res.status();
     let elapsed = start.elapsed();

@@ -14,5 +14,6 @@ pub mod server;
 pub mod telemetry;
 pub mod testing;
 pub mod time;
+pub mod trace;
 
 pub use error::{ApiError, ApiResult};

@@ -1,13 +1,41 @@
-//! Logging (JSON lines, or pretty on a terminal) and the process-wide metrics registry.
+//! Logging (flat JSON lines, or pretty on a terminal), optional OpenTelemetry trace export,
+//! and the process-wide metrics registry.
+//!
+//! JSON lines carry the fields of every span in scope at the top level (`service`,
+//! `request_id`, `trace_id`, `user_id`, …), so Loki/promtail can index them without digging
+//! into nested objects.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-/// `auto` (pretty on a terminal, JSON otherwise), `json` or `pretty`.
-pub fn init_logging(format: &str) {
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
+#[must_use = "dropping the guard does not flush traces; call shutdown() on exit"]
+pub struct Telemetry {
+    #[cfg(feature = "otlp")]
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Flushes spans not yet exported (no-op without an OTLP exporter).
+    pub fn shutdown(self) {
+        #[cfg(feature = "otlp")]
+        if let Some(Err(e)) = self.provider.map(|p| p.shutdown()) {
+            tracing::warn!(error = %e, "trace exporter shutdown failed");
+        }
+    }
+}
+
+/// Installs logging for the process; `format` is `auto` (pretty on a terminal, JSON
+/// otherwise), `json` or `pretty`. With the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// set, spans are exported over OTLP/HTTP with `service_name` as the resource's service.
+pub fn init(service_name: &str, format: &str) -> Telemetry {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,tower_http=warn"));
     let json = match format {
@@ -15,19 +43,75 @@ pub fn init_logging(format: &str) {
         "pretty" => false,
         _ => !std::io::stdout().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let result = if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init()
+    let mut layers: Vec<BoxedLayer> = Vec::new();
+    if json {
+        layers.push(tracing_flat_json::FlatJsonLayer::new(std::io::stdout).boxed());
     } else {
-        builder.try_init()
-    };
+        layers.push(tracing_subscriber::fmt::layer().boxed());
+    }
+    #[cfg(feature = "otlp")]
+    let provider = otlp::layer(service_name).map(|(layer, provider)| {
+        layers.push(layer);
+        provider
+    });
+    #[cfg(not(feature = "otlp"))]
+    let _ = service_name;
     // A second init (tests start many apps in one process) is harmless.
-    let _ = result;
+    let _ = tracing_subscriber::registry()
+        .with(layers.with_filter(filter))
+        .try_init();
+    Telemetry {
+        #[cfg(feature = "otlp")]
+        provider,
+    }
+}
+
+/// Logging only, with the binary's default service name.
+pub fn init_logging(format: &str) {
+    init("intellicolab", format).shutdown();
+}
+
+#[cfg(feature = "otlp")]
+mod otlp {
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::SdkTracerProvider;
+    use tracing_subscriber::Layer;
+
+    use super::BoxedLayer;
+
+    /// The OTLP export layer, when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific
+    /// variable) is set; the exporter reads the standard `OTEL_*` variables itself.
+    pub fn layer(service_name: &str) -> Option<(BoxedLayer, SdkTracerProvider)> {
+        let configured = [
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+        if !configured {
+            return None;
+        }
+        let exporter = match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .build()
+        {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("OTLP trace exporter not started: {e}");
+                return None;
+            }
+        };
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name(service_name.to_owned())
+            .build();
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        let tracer = provider.tracer("intellicolab");
+        let layer = tracing_opentelemetry::layer().with_tracer(tracer).boxed();
+        Some((layer, provider))
+    }
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
