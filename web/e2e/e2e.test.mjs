@@ -66,6 +66,7 @@ async function step(name, fn) {
       } catch { /* the page may be gone */ }
     }
     console.log(`  ✗ ${name}: screenshots in ${OUT}`);
+    err.message = `step "${name}" failed (screenshots and HTML of both pages in ${OUT}): ${err.message}`;
     throw err;
   }
 }
@@ -98,9 +99,28 @@ async function expectMessageOnce(page, text) {
   const items = page.locator(`${tid('message')}:has(${tid('message-body')}:text-is("${text}"))`);
   await items.first().waitFor();
   await page.locator(`${tid('message')}[data-state="sent"]:has(${tid('message-body')}:text-is("${text}"))`).first().waitFor();
-  // Give duplicates (a resent frame, a replayed event) a moment to show up if they would.
-  await page.waitForTimeout(300);
+  // A duplicate (a resent frame, a replayed event) would be shown by the time the page has
+  // applied every event the server stored for the room.
+  await caughtUp(page);
   assert.equal(await items.count(), 1, `"${text}" should be shown exactly once`);
+}
+
+/** Wait until the page has applied every event of its open room that the server has stored. */
+async function caughtUp(page) {
+  const deadline = Date.now() + TIMEOUT;
+  for (;;) {
+    const state = await page.evaluate(async () => {
+      const { store, auth } = window.intellicolab;
+      const room = store.rooms.get(store.activeRoomId);
+      if (!room) return { done: true };
+      const res = await fetch(`/chat/rooms/${room.id}`, { headers: { Authorization: `Bearer ${await auth.token()}` } });
+      const server = res.ok ? (await res.json()).last_seq : Infinity;
+      return { done: room.lastSeq >= server, applied: room.lastSeq, server };
+    });
+    if (state.done) return;
+    if (Date.now() > deadline) throw new Error(`the page applied events up to seq ${state.applied}, the server has ${state.server}`);
+    await page.waitForTimeout(100); // poll interval
+  }
 }
 
 async function openRoom(page, roomName) {
@@ -180,6 +200,24 @@ test('two users chat live, survive a dropped connection, follow and block', asyn
     await expectMessageOnce(alice, 'Hi Alice! Bob here');
   });
 
+  await step('an edit and a deletion show live on the other side', async () => {
+    const mine = bob.locator(`${tid('message')}:has(${tid('message-body')}:text-is("Hi Alice! Bob here"))`);
+    await mine.hover();
+    await mine.locator(tid('edit-button')).click();
+    await bob.fill(tid('edit-input'), 'Hi Alice! Bob here, edited');
+    await bob.click(tid('edit-save'));
+    await expectMessageOnce(alice, 'Hi Alice! Bob here, edited');
+    await expectMessageOnce(bob, 'Hi Alice! Bob here, edited');
+    await send(alice, 'Oops, wrong room');
+    await expectMessageOnce(bob, 'Oops, wrong room');
+    const oops = alice.locator(`${tid('message')}:has(${tid('message-body')}:text-is("Oops, wrong room"))`);
+    await oops.hover();
+    await oops.locator(tid('delete-button')).click(); // the confirm dialog is accepted
+    await bob.locator(`${tid('message')}.deleted`).first().waitFor();
+    await bob.locator(`${tid('message-body')}:text-is("Oops, wrong room")`).waitFor({ state: 'detached' });
+    assert.equal(await alice.locator(`${tid('message-body')}:text-is("Oops, wrong room")`).count(), 0);
+  });
+
   await step('typing indicator shows to the other user', async () => {
     await bob.locator(tid('composer-input')).pressSequentially('typing…', { delay: 20 });
     await alice.locator(`${tid('typing-indicator')}:has-text("is typing")`).waitFor();
@@ -218,11 +256,14 @@ test('two users chat live, survive a dropped connection, follow and block', asyn
   });
 
   await step('a plain socket drop reconnects by itself without duplicates', async () => {
-    await bob.evaluate(() => window.intellicolab.dropConnection());
+    // Close the raw WebSocket behind the client's back, as a network drop would: the client
+    // only learns of it from its onclose, and must reconnect and resume by itself.
+    await bob.evaluate(() => window.intellicolab.ws.socket.close());
+    await bob.locator(`${tid('connection-status')}:not([data-state="open"])`).waitFor();
     await send(alice, 'After the blip');
     await waitConnected(bob);
     await expectMessageOnce(bob, 'After the blip');
-    for (const text of ['Hello Bob, from Alice', 'Hi Alice! Bob here', 'Missed message one', 'Missed message two', 'Written while offline']) {
+    for (const text of ['Hello Bob, from Alice', 'Hi Alice! Bob here, edited', 'Missed message one', 'Missed message two', 'Written while offline']) {
       assert.equal(await bob.locator(`${tid('message-body')}:text-is("${text}")`).count(), 1, `bob sees "${text}" once`);
       assert.equal(await alice.locator(`${tid('message-body')}:text-is("${text}")`).count(), 1, `alice sees "${text}" once`);
     }
@@ -292,6 +333,17 @@ test('two users chat live, survive a dropped connection, follow and block', asyn
     const aliceId = await alice.evaluate(() => window.intellicolab.auth.user.id);
     await bob.evaluate((id) => { location.hash = `#/people/${id}`; }, aliceId);
     await bob.locator('h1:text-is("Profile not available")').waitFor();
+    // Nor can bob open a DM with her: the chat service asks the user service and refuses.
+    const dm = await bob.evaluate(async (id) => {
+      const token = await window.intellicolab.auth.token();
+      const res = await fetch('/chat/dms', {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ user_id: id }),
+      });
+      return { status: res.status, code: (await res.json().catch(() => ({}))).code };
+    }, aliceId);
+    assert.deepEqual(dm, { status: 403, code: 'blocked' }, 'POST /chat/dms to a blocker is refused');
   });
 
   await step('a reused refresh token ends the session cleanly', async () => {

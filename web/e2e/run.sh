@@ -5,42 +5,31 @@
 #   BASE_URL=http://127.0.0.1:9000 web/e2e/run.sh
 #   MOCK=1 web/e2e/run.sh               # against the in-memory mock API (mock-server.mjs)
 #
-# Skips (exit 0, with the reason printed) when Chromium or Node cannot be had. npm packages
-# are installed into a work directory outside web/ (default <repo>/target/web-e2e), because
-# the gateway embeds the web/ directory in its binary. Screenshots of failed steps go to
-# web/e2e/output/ (E2E_OUTPUT to change).
+# Skips (exit 0, with the reason printed) when Chromium or Node cannot be had. install.sh
+# puts the npm packages into a work directory outside web/ (default <repo>/target/web-e2e),
+# because the gateway embeds the web/ directory in its binary (and rebuilds when anything in
+# web/ changes). Screenshots of failed steps go to <work dir>/output/ (E2E_OUTPUT to change). In CI, the Rust test
+# `cargo test -p intellicolab --test web_e2e` starts the real `intellicolab serve all` on
+# free ports and runs e2e.test.mjs against it.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 WORK="${E2E_WORKDIR:-$REPO/target/web-e2e}"
 CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
-export E2E_OUTPUT="${E2E_OUTPUT:-$HERE/output}"
+export E2E_OUTPUT="${E2E_OUTPUT:-$WORK/output}"
 
 skip() {
   echo "web e2e: SKIPPED: $*"
   exit 0
 }
 
-if [ ! -x "$CHROMIUM" ]; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
-    echo "web e2e: installing chromium…"
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >/dev/null 2>&1 \
-      || echo "web e2e: apt-get could not install chromium"
-  fi
-fi
+bash "$HERE/install.sh" || true
 [ -x "$CHROMIUM" ] || skip "no Chromium at $CHROMIUM and it could not be installed (apt-get install chromium)"
 "$CHROMIUM" --version >/dev/null 2>&1 || skip "$CHROMIUM does not start"
 command -v node >/dev/null 2>&1 || skip "node is not installed"
-command -v npm >/dev/null 2>&1 || skip "npm is not installed"
-
-# Install playwright-core (and ws, for the mock) from the committed lock file.
-mkdir -p "$WORK" "$E2E_OUTPUT"
-cp "$HERE/package.json" "$HERE/package-lock.json" "$HERE"/*.mjs "$WORK/"
-if ! cmp -s "$HERE/package-lock.json" "$WORK/node_modules/.package-lock.json.installed" 2>/dev/null; then
-  (cd "$WORK" && npm ci --no-audit --no-fund --loglevel=error) || skip "npm ci failed (no registry?)"
-  cp "$HERE/package-lock.json" "$WORK/node_modules/.package-lock.json.installed"
-fi
+[ -d "$WORK/node_modules/playwright-core" ] || skip "playwright-core could not be installed into $WORK (npm ci)"
+mkdir -p "$E2E_OUTPUT"
 
 MOCK_PID=""
 cleanup() { if [ -n "$MOCK_PID" ]; then kill "$MOCK_PID" 2>/dev/null || true; fi; }

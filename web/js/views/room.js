@@ -285,13 +285,24 @@ export function mountRoom(pane, roomId) {
     renderTyping();
   });
   cleanups.push(() => typists.forEach((t) => clearTimeout(t)));
-  let lastTypingSent = 0;
+  // Leading and trailing throttle: the server drops typing notices that come faster than its
+  // own throttle, so a notice is never sent sooner than TYPING_SEND_EVERY_MS after the last
+  // one; input in between is reported when that interval is over (if the text is still there).
+  let lastTypingSent = -Infinity;
+  let typingTimer = null;
+  function sendTyping() {
+    typingTimer = null;
+    if (!input.value.trim()) return;
+    lastTypingSent = Date.now();
+    store.rt?.typing(roomId);
+  }
+  cleanups.push(() => clearTimeout(typingTimer));
   on(input, 'input', () => {
     autosize();
-    if (input.value.trim() && Date.now() - lastTypingSent > TYPING_SEND_EVERY_MS) {
-      lastTypingSent = Date.now();
-      store.rt?.typing(roomId);
-    }
+    if (!input.value.trim() || typingTimer) return;
+    const wait = lastTypingSent + TYPING_SEND_EVERY_MS - Date.now();
+    if (wait <= 0) sendTyping();
+    else typingTimer = setTimeout(sendTyping, wait);
   });
   function autosize() {
     input.style.height = 'auto';
@@ -321,7 +332,8 @@ export function mountRoom(pane, roomId) {
     input.value = '';
     autosize();
     cancelReply();
-    lastTypingSent = 0;
+    clearTimeout(typingTimer);
+    typingTimer = null;
     scrollToBottom();
     input.focus();
   }
