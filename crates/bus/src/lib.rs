@@ -10,6 +10,17 @@
 //! - Transports ([`Bus`]): in-process (embedded default) and Redis Streams with consumer
 //!   groups (XREADGROUP, XACK after the handler commits, XAUTOCLAIM of entries left
 //!   pending by a dead consumer, MAXLEN-bounded streams).
+//!
+//! Two ways to subscribe:
+//! - [`Bus::subscribe`] with a [`Subscription`] (consumer group): each event reaches
+//!   **one** instance of the consuming service — for work that must happen once
+//!   (projections into the service's database, through [`inbox`]).
+//! - [`Bus::subscribe_broadcast`] with a [`Broadcast`]: **every** subscriber, in every
+//!   process, gets every event — for per-process state such as caches and in-memory
+//!   revocation lists (`session.revoked`). On start it also reads back the events of a
+//!   lookback window, so a restarted process learns what happened just before.
+//!   Broadcast delivery is at least once per subscriber (the lookback replays, a failed
+//!   handler is retried), so broadcast handlers must be idempotent.
 
 pub mod inbox;
 pub mod memory;
@@ -86,6 +97,41 @@ impl Subscription {
     }
 }
 
+/// Default lookback of a [`Broadcast`]: the access-token lifetime (15 min), so a process
+/// that (re)starts still learns every revocation of a token that can still be presented.
+pub const DEFAULT_BROADCAST_LOOKBACK: Duration = Duration::from_secs(15 * 60);
+
+/// A broadcast subscription: every subscriber gets every event of `sources`.
+///
+/// On start the subscriber first receives the retained events published during the
+/// last `lookback` (then live ones). Delivery is at least once per subscriber: events
+/// in the lookback window are replayed after a restart, and a handler returning `Err`
+/// gets the same event again — **handlers must be idempotent**. Events are not
+/// acknowledged anywhere: a broadcast subscriber leaves no state in the transport.
+#[derive(Clone, Debug)]
+pub struct Broadcast {
+    /// A label for logs and metrics (`consumer`), e.g. the subscribing service's name.
+    pub name: String,
+    pub sources: Vec<String>,
+    pub lookback: Duration,
+}
+
+impl Broadcast {
+    pub fn new(name: &str, sources: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            lookback: DEFAULT_BROADCAST_LOOKBACK,
+        }
+    }
+
+    /// Replaces the lookback window read on start (zero: live events only).
+    pub fn with_lookback(mut self, lookback: Duration) -> Self {
+        self.lookback = lookback;
+        self
+    }
+}
+
 /// The event transport, chosen by configuration.
 #[derive(Clone)]
 pub enum Bus {
@@ -143,6 +189,23 @@ impl Bus {
         match self {
             Bus::Memory(b) => b.clone().subscribe(sub, handler, shutdown),
             Bus::Redis(b) => b.clone().subscribe(sub, handler, shutdown),
+        }
+    }
+
+    /// Runs `handler` for every event of `sources` in **this** subscriber until
+    /// `shutdown`, however many other processes subscribe too (see [`Broadcast`]; the
+    /// handler must be idempotent). Redis: a plain XREAD per subscriber, starting
+    /// `lookback` ago, reconnecting with backoff. In-process: every subscriber reads
+    /// the whole log from the first event of the lookback window.
+    pub fn subscribe_broadcast(
+        &self,
+        sub: Broadcast,
+        handler: Handler,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        match self {
+            Bus::Memory(b) => b.clone().subscribe_broadcast(sub, handler, shutdown),
+            Bus::Redis(b) => b.clone().subscribe_broadcast(sub, handler, shutdown),
         }
     }
 }

@@ -4,6 +4,11 @@
 //! A consumer reads with XREADGROUP and XACKs only after its handler committed.
 //! Entries a dead consumer left pending are taken over with XAUTOCLAIM once they have
 //! been idle for `claim_idle`; redeliveries are safe because consumers are idempotent.
+//!
+//! A broadcast subscriber reads with a plain XREAD (no group, nothing acknowledged), so
+//! every process sees every entry. It starts at the stream id `<now − lookback>-0`
+//! (entry ids are millisecond timestamps), keeps its position in memory, and on a
+//! Redis error reconnects with exponential backoff and continues from that position.
 
 use std::time::Duration;
 
@@ -15,12 +20,15 @@ use redis::streams::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{Envelope, Handler, RETRY_DELAY, Subscription, stream_key};
+use crate::{Broadcast, Envelope, Handler, RETRY_DELAY, Subscription, stream_key};
 
 /// Approximate number of entries kept per stream.
 const MAX_LEN: usize = 1_000_000;
 const READ_COUNT: usize = 100;
 const BLOCK_MS: usize = 1_000;
+/// Broadcast reconnect backoff: doubles from the first to the last value.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 pub struct RedisBus {
     client: redis::Client,
@@ -96,6 +104,86 @@ impl RedisBus {
                 }
             }
         })
+    }
+
+    pub fn subscribe_broadcast(
+        self: std::sync::Arc<Self>,
+        sub: Broadcast,
+        handler: Handler,
+        shutdown: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let lookback_ms = i64::try_from(sub.lookback.as_millis()).unwrap_or(i64::MAX);
+            let start = kit::time::now_ms().saturating_sub(lookback_ms).max(0);
+            // Position per stream: the id of the last entry handled (exclusive for XREAD).
+            let mut positions: Vec<(String, String)> = sub
+                .sources
+                .iter()
+                .map(|s| (stream_key(s), format!("{start}-0")))
+                .collect();
+            let mut backoff = BACKOFF_MIN;
+            loop {
+                let mut progressed = false;
+                let run =
+                    self.read_broadcast(&sub, &mut positions, &handler, &shutdown, &mut progressed);
+                match run.await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        if progressed {
+                            backoff = BACKOFF_MIN;
+                        }
+                        tracing::warn!(consumer = %sub.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "Redis broadcast reader failed; reconnecting");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            _ = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
+                    }
+                }
+            }
+        })
+    }
+
+    /// Reads `positions` onward until shutdown (`Ok`) or a Redis error (`Err`).
+    /// `progressed` is set once a read succeeded (the connection worked).
+    async fn read_broadcast(
+        &self,
+        sub: &Broadcast,
+        positions: &mut [(String, String)],
+        handler: &Handler,
+        shutdown: &CancellationToken,
+        progressed: &mut bool,
+    ) -> anyhow::Result<()> {
+        // A dedicated connection: XREAD BLOCK would stall a shared one.
+        let mut conn: MultiplexedConnection =
+            self.client.get_multiplexed_async_connection().await?;
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let keys: Vec<&str> = positions.iter().map(|(k, _)| k.as_str()).collect();
+            let ids: Vec<&str> = positions.iter().map(|(_, id)| id.as_str()).collect();
+            let opts = StreamReadOptions::default()
+                .count(READ_COUNT)
+                .block(BLOCK_MS);
+            let reply: Option<StreamReadReply> = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = conn.xread_options(&keys, &ids, &opts) => r?,
+            };
+            *progressed = true;
+            let Some(reply) = reply else { continue };
+            for stream in reply.keys {
+                let Some(pos) = positions.iter().position(|(k, _)| *k == stream.key) else {
+                    continue;
+                };
+                for entry in stream.ids {
+                    if !deliver_broadcast(sub, handler, &entry, shutdown).await {
+                        return Ok(());
+                    }
+                    positions[pos].1 = entry.id;
+                }
+            }
+        }
     }
 
     async fn consume(
@@ -246,6 +334,40 @@ impl RedisBus {
             }
         }
         metrics::gauge!("bus_consumer_pending", "consumer" => sub.group.clone()).set(total as f64);
+    }
+}
+
+/// Runs the handler of a broadcast subscriber for one entry, retrying until it succeeds.
+/// Returns false on shutdown.
+async fn deliver_broadcast(
+    sub: &Broadcast,
+    handler: &Handler,
+    entry: &StreamId,
+    shutdown: &CancellationToken,
+) -> bool {
+    let event: Option<Envelope> = entry
+        .get::<String>("e")
+        .and_then(|json| serde_json::from_str(&json).ok());
+    let Some(event) = event else {
+        tracing::error!(consumer = %sub.name, id = %entry.id, "undecodable stream entry; skipped");
+        return true;
+    };
+    loop {
+        match handler(event.clone()).await {
+            Ok(()) => {
+                metrics::counter!("bus_events_consumed_total", "consumer" => sub.name.clone(), "type" => event.kind.clone()).increment(1);
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(consumer = %sub.name, event = %event.id, kind = %event.kind, error = %e, "event handler failed; retrying");
+                metrics::counter!("bus_redeliveries_total", "consumer" => sub.name.clone())
+                    .increment(1);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(RETRY_DELAY) => {}
+                }
+            }
+        }
     }
 }
 

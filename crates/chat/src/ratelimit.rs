@@ -1,56 +1,38 @@
-//! Per-user send rate limit: GCRA (a token bucket in one timestamp per key), in-process.
+//! Per-user send rate limit: the shared in-process GCRA limiter ([`kit::ratelimit`])
+//! with one policy, keyed by user.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use kit::ratelimit::{Gcra, Limiter};
 use uuid::Uuid;
 
-/// Past this many tracked users, entries whose bucket is full again are dropped.
-const PRUNE_ABOVE: usize = 10_000;
+/// Users tracked at most (beyond, idle users are forgotten first).
+const MAX_USERS: usize = 100_000;
 
 pub struct RateLimiter {
-    /// Time one send "costs".
-    emission: Duration,
-    /// How far ahead of now the theoretical arrival time may run (the burst).
-    tolerance: Duration,
+    policy: Gcra,
     pub burst: u32,
-    tats: Mutex<HashMap<Uuid, Instant>>,
+    limiter: Limiter<Uuid>,
 }
 
 impl RateLimiter {
     pub fn new(per_second: f64, burst: u32) -> Self {
-        let per_second = if per_second.is_finite() && per_second > 0.0 {
-            per_second
-        } else {
-            10.0
-        };
-        let burst = burst.max(1);
-        let emission = Duration::from_secs_f64(1.0 / per_second);
+        let policy = Gcra::per_second(per_second, burst);
         Self {
-            emission,
-            tolerance: emission * (burst - 1),
-            burst,
-            tats: Mutex::new(HashMap::new()),
+            policy,
+            burst: policy.limit,
+            limiter: Limiter::new(MAX_USERS),
         }
     }
 
     /// Ok when `user` may send now; else how long to wait.
     pub fn check(&self, user: Uuid) -> Result<(), Duration> {
-        let now = Instant::now();
-        let Ok(mut tats) = self.tats.lock() else {
-            return Ok(());
-        };
-        if tats.len() > PRUNE_ABOVE {
-            tats.retain(|_, tat| *tat > now);
+        let d = self.limiter.check(&self.policy, &user);
+        if d.allowed {
+            Ok(())
+        } else {
+            Err(d.retry_after())
         }
-        let tat = tats.get(&user).copied().filter(|t| *t > now).unwrap_or(now);
-        let ahead = tat - now;
-        if ahead > self.tolerance {
-            return Err(ahead - self.tolerance);
-        }
-        tats.insert(user, tat + self.emission);
-        Ok(())
     }
 }
 

@@ -2,7 +2,9 @@
 //! EdDSA only) before a request reaches a service, and verified tokens are cached —
 //! keyed by a SHA-256 of the token, bounded, until their `exp` — so the signature check
 //! runs once per token, not once per request. `session.revoked` events revoke the
-//! session in the verifier and drop its cached tokens.
+//! session in the verifier and drop its cached tokens — in **every** gateway instance:
+//! they arrive through a broadcast subscription (each instance reads every event, and
+//! on start the events of the last access-token lifetime), not a consumer group.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -103,7 +105,9 @@ struct SessionRevoked {
     until: i64,
 }
 
-/// Applies the auth service's `session.revoked` events until `shutdown`.
+/// Applies the auth service's `session.revoked` events until `shutdown`, in this
+/// instance whatever other instances do (a broadcast subscription). Idempotent:
+/// revoking a session twice changes nothing.
 pub fn subscribe_revocations(
     auth: Arc<EdgeAuth>,
     bus: &bus::Bus,
@@ -123,9 +127,5 @@ pub fn subscribe_revocations(
             Ok(())
         }
     });
-    bus.subscribe(
-        bus::Subscription::new("gateway", &["auth"]),
-        handler,
-        shutdown,
-    )
+    bus.subscribe_broadcast(bus::Broadcast::new("gateway", &["auth"]), handler, shutdown)
 }

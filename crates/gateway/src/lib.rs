@@ -148,8 +148,7 @@ pub async fn build(
             |_: Box<dyn std::any::Any + Send + 'static>| {
                 kit::ApiError::internal("gateway handler panicked").into_response()
             },
-        ))
-        .layer(axum::Extension(trusted));
+        ));
 
     Ok(kit::server::Service {
         name: "gateway",

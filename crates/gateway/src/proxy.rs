@@ -274,27 +274,56 @@ fn strip_untrusted(headers: &mut HeaderMap, peer_trusted: bool) {
     }
 }
 
-/// A W3C `traceparent` continuing the client's trace, or starting one.
+/// A W3C `traceparent` continuing the client's trace, or starting one. Built in a stack
+/// buffer: this runs on every proxied request.
 fn traceparent(incoming: Option<&HeaderValue>) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let span: u64 = rand::random::<u64>().max(1);
-    let parsed = incoming.and_then(|v| v.to_str().ok()).and_then(|v| {
-        let parts: Vec<&str> = v.trim().split('-').collect();
-        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-        (parts.len() >= 4
-            && hex(parts[0], 2)
-            && parts[0] != "ff"
-            && hex(parts[1], 32)
-            && parts[1] != "00000000000000000000000000000000"
-            && hex(parts[3], 2))
-        .then(|| (parts[1].to_ascii_lowercase(), parts[3].to_ascii_lowercase()))
+    // "00-" trace(32) "-" span(16) "-" flags(2)
+    let mut out = *b"00-00000000000000000000000000000000-0000000000000000-01";
+    let is_hex = |s: &[u8]| s.iter().all(u8::is_ascii_hexdigit);
+    let parsed = incoming.map(|v| v.as_bytes().trim_ascii()).filter(|v| {
+        // version(2) - trace(32) - parent(16) - flags(2) [- future fields]
+        v.len() >= 55
+            && (v.len() == 55 || v[55] == b'-')
+            && v[2] == b'-'
+            && v[35] == b'-'
+            && v[52] == b'-'
+            && is_hex(&v[0..2])
+            && !v[0..2].eq_ignore_ascii_case(b"ff")
+            && is_hex(&v[3..35])
+            && v[3..35].iter().any(|&b| b != b'0')
+            && is_hex(&v[36..52])
+            && is_hex(&v[53..55])
     });
-    let value = match parsed {
-        Some((trace, flags)) => format!("00-{trace}-{span:016x}-{flags}"),
-        None => format!("00-{:032x}-{span:016x}-01", rand::random::<u128>().max(1)),
-    };
-    HeaderValue::try_from(value).unwrap_or_else(|_| {
+    match parsed {
+        Some(v) => {
+            for (o, i) in out[3..35].iter_mut().zip(&v[3..35]) {
+                *o = i.to_ascii_lowercase();
+            }
+            out[53] = v[53].to_ascii_lowercase();
+            out[54] = v[54].to_ascii_lowercase();
+        }
+        None => {
+            let trace = rand::random::<u128>().max(1);
+            for (i, o) in out[3..35].iter_mut().enumerate() {
+                *o = HEX[((trace >> (4 * (31 - i))) & 0xf) as usize];
+            }
+        }
+    }
+    for (i, o) in out[36..52].iter_mut().enumerate() {
+        *o = HEX[((span >> (4 * (15 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| {
         HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-01")
     })
+}
+
+/// A uuid as a header value, formatted without an intermediate `String`.
+fn uuid_header(id: uuid::Uuid) -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = id.hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 fn request_id(headers: &HeaderMap) -> HeaderValue {
@@ -302,10 +331,7 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
         .get(&kit::http::X_REQUEST_ID)
         .filter(|v| v.to_str().is_ok_and(kit::http::is_valid_request_id))
         .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::try_from(uuid::Uuid::now_v7().to_string())
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-        })
+        .unwrap_or_else(|| uuid_header(uuid::Uuid::now_v7()))
 }
 
 /// Paths that could reach what a service keeps internal: dot segments and encoded
@@ -663,7 +689,7 @@ fn payload_too_large(route: &Route) -> Response {
 }
 
 fn rate_limited(d: &Decision) -> Response {
-    let mut res = ApiError::rate_limited(d.retry_after_ms, d.limit).into_response();
+    let mut res = ApiError::rate_limited(d.retry_after_ms(), d.limit).into_response();
     res.headers_mut().insert(
         RATELIMIT_RESET.clone(),
         HeaderValue::from(d.reset_ms.div_ceil(1000).max(1)),
@@ -706,9 +732,7 @@ pub(crate) fn upstream_headers(
     headers.insert(TRACEPARENT.clone(), tp);
     if let Some(id) = identity {
         // A hint only: services verify the token themselves.
-        if let Ok(v) = HeaderValue::try_from(id.user_id.to_string()) {
-            headers.insert(X_USER_ID.clone(), v);
-        }
+        headers.insert(X_USER_ID.clone(), uuid_header(id.user_id));
     }
     for name in &route.request_remove {
         headers.remove(name);
@@ -733,6 +757,45 @@ pub(crate) fn upstream_uri(
         .path_and_query(pq)
         .build()
         .ok()
+}
+
+/// Instances already tried for one request, without a heap allocation in the common
+/// case of few attempts.
+#[derive(Default)]
+struct Tried {
+    inline: [usize; 4],
+    len: usize,
+    spill: Vec<usize>,
+}
+
+impl Tried {
+    fn push(&mut self, idx: usize) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = idx;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline);
+            }
+            self.spill.push(idx);
+        }
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        if self.len <= self.inline.len() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -783,11 +846,11 @@ async fn forward(
     };
 
     let cluster = &route.cluster;
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tried = Tried::default();
     let mut next_request = Some((parts, body));
     let mut failure = Failure::Other;
     loop {
-        let Some((idx, instance)) = cluster.pick(&tried) else {
+        let Some((idx, instance)) = cluster.pick(tried.as_slice()) else {
             if tried.is_empty() {
                 failure = Failure::Overloaded;
             }
@@ -919,6 +982,61 @@ mod tests {
         assert!(s.ends_with("-01"));
         let fresh = traceparent(Some(&HeaderValue::from_static("garbage")));
         assert_eq!(fresh.to_str().unwrap().len(), 55);
+        let shape = |v: &str| {
+            let p: Vec<&str> = v.split('-').collect();
+            p.len() == 4
+                && p[0] == "00"
+                && p[1].len() == 32
+                && p[2].len() == 16
+                && p[3].len() == 2
+                && v.bytes()
+                    .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        assert!(shape(fresh.to_str().unwrap()), "{fresh:?}");
+        // Upper case is normalised; a future version's extra fields are tolerated.
+        let upper = HeaderValue::from_static(
+            "01-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01-extra",
+        );
+        let s = traceparent(Some(&upper));
+        assert!(
+            s.to_str()
+                .unwrap()
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
+        // Invalid ones start a new trace: all-zero trace id, version ff, bad parent id.
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902bx-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+        ] {
+            let out = traceparent(Some(&HeaderValue::from_static(bad)));
+            let out = out.to_str().unwrap();
+            assert!(shape(out), "{out}");
+            assert!(
+                !out.contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+                "{bad} kept"
+            );
+        }
+    }
+
+    #[test]
+    fn tried_instances_spill_past_the_inline_capacity() {
+        let mut t = Tried::default();
+        assert!(t.is_empty());
+        for i in 0..7 {
+            t.push(i * 10);
+            assert_eq!(t.len(), i + 1);
+            assert_eq!(t.as_slice(), (0..=i).map(|k| k * 10).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn uuid_headers_are_hyphenated_lower_case() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(uuid_header(id).to_str().unwrap(), id.to_string());
+        let rid = request_id(&HeaderMap::new());
+        assert!(uuid::Uuid::parse_str(rid.to_str().unwrap()).is_ok());
     }
 
     #[test]

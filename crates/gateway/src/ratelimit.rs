@@ -7,12 +7,12 @@
 //! limiter — logged once per outage and visible in `gateway_ratelimit_redis_fallback` —
 //! and probes Redis again about once a second.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+pub use kit::ratelimit::Decision;
+use kit::ratelimit::{Gcra, Limiter};
 
 use crate::config::RateLimitPolicy;
 
@@ -31,129 +31,62 @@ impl std::fmt::Display for ClientKey {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-pub struct Decision {
-    pub allowed: bool,
-    pub limit: u32,
-    pub remaining: u32,
-    /// Milliseconds until the quota is whole again.
-    pub reset_ms: u64,
-    /// Milliseconds until a rejected request would be allowed.
-    pub retry_after_ms: u64,
-}
-
-/// A policy in GCRA terms (nanoseconds).
+/// A named policy.
 #[derive(Clone, Debug)]
-pub struct Gcra {
+pub struct Policy {
     pub name: String,
-    pub limit: u32,
-    emission_ns: u64,
-    tolerance_ns: u64,
+    pub gcra: Gcra,
+    /// Prefix of this policy's Redis keys, built once.
+    redis_prefix: String,
+    emission_ms: f64,
+    tolerance_ms: f64,
 }
 
-impl Gcra {
+impl Policy {
     pub fn new(name: &str, p: &RateLimitPolicy) -> Self {
-        let rate = u64::from(p.rate.max(1));
-        let emission_ns = (p.period_ms.max(1) * 1_000_000 / rate).max(1);
-        let burst = p.burst.max(1);
+        let gcra = Gcra::new(
+            u64::from(p.rate),
+            Duration::from_millis(p.period_ms),
+            p.burst,
+        );
         Self {
             name: name.to_owned(),
-            limit: burst,
-            emission_ns,
-            tolerance_ns: emission_ns * u64::from(burst),
+            gcra,
+            redis_prefix: format!("intellicolab:ratelimit:{name}:"),
+            emission_ms: gcra.emission_ns as f64 / 1e6,
+            tolerance_ms: gcra.tolerance_ns as f64 / 1e6,
         }
-    }
-
-    /// Applies one request at `now` to the stored arrival time `tat`: the decision and
-    /// the new value to store (`None`: leave it).
-    fn apply(&self, now: u64, tat: Option<u64>) -> (Decision, Option<u64>) {
-        let tat = tat.unwrap_or(now).max(now);
-        let new_tat = tat + self.emission_ns;
-        let allow_at = new_tat.saturating_sub(self.tolerance_ns);
-        if now < allow_at {
-            let d = Decision {
-                allowed: false,
-                limit: self.limit,
-                remaining: 0,
-                reset_ms: ns_to_ms(tat - now),
-                retry_after_ms: ns_to_ms(allow_at - now),
-            };
-            return (d, None);
-        }
-        let used = new_tat - now;
-        let d = Decision {
-            allowed: true,
-            limit: self.limit,
-            remaining: ((self.tolerance_ns - used) / self.emission_ns) as u32,
-            reset_ms: ns_to_ms(used),
-            retry_after_ms: 0,
-        };
-        (d, Some(new_tat))
     }
 }
 
-fn ns_to_ms(ns: u64) -> u64 {
-    ns.div_ceil(1_000_000)
-}
+/// Keys the in-process backend tracks at most (64 shards).
+const LOCAL_MAX_KEYS: usize = 64 * 16_384;
 
-const SHARDS: usize = 64;
-/// Entries per shard before expired ones are swept on insert.
-const SHARD_SOFT_CAP: usize = 16_384;
-
-/// The in-process backend: arrival times in sharded maps.
+/// The in-process backend: the shared GCRA limiter, keyed by policy and client.
 pub struct Local {
-    epoch: Instant,
-    shards: Vec<Mutex<HashMap<(u16, ClientKey), u64>>>,
-    hasher: std::collections::hash_map::RandomState,
+    limiter: Limiter<(u16, ClientKey)>,
 }
 
 impl Default for Local {
     fn default() -> Self {
         Self {
-            epoch: Instant::now(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: Default::default(),
+            limiter: Limiter::new(LOCAL_MAX_KEYS),
         }
     }
 }
 
 impl Local {
     fn now(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        self.limiter.now_ns()
     }
 
-    pub fn check(&self, policy_idx: u16, policy: &Gcra, key: ClientKey) -> Decision {
-        let now = self.now();
-        let k = (policy_idx, key);
-        let shard = &self.shards[(self.hasher.hash_one(k) as usize) % SHARDS];
-        let Ok(mut map) = shard.lock() else {
-            // A poisoned shard must not take the API down: let the request through.
-            return Decision {
-                allowed: true,
-                limit: policy.limit,
-                remaining: policy.limit,
-                reset_ms: 0,
-                retry_after_ms: 0,
-            };
-        };
-        let (decision, store) = policy.apply(now, map.get(&k).copied());
-        if let Some(tat) = store {
-            if map.len() >= SHARD_SOFT_CAP && !map.contains_key(&k) {
-                map.retain(|_, t| *t > now);
-            }
-            map.insert(k, tat);
-        }
-        decision
+    pub fn check(&self, policy_idx: u16, policy: &Policy, key: ClientKey) -> Decision {
+        self.limiter.check(&policy.gcra, &(policy_idx, key))
     }
 
     /// Drops keys whose bucket is full again (they hold no information).
     pub fn sweep(&self) {
-        let now = self.now();
-        for shard in &self.shards {
-            if let Ok(mut map) = shard.lock() {
-                map.retain(|_, t| *t > now);
-            }
-        }
+        self.limiter.sweep();
     }
 }
 
@@ -186,7 +119,7 @@ struct RedisBackend {
 }
 
 pub struct RateLimiter {
-    policies: Vec<Gcra>,
+    policies: Vec<Policy>,
     pub local: Local,
     redis: Option<RedisBackend>,
 }
@@ -196,7 +129,7 @@ impl RateLimiter {
         policies: &std::collections::BTreeMap<String, RateLimitPolicy>,
         redis_url: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let policies = policies.iter().map(|(n, p)| Gcra::new(n, p)).collect();
+        let policies = policies.iter().map(|(n, p)| Policy::new(n, p)).collect();
         let redis = match redis_url {
             None => None,
             Some(url) => {
@@ -270,25 +203,26 @@ impl RateLimiter {
 
 async fn redis_check(
     redis: &RedisBackend,
-    policy: &Gcra,
+    policy: &Policy,
     key: ClientKey,
 ) -> anyhow::Result<Decision> {
+    use std::fmt::Write;
     let mut conn = redis.conn.clone();
-    let redis_key = format!("intellicolab:ratelimit:{}:{key}", policy.name);
-    let emission_ms = policy.emission_ns as f64 / 1e6;
-    let tolerance_ms = policy.tolerance_ns as f64 / 1e6;
+    let mut redis_key = String::with_capacity(policy.redis_prefix.len() + 48);
+    redis_key.push_str(&policy.redis_prefix);
+    let _ = write!(redis_key, "{key}");
     let mut invocation = redis.script.key(redis_key);
-    invocation.arg(emission_ms).arg(tolerance_ms);
+    invocation.arg(policy.emission_ms).arg(policy.tolerance_ms);
     let call = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn);
     let (allowed, remaining, reset_ms, retry_ms) = tokio::time::timeout(REDIS_TIMEOUT, call)
         .await
         .map_err(|_| anyhow::anyhow!("Redis rate-limit call timed out"))??;
     Ok(Decision {
         allowed: allowed == 1,
-        limit: policy.limit,
-        remaining: remaining.clamp(0, i64::from(policy.limit)) as u32,
+        limit: policy.gcra.limit,
+        remaining: remaining.clamp(0, i64::from(policy.gcra.limit)) as u32,
         reset_ms: reset_ms.max(0) as u64,
-        retry_after_ms: retry_ms.max(0) as u64,
+        retry_after_ns: (retry_ms.max(0) as u64).saturating_mul(1_000_000),
     })
 }
 
@@ -297,30 +231,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gcra_allows_the_burst_then_spaces_requests() {
-        let g = Gcra::new(
+    fn a_policy_maps_onto_gcra_and_keys_are_per_policy() {
+        let p = Policy::new(
             "t",
             &RateLimitPolicy {
                 rate: 10,
                 period_ms: 1_000,
-                burst: 3,
+                burst: 2,
             },
         );
-        let mut tat = None;
-        let now = 1_000_000_000;
-        for expected_remaining in [2, 1, 0] {
-            let (d, store) = g.apply(now, tat);
-            assert!(d.allowed);
-            assert_eq!(d.remaining, expected_remaining);
-            tat = store;
-        }
-        let (d, store) = g.apply(now, tat);
-        assert!(!d.allowed);
-        assert!(store.is_none());
-        assert_eq!(d.retry_after_ms, 100);
-        // One emission interval later exactly one more request fits.
-        let (d, _) = g.apply(now + 100_000_000, tat);
-        assert!(d.allowed);
-        assert_eq!(d.remaining, 0);
+        assert_eq!(p.gcra.emission_ns, 100_000_000);
+        assert_eq!(p.gcra.limit, 2);
+        assert_eq!(p.redis_prefix, "intellicolab:ratelimit:t:");
+        let local = Local::default();
+        let ip = ClientKey::Ip(IpAddr::from([127, 0, 0, 1]));
+        assert!(local.check(0, &p, ip).allowed);
+        assert!(local.check(0, &p, ip).allowed);
+        let refused = local.check(0, &p, ip);
+        assert!(!refused.allowed);
+        assert!(refused.retry_after_ms() > 0);
+        // The same client under another policy index has its own bucket.
+        assert!(local.check(1, &p, ip).allowed);
     }
 }

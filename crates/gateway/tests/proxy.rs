@@ -716,10 +716,14 @@ async fn an_unreachable_redis_falls_back_to_local_limits() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("gateway_ratelimit_redis_fallback 1"),
-        "{metrics}"
-    );
+    // The fallback gauge is process-wide and other tests' gateways (same process) reset
+    // it concurrently; the fallback counter only grows, and only this test's Redis fails.
+    let fallbacks = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gateway_ratelimit_fallback_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(fallbacks >= 3.0, "{metrics}");
     gw.stop().await;
 }
 

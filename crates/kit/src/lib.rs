@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod net;
+pub mod ratelimit;
 pub mod server;
 pub mod telemetry;
 pub mod testing;
