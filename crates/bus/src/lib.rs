@@ -57,7 +57,8 @@ impl Envelope {
             version: 1,
             occurred_at: kit::time::rfc3339(kit::time::now_ms()),
             source: source.to_owned(),
-            traceparent: None,
+            // Created inside a request (or event) handler: the event continues its trace.
+            traceparent: kit::trace::current_traceparent(),
             data: serde_json::to_value(data).unwrap_or(serde_json::Value::Null),
         }
     }
@@ -186,6 +187,9 @@ impl Bus {
         handler: Handler,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        // Present from the start (at 0), so alerts and dashboards see the series.
+        metrics::counter!("bus_redeliveries_total", "consumer" => sub.group.clone()).increment(0);
+        let handler = traced(sub.group.clone(), handler);
         match self {
             Bus::Memory(b) => b.clone().subscribe(sub, handler, shutdown),
             Bus::Redis(b) => b.clone().subscribe(sub, handler, shutdown),
@@ -203,6 +207,7 @@ impl Bus {
         handler: Handler,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        let handler = traced(sub.name.clone(), handler);
         match self {
             Bus::Memory(b) => b.clone().subscribe_broadcast(sub, handler, shutdown),
             Bus::Redis(b) => b.clone().subscribe_broadcast(sub, handler, shutdown),
@@ -216,4 +221,28 @@ pub(crate) const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Redis stream key of a source's events.
 pub fn stream_key(source: &str) -> String {
     format!("intellicolab:events:{source}")
+}
+
+/// Runs each event's handler in a span that continues the producer's trace (the envelope's
+/// `traceparent`), so its logs, exported spans and the events it emits join that trace.
+fn traced(consumer: String, handler: Handler) -> Handler {
+    use tracing::Instrument;
+    Arc::new(move |event: Envelope| {
+        let incoming = event
+            .traceparent
+            .as_deref()
+            .and_then(kit::trace::TraceParent::parse)
+            .unwrap_or_else(kit::trace::TraceParent::new_root);
+        let ctx = incoming.child();
+        let span = tracing::info_span!(
+            "event",
+            consumer = %consumer,
+            event_type = %event.kind,
+            event_id = %event.id,
+            trace_id = %ctx.trace_id,
+        );
+        kit::trace::set_remote_parent(&span, &incoming);
+        let fut = handler(event).instrument(span);
+        Box::pin(kit::trace::scope(ctx, fut))
+    })
 }

@@ -18,7 +18,7 @@ pub async fn handle(gw: &Gateway, req: Request) -> Response {
         "/readyz" if read => readyz(gw),
         "/metrics" if read => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            kit::telemetry::metrics_handle().render(),
+            kit::telemetry::render_metrics(),
         )
             .into_response(),
         "/openapi.json" if read => {

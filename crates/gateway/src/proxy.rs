@@ -883,7 +883,11 @@ async fn forward(
             Ok(Ok(res)) => {
                 let status = res.status();
                 instance.count_status(Some(status.as_u16()));
-                if status.is_server_error() {
+                // A 503 is a live instance declining because one of *its* dependencies is
+                // down (e.g. chat's `dependency_unavailable` while users is away): every
+                // instance would answer the same, so it neither ejects nor heals this one.
+                if status == http::StatusCode::SERVICE_UNAVAILABLE {
+                } else if status.is_server_error() {
                     cluster.record_failure(&instance);
                 } else {
                     cluster.record_success(&instance);

@@ -128,6 +128,17 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
+        // Histograms buffer samples until upkeep drains them into their buckets; without a
+        // scrape they would grow forever, so drain them every few seconds regardless.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
         // Fails only if another recorder was installed first; the handle still renders.
         let _ = metrics::set_global_recorder(recorder);
         process_collector().describe();
