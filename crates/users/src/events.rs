@@ -12,6 +12,7 @@ use bus::{Envelope, Subscription};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::search::feed::Changes;
 use crate::state::ApiContext;
 use crate::store::{self, IdentityChange};
 
@@ -48,11 +49,36 @@ pub fn subscribe(
     bus: &bus::Bus,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let verifier = ctx.verifier.clone();
     let handler = bus::handler(move |event: Envelope| {
         let ctx = ctx.clone();
         async move { handle(&ctx, &event).await }
     });
-    bus.subscribe(Subscription::new(GROUP, &["auth"]), handler, shutdown)
+    let profiles = bus.subscribe(
+        Subscription::new(GROUP, &["auth"]),
+        handler,
+        shutdown.clone(),
+    );
+    // Every instance must learn of every revoked session, not one per consumer group.
+    let revocations = bus.subscribe_broadcast(
+        bus::Broadcast::new(GROUP, &["auth"]),
+        bus::handler(move |event: Envelope| {
+            let verifier = verifier.clone();
+            async move {
+                if event.kind == "session.revoked" {
+                    match event.payload::<SessionRevoked>() {
+                        Ok(p) => verifier.revoke_session(p.session_id, p.until),
+                        Err(e) => return skip(&event, e),
+                    }
+                }
+                Ok(())
+            }
+        }),
+        shutdown,
+    );
+    tokio::spawn(async move {
+        let _ = tokio::join!(profiles, revocations);
+    })
 }
 
 fn parse_time_ms(s: &str) -> Option<i64> {
@@ -95,13 +121,7 @@ pub async fn handle(ctx: &ApiContext, event: &Envelope) -> anyhow::Result<()> {
             }
             Err(e) => skip(event, e),
         },
-        "session.revoked" => match event.payload::<SessionRevoked>() {
-            Ok(p) => {
-                ctx.verifier.revoke_session(p.session_id, p.until);
-                Ok(())
-            }
-            Err(e) => skip(event, e),
-        },
+        // `session.revoked` comes through the broadcast subscription (see `subscribe`).
         _ => Ok(()),
     }
 }
@@ -120,7 +140,8 @@ async fn apply(
     let Some(mut tx) = bus::inbox::begin_once(&ctx.db, GROUP, event).await? else {
         return Ok(());
     };
-    let changed = store::apply_identity(&mut tx, ctx.db.backend(), change).await?;
+    let mut changes = Changes::default();
+    let changed = store::apply_identity(&mut tx, ctx.db.backend(), change, &mut changes).await?;
     let mut announced = false;
     if changed
         && announce
@@ -130,6 +151,7 @@ async fn apply(
         announced = true;
     }
     tx.commit().await?;
+    changes.apply_to(&ctx.search);
     if announced {
         ctx.outbox.wake();
     }

@@ -8,8 +8,9 @@
 //!   instead of failing; the event fills in the display name and creation time when it
 //!   comes. Other users' profiles are 404 `user_not_found` until their event arrives.
 //! - `session.revoked` events feed the token verifier, so a logged-out token is refused.
-//! - Search: a portable trigram index plus ranking in Rust, identical on both backends;
-//!   see [`search`] for why.
+//! - Search: an in-memory trigram index per instance, loaded at startup and kept in step
+//!   by the service's writes and a change feed (`search_changes`); the same Rust code on
+//!   both backends, so results are identical. See [`search`] for why.
 //! - The graph: follow/block edges and the profiles' counters change in one transaction,
 //!   counters only when an edge row was really inserted or deleted, so they stay exact
 //!   under concurrency ([`store`]). Lists use keyset cursors (edge time, user id).
@@ -62,6 +63,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0001_init.sqlite.sql"),
         postgres: include_str!("../migrations/0001_init.postgres.sql"),
     },
+    Migration {
+        id: "users-0002-search-index",
+        sqlite: include_str!("../migrations/0002_search_index.sqlite.sql"),
+        postgres: include_str!("../migrations/0002_search_index.postgres.sql"),
+    },
 ];
 
 async fn open(common: &kit::config::CommonConfig, config: &Config) -> anyhow::Result<Db> {
@@ -85,16 +91,19 @@ pub async fn build(
 ) -> anyhow::Result<kit::server::Service> {
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
     let db = open(common, config).await?;
+    let (search, feed) = search::feed::load(&db).await?;
     // Bind before starting background tasks, so a busy port leaves nothing running.
     let listener = kit::server::bind(config.listen).await?;
     let shutdown = shutdown.child_token();
     let verifier = token::Verifier::from_url(common.jwks_url());
     let (outbox, relay) =
         bus::outbox::Relay::spawn(NAME, db.clone(), bus.clone(), shutdown.clone());
+    let feed = feed.spawn(shutdown.clone());
     let ctx = ApiContext {
         db: db.clone(),
         verifier,
         outbox,
+        search,
     };
     let consumer = events::subscribe(ctx.clone(), &bus, shutdown.clone());
 
@@ -112,6 +121,6 @@ pub async fn build(
         listener,
         router,
         shutdown,
-        background: vec![relay, consumer],
+        background: vec![relay, consumer, feed],
     })
 }

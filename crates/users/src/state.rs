@@ -7,11 +7,15 @@ use bus::outbox::Outbox;
 use kit::db::Db;
 use token::Verifier;
 
+use crate::search::index::SearchIndex;
+
 #[derive(Clone)]
 pub struct ApiContext {
     pub db: Db,
     pub verifier: Arc<Verifier>,
     pub outbox: Outbox,
+    /// This instance's people-search index.
+    pub search: Arc<SearchIndex>,
 }
 
 impl FromRef<ApiContext> for Arc<Verifier> {

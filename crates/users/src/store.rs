@@ -10,7 +10,9 @@ use sqlx::{AnyConnection, AnyPool, AssertSqlSafe, Row};
 
 use crate::cursor::EdgeCursor;
 use crate::domain::{Profile, Relationship, ValidPatch};
-use crate::search::{self, Candidate};
+use crate::search;
+use crate::search::feed::{Changes, parse_id};
+use crate::search::index::Update;
 
 pub const PROFILE_COLUMNS: &str = "p.id, p.username, p.display_name, p.bio, p.avatar_url, p.created_at, p.followers_count, p.following_count";
 
@@ -87,6 +89,7 @@ pub async fn apply_identity(
     tx: &mut Tx,
     backend: Backend,
     change: &IdentityChange<'_>,
+    changes: &mut Changes,
 ) -> Result<bool, sqlx::Error> {
     let now = kit::time::now_ms();
     sqlx::query(
@@ -152,7 +155,15 @@ pub async fn apply_identity(
         .bind(now)
         .execute(tx.conn())
         .await?;
-        reindex(tx, change.id, &username_norm, &display_norm).await?;
+        if let Some(id) = parse_id(change.id) {
+            let update = Update::Names {
+                id,
+                username_norm,
+                display_norm,
+                visible: !username.is_empty(),
+            };
+            changes.record(tx, update).await?;
+        }
     }
     if let Some(created_at) = change.created_at {
         sqlx::query("UPDATE profiles SET created_at = $2, registered = 1 WHERE id = $1")
@@ -164,49 +175,21 @@ pub async fn apply_identity(
     Ok(names_changed)
 }
 
-/// Replaces the search trigrams of `id`.
-async fn reindex(
-    tx: &mut Tx,
-    id: &str,
-    username_norm: &str,
-    display_norm: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM profile_trigrams WHERE user_id = $1")
-        .bind(id)
-        .execute(tx.conn())
-        .await?;
-    let trigrams: Vec<String> = search::index_trigrams(&[username_norm, display_norm])
-        .into_iter()
-        .collect();
-    for chunk in trigrams.chunks(200) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, $1)", i + 2))
-            .collect();
-        let sql = format!(
-            "INSERT INTO profile_trigrams (trigram, user_id) VALUES {} ON CONFLICT DO NOTHING",
-            values.join(", ")
-        );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(id);
-        for t in chunk {
-            q = q.bind(t.as_str());
-        }
-        q.execute(tx.conn()).await?;
-    }
-    Ok(())
-}
-
 /// Applies a validated `PATCH /users/me` to an existing profile.
 pub async fn patch_profile(
     tx: &mut Tx,
     backend: Backend,
     id: &str,
     patch: &ValidPatch,
+    changes: &mut Changes,
 ) -> Result<Option<Profile>, sqlx::Error> {
     // Lock the row first: a concurrent rename from an auth event must not slip between
-    // reading the username and rewriting the search trigrams.
+    // reading the username and recording the names for the search index.
     let select = match backend {
-        Backend::Postgres => "SELECT username_norm FROM profiles WHERE id = $1 FOR UPDATE",
-        Backend::Sqlite => "SELECT username_norm FROM profiles WHERE id = $1",
+        Backend::Postgres => {
+            "SELECT username, username_norm FROM profiles WHERE id = $1 FOR UPDATE"
+        }
+        Backend::Sqlite => "SELECT username, username_norm FROM profiles WHERE id = $1",
     };
     let Some(row) = sqlx::query(select)
         .bind(id)
@@ -215,6 +198,7 @@ pub async fn patch_profile(
     else {
         return Ok(None);
     };
+    let username: String = row.try_get("username")?;
     let username_norm: String = row.try_get("username_norm")?;
     sqlx::query(
         "UPDATE profiles SET bio = COALESCE($2, bio), avatar_url = COALESCE($3, avatar_url), updated_at = $4
@@ -237,7 +221,15 @@ pub async fn patch_profile(
         .bind(&display_norm)
         .execute(tx.conn())
         .await?;
-        reindex(tx, id, &username_norm, &display_norm).await?;
+        if let Some(uid) = parse_id(id) {
+            let update = Update::Names {
+                id: uid,
+                username_norm,
+                display_norm,
+                visible: !username.is_empty(),
+            };
+            changes.record(tx, update).await?;
+        }
     }
     get_profile(tx.conn(), id).await
 }
@@ -319,6 +311,7 @@ pub async fn insert_follow(
     tx: &mut Tx,
     follower: &str,
     followee: &str,
+    changes: &mut Changes,
 ) -> Result<bool, sqlx::Error> {
     let inserted = sqlx::query(
         "INSERT INTO follows (follower_id, followee_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -331,7 +324,7 @@ pub async fn insert_follow(
     .rows_affected()
         == 1;
     if inserted {
-        adjust_counts(tx, follower, followee, 1).await?;
+        adjust_counts(tx, follower, followee, 1, changes).await?;
     }
     Ok(inserted)
 }
@@ -341,6 +334,7 @@ pub async fn delete_follow(
     tx: &mut Tx,
     follower: &str,
     followee: &str,
+    changes: &mut Changes,
 ) -> Result<bool, sqlx::Error> {
     let deleted = sqlx::query("DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2")
         .bind(follower)
@@ -350,27 +344,35 @@ pub async fn delete_follow(
         .rows_affected()
         == 1;
     if deleted {
-        adjust_counts(tx, follower, followee, -1).await?;
+        adjust_counts(tx, follower, followee, -1, changes).await?;
     }
     Ok(deleted)
 }
 
+/// Moves both counters by `delta`; the followee's new count (a ranking key of search) is
+/// recorded for the search index.
 async fn adjust_counts(
     tx: &mut Tx,
     follower: &str,
     followee: &str,
     delta: i64,
+    changes: &mut Changes,
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE profiles SET following_count = following_count + $2 WHERE id = $1")
         .bind(follower)
         .bind(delta)
         .execute(tx.conn())
         .await?;
-    sqlx::query("UPDATE profiles SET followers_count = followers_count + $2 WHERE id = $1")
-        .bind(followee)
-        .bind(delta)
-        .execute(tx.conn())
-        .await?;
+    let count: i64 = sqlx::query_scalar(
+        "UPDATE profiles SET followers_count = followers_count + $2 WHERE id = $1 RETURNING followers_count",
+    )
+    .bind(followee)
+    .bind(delta)
+    .fetch_one(tx.conn())
+    .await?;
+    if let Some(id) = parse_id(followee) {
+        changes.record(tx, Update::Followers { id, count }).await?;
+    }
     Ok(())
 }
 
@@ -477,130 +479,17 @@ pub async fn list_edges(
     Ok((items, next))
 }
 
-const CANDIDATE_COLUMNS: &str = "p.id, p.username_norm, p.display_norm, p.followers_count";
-/// Visible profiles that do not block the caller (`$1`).
-/// (`NOT IN` over the caller's few blockers is evaluated once, not per candidate row.)
-const SEARCHABLE: &str =
-    "p.username <> '' AND p.id NOT IN (SELECT b.blocker_id FROM blocks b WHERE b.blocked_id = $1)";
-
-fn candidates_from_rows(rows: &[AnyRow]) -> Result<Vec<Candidate>, sqlx::Error> {
-    rows.iter()
-        .map(|row| {
-            Ok(Candidate {
-                id: row.try_get("id")?,
-                username_norm: row.try_get("username_norm")?,
-                display_norm: row.try_get("display_norm")?,
-                followers: row.try_get("followers_count")?,
-            })
-        })
-        .collect()
-}
-
-/// Matches of one ranking tier (0 exact, 1 prefix, 2 substring) that `caller` may see,
-/// most followed first, then by id, after the position `after` = (followers, id).
-pub async fn tier_matches(
-    db: &kit::db::Db,
-    q: &search::Query,
-    caller: &str,
-    tier: u8,
-    after: (i64, &str),
-    limit: i64,
-) -> Result<Vec<Candidate>, sqlx::Error> {
-    const EXACT: &str = "(p.username_norm = $2 OR p.display_norm = $2)";
-    const PREFIX: &str = "((p.username_norm >= $2 AND p.username_norm < $3) OR (p.display_norm >= $2 AND p.display_norm < $3))";
-    let contains = match db.backend() {
-        Backend::Sqlite => "(instr(p.username_norm, $2) > 0 OR instr(p.display_norm, $2) > 0)",
-        Backend::Postgres => "(strpos(p.username_norm, $2) > 0 OR strpos(p.display_norm, $2) > 0)",
-    };
-    let mut trigrams: &[String] = &[];
-    let filter = match tier {
-        0 => EXACT.to_owned(),
-        1 => format!("{PREFIX} AND NOT {EXACT}"),
-        2 => {
-            let source = match &q.substring {
-                search::Substring::None => return Ok(Vec::new()),
-                search::Substring::TrigramPrefix => {
-                    "p.id IN (SELECT t.user_id FROM profile_trigrams t WHERE t.trigram >= $2 AND t.trigram < $3)".to_owned()
-                }
-                search::Substring::AllOf(all) => {
-                    trigrams = all;
-                    let placeholders: Vec<String> = (0..all.len()).map(|i| format!("${}", i + 7)).collect();
-                    format!(
-                        "p.id IN (SELECT user_id FROM profile_trigrams WHERE trigram IN ({}) GROUP BY user_id HAVING COUNT(*) = {})",
-                        placeholders.join(", "),
-                        all.len()
-                    )
-                }
-            };
-            format!("{source} AND {contains} AND NOT {PREFIX}")
-        }
-        _ => return Ok(Vec::new()),
-    };
-    let sql = format!(
-        "SELECT {CANDIDATE_COLUMNS} FROM profiles p WHERE {filter} AND {SEARCHABLE}
-           AND (p.followers_count < $4 OR (p.followers_count = $4 AND p.id > $5))
-         ORDER BY p.followers_count DESC, p.id LIMIT $6"
-    );
-    let upper = format!("{}{}", q.norm, search::MAX_CHAR);
-    let mut query = sqlx::query(AssertSqlSafe(sql))
-        .bind(caller)
-        .bind(q.norm.as_str())
-        .bind(upper.as_str())
-        .bind(after.0)
-        .bind(after.1)
-        .bind(limit);
-    for t in trigrams {
-        query = query.bind(t.as_str());
-    }
-    candidates_from_rows(&query.fetch_all(db.pool()).await?)
-}
-
-/// Fuzzy candidates: the (at most `cap`) users sharing the most of the query's fuzzy
-/// trigrams, at least `min_shared`; the caller ranks them by edit distance.
-pub async fn fuzzy_candidates(
+/// The users who block `caller` (hidden from the caller's searches).
+pub async fn blockers_of(
     pool: &AnyPool,
-    q: &search::Query,
     caller: &str,
-    cap: i64,
-) -> Result<Vec<Candidate>, sqlx::Error> {
-    let Some(fuzzy) = &q.fuzzy else {
-        return Ok(Vec::new());
-    };
-    let placeholders: Vec<String> = (0..fuzzy.trigrams.len())
-        .map(|i| format!("${}", i + 3))
-        .collect();
-    let sql = format!(
-        "SELECT user_id, COUNT(*) AS shared FROM profile_trigrams WHERE trigram IN ({})
-         GROUP BY user_id HAVING COUNT(*) >= $1 ORDER BY shared DESC, user_id LIMIT $2",
-        placeholders.join(", ")
-    );
-    let mut query = sqlx::query(AssertSqlSafe(sql))
-        .bind(fuzzy.min_shared as i64)
-        .bind(cap);
-    for t in &fuzzy.trigrams {
-        query = query.bind(t.as_str());
-    }
-    let ids: Vec<String> = query
-        .fetch_all(pool)
-        .await?
-        .iter()
-        .map(|r| r.try_get("user_id"))
-        .collect::<Result<_, _>>()?;
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    // A second statement fetches the rows by primary key: joined in one statement, the
-    // PostgreSQL planner tends to scan all profiles instead.
-    let placeholders: Vec<String> = (0..ids.len()).map(|i| format!("${}", i + 2)).collect();
-    let sql = format!(
-        "SELECT {CANDIDATE_COLUMNS} FROM profiles p WHERE p.id IN ({}) AND {SEARCHABLE}",
-        placeholders.join(", ")
-    );
-    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(caller);
-    for id in &ids {
-        query = query.bind(id.as_str());
-    }
-    candidates_from_rows(&query.fetch_all(pool).await?)
+) -> Result<std::collections::HashSet<u128>, sqlx::Error> {
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT blocker_id FROM blocks WHERE blocked_id = $1")
+            .bind(caller)
+            .fetch_all(pool)
+            .await?;
+    Ok(ids.iter().filter_map(|id| parse_id(id)).collect())
 }
 
 /// Friends-of-follows suggestions for `me`: `(user id, how many of my follows follow them)`,

@@ -3,14 +3,15 @@
 
 mod common;
 
-use common::{App, User, assert_problem, usernames};
+use common::{App, Sibling, User, assert_problem, usernames};
 use kit::db::Backend;
 use reqwest::StatusCode;
 
 kit::backend_tests!(
     search_quality,
     search_ranking_and_pagination,
-    search_input_bounds
+    search_input_bounds,
+    search_index_follows_writes_across_instances
 );
 
 async fn find(app: &App, who: &User, q: &str) -> Vec<String> {
@@ -175,5 +176,77 @@ async fn search_input_bounds(backend: Backend) {
         .send(reqwest::Method::GET, None, "/users/search?q=bo", None)
         .await;
     assert_problem(s, &body, StatusCode::UNAUTHORIZED, "unauthorized");
+    app.stop().await;
+}
+
+async fn find_on(sibling: &Sibling, who: &User, q: &str) -> Vec<String> {
+    let (s, body) = sibling
+        .get(who, &format!("/users/search?q={}", urlencode(q)))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{q}: {body}");
+    usernames(body["items"].as_array().unwrap())
+}
+
+/// Waits until the second instance answers `q` with `want` (it learns of the first
+/// instance's writes through the change feed, polled every 250 ms).
+async fn converges(sibling: &Sibling, who: &User, q: &str, want: &[&str]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let got = find_on(sibling, who, q).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "second instance still answers {got:?} for {q}, want {want:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn search_index_follows_writes_across_instances(backend: Backend) {
+    let Some(app) = App::start(backend, "search_index_sync").await else {
+        return;
+    };
+    let me = app.register("finder", "Finder").await;
+    let one = app.register("u_one", "Zed One").await;
+    let two = app.register("u_two", "Zed Two").await;
+    // Started now: loads both from the database.
+    let second = app.sibling().await;
+    assert_eq!(find(&app, &me, "zed").await, ["u_one", "u_two"]);
+    assert_eq!(find_on(&second, &me, "zed").await, ["u_one", "u_two"]);
+
+    // The instance that made a write answers from it at once: a follow reorders...
+    app.follow(&me, &two).await;
+    assert_eq!(find(&app, &me, "zed").await, ["u_two", "u_one"]);
+    // ...a new display name is found, the old one is not...
+    let (s, body) = app
+        .patch(&one, serde_json::json!({ "display_name": "Quentin Blake" }))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(find(&app, &me, "blake").await, ["u_one"]);
+    assert_eq!(find(&app, &me, "zed").await, ["u_two"]);
+    // ...and so does a rename by the auth service's event, and a new profile.
+    app.publish(&app.updated_event(&two, None, Some("Zed Deux")))
+        .await;
+    app.wait_for(&two, |p| p["display_name"] == "Zed Deux")
+        .await;
+    assert_eq!(find(&app, &me, "zed deux").await, ["u_two"]);
+    let three = app.register("u_three", "Zed Three").await;
+    assert_eq!(find(&app, &me, "zed").await, ["u_two", "u_three"]);
+
+    // The other instance converges through the change feed.
+    converges(&second, &me, "zed", &["u_two", "u_three"]).await;
+    converges(&second, &me, "blake", &["u_one"]).await;
+    converges(&second, &me, "zed deux", &["u_two"]).await;
+    // Unfollowing and following, on the first instance, reorder the second one's results.
+    let (s, _) = app
+        .delete(&me, &format!("/users/me/following/{}", two.id))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    app.follow(&me, &three).await;
+    assert_eq!(find(&app, &me, "zed").await, ["u_three", "u_two"]);
+    converges(&second, &me, "zed", &["u_three", "u_two"]).await;
+    second.stop().await;
     app.stop().await;
 }

@@ -13,6 +13,7 @@ use token::AuthUser;
 use super::{OrInternal, Page, PageParams, SOURCE, ensure_me, user_not_found};
 use crate::cursor::{self, EdgeCursor};
 use crate::domain::Profile;
+use crate::search::feed::Changes;
 use crate::state::ApiContext;
 use crate::store::{self, EdgeList};
 
@@ -49,18 +50,51 @@ fn blocked() -> ApiError {
     ApiError::forbidden("blocked", "one of you blocks the other")
 }
 
-async fn follow(
-    State(ctx): State<ApiContext>,
-    user: AuthUser,
-    Path(id): Path<uuid::Uuid>,
+/// The four edge changes of the caller to another user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EdgeChange {
+    Follow,
+    Unfollow,
+    Block,
+    Unblock,
+}
+
+impl EdgeChange {
+    fn self_error(self) -> ApiError {
+        match self {
+            EdgeChange::Follow | EdgeChange::Unfollow => {
+                ApiError::bad_request("cannot_follow_self", "you cannot follow yourself")
+            }
+            EdgeChange::Block | EdgeChange::Unblock => {
+                ApiError::bad_request("cannot_block_self", "you cannot block yourself")
+            }
+        }
+    }
+
+    /// Creating an edge needs the caller's profile (made from the token if missing).
+    fn creates(self) -> bool {
+        matches!(self, EdgeChange::Follow | EdgeChange::Block)
+    }
+}
+
+/// The one sequence behind follow, unfollow, block and unblock: self check → lock both
+/// profiles → change the edge (and the counters) → events in the outbox → commit →
+/// search index and relay. Events are only published for an edge that really changed,
+/// so repeating a request is a harmless no-op.
+async fn change_edge(
+    ctx: &ApiContext,
+    user: &AuthUser,
+    id: uuid::Uuid,
+    op: EdgeChange,
 ) -> ApiResult<StatusCode> {
     if id == user.id {
-        return Err(ApiError::bad_request(
-            "cannot_follow_self",
-            "you cannot follow yourself",
-        ));
+        return Err(op.self_error());
     }
-    let me = ensure_me(&ctx, &user).await?.id;
+    let me = if op.creates() {
+        ensure_me(ctx, user).await?.id
+    } else {
+        user.id.to_string()
+    };
     let target = id.to_string();
     let mut tx = ctx.db.begin().await.or_500()?;
     if !store::lock_pair(&mut tx, ctx.db.backend(), &me, &target)
@@ -69,25 +103,78 @@ async fn follow(
     {
         return Err(user_not_found());
     }
-    if store::pair_flags(tx.conn(), &me, &target)
-        .await
-        .or_500()?
-        .any_block()
-    {
-        return Err(blocked());
-    }
-    let inserted = store::insert_follow(&mut tx, &me, &target).await.or_500()?;
-    if inserted {
-        bus::outbox::enqueue(&mut tx, &follow_event("user.followed", &me, &target))
-            .await
-            .or_500()?;
+    let mut changes = Changes::default();
+    let mut events = Vec::new();
+    let changed = match op {
+        EdgeChange::Follow => {
+            if store::pair_flags(tx.conn(), &me, &target)
+                .await
+                .or_500()?
+                .any_block()
+            {
+                return Err(blocked());
+            }
+            let inserted = store::insert_follow(&mut tx, &me, &target, &mut changes)
+                .await
+                .or_500()?;
+            if inserted {
+                events.push(follow_event("user.followed", &me, &target));
+            }
+            inserted
+        }
+        EdgeChange::Unfollow => {
+            let deleted = store::delete_follow(&mut tx, &me, &target, &mut changes)
+                .await
+                .or_500()?;
+            if deleted {
+                events.push(follow_event("user.unfollowed", &me, &target));
+            }
+            deleted
+        }
+        EdgeChange::Block => {
+            let inserted = store::insert_block(&mut tx, &me, &target).await.or_500()?;
+            if inserted {
+                // A block ends every follow between the two, in both directions.
+                for (a, b) in [(&me, &target), (&target, &me)] {
+                    if store::delete_follow(&mut tx, a, b, &mut changes)
+                        .await
+                        .or_500()?
+                    {
+                        events.push(follow_event("user.unfollowed", a, b));
+                    }
+                }
+                events.push(block_event("user.blocked", &me, &target));
+            }
+            inserted
+        }
+        EdgeChange::Unblock => {
+            let deleted = store::delete_block(&mut tx, &me, &target).await.or_500()?;
+            if deleted {
+                events.push(block_event("user.unblocked", &me, &target));
+            }
+            deleted
+        }
+    };
+    for event in &events {
+        bus::outbox::enqueue(&mut tx, event).await.or_500()?;
     }
     tx.commit().await.or_500()?;
-    if inserted {
-        metrics::counter!("users_follows_total").increment(1);
+    changes.apply_to(&ctx.search);
+    if changed {
+        if op == EdgeChange::Follow {
+            metrics::counter!("users_follows_total").increment(1);
+        }
         ctx.outbox.wake();
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn follow(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Path(id): Path<uuid::Uuid>,
+) -> ApiResult<StatusCode> {
+    change_edge(&ctx, &user, id, EdgeChange::Follow).await
 }
 
 async fn unfollow(
@@ -95,31 +182,7 @@ async fn unfollow(
     user: AuthUser,
     Path(id): Path<uuid::Uuid>,
 ) -> ApiResult<StatusCode> {
-    if id == user.id {
-        return Err(ApiError::bad_request(
-            "cannot_follow_self",
-            "you cannot follow yourself",
-        ));
-    }
-    let (me, target) = (user.id.to_string(), id.to_string());
-    let mut tx = ctx.db.begin().await.or_500()?;
-    if !store::lock_pair(&mut tx, ctx.db.backend(), &me, &target)
-        .await
-        .or_500()?
-    {
-        return Err(user_not_found());
-    }
-    let deleted = store::delete_follow(&mut tx, &me, &target).await.or_500()?;
-    if deleted {
-        bus::outbox::enqueue(&mut tx, &follow_event("user.unfollowed", &me, &target))
-            .await
-            .or_500()?;
-    }
-    tx.commit().await.or_500()?;
-    if deleted {
-        ctx.outbox.wake();
-    }
-    Ok(StatusCode::NO_CONTENT)
+    change_edge(&ctx, &user, id, EdgeChange::Unfollow).await
 }
 
 async fn block(
@@ -127,40 +190,7 @@ async fn block(
     user: AuthUser,
     Path(id): Path<uuid::Uuid>,
 ) -> ApiResult<StatusCode> {
-    if id == user.id {
-        return Err(ApiError::bad_request(
-            "cannot_block_self",
-            "you cannot block yourself",
-        ));
-    }
-    let me = ensure_me(&ctx, &user).await?.id;
-    let target = id.to_string();
-    let mut tx = ctx.db.begin().await.or_500()?;
-    if !store::lock_pair(&mut tx, ctx.db.backend(), &me, &target)
-        .await
-        .or_500()?
-    {
-        return Err(user_not_found());
-    }
-    let inserted = store::insert_block(&mut tx, &me, &target).await.or_500()?;
-    if inserted {
-        // A block ends every follow between the two, in both directions.
-        for (a, b) in [(&me, &target), (&target, &me)] {
-            if store::delete_follow(&mut tx, a, b).await.or_500()? {
-                bus::outbox::enqueue(&mut tx, &follow_event("user.unfollowed", a, b))
-                    .await
-                    .or_500()?;
-            }
-        }
-        bus::outbox::enqueue(&mut tx, &block_event("user.blocked", &me, &target))
-            .await
-            .or_500()?;
-    }
-    tx.commit().await.or_500()?;
-    if inserted {
-        ctx.outbox.wake();
-    }
-    Ok(StatusCode::NO_CONTENT)
+    change_edge(&ctx, &user, id, EdgeChange::Block).await
 }
 
 async fn unblock(
@@ -168,31 +198,7 @@ async fn unblock(
     user: AuthUser,
     Path(id): Path<uuid::Uuid>,
 ) -> ApiResult<StatusCode> {
-    if id == user.id {
-        return Err(ApiError::bad_request(
-            "cannot_block_self",
-            "you cannot block yourself",
-        ));
-    }
-    let (me, target) = (user.id.to_string(), id.to_string());
-    let mut tx = ctx.db.begin().await.or_500()?;
-    if !store::lock_pair(&mut tx, ctx.db.backend(), &me, &target)
-        .await
-        .or_500()?
-    {
-        return Err(user_not_found());
-    }
-    let deleted = store::delete_block(&mut tx, &me, &target).await.or_500()?;
-    if deleted {
-        bus::outbox::enqueue(&mut tx, &block_event("user.unblocked", &me, &target))
-            .await
-            .or_500()?;
-    }
-    tx.commit().await.or_500()?;
-    if deleted {
-        ctx.outbox.wake();
-    }
-    Ok(StatusCode::NO_CONTENT)
+    change_edge(&ctx, &user, id, EdgeChange::Unblock).await
 }
 
 async fn page(

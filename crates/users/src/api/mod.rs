@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use token::AuthUser;
 
 use crate::domain::Profile;
+use crate::search::feed::Changes;
 use crate::state::ApiContext;
 use crate::store::{self, IdentityChange};
 
@@ -85,11 +86,13 @@ pub async fn ensure_me(ctx: &ApiContext, user: &AuthUser) -> ApiResult<Profile> 
         display_name: None,
         created_at: None,
     };
-    store::apply_identity(&mut tx, ctx.db.backend(), &change)
+    let mut changes = Changes::default();
+    store::apply_identity(&mut tx, ctx.db.backend(), &change, &mut changes)
         .await
         .or_500()?;
     let profile = store::get_profile(tx.conn(), &id).await.or_500()?;
     tx.commit().await.or_500()?;
+    changes.apply_to(&ctx.search);
     profile.ok_or_else(|| ApiError::internal("profile missing right after its creation"))
 }
 

@@ -10,6 +10,7 @@ use token::AuthUser;
 
 use super::{OrInternal, ensure_me, profile_updated_event, user_not_found};
 use crate::domain::{Profile, ProfilePatch, Relationship};
+use crate::search::feed::Changes;
 use crate::state::ApiContext;
 use crate::store;
 
@@ -34,14 +35,17 @@ async fn patch_me(
         return Ok(Json(current));
     }
     let mut tx = ctx.db.begin().await.or_500()?;
-    let profile = store::patch_profile(&mut tx, ctx.db.backend(), &current.id, &patch)
-        .await
-        .or_500()?
-        .ok_or_else(|| ApiError::internal("profile vanished during PATCH"))?;
+    let mut changes = Changes::default();
+    let profile =
+        store::patch_profile(&mut tx, ctx.db.backend(), &current.id, &patch, &mut changes)
+            .await
+            .or_500()?
+            .ok_or_else(|| ApiError::internal("profile vanished during PATCH"))?;
     bus::outbox::enqueue(&mut tx, &profile_updated_event(&profile))
         .await
         .or_500()?;
     tx.commit().await.or_500()?;
+    changes.apply_to(&ctx.search);
     ctx.outbox.wake();
     Ok(Json(profile))
 }

@@ -13,6 +13,8 @@ use token::AuthUser;
 use super::{OrInternal, Page};
 use crate::cursor;
 use crate::domain::Profile;
+use crate::search::feed::parse_id;
+use crate::search::index::SearchIndex;
 use crate::search::{self, RankKey};
 use crate::state::ApiContext;
 use crate::store;
@@ -33,15 +35,13 @@ fn parse_cursor(raw: Option<&str>) -> ApiResult<Option<RankKey>> {
         return Ok(None);
     };
     let p = cursor::decode("s", 4, c)?;
-    let small = |s: &str| {
-        s.parse::<u8>()
-            .map_err(|_| ApiError::bad_request("invalid_cursor", "the cursor is malformed"))
-    };
+    let invalid = || ApiError::bad_request("invalid_cursor", "the cursor is malformed");
+    let small = |s: &str| s.parse::<u8>().map_err(|_| invalid());
     Ok(Some(RankKey {
         tier: small(&p[0])?,
         distance: small(&p[1])?,
         followers: cursor::parse_i64(&p[2])?,
-        id: p[3].clone(),
+        id: parse_id(&p[3]).ok_or_else(invalid)?,
     }))
 }
 
@@ -52,7 +52,7 @@ fn encode_cursor(k: &RankKey) -> String {
             &k.tier.to_string(),
             &k.distance.to_string(),
             &k.followers.to_string(),
-            &k.id,
+            &uuid::Uuid::from_u128(k.id).to_string(),
         ],
     )
 }
@@ -72,65 +72,43 @@ async fn search_users(
         )
     })?;
     let after = parse_cursor(params.cursor.as_deref())?;
-    let (items, next) = search_page(&ctx.db, &q, &user.id.to_string(), after.as_ref(), limit)
-        .await
-        .or_500()?;
+    let (items, next) = search_page(
+        &ctx.db,
+        &ctx.search,
+        &q,
+        &user.id.to_string(),
+        after.as_ref(),
+        limit,
+    )
+    .await
+    .or_500()?;
     let next_cursor = next.as_ref().map(encode_cursor);
     metrics::histogram!("users_search_duration_seconds").record(started.elapsed().as_secs_f64());
     Ok(Json(Page { items, next_cursor }))
 }
 
-/// Fuzzy candidates considered per query: the ones sharing the most trigrams with it.
-/// Bounds the work for short, common queries; real typos share many trigrams and stay in.
-pub const FUZZY_CANDIDATES: i64 = 1000;
-
 /// One page of results for `q` as `caller` sees them, after the position `after`; and the
 /// position of the last item when more follow. (The benchmark calls this directly.)
 ///
-/// Tiers are fetched in rank order, each already sorted and limited by the database, and
-/// the next tier is only consulted while the page is not full — so a common prefix never
-/// pays for the fuzzy tier.
+/// Two indexed SQL statements (who blocks the caller; the profiles of the page) around
+/// one in-memory index query.
 pub async fn search_page(
     db: &kit::db::Db,
+    index: &SearchIndex,
     q: &search::Query,
     caller: &str,
     after: Option<&RankKey>,
     limit: i64,
 ) -> Result<(Vec<Profile>, Option<RankKey>), sqlx::Error> {
-    let want = limit as usize + 1;
-    let mut keys: Vec<RankKey> = Vec::with_capacity(want);
-    for tier in after.map_or(0, |a| a.tier)..=2 {
-        if keys.len() >= want {
-            break;
-        }
-        let position = match after {
-            Some(a) if a.tier == tier => (a.followers, a.id.as_str()),
-            _ => (i64::MAX, ""),
-        };
-        let found =
-            store::tier_matches(db, q, caller, tier, position, (want - keys.len()) as i64).await?;
-        keys.extend(found.into_iter().map(|c| RankKey {
-            tier,
-            distance: 0,
-            followers: c.followers,
-            id: c.id,
-        }));
-    }
-    if keys.len() < want && q.fuzzy.is_some() {
-        let candidates = store::fuzzy_candidates(db.pool(), q, caller, FUZZY_CANDIDATES).await?;
-        let mut fuzzy: Vec<RankKey> = candidates
-            .iter()
-            .filter_map(|c| search::rank(q, c))
-            .filter(|k| k.tier == 3 && after.is_none_or(|a| k > a))
-            .collect();
-        fuzzy.sort_unstable();
-        fuzzy.truncate(want - keys.len());
-        keys.extend(fuzzy);
-    }
+    let hidden = store::blockers_of(db.pool(), caller).await?;
+    let mut keys = index.page(q, &hidden, after, limit as usize + 1);
     let more = keys.len() > limit as usize;
     keys.truncate(limit as usize);
-    let next = if more { keys.last().cloned() } else { None };
-    let ids: Vec<String> = keys.into_iter().map(|k| k.id).collect();
+    let next = if more { keys.last().copied() } else { None };
+    let ids: Vec<String> = keys
+        .iter()
+        .map(|k| uuid::Uuid::from_u128(k.id).to_string())
+        .collect();
     let items = store::profiles_by_ids(db.pool(), &ids).await?;
     Ok((items, next))
 }

@@ -18,8 +18,46 @@ pub struct App {
     /// Every event the service published (source `users`).
     pub published: Arc<Mutex<Vec<Envelope>>>,
     running: Option<kit::server::Running>,
+    common: kit::config::CommonConfig,
+    config: users::Config,
     _dir: tempfile::TempDir,
     _db: kit::testing::TestDb,
+}
+
+/// Another instance of the user service on the same database as an [`App`], with a bus
+/// of its own: it learns of the first instance's writes through the change feed only.
+pub struct Sibling {
+    pub url: String,
+    http: reqwest::Client,
+    running: Option<kit::server::Running>,
+}
+
+impl Sibling {
+    pub async fn get(&self, user: &User, path: &str) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .get(format!("{}{}", self.url, path))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+}
+
+impl Drop for Sibling {
+    fn drop(&mut self) {
+        if let Some(r) = &self.running {
+            r.shutdown.cancel();
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -54,6 +92,7 @@ impl App {
         let service = users::build(&common, &config, bus.clone(), shutdown.clone())
             .await
             .unwrap();
+        let (common_kept, config_kept) = (common.clone(), config.clone());
         let running = service.spawn();
         let published = Arc::new(Mutex::new(Vec::new()));
         let sink = published.clone();
@@ -75,9 +114,29 @@ impl App {
             http: reqwest::Client::new(),
             published,
             running: Some(running),
+            common: common_kept,
+            config: config_kept,
             _dir: dir,
             _db: db,
         })
+    }
+
+    /// A second instance of the service on this app's database (see [`Sibling`]).
+    pub async fn sibling(&self) -> Sibling {
+        let config = users::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..self.config.clone()
+        };
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let service = users::build(&self.common, &config, Bus::memory(), shutdown)
+            .await
+            .unwrap();
+        let running = service.spawn();
+        Sibling {
+            url: running.url(),
+            http: reqwest::Client::new(),
+            running: Some(running),
+        }
     }
 
     pub async fn stop(mut self) {
