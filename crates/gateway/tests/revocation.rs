@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Env, client, config, problem_code, upstream};
-use tokio_util::sync::CancellationToken;
+use common::{Api, Env, config, publish_revoked, session_token, start_gateway, upstreams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_gateway_instance_drops_a_revoked_token() {
@@ -17,69 +16,30 @@ async fn every_gateway_instance_drops_a_revoked_token() {
         return;
     };
     let env = Env::new().await;
-    let (a, u, c) = (
-        upstream("auth").await,
-        upstream("users").await,
-        upstream("chat").await,
-    );
+    let (a, u, c) = upstreams().await;
     let cfg = config(&[&a], &[&u], &[&c]);
     let mut gateways = Vec::new();
     for _ in 0..2 {
         let bus = bus::Bus::redis(&redis_url).await.unwrap();
-        let svc = gateway::build(&env.common, &cfg, bus, CancellationToken::new())
-            .await
-            .unwrap();
-        gateways.push(svc.spawn());
+        gateways.push(start_gateway(&env.common, &cfg, bus).await);
     }
-    let http = client();
-    let user = uuid::Uuid::now_v7();
-    let sid = uuid::Uuid::now_v7();
-    let token = env.issuer.token_for_session(user, "alice", sid);
+    let apis: Vec<Api> = gateways.iter().map(Api::new).collect();
+    let (token, user, sid) = session_token(&env.issuer);
     // Both instances verify and cache the token (the second request is a cache hit).
-    for gw in &gateways {
+    for api in &apis {
         for _ in 0..2 {
-            let res = http
-                .get(format!("{}/users/me", gw.url()))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(res.status(), 200);
+            assert_eq!(api.get_as("/users/me", &token).await.status(), 200);
         }
     }
 
     let publisher = bus::Bus::redis(&redis_url).await.unwrap();
-    let until = kit::time::now_ms() / 1000 + 900;
-    publisher
-        .publish(&bus::Envelope::new(
-            "auth",
-            "session.revoked",
-            serde_json::json!({"session_id": sid, "user_id": user, "until": until}),
-        ))
-        .await
-        .unwrap();
+    publish_revoked(&publisher, user, sid).await;
 
     // The echo upstream accepts anything: a 401 can only come from the edge.
-    for (n, gw) in gateways.iter().enumerate() {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let res = http
-                .get(format!("{}/users/me", gw.url()))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap();
-            if res.status() == 401 {
-                let (_, code) = problem_code(res).await;
-                assert_eq!(code, "session_revoked");
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway instance {n} still accepts the revoked token"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    for (n, api) in apis.iter().enumerate() {
+        let what = format!("gateway instance {n} still accepts the revoked token");
+        api.until_revoked("/users/me", &token, Duration::from_secs(10), &what)
+            .await;
     }
     for gw in gateways {
         gw.stop().await;

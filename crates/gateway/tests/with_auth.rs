@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::time::Duration;
+
+use common::{Api, Call, assert_problem, start_gateway};
 use kit::db::Backend;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -43,19 +46,15 @@ async fn accounts_through_the_gateway(backend: Backend) {
     cfg.upstreams.auth = vec![auth.url()];
     cfg.upstreams.users = vec![users.url.clone()];
     cfg.upstreams.chat = vec![chat.url.clone()];
-    let gw = gateway::build(&common, &cfg, bus.clone(), CancellationToken::new())
-        .await
-        .unwrap()
-        .spawn();
-    let http = common::client();
-    let base = gw.url();
+    let gw = start_gateway(&common, &cfg, bus.clone()).await;
+    let api = Api::new(&gw);
 
-    let res = http
-        .post(format!("{base}/auth/register"))
-        .json(&json!({"username": "alice", "email": "alice@example.com", "password": "correct horse battery"}))
-        .send()
-        .await
-        .unwrap();
+    let res = api
+        .post_json(
+            "/auth/register",
+            &json!({"username": "alice", "email": "alice@example.com", "password": "correct horse battery"}),
+        )
+        .await;
     assert_eq!(res.status(), 201);
     assert_eq!(res.headers()["cache-control"], "no-store");
     assert!(res.headers().get("ratelimit-remaining").is_some());
@@ -63,44 +62,37 @@ async fn accounts_through_the_gateway(backend: Backend) {
     let access = body["access_token"].as_str().unwrap().to_owned();
 
     // Verified at the edge with the auth service's real JWKS, then by the service.
-    let res = http
-        .get(format!("{base}/auth/me"))
+    let res = api
+        .get("/auth/me")
         .bearer_auth(&access)
         .header("x-request-id", "req-1")
-        .send()
-        .await
-        .unwrap();
+        .call()
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-request-id"], "req-1");
     let me: Value = res.json().await.unwrap();
     assert_eq!(me["username"], "alice");
 
     // The service's own problems pass through unchanged.
-    let res = http
-        .post(format!("{base}/auth/login"))
+    let res = api
+        .post("/auth/login")
         .header("content-type", "application/json")
         .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    let (status, code) = common::problem_code(res).await;
-    assert_eq!((status, code.as_str()), (400, "malformed_json"));
-    let res = http
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"login": "alice", "password": "wrong password"}))
-        .send()
-        .await
-        .unwrap();
-    let (status, code) = common::problem_code(res).await;
-    assert_eq!((status, code.as_str()), (401, "invalid_credentials"));
+        .call()
+        .await;
+    assert_problem(res, 400, "malformed_json").await;
+    let res = api
+        .post_json(
+            "/auth/login",
+            &json!({"login": "alice", "password": "wrong password"}),
+        )
+        .await;
+    assert_problem(res, 401, "invalid_credentials").await;
 
     // The session the client sees records the real client address (via X-Forwarded-For).
-    let sessions: Value = http
-        .get(format!("{base}/auth/sessions"))
-        .bearer_auth(&access)
-        .send()
+    let sessions: Value = api
+        .get_as("/auth/sessions", &access)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -109,32 +101,15 @@ async fn accounts_through_the_gateway(backend: Backend) {
     // Logout: the session.revoked event reaches the gateway (asynchronously, through the
     // outbox), which then refuses the token itself — the echo upstream behind /users
     // accepts anything, so the 401 can only come from the edge.
-    let res = http
-        .post(format!("{base}/auth/logout"))
-        .bearer_auth(&access)
-        .send()
-        .await
-        .unwrap();
+    let res = api.post("/auth/logout").bearer_auth(&access).call().await;
     assert_eq!(res.status(), 204);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let res = http
-            .get(format!("{base}/users/me"))
-            .bearer_auth(&access)
-            .send()
-            .await
-            .unwrap();
-        if res.status() == 401 {
-            let (_, code) = common::problem_code(res).await;
-            assert_eq!(code, "session_revoked");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the edge still accepts a logged-out token"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    api.until_revoked(
+        "/users/me",
+        &access,
+        Duration::from_secs(5),
+        "the edge still accepts a logged-out token",
+    )
+    .await;
     gw.stop().await;
     auth.stop().await;
 }

@@ -1,12 +1,14 @@
-//! Test upstreams (small real axum servers that echo what they received) and a
-//! gateway started on a real port in front of them.
+//! Test upstreams (small real axum servers that echo what they received), a gateway
+//! started on a real port in front of them, and the client-side helpers the tests share
+//! (HTTP calls, problem+json checks, polling, revocation, WebSocket connects).
 #![allow(clippy::unwrap_used, dead_code)]
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
@@ -181,6 +183,15 @@ pub async fn upstream(name: &str) -> Upstream {
     }
 }
 
+/// One instance each of auth, users and chat.
+pub async fn upstreams() -> (Upstream, Upstream, Upstream) {
+    (
+        upstream("auth").await,
+        upstream("users").await,
+        upstream("chat").await,
+    )
+}
+
 /// Default policies generous enough not to interfere, unless a test changes them.
 pub fn config(auth: &[&Upstream], users: &[&Upstream], chat: &[&Upstream]) -> Config {
     let urls = |u: &[&Upstream]| u.iter().map(|x| x.url.clone()).collect::<Vec<_>>();
@@ -197,23 +208,30 @@ pub fn config(auth: &[&Upstream], users: &[&Upstream], chat: &[&Upstream]) -> Co
         eject_base_ms: 500,
         ..Config::default()
     };
-    cfg.rate_limits.insert(
-        "default".to_owned(),
-        RateLimitPolicy {
-            rate: 10_000,
-            period_ms: 1_000,
-            burst: 10_000,
-        },
-    );
-    cfg.rate_limits.insert(
-        "strict".to_owned(),
-        RateLimitPolicy {
-            rate: 10_000,
-            period_ms: 1_000,
-            burst: 10_000,
-        },
-    );
+    for policy in ["default", "strict"] {
+        set_rate_limit(&mut cfg, policy, 10_000, 1_000, 10_000);
+    }
     cfg
+}
+
+/// Sets (or replaces) the rate-limit policy `name`.
+pub fn set_rate_limit(cfg: &mut Config, name: &str, rate: u32, period_ms: u64, burst: u32) {
+    cfg.rate_limits.insert(
+        name.to_owned(),
+        RateLimitPolicy {
+            rate,
+            period_ms,
+            burst,
+        },
+    );
+}
+
+/// Applies `change` to every route with this prefix.
+pub fn for_routes(cfg: &mut Config, prefix: &str, change: impl FnMut(&mut gateway::RouteConfig)) {
+    cfg.routes
+        .iter_mut()
+        .filter(|r| r.prefix == prefix)
+        .for_each(change);
 }
 
 pub struct Env {
@@ -246,17 +264,52 @@ impl Env {
         self.issuer.token(user, "alice")
     }
 
-    pub async fn gateway(&self, cfg: &Config) -> kit::server::Running {
-        let svc = gateway::build(
-            &self.common,
-            cfg,
-            self.bus.clone(),
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
-        svc.spawn()
+    /// A token for a fresh user.
+    pub fn any_token(&self) -> String {
+        self.token(uuid::Uuid::now_v7())
     }
+
+    pub async fn gateway(&self, cfg: &Config) -> kit::server::Running {
+        start_gateway(&self.common, cfg, self.bus.clone()).await
+    }
+
+    /// A gateway in front of one auth, users and chat instance each, with the default
+    /// test [`config`] changed by `tweak`.
+    pub async fn stack(&self, tweak: impl FnOnce(&mut Config)) -> Stack {
+        let (auth, users, chat) = upstreams().await;
+        let mut cfg = config(&[&auth], &[&users], &[&chat]);
+        tweak(&mut cfg);
+        let gw = self.gateway(&cfg).await;
+        let api = Api::new(&gw);
+        Stack {
+            auth,
+            users,
+            chat,
+            gw,
+            api,
+        }
+    }
+}
+
+/// What [`Env::stack`] started.
+pub struct Stack {
+    pub auth: Upstream,
+    pub users: Upstream,
+    pub chat: Upstream,
+    pub gw: kit::server::Running,
+    pub api: Api,
+}
+
+/// Builds and starts a gateway on `bus`.
+pub async fn start_gateway(
+    common: &kit::config::CommonConfig,
+    cfg: &Config,
+    bus: bus::Bus,
+) -> kit::server::Running {
+    gateway::build(common, cfg, bus, CancellationToken::new())
+        .await
+        .unwrap()
+        .spawn()
 }
 
 pub fn client() -> reqwest::Client {
@@ -264,6 +317,125 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
+}
+
+/// Sends a request; a transport error fails the test.
+pub trait Call {
+    fn call(self) -> impl Future<Output = reqwest::Response> + Send;
+}
+
+impl Call for reqwest::RequestBuilder {
+    async fn call(self) -> reqwest::Response {
+        self.send().await.unwrap()
+    }
+}
+
+/// A client aimed at one running server: paths are relative to its base URL.
+pub struct Api {
+    pub http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    pub fn new(server: &kit::server::Running) -> Self {
+        Self {
+            http: client(),
+            base: server.url(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path))
+    }
+
+    /// GET with a bearer token.
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.get(path).bearer_auth(token).call().await
+    }
+
+    /// POST of a JSON body, without a token.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post(path).json(body).call().await
+    }
+
+    /// Status of a GET without a token.
+    pub async fn status(&self, path: &str) -> u16 {
+        self.get(path).call().await.status().as_u16()
+    }
+
+    /// Body of a GET without a token, as JSON.
+    pub async fn json(&self, path: &str) -> Value {
+        self.get(path).call().await.json().await.unwrap()
+    }
+
+    /// The server's Prometheus exposition.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").call().await.text().await.unwrap()
+    }
+
+    /// Polls `path` with `token` until the edge answers 401 `session_revoked`.
+    pub async fn until_revoked(&self, path: &str, token: &str, within: Duration, what: &str) {
+        eventually(within, || async {
+            let res = self.get_as(path, token).await;
+            if res.status() == 401 {
+                let (_, code) = problem_code(res).await;
+                assert_eq!(code, "session_revoked");
+                Ok(())
+            } else {
+                Err(what.to_owned())
+            }
+        })
+        .await;
+    }
+}
+
+/// Retries `attempt` every 50 ms until it gives `Ok`; fails the test with the last
+/// `Err` once `within` has passed.
+pub async fn eventually<T, F, Fut>(within: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A token for a session of its own, with the user and session ids.
+pub fn session_token(issuer: &token::testing::TestIssuer) -> (String, uuid::Uuid, uuid::Uuid) {
+    let (user, sid) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    (issuer.token_for_session(user, "alice", sid), user, sid)
+}
+
+/// Publishes `session.revoked` for `sid` (as the auth service does on logout).
+pub async fn publish_revoked(bus: &bus::Bus, user: uuid::Uuid, sid: uuid::Uuid) {
+    let until = kit::time::now_ms() / 1000 + 900;
+    bus.publish(&bus::Envelope::new(
+        "auth",
+        "session.revoked",
+        json!({"session_id": sid, "user_id": user, "until": until}),
+    ))
+    .await
+    .unwrap();
+}
+
+/// Asserts a problem+json answer with this status and code.
+pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) {
+    let (got_status, got_code) = problem_code(res).await;
+    assert_eq!((got_status, got_code.as_str()), (status, code));
 }
 
 pub async fn problem_code(res: reqwest::Response) -> (u16, String) {
@@ -291,4 +463,64 @@ pub async fn raw_get_status(addr: SocketAddr, path: &str, token: &str) -> u16 {
     s.read_to_end(&mut buf).await.unwrap();
     let head = String::from_utf8_lossy(&buf);
     head.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type WsMessage = tokio_tungstenite::tungstenite::Message;
+
+/// Opens a WebSocket to `url` (a token, if any, in the query).
+pub async fn ws_connect(url: &str) -> Ws {
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+/// Opens a WebSocket to `url` with the token in the Authorization header.
+pub async fn ws_connect_bearer(url: &str, token: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+/// The status a refused WebSocket handshake was answered with.
+pub async fn ws_refused_status(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => res.status().as_u16(),
+        Err(other) => panic!("unexpected {other:?}"),
+        Ok(_) => panic!("handshake to {url} accepted"),
+    }
+}
+
+/// The next frame (or end of stream), waiting at most 5 s.
+pub async fn ws_next(
+    ws: &mut Ws,
+) -> Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>> {
+    use futures::StreamExt;
+    tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+}
+
+/// The next text frame, skipping others.
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        if let WsMessage::Text(t) = ws_next(ws).await.unwrap().unwrap() {
+            return t.to_string();
+        }
+    }
+}
+
+/// The next binary frame, skipping others.
+pub async fn next_binary(ws: &mut Ws) -> bytes::Bytes {
+    loop {
+        if let WsMessage::Binary(b) = ws_next(ws).await.unwrap().unwrap() {
+            return b;
+        }
+    }
+}
+
+/// The next text frame, as JSON.
+pub async fn next_json(ws: &mut Ws) -> Value {
+    serde_json::from_str(&next_text(ws).await).unwrap()
 }
