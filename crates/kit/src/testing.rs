@@ -79,29 +79,34 @@ async fn create_pg_database(admin: &str, name: &str) {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((admin, name)) = self.pg.take() {
-            // Drop on a separate runtime: Drop cannot await, and the test's runtime may be gone.
-            let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async move {
-                    use sqlx::{Connection, Executor};
-                    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = conn
-                            .execute(sqlx::AssertSqlSafe(format!(
-                                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                            )))
-                            .await;
-                        let _ = conn.close().await;
-                    }
-                });
-            })
-            .join();
+            drop_pg_database_blocking(admin, name);
         }
     }
+}
+
+/// Drops database `name` (connections forced out), from a `Drop` impl: Drop cannot await
+/// and the caller's runtime may be gone, so a short-lived runtime on its own thread does it.
+pub fn drop_pg_database_blocking(admin: String, name: String) {
+    let _ = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            use sqlx::{Connection, Executor};
+            if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                let _ = conn
+                    .execute(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
+                    .await;
+                let _ = conn.close().await;
+            }
+        });
+    })
+    .join();
 }
 
 /// Declares each listed `async fn name(backend: Backend)` as two tests,
