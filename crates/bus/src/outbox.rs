@@ -101,50 +101,88 @@ impl Relay {
 }
 
 /// Publishes one batch of unsent rows; returns how many were published.
+///
+/// PostgreSQL: the rows are locked (`FOR UPDATE SKIP LOCKED`) for the whole batch so two
+/// relays on one database (two chat nodes) skip each other's rows. SQLite: one process owns
+/// the file and runs one relay, so the rows are read and published outside a transaction and
+/// only the final mark takes the write lock — the service's own writers are not held up
+/// while events are published. Either way the batch is marked with one statement.
 pub async fn relay_batch(service: &str, db: &Db, bus: &Bus) -> anyhow::Result<usize> {
-    let mut tx = db.begin().await?;
-    // Two relays on one PostgreSQL database (two chat nodes) skip each other's rows.
-    let select = match db.backend() {
+    match db.backend() {
         Backend::Postgres => {
-            "SELECT seq, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
+            let mut tx = db.begin().await?;
+            let rows = sqlx::query(
+                "SELECT seq, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+            )
+            .bind(BATCH)
+            .fetch_all(tx.conn())
+            .await?;
+            let (done, published, result) = publish_rows(service, bus, &rows).await?;
+            mark(&mut tx, &done).await?;
+            tx.commit().await?;
+            result.map(|()| published)
         }
         Backend::Sqlite => {
-            "SELECT seq, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1"
+            let rows = sqlx::query(
+                "SELECT seq, payload FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+            )
+            .bind(BATCH)
+            .fetch_all(db.pool())
+            .await?;
+            let (done, published, result) = publish_rows(service, bus, &rows).await?;
+            if !done.is_empty() {
+                let mut tx = db.begin().await?;
+                mark(&mut tx, &done).await?;
+                tx.commit().await?;
+            }
+            result.map(|()| published)
         }
-    };
-    let rows = sqlx::query(select).bind(BATCH).fetch_all(tx.conn()).await?;
-    if rows.is_empty() {
-        return Ok(0);
     }
+}
+
+/// Publishes `rows` in order until one fails. Returns the seqs to mark as done (published,
+/// or undecodable and skipped), how many were published, and the first failure.
+async fn publish_rows(
+    service: &str,
+    bus: &Bus,
+    rows: &[sqlx::any::AnyRow],
+) -> anyhow::Result<(Vec<i64>, usize, anyhow::Result<()>)> {
+    let mut done = Vec::with_capacity(rows.len());
     let mut published = 0;
-    let mut result = Ok(());
-    for row in &rows {
+    for row in rows {
         let seq: i64 = row.try_get("seq")?;
         let payload: String = row.try_get("payload")?;
         let event: Envelope = match serde_json::from_str(&payload) {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(service, seq, error = %e, "undecodable outbox row; skipping");
-                mark(&mut tx, seq).await?;
+                done.push(seq);
                 continue;
             }
         };
         if let Err(e) = bus.publish(&event).await {
-            result = Err(e);
-            break;
+            return Ok((done, published, Err(e)));
         }
-        mark(&mut tx, seq).await?;
+        done.push(seq);
         published += 1;
     }
-    tx.commit().await?;
-    result.map(|()| published)
+    Ok((done, published, Ok(())))
 }
 
-async fn mark(tx: &mut Tx, seq: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq = $2")
-        .bind(kit::time::now_ms())
-        .bind(seq)
-        .execute(tx.conn())
-        .await?;
+/// Marks the rows `seqs` as published, in one statement.
+async fn mark(tx: &mut Tx, seqs: &[i64]) -> Result<(), sqlx::Error> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let placeholders = (2..seqs.len() + 2)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!("UPDATE outbox SET published_at = $1 WHERE seq IN ({placeholders})");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(kit::time::now_ms());
+    for seq in seqs {
+        query = query.bind(*seq);
+    }
+    query.execute(tx.conn()).await?;
     Ok(())
 }
