@@ -31,11 +31,6 @@ enum Wire {
         room_id: Uuid,
         user_id: Uuid,
     },
-    Revoked {
-        node: Uuid,
-        session_id: Uuid,
-        until: i64,
-    },
 }
 
 #[derive(Clone)]
@@ -51,7 +46,6 @@ impl Fanout {
         hub: Arc<Hub>,
         redis_url: Option<&str>,
         channel: String,
-        verifier: Arc<token::Verifier>,
         resync_every: Duration,
         shutdown: CancellationToken,
     ) -> anyhow::Result<(Self, Vec<tokio::task::JoinHandle<()>>)> {
@@ -78,7 +72,6 @@ impl Fanout {
                     channel,
                     node,
                     hub.clone(),
-                    verifier,
                     shutdown.clone(),
                 )));
                 Some(tx)
@@ -128,16 +121,6 @@ impl Fanout {
         });
         self.hub.typing(room_id, user_id);
     }
-
-    /// Tells the other nodes to reject `session_id` and close its sockets (the auth
-    /// event is consumed by one node of the consumer group only).
-    pub fn session_revoked(&self, session_id: Uuid, until: i64) {
-        self.send(&Wire::Revoked {
-            node: self.node,
-            session_id,
-            until,
-        });
-    }
 }
 
 async fn publish_loop(
@@ -169,7 +152,6 @@ async fn subscribe_loop(
     channel: String,
     node: Uuid,
     hub: Arc<Hub>,
-    verifier: Arc<token::Verifier>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -197,7 +179,7 @@ async fn subscribe_loop(
                     let Ok(text) = msg.get_payload::<String>() else {
                         continue;
                     };
-                    handle(&text, node, &hub, &verifier).await;
+                    handle(&text, node, &hub).await;
                 }
                 tracing::warn!("chat fan-out subscription lost; reconnecting");
             }
@@ -210,7 +192,7 @@ async fn subscribe_loop(
     }
 }
 
-async fn handle(text: &str, me: Uuid, hub: &Hub, verifier: &token::Verifier) {
+async fn handle(text: &str, me: Uuid, hub: &Hub) {
     let wire: Wire = match serde_json::from_str(text) {
         Ok(w) => w,
         Err(e) => {
@@ -219,17 +201,10 @@ async fn handle(text: &str, me: Uuid, hub: &Hub, verifier: &token::Verifier) {
         }
     };
     match wire {
-        Wire::Event { node, .. } | Wire::Typing { node, .. } | Wire::Revoked { node, .. }
-            if node == me => {}
+        Wire::Event { node, .. } | Wire::Typing { node, .. } if node == me => {}
         Wire::Event { event, .. } => hub.dispatch(event).await,
         Wire::Typing {
             room_id, user_id, ..
         } => hub.typing(room_id, user_id),
-        Wire::Revoked {
-            session_id, until, ..
-        } => {
-            verifier.revoke_session(session_id, until);
-            hub.close_session(session_id);
-        }
     }
 }

@@ -19,6 +19,7 @@ mod service;
 mod state;
 mod store;
 mod users_client;
+mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -61,6 +62,9 @@ pub struct Config {
     pub typing_throttle_ms: u64,
     /// Timeout of the user service's relationship check.
     pub users_timeout_ms: u64,
+    /// Group-commit writers for message sends (rooms are spread over them); 0 = one on
+    /// SQLite (a single writer anyway), four on PostgreSQL.
+    pub send_writers: usize,
 }
 
 impl Default for Config {
@@ -80,6 +84,7 @@ impl Default for Config {
             ws_max_frame_bytes: 64 * 1024,
             typing_throttle_ms: 2_000,
             users_timeout_ms: 2_000,
+            send_writers: 0,
         }
     }
 }
@@ -114,7 +119,6 @@ pub async fn build(
         hub.clone(),
         common.redis_url(),
         config.fanout_channel.clone(),
-        verifier.clone(),
         Duration::from_millis(config.fanout_resync_ms.max(100)),
         shutdown.clone(),
     )
@@ -136,6 +140,12 @@ pub async fn build(
         stop.cancelled().await;
         closing_hub.close_all(hub::close::GOING_AWAY, "server shutting down");
     }));
+    let writer = writer::Writer::spawn(
+        db.clone(),
+        fanout.clone(),
+        outbox.clone(),
+        config.send_writers,
+    );
     let ctx = ApiContext {
         db: db.clone(),
         verifier,
@@ -150,6 +160,7 @@ pub async fn build(
             config.send_rate_per_sec,
             config.send_burst,
         )),
+        writer,
         shutdown: shutdown.clone(),
     };
     let ready: kit::server::ReadyCheck = Arc::new(move || {

@@ -482,6 +482,10 @@ pub struct SendInput<'a> {
 
 /// Stores a message (after the caller checked the rate limit). Returns the message and
 /// whether it was created now (false: the same `client_msg_id` was sent before).
+///
+/// The write goes through the group-commit [`crate::writer`], which checks membership
+/// and looks up `client_msg_id` in its transaction, for the whole batch at once; this
+/// returns once the message is committed.
 pub async fn send_message(
     ctx: &ApiContext,
     sender: Uuid,
@@ -490,15 +494,11 @@ pub async fn send_message(
     let body = domain::parse_body(input.body)?;
     let client_msg_id = domain::parse_client_msg_id(input.client_msg_id)?;
     let room_id = input.room_id;
-    let mut tx = ctx.db.begin().await?;
-    member_access(tx.conn(), room_id, sender).await?;
-    if let Some(cmid) = &client_msg_id
-        && let Some(existing) = store::message_by_client_id(tx.conn(), sender, cmid).await?
-    {
-        return same_send(existing, room_id);
-    }
     if let Some(reply_to) = input.reply_to {
-        let target = store::message(tx.conn(), reply_to).await?;
+        // Rare: checked here, one send at a time (messages never change rooms).
+        let mut conn = ctx.db.pool().acquire().await?;
+        member_access(&mut conn, room_id, sender).await?;
+        let target = store::message(&mut conn, reply_to).await?;
         if target.is_none_or(|m| m.room_id != room_id) {
             return Err(ApiError::validation(
                 "reply_to",
@@ -506,71 +506,9 @@ pub async fn send_message(
             ));
         }
     }
-    let seq = store::next_seq(tx.conn(), room_id).await?;
-    let now = kit::time::now_ms();
-    let message = Message {
-        id: Uuid::now_v7(),
-        room_id,
-        seq,
-        sender_id: sender,
-        body,
-        client_msg_id,
-        reply_to: input.reply_to,
-        created_at: kit::time::rfc3339(now),
-        edited_at: None,
-        deleted: false,
-    };
-    match store::insert_message(tx.conn(), &message, now).await {
-        Ok(()) => {}
-        Err(e) if is_unique_violation(&e) => {
-            // A concurrent send with the same client_msg_id won; ours rolls back (and so
-            // does its seq, keeping the log gap-free).
-            drop(tx);
-            let mut conn = ctx.db.pool().acquire().await?;
-            let cmid = message.client_msg_id.as_deref().unwrap_or_default();
-            let existing = store::message_by_client_id(&mut conn, sender, cmid)
-                .await?
-                .ok_or_else(|| ApiError::internal(e))?;
-            return same_send(existing, room_id);
-        }
-        Err(e) => return Err(e.into()),
-    }
-    let event = RoomEvent {
-        room_id,
-        seq,
-        kind: kinds::MESSAGE_CREATED.to_owned(),
-        created_at: now,
-        payload: json!({ "message": message }),
-    };
-    store::insert_event(tx.conn(), &event, Some(message.id)).await?;
-    bus::outbox::enqueue(
-        &mut tx,
-        &bus::Envelope::new(
-            crate::SOURCE,
-            "chat.message.created",
-            json!({
-                "message_id": message.id,
-                "room_id": room_id,
-                "seq": seq,
-                "sender_id": sender,
-            }),
-        ),
-    )
-    .await?;
-    commit(ctx, tx, vec![event]).await?;
-    ctx.outbox.wake();
-    metrics::counter!("chat_messages_stored_total").increment(1);
-    Ok((message, true))
-}
-
-fn same_send(existing: Message, room_id: Uuid) -> Result<(Message, bool), ApiError> {
-    if existing.room_id != room_id {
-        return Err(ApiError::conflict(
-            "client_msg_id_conflict",
-            "this client_msg_id was already used for a message in another room",
-        ));
-    }
-    Ok((existing, false))
+    ctx.writer
+        .send(sender, room_id, body, client_msg_id, input.reply_to)
+        .await
 }
 
 /// The message `id` of `room_id`, with the caller's role (membership required).
@@ -678,16 +616,16 @@ struct SessionRevoked {
     until: i64,
 }
 
-/// `session.revoked` (auth): reject the session's tokens and close its sockets, on every
-/// node (the event reaches one node of the consumer group; it tells the others).
+/// `session.revoked` (auth): reject the session's tokens and close its sockets — on every
+/// node, through a broadcast subscription.
 pub fn consume_auth_events(
     bus: &bus::Bus,
     verifier: Arc<token::Verifier>,
     fanout: Fanout,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    bus.subscribe(
-        bus::Subscription::new("chat", &["auth"]),
+    bus.subscribe_broadcast(
+        bus::Broadcast::new("chat", &["auth"]),
         bus::handler(move |event: bus::Envelope| {
             let verifier = verifier.clone();
             let fanout = fanout.clone();
@@ -696,7 +634,6 @@ pub fn consume_auth_events(
                     let data: SessionRevoked = event.payload()?;
                     verifier.revoke_session(data.session_id, data.until);
                     fanout.hub.close_session(data.session_id);
-                    fanout.session_revoked(data.session_id, data.until);
                 }
                 Ok(())
             }

@@ -16,6 +16,8 @@ pub struct ApiContext {
     pub fanout: Fanout,
     pub users: Arc<UsersClient>,
     pub send_limit: Arc<RateLimiter>,
+    /// Group commit of message sends.
+    pub writer: crate::writer::Writer,
     /// Cancelled on shutdown: open WebSockets close with 1001.
     pub shutdown: tokio_util::sync::CancellationToken,
 }

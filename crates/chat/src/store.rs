@@ -344,43 +344,10 @@ pub async fn mark_read(conn: &mut AnyConnection, room: Uuid, user: Uuid, seq: i6
 
 // ---- messages ----------------------------------------------------------------------
 
-pub async fn insert_message(conn: &mut AnyConnection, m: &Message, created_at: i64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, 0)",
-    )
-    .bind(m.id.to_string())
-    .bind(m.room_id.to_string())
-    .bind(m.seq)
-    .bind(m.sender_id.to_string())
-    .bind(&m.body)
-    .bind(m.client_msg_id.as_deref())
-    .bind(m.reply_to.map(|u| u.to_string()))
-    .bind(created_at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
 pub async fn message(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Message>> {
     let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
-        .fetch_optional(conn)
-        .await?;
-    row.as_ref().map(message_from).transpose()
-}
-
-pub async fn message_by_client_id(
-    conn: &mut AnyConnection,
-    sender: Uuid,
-    client_msg_id: &str,
-) -> Result<Option<Message>> {
-    let sql =
-        format!("SELECT {MESSAGE_COLS} FROM messages WHERE sender_id = $1 AND client_msg_id = $2");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(sender.to_string())
-        .bind(client_msg_id)
         .fetch_optional(conn)
         .await?;
     row.as_ref().map(message_from).transpose()
@@ -511,4 +478,208 @@ pub async fn events(
     .fetch_all(conn)
     .await?;
     rows.iter().map(event_from).collect()
+}
+
+// ---- batched message writes (the send writer, see `writer`) -------------------------
+
+/// Rows per multi-row statement (well under both backends' bind-parameter limits).
+const ROWS_PER_STATEMENT: usize = 200;
+
+fn placeholders(rows: usize, cols: usize, first: usize) -> String {
+    let mut sql = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(first + r * cols + c).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+fn list(n: usize, first: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Which of the `(room, user)` pairs are memberships (one query for all of them, one
+/// index probe per pair).
+pub async fn memberships(
+    conn: &mut AnyConnection,
+    pairs: &[(Uuid, Uuid)],
+) -> Result<std::collections::HashSet<(Uuid, Uuid)>> {
+    let mut out = std::collections::HashSet::new();
+    for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
+        let cond = (0..chunk.len())
+            .map(|i| format!("(room_id = ${} AND user_id = ${})", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!("SELECT room_id, user_id FROM members WHERE {cond}");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (room, user) in chunk {
+            q = q.bind(room.to_string()).bind(user.to_string());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.insert((uuid(&row, "room_id")?, uuid(&row, "user_id")?));
+        }
+    }
+    Ok(out)
+}
+
+/// The stored messages of the given `(sender, client_msg_id)` pairs.
+pub async fn messages_by_client_ids(
+    conn: &mut AnyConnection,
+    keys: &[(Uuid, &str)],
+) -> Result<Vec<Message>> {
+    let mut out = Vec::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        // One index probe per key on both backends (an `IN (…) AND IN (…)` would probe
+        // the cross product).
+        let cond = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "(sender_id = ${} AND client_msg_id = ${})",
+                    2 * i + 1,
+                    2 * i + 2
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE {cond}");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (sender, cmid) in chunk {
+            q = q.bind(sender.to_string()).bind(*cmid);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.push(message_from(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Takes `count` seqs in each room at once: returns each room's new `last_seq` (the
+/// room's seqs are `last_seq - count + 1 ..= last_seq`). The row locks are held until
+/// commit, as with [`next_seq`].
+pub async fn take_seqs(
+    conn: &mut AnyConnection,
+    rooms: &[(Uuid, i64)],
+) -> Result<Vec<(Uuid, i64)>> {
+    let mut out = Vec::with_capacity(rooms.len());
+    for chunk in rooms.chunks(ROWS_PER_STATEMENT) {
+        let mut case = String::from("CASE id");
+        for i in 0..chunk.len() {
+            case.push_str(&format!(
+                " WHEN ${} THEN CAST(${} AS BIGINT)",
+                2 * i + 1,
+                2 * i + 2
+            ));
+        }
+        case.push_str(" ELSE 0 END");
+        let sql = format!(
+            "UPDATE rooms SET last_seq = last_seq + {case} WHERE id IN ({}) RETURNING id, last_seq",
+            list(chunk.len(), 2 * chunk.len() + 1)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (room, n) in chunk {
+            q = q.bind(room.to_string()).bind(*n);
+        }
+        for (room, _) in chunk {
+            q = q.bind(room.to_string());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            out.push((uuid(&row, "id")?, row.try_get("last_seq")?));
+        }
+    }
+    Ok(out)
+}
+
+/// Inserts the messages with one multi-row statement per chunk; a message whose
+/// `(sender_id, client_msg_id)` is already stored is skipped, not an error. Returns the
+/// ids actually inserted.
+pub async fn insert_messages(
+    conn: &mut AnyConnection,
+    messages: &[(&Message, i64)],
+) -> Result<std::collections::HashSet<Uuid>> {
+    let mut inserted = std::collections::HashSet::with_capacity(messages.len());
+    for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted)
+             VALUES {}
+             ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING id",
+            placeholders(chunk.len(), 8, 1).replace(')', ", NULL, 0)")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (m, created_at) in chunk {
+            q = q
+                .bind(m.id.to_string())
+                .bind(m.room_id.to_string())
+                .bind(m.seq)
+                .bind(m.sender_id.to_string())
+                .bind(m.body.as_str())
+                .bind(m.client_msg_id.as_deref())
+                .bind(m.reply_to.map(|u| u.to_string()))
+                .bind(*created_at);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            inserted.insert(uuid(&row, "id")?);
+        }
+    }
+    Ok(inserted)
+}
+
+/// Inserts room events with one multi-row statement per chunk.
+pub async fn insert_events(
+    conn: &mut AnyConnection,
+    events: &[(&RoomEvent, Option<Uuid>)],
+) -> Result<()> {
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO room_events (room_id, seq, kind, payload, message_id, created_at) VALUES {}",
+            placeholders(chunk.len(), 6, 1)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (e, message_id) in chunk {
+            q = q
+                .bind(e.room_id.to_string())
+                .bind(e.seq)
+                .bind(e.kind.as_str())
+                .bind(e.payload.to_string())
+                .bind(message_id.map(|u| u.to_string()))
+                .bind(e.created_at);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Enqueues bus events in the outbox (the rows `bus::outbox::enqueue` writes, many per
+/// statement).
+pub async fn enqueue_outbox(conn: &mut AnyConnection, events: &[bus::Envelope]) -> Result<()> {
+    let now = kit::time::now_ms();
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO outbox (id, kind, payload, created_at) VALUES {}",
+            placeholders(chunk.len(), 4, 1)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            let payload = serde_json::to_string(e).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            q = q
+                .bind(e.id.to_string())
+                .bind(e.kind.as_str())
+                .bind(payload)
+                .bind(now);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }

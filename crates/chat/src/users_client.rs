@@ -66,7 +66,12 @@ impl UsersClient {
         }
         let url = format!("{}/internal/relationships/{a}/{b}", self.base);
         let result = async {
-            let res = self.http.get(&url).send().await?.error_for_status()?;
+            let mut req = self.http.get(&url);
+            // The relationship check joins the trace of the request that needs it.
+            if let Some(tp) = kit::trace::current_traceparent() {
+                req = req.header(kit::http::TRACEPARENT.clone(), tp);
+            }
+            let res = req.send().await?.error_for_status()?;
             res.json::<PairFlags>().await
         }
         .await;

@@ -37,6 +37,15 @@ pub fn router() -> Router<ApiContext> {
 /// Sends of one connection waiting to be stored (pipelining, bounded).
 const SEND_QUEUE: usize = 32;
 const CATCH_UP_PAGE: i64 = 200;
+/// Bytes read from the socket at once (see [`upgrade`]).
+const WS_READ_BUFFER: usize = 2 * 1024;
+/// Outgoing bytes buffered before they are written to the socket; the writer flushes
+/// after each batch of queued frames anyway.
+const WS_WRITE_BUFFER: usize = 8 * 1024;
+/// Frames the writer takes from its queue before one flush.
+const WRITE_BATCH: usize = 64;
+/// Hub items the connection handles in a row before it looks at the socket again.
+const INBOX_BATCH: usize = 64;
 
 #[derive(Deserialize)]
 struct WsQuery {
@@ -79,6 +88,11 @@ async fn upgrade(
     let Upgrade(ws) = ws?;
     let max = ctx.config.ws_max_frame_bytes.max(1024);
     Ok(ws
+        // Small socket buffers: tungstenite defaults to 128 KiB for reading (allocated per
+        // connection and re-zeroed up to its capacity on every read attempt) and 128 KiB
+        // of write batching. Client frames are small; larger ones grow the buffer as needed.
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
         .max_frame_size(max)
         .max_message_size(max)
         .on_upgrade(move |socket| run(ctx, socket, claims))
@@ -135,14 +149,6 @@ async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
         Duration::from_secs(cfg.ws_heartbeat_secs.max(1)),
     ));
     let send_timeout = Duration::from_millis(cfg.ws_send_timeout_ms.max(1));
-    let (send_tx, send_rx) = mpsc::channel(SEND_QUEUE);
-    let sender = tokio::spawn(send_loop(
-        ctx.clone(),
-        claims.sub,
-        send_rx,
-        out_tx.clone(),
-        send_timeout,
-    ));
     let mut conn = Conn {
         ctx: ctx.clone(),
         user: claims.sub,
@@ -152,7 +158,7 @@ async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
         cursors: HashMap::new(),
         typing_sent: HashMap::new(),
         send_timeout,
-        sends: send_tx,
+        sends: None,
     };
     match conn.setup().await {
         Ok(()) => conn.serve(&mut stream, inbox_rx, claims.exp).await,
@@ -163,9 +169,12 @@ async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
     }
     hub.unregister(id);
     closer.close(1000, "bye");
+    let sender = conn.sends.take().map(|(_, task)| task);
     drop(conn);
     // Sends already queued are still stored (and acknowledged if the socket is open).
-    let _ = sender.await;
+    if let Some(sender) = sender {
+        let _ = sender.await;
+    }
     let _ = writer.await;
     // Closing handshake: wait a little for the client's Close before dropping the TCP
     // connection, so that it reads our close code instead of a reset.
@@ -196,8 +205,19 @@ async fn write_loop(
             },
             _ = ping.tick() => Message::Ping(Default::default()),
         };
+        // Whatever else is queued goes out with it: one flush (write syscall) per batch.
+        let write = async {
+            sink.feed(msg).await?;
+            for _ in 1..WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => sink.feed(m).await?,
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await
+        };
         tokio::select! {
-            r = sink.send(msg) => if r.is_err() { return },
+            r = write => if r.is_err() { return },
             _ = closer.token().cancelled() => break,
         }
     }
@@ -223,8 +243,9 @@ struct Conn {
     typing_sent: HashMap<Uuid, Instant>,
     send_timeout: Duration,
     /// To the connection's sender task: stores sends one after the other, so messages
-    /// from one socket keep the order in which they were sent.
-    sends: mpsc::Sender<SendJob>,
+    /// from one socket keep the order in which they were sent. Started by the first send
+    /// (most sockets only receive: no task, no queue for them).
+    sends: Option<(mpsc::Sender<SendJob>, tokio::task::JoinHandle<()>)>,
 }
 
 struct SendJob {
@@ -330,7 +351,16 @@ impl Conn {
                     }
                 }
                 item = inbox.recv() => match item {
-                    Some(item) => self.on_inbox(item).await,
+                    Some(item) => {
+                        self.on_inbox(item).await;
+                        // Take what else is queued before polling the socket again.
+                        for _ in 1..INBOX_BATCH {
+                            match inbox.try_recv() {
+                                Ok(item) => self.on_inbox(item).await,
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => return,
                 },
                 _ = idle_check.tick() => {
@@ -424,8 +454,23 @@ impl Conn {
             client_msg_id,
             reply_to,
         };
+        let sends = match &self.sends {
+            Some((sends, _)) => sends.clone(),
+            None => {
+                let (tx, rx) = mpsc::channel(SEND_QUEUE);
+                let task = tokio::spawn(send_loop(
+                    self.ctx.clone(),
+                    self.user,
+                    rx,
+                    self.out.clone(),
+                    self.send_timeout,
+                ));
+                self.sends = Some((tx.clone(), task));
+                tx
+            }
+        };
         tokio::select! {
-            _ = self.sends.send(job) => {}
+            _ = sends.send(job) => {}
             _ = self.closer.token().cancelled() => {}
         }
     }

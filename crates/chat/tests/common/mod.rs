@@ -134,10 +134,11 @@ impl App {
             ..Default::default()
         };
         tweak(&mut config);
+        // The nodes share one event bus, as every process of a deployment shares Redis.
         App::build(
             common,
             config,
-            bus::Bus::memory(),
+            self.bus.clone(),
             self.issuer.clone(),
             dir,
             None,

@@ -1,0 +1,709 @@
+//! Group commit for message sends.
+//!
+//! Checked sends queue (bounded: a full queue makes senders wait) for a writer task that
+//! takes everything queued — up to [`MAX_BATCH`] — and stores it in ONE transaction:
+//! membership re-checked and `client_msg_id`s looked up with one query each, each room's
+//! seqs taken with one `UPDATE … RETURNING` (the row locks keep seqs gap-free and in
+//! commit order, as for single writes), then multi-row inserts of the messages, their
+//! events and their outbox rows, and one commit. Only then are the events handed to the
+//! fan-out and the senders answered.
+//!
+//! - A `client_msg_id` sent twice in one batch is stored once; both senders get it.
+//! - A `client_msg_id` stored meanwhile by another node does not insert
+//!   (`ON CONFLICT DO NOTHING`); the batch is rolled back (its seqs would have a hole)
+//!   and retried without it, and that sender gets the stored message.
+//! - Any other failure rolls the batch back and stores its sends one by one, so each
+//!   sender gets its own result; nothing is acknowledged that was not committed.
+//!
+//! Rooms are spread over several writers on PostgreSQL (a room always to the same one,
+//! so its events are published in seq order); SQLite has a single writer anyway.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use kit::ApiError;
+use kit::db::{Backend, Db};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::domain::{Message, RoomEvent, kinds};
+use crate::fanout::Fanout;
+use crate::store;
+
+/// Sends stored by one transaction at most.
+pub const MAX_BATCH: usize = 512;
+/// Sends waiting per writer before senders wait.
+const QUEUE: usize = 4096;
+/// Committed batches waiting to be published per writer.
+const PUBLISH_QUEUE: usize = 64;
+/// Attempts of a batch that loses `client_msg_id` races before it is written one by one.
+const ATTEMPTS: usize = 3;
+
+pub type SendResult = Result<(Message, bool), ApiError>;
+
+/// A send whose body and ids passed the caller-side checks (and the reply target, if any).
+struct Job {
+    sender: Uuid,
+    room_id: Uuid,
+    body: String,
+    client_msg_id: Option<String>,
+    reply_to: Option<Uuid>,
+    reply: oneshot::Sender<SendResult>,
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    shards: std::sync::Arc<[mpsc::Sender<Job>]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Writer {
+    /// Starts the writers (they stop when every `Writer` clone is dropped, after
+    /// storing what is queued).
+    pub fn spawn(db: Db, fanout: Fanout, outbox: bus::outbox::Outbox, writers: usize) -> Self {
+        let shards = match (writers, db.backend()) {
+            (0, Backend::Sqlite) => 1,
+            (0, Backend::Postgres) => 4,
+            (n, _) => n,
+        };
+        let mut senders = Vec::with_capacity(shards);
+        for _ in 0..shards {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let (pub_tx, pub_rx) = mpsc::channel(PUBLISH_QUEUE);
+            tokio::spawn(write_loop(db.clone(), rx, pub_tx));
+            tokio::spawn(publish_loop(fanout.clone(), outbox.clone(), pub_rx));
+            senders.push(tx);
+        }
+        Self {
+            shards: senders.into(),
+            hasher: Default::default(),
+        }
+    }
+
+    /// Queues a send and waits until it is stored (or failed).
+    pub async fn send(
+        &self,
+        sender: Uuid,
+        room_id: Uuid,
+        body: String,
+        client_msg_id: Option<String>,
+        reply_to: Option<Uuid>,
+    ) -> SendResult {
+        let shard = (self.hasher.hash_one(room_id) % self.shards.len() as u64) as usize;
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            sender,
+            room_id,
+            body,
+            client_msg_id,
+            reply_to,
+            reply,
+        };
+        self.shards[shard]
+            .send(job)
+            .await
+            .map_err(|_| unavailable())?;
+        rx.await.map_err(|_| unavailable())?
+    }
+}
+
+fn unavailable() -> ApiError {
+    ApiError::unavailable(
+        "shutting_down",
+        "the message was not stored: the service is shutting down",
+    )
+}
+
+fn copy_error(e: &ApiError) -> ApiError {
+    ApiError::new(e.status, e.code, e.detail.clone())
+}
+
+/// A batch that committed: events to publish (seq order per room), then the answers.
+struct Committed {
+    events: Vec<RoomEvent>,
+    replies: Vec<(oneshot::Sender<SendResult>, SendResult)>,
+    stored: u64,
+}
+
+async fn write_loop(db: Db, mut rx: mpsc::Receiver<Job>, publish: mpsc::Sender<Committed>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
+        metrics::histogram!("chat_send_batch_size").record(batch.len() as f64);
+        let committed = write_batch(&db, batch).await;
+        if publish.send(committed).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn publish_loop(
+    fanout: Fanout,
+    outbox: bus::outbox::Outbox,
+    mut rx: mpsc::Receiver<Committed>,
+) {
+    while let Some(c) = rx.recv().await {
+        if c.stored > 0 {
+            metrics::counter!("chat_messages_stored_total").increment(c.stored);
+            outbox.wake();
+        }
+        fanout.publish(c.events).await;
+        for (tx, result) in c.replies {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// What happened to one (leading) send of a batch.
+enum Outcome {
+    Stored(Message, RoomEvent),
+    Existing(Message),
+    Failed(ApiError),
+}
+
+/// Stores a batch; falls back to one transaction per send when the batch fails.
+async fn write_batch(db: &Db, jobs: Vec<Job>) -> Committed {
+    // Duplicates inside the batch follow the first send with the same key.
+    let mut leaders: Vec<Job> = Vec::with_capacity(jobs.len());
+    let mut followers: Vec<(usize, Job)> = Vec::new();
+    let mut first: HashMap<(Uuid, String), usize> = HashMap::new();
+    for job in jobs {
+        if let Some(cmid) = &job.client_msg_id {
+            match first.get(&(job.sender, cmid.clone())) {
+                Some(&i) => {
+                    followers.push((i, job));
+                    continue;
+                }
+                None => {
+                    first.insert((job.sender, cmid.clone()), leaders.len());
+                }
+            }
+        }
+        leaders.push(job);
+    }
+
+    let mut outcomes: Vec<Option<Outcome>> = (0..leaders.len()).map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..leaders.len()).collect();
+    let mut attempts = 0;
+    let mut events = Vec::new();
+    while !pending.is_empty() {
+        attempts += 1;
+        if attempts > ATTEMPTS {
+            break;
+        }
+        match try_batch(db, &leaders, &pending).await {
+            Ok(done) => {
+                for (i, outcome) in done {
+                    if let Outcome::Stored(_, e) = &outcome {
+                        events.push(e.clone());
+                    }
+                    outcomes[i] = Some(outcome);
+                }
+                pending.clear();
+            }
+            Err(BatchError::Raced(raced)) => {
+                // Another node stored these keys meanwhile: answer them with what is
+                // stored, and write the rest again.
+                metrics::counter!("chat_send_batch_retries_total").increment(1);
+                let found = lookup_existing(db, &leaders, &raced).await;
+                for i in raced {
+                    outcomes[i] = Some(match found.get(&i) {
+                        Some(m) => Outcome::Existing(m.clone()),
+                        None => Outcome::Failed(ApiError::internal(
+                            "a client_msg_id conflict without a stored message",
+                        )),
+                    });
+                }
+                pending.retain(|i| outcomes[*i].is_none());
+            }
+            Err(BatchError::Db(e)) => {
+                tracing::warn!(error = %e, sends = pending.len(), "a send batch failed; storing its sends one by one");
+                metrics::counter!("chat_send_batch_failures_total").increment(1);
+                break;
+            }
+        }
+    }
+    // Whatever is left is written alone, each with its own result.
+    for i in pending {
+        if outcomes[i].is_some() {
+            continue;
+        }
+        let outcome = match try_batch(db, &leaders, &[i]).await {
+            Ok(mut done) => done
+                .pop()
+                .map(|(_, o)| o)
+                .unwrap_or_else(|| Outcome::Failed(ApiError::internal("empty send result"))),
+            Err(BatchError::Raced(_)) => match lookup_existing(db, &leaders, &[i]).await.remove(&i)
+            {
+                Some(m) => Outcome::Existing(m),
+                None => Outcome::Failed(ApiError::internal("client_msg_id conflict")),
+            },
+            Err(BatchError::Db(e)) => Outcome::Failed(e.into()),
+        };
+        if let Outcome::Stored(_, e) = &outcome {
+            events.push(e.clone());
+        }
+        outcomes[i] = Some(outcome);
+    }
+
+    let mut stored = 0;
+    let mut replies = Vec::with_capacity(leaders.len() + followers.len());
+    let results: Vec<SendResult> = leaders
+        .iter()
+        .zip(outcomes)
+        .map(|(job, outcome)| match outcome {
+            Some(Outcome::Stored(m, _)) => {
+                stored += 1;
+                Ok((m, true))
+            }
+            Some(Outcome::Existing(m)) => same_send(m, job.room_id),
+            Some(Outcome::Failed(e)) => Err(e),
+            None => Err(ApiError::internal("send left without a result")),
+        })
+        .collect();
+    for (leader, job) in followers {
+        let result = match &results[leader] {
+            Ok((m, _)) => same_send(m.clone(), job.room_id),
+            Err(e) => Err(copy_error(e)),
+        };
+        replies.push((job.reply, result));
+    }
+    for (job, result) in leaders.into_iter().zip(results) {
+        replies.push((job.reply, result));
+    }
+    // Events in seq order per room (a room's seqs were assigned in job order).
+    events.sort_by_key(|e| (e.room_id, e.seq));
+    Committed {
+        events,
+        replies,
+        stored,
+    }
+}
+
+pub fn same_send(existing: Message, room_id: Uuid) -> SendResult {
+    if existing.room_id != room_id {
+        return Err(ApiError::conflict(
+            "client_msg_id_conflict",
+            "this client_msg_id was already used for a message in another room",
+        ));
+    }
+    Ok((existing, false))
+}
+
+async fn lookup_existing(db: &Db, jobs: &[Job], idx: &[usize]) -> HashMap<usize, Message> {
+    let keys: Vec<(Uuid, &str)> = idx
+        .iter()
+        .filter_map(|&i| Some((jobs[i].sender, jobs[i].client_msg_id.as_deref()?)))
+        .collect();
+    let found = match db.pool().acquire().await {
+        Ok(mut conn) => store::messages_by_client_ids(&mut conn, &keys).await,
+        Err(e) => Err(e),
+    };
+    let found = found.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot look up raced client_msg_ids");
+        Vec::new()
+    });
+    let mut out = HashMap::new();
+    for &i in idx {
+        let job = &jobs[i];
+        if let Some(m) = found
+            .iter()
+            .find(|m| m.sender_id == job.sender && m.client_msg_id == job.client_msg_id)
+        {
+            out.insert(i, m.clone());
+        }
+    }
+    out
+}
+
+enum BatchError {
+    /// These sends' `client_msg_id`s were stored concurrently (the transaction was
+    /// rolled back).
+    Raced(Vec<usize>),
+    Db(sqlx::Error),
+}
+
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        BatchError::Db(e)
+    }
+}
+
+/// One transaction for the sends `idx` of `jobs`; commits unless it returns an error.
+async fn try_batch(
+    db: &Db,
+    jobs: &[Job],
+    idx: &[usize],
+) -> Result<Vec<(usize, Outcome)>, BatchError> {
+    let mut done = Vec::with_capacity(idx.len());
+    let mut tx = db.begin().await?;
+
+    // Still members? (Checked by the caller too; a leave may have committed since.)
+    let mut pairs: Vec<(Uuid, Uuid)> = idx
+        .iter()
+        .map(|&i| (jobs[i].room_id, jobs[i].sender))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let members = store::memberships(tx.conn(), &pairs).await?;
+
+    // Sent before (a retry of an earlier send)?
+    let keys: Vec<(Uuid, &str)> = idx
+        .iter()
+        .filter_map(|&i| Some((jobs[i].sender, jobs[i].client_msg_id.as_deref()?)))
+        .collect();
+    let existing = if keys.is_empty() {
+        Vec::new()
+    } else {
+        store::messages_by_client_ids(tx.conn(), &keys).await?
+    };
+
+    let mut new: Vec<usize> = Vec::with_capacity(idx.len());
+    for &i in idx {
+        let job = &jobs[i];
+        if !members.contains(&(job.room_id, job.sender)) {
+            // 404 or 403 as the room's visibility says (rare: read one by one).
+            let error =
+                match crate::service::member_access(tx.conn(), job.room_id, job.sender).await {
+                    Err(e) => e,
+                    Ok(_) => ApiError::forbidden("not_member", "you are not a member of this room"),
+                };
+            done.push((i, Outcome::Failed(error)));
+        } else if let Some(m) = existing.iter().find(|m| {
+            job.client_msg_id.is_some()
+                && m.sender_id == job.sender
+                && m.client_msg_id == job.client_msg_id
+        }) {
+            done.push((i, Outcome::Existing(m.clone())));
+        } else {
+            new.push(i);
+        }
+    }
+    if new.is_empty() {
+        tx.commit().await?;
+        return Ok(done);
+    }
+
+    // Seqs: per room, as many as it has new messages, in job order.
+    let mut counts: HashMap<Uuid, i64> = HashMap::new();
+    for &i in &new {
+        *counts.entry(jobs[i].room_id).or_default() += 1;
+    }
+    let mut wanted: Vec<(Uuid, i64)> = counts.iter().map(|(r, n)| (*r, *n)).collect();
+    wanted.sort_unstable();
+    let taken = store::take_seqs(tx.conn(), &wanted).await?;
+    if taken.len() != wanted.len() {
+        return Err(BatchError::Db(sqlx::Error::RowNotFound));
+    }
+    let mut next: HashMap<Uuid, i64> = taken
+        .into_iter()
+        .map(|(room, last)| (room, last - counts.get(&room).copied().unwrap_or(0) + 1))
+        .collect();
+
+    let now = kit::time::now_ms();
+    let created_at = kit::time::rfc3339(now);
+    let mut messages = Vec::with_capacity(new.len());
+    for &i in &new {
+        let job = &jobs[i];
+        let Some(seq) = next.get_mut(&job.room_id) else {
+            return Err(BatchError::Db(sqlx::Error::RowNotFound));
+        };
+        messages.push(Message {
+            id: Uuid::now_v7(),
+            room_id: job.room_id,
+            seq: *seq,
+            sender_id: job.sender,
+            body: job.body.clone(),
+            client_msg_id: job.client_msg_id.clone(),
+            reply_to: job.reply_to,
+            created_at: created_at.clone(),
+            edited_at: None,
+            deleted: false,
+        });
+        *seq += 1;
+    }
+    let rows: Vec<(&Message, i64)> = messages.iter().map(|m| (m, now)).collect();
+    let inserted = store::insert_messages(tx.conn(), &rows).await?;
+    if inserted.len() != messages.len() {
+        // Some client_msg_id was stored concurrently: their seqs would stay unused.
+        let raced = new
+            .iter()
+            .zip(&messages)
+            .filter(|(_, m)| !inserted.contains(&m.id))
+            .map(|(i, _)| *i)
+            .collect();
+        drop(tx);
+        return Err(BatchError::Raced(raced));
+    }
+
+    let events: Vec<RoomEvent> = messages
+        .iter()
+        .map(|m| RoomEvent {
+            room_id: m.room_id,
+            seq: m.seq,
+            kind: kinds::MESSAGE_CREATED.to_owned(),
+            created_at: now,
+            payload: json!({ "message": m }),
+        })
+        .collect();
+    let rows: Vec<(&RoomEvent, Option<Uuid>)> = events
+        .iter()
+        .zip(&messages)
+        .map(|(e, m)| (e, Some(m.id)))
+        .collect();
+    store::insert_events(tx.conn(), &rows).await?;
+    let envelopes: Vec<bus::Envelope> = messages
+        .iter()
+        .map(|m| {
+            bus::Envelope::new(
+                crate::SOURCE,
+                "chat.message.created",
+                json!({
+                    "message_id": m.id,
+                    "room_id": m.room_id,
+                    "seq": m.seq,
+                    "sender_id": m.sender_id,
+                }),
+            )
+        })
+        .collect();
+    store::enqueue_outbox(tx.conn(), &envelopes).await?;
+    tx.commit().await?;
+
+    for ((i, m), e) in new.into_iter().zip(messages).zip(events) {
+        done.push((i, Outcome::Stored(m, e)));
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The batch logic on both backends, with batches built by hand (through HTTP the
+    //! batching depends on timing).
+
+    use super::*;
+    use crate::domain::Role;
+
+    struct Fixture {
+        db: Db,
+        _dir: tempfile::TempDir,
+        _test_db: kit::testing::TestDb,
+    }
+
+    async fn fixture(backend: Backend, test: &str) -> Option<Fixture> {
+        let test_db = kit::testing::test_db(backend, test).await?;
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(test_db.url.as_deref(), dir.path(), "chat")
+            .await
+            .unwrap();
+        db.migrate(store::MIGRATIONS).await.unwrap();
+        Some(Fixture {
+            db,
+            _dir: dir,
+            _test_db: test_db,
+        })
+    }
+
+    async fn room(db: &Db, members: &[Uuid]) -> Uuid {
+        let id = Uuid::now_v7();
+        let mut tx = db.begin().await.unwrap();
+        store::insert_room(
+            tx.conn(),
+            &store::NewRoom {
+                id,
+                kind: "channel",
+                name: "r",
+                topic: "",
+                visibility: "public",
+                owner_id: members[0],
+                dm_key: None,
+                created_at: 0,
+            },
+        )
+        .await
+        .unwrap();
+        for m in members {
+            store::add_member(tx.conn(), id, *m, Role::Member, 0)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        id
+    }
+
+    fn job(
+        sender: Uuid,
+        room_id: Uuid,
+        cmid: Option<&str>,
+    ) -> (Job, oneshot::Receiver<SendResult>) {
+        let (reply, rx) = oneshot::channel();
+        (
+            Job {
+                sender,
+                room_id,
+                body: format!("from {sender}"),
+                client_msg_id: cmid.map(str::to_owned),
+                reply_to: None,
+                reply,
+            },
+            rx,
+        )
+    }
+
+    async fn answers(c: Committed, mut rxs: Vec<oneshot::Receiver<SendResult>>) -> Vec<SendResult> {
+        for (tx, r) in c.replies {
+            let _ = tx.send(r);
+        }
+        let mut out = Vec::new();
+        for rx in rxs.iter_mut() {
+            out.push(rx.await.unwrap());
+        }
+        out
+    }
+
+    kit::backend_tests!(one_batch_many_senders, duplicates_in_and_across_batches);
+
+    async fn one_batch_many_senders(backend: Backend) {
+        let Some(f) = fixture(backend, "writer_one_batch_many_senders").await else {
+            return;
+        };
+        let users: Vec<Uuid> = (0..50).map(|_| Uuid::now_v7()).collect();
+        let busy = room(&f.db, &users).await;
+        let quiet = room(&f.db, &users[..2]).await;
+        let outsider = Uuid::now_v7();
+        let mut jobs = Vec::new();
+        let mut rxs = Vec::new();
+        for (i, u) in users.iter().enumerate() {
+            let (j, rx) = job(*u, busy, Some(&format!("c{i}")));
+            jobs.push(j);
+            rxs.push(rx);
+            if i < 2 {
+                let (j, rx) = job(*u, quiet, None);
+                jobs.push(j);
+                rxs.push(rx);
+            }
+        }
+        let (j, rx) = job(outsider, busy, Some("x"));
+        jobs.push(j);
+        rxs.push(rx);
+
+        let committed = write_batch(&f.db, jobs).await;
+        assert_eq!(committed.stored, 52);
+        let events: Vec<(Uuid, i64)> = committed
+            .events
+            .iter()
+            .map(|e| (e.room_id, e.seq))
+            .collect();
+        let results = answers(committed, rxs).await;
+        let (outsider_result, results) = results.split_last().unwrap();
+        assert_eq!(
+            outsider_result.as_ref().err().map(|e| e.code),
+            Some("not_member")
+        );
+        let mut busy_seqs = Vec::new();
+        let mut quiet_seqs = Vec::new();
+        for r in results {
+            let (m, created) = r.as_ref().unwrap();
+            assert!(created);
+            if m.room_id == busy {
+                busy_seqs.push(m.seq);
+            } else {
+                quiet_seqs.push(m.seq);
+            }
+        }
+        assert_eq!(
+            busy_seqs,
+            (1..=50).collect::<Vec<_>>(),
+            "in queue order, no hole"
+        );
+        assert_eq!(quiet_seqs, vec![1, 2]);
+        // Published in seq order per room.
+        let busy_events: Vec<i64> = events.iter().filter(|e| e.0 == busy).map(|e| e.1).collect();
+        assert_eq!(busy_events, (1..=50).collect::<Vec<_>>());
+
+        let mut conn = f.db.pool().acquire().await.unwrap();
+        let stored = store::events(&mut conn, busy, 0, None, 1000).await.unwrap();
+        assert_eq!(
+            stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            (1..=50).collect::<Vec<_>>()
+        );
+        let (history, _) = store::history(&mut conn, busy, None, None, 1000)
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 50);
+        let rooms = store::last_seqs(&mut conn, &[busy, quiet]).await.unwrap();
+        assert!(rooms.contains(&(busy, 50)) && rooms.contains(&(quiet, 2)));
+        let outbox: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(outbox, 52);
+    }
+
+    async fn duplicates_in_and_across_batches(backend: Backend) {
+        let Some(f) = fixture(backend, "writer_duplicates").await else {
+            return;
+        };
+        let (alice, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let r = room(&f.db, &[alice, bob]).await;
+        let other = room(&f.db, &[alice]).await;
+
+        // The same client_msg_id three times in one batch (and once from bob): stored once.
+        let mut jobs = Vec::new();
+        let mut rxs = Vec::new();
+        for (u, room_id, cmid) in [
+            (alice, r, "a"),
+            (alice, r, "a"),
+            (bob, r, "a"),
+            (alice, r, "a"),
+            (alice, other, "a"),
+        ] {
+            let (j, rx) = job(u, room_id, Some(cmid));
+            jobs.push(j);
+            rxs.push(rx);
+        }
+        let committed = write_batch(&f.db, jobs).await;
+        assert_eq!(committed.stored, 2);
+        let results = answers(committed, rxs).await;
+        let first = results[0].as_ref().unwrap();
+        assert!(first.1);
+        for i in [1, 3] {
+            let again = results[i].as_ref().unwrap();
+            assert_eq!((again.0.id, again.1), (first.0.id, false));
+        }
+        let bobs = results[2].as_ref().unwrap();
+        assert!(bobs.1 && bobs.0.id != first.0.id);
+        assert_eq!(
+            results[4].as_ref().err().map(|e| e.code),
+            Some("client_msg_id_conflict")
+        );
+        assert_eq!((first.0.seq, bobs.0.seq), (1, 2));
+
+        // A later batch retrying it gets the stored message; the new one takes seq 3.
+        let (j1, rx1) = job(alice, r, Some("a"));
+        let (j2, rx2) = job(alice, r, Some("b"));
+        let committed = write_batch(&f.db, vec![j1, j2]).await;
+        assert_eq!(committed.stored, 1);
+        let results = answers(committed, vec![rx1, rx2]).await;
+        let retried = results[0].as_ref().unwrap();
+        assert_eq!((retried.0.id, retried.1), (first.0.id, false));
+        assert_eq!(results[1].as_ref().unwrap().0.seq, 3);
+
+        let mut conn = f.db.pool().acquire().await.unwrap();
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE room_id = $1")
+            .bind(r.to_string())
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(count, 3);
+        let seqs: Vec<i64> = store::events(&mut conn, r, 0, None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+    }
+}
