@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 kit::backend_tests!(kill_9_of_chat_loses_no_acknowledged_message);
 
 const CLIENTS: usize = 10;
-const PER_CLIENT: usize = 40;
+const PER_CLIENT: usize = 100;
 
 /// One client's acknowledged messages by `client_msg_id`.
 type Acked = HashMap<String, Value>;
@@ -240,10 +240,11 @@ async fn kill_9_of_chat_loses_no_acknowledged_message(backend: Backend) {
     let traffic = async {
         for round in 1..=2 {
             while acked.load(Ordering::SeqCst) < round * CLIENTS * PER_CLIENT / 3 {
-                assert!(
-                    !clients.iter().any(|c| c.is_finished()),
-                    "a client stopped early"
-                );
+                // A client that panicked shows when it is awaited below; a fast one may
+                // finish before a kill, which is fine as long as others are still sending.
+                if clients.iter().all(|c| c.is_finished()) {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             chat.kill9();

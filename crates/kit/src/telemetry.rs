@@ -56,6 +56,9 @@ pub fn init(service_name: &str, format: &str) -> Telemetry {
     });
     #[cfg(not(feature = "otlp"))]
     let _ = service_name;
+    // Install the metrics recorder first: anything recorded before it exists (e.g. series
+    // created at 0 while services start) would go to the no-op recorder and be lost.
+    metrics_handle();
     // A second init (tests start many apps in one process) is harmless.
     let _ = tracing_subscriber::registry()
         .with(layers.with_filter(filter))
