@@ -8,7 +8,6 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use kit::db::Backend;
-use serde_json::json;
 
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
@@ -34,14 +33,12 @@ async fn tokens_are_not_logged() {
     let app = common::start(Backend::Sqlite, "tokens_are_not_logged")
         .await
         .unwrap();
-    let alice = app.user("alice").await;
-    let room = app.room(&alice, "r", "public").await;
+    let (alice, room) = app.alice_with_a_room().await;
     // A good token in the query, a bad one, and one in a header.
     let url = format!("{}?access_token={}", app.ws_url(), alice.token);
     let (stream, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let mut ws = common::Ws::ready(stream).await;
-    ws.send(json!({"type": "send", "room_id": room, "body": "hi", "client_msg_id": "1"}))
-        .await;
+    ws.send_message(&room, "hi", "1").await;
     assert_eq!(ws.next_of("ack").await["type"], "ack");
     let forged = format!("{}x", alice.token);
     let bad = format!("{}?access_token={forged}", app.ws_url());

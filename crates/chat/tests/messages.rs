@@ -23,8 +23,7 @@ async fn send_validates_and_trims(backend: Backend) {
     let Some(app) = common::start(backend, "send_validates_and_trims").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let room = app.room(&alice, "r", "public").await;
+    let (alice, room) = app.alice_with_a_room().await;
     let path = format!("/chat/rooms/{room}/messages");
     let (s, m) = app
         .post(
@@ -85,8 +84,7 @@ async fn history_pages_both_ways(backend: Backend) {
     let Some(app) = common::start(backend, "history_pages_both_ways").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let room = app.room(&alice, "r", "public").await;
+    let (alice, room) = app.alice_with_a_room().await;
     let mut seqs = Vec::new();
     for i in 0..7 {
         seqs.push(
@@ -137,8 +135,7 @@ async fn client_msg_id_is_idempotent(backend: Backend) {
     let Some(app) = common::start(backend, "client_msg_id_is_idempotent").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let room = app.room(&alice, "r", "public").await;
+    let (alice, room) = app.alice_with_a_room().await;
     let other = app.room(&alice, "other", "public").await;
     let path = format!("/chat/rooms/{room}/messages");
     let (s, first) = app
@@ -176,27 +173,15 @@ async fn client_msg_id_is_idempotent(backend: Backend) {
     );
 
     // 15 concurrent retries of one send: one message, one seq.
-    let mut tasks = Vec::new();
-    for _ in 0..15 {
-        let http = app.http.clone();
-        let url = format!("{}{path}", app.url);
-        let token = alice.token.clone();
-        tasks.push(tokio::spawn(async move {
-            common::read(
-                http.post(url)
-                    .bearer_auth(token)
-                    .json(&json!({"body": "once", "client_msg_id": "race"}))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }));
-    }
+    let retries = (0..15)
+        .map(|_| {
+            let body = json!({"body": "once", "client_msg_id": "race"});
+            (path.clone(), body, &alice)
+        })
+        .collect();
     let mut ids = HashSet::new();
     let mut created = 0;
-    for t in tasks {
-        let (s, b) = t.await.unwrap();
+    for (s, b) in app.post_concurrently(retries).await {
         assert!(s == 201 || s == 200, "{s} {b}");
         created += usize::from(s == 201);
         ids.insert(b["id"].as_str().unwrap().to_owned());
@@ -210,15 +195,7 @@ async fn client_msg_id_is_idempotent(backend: Backend) {
         .filter(|m| m["body"] == "once")
         .count();
     assert_eq!(onces, 1);
-    let (_, ev) = app
-        .get(&format!("/chat/rooms/{room}/events?limit=100"), &alice)
-        .await;
-    let seqs: Vec<i64> = ev["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_i64().unwrap())
-        .collect();
+    let seqs = app.event_seqs(&room, "limit=100", &alice).await;
     assert_eq!(
         seqs,
         (1..=seqs.len() as i64).collect::<Vec<_>>(),
@@ -239,29 +216,19 @@ async fn concurrent_senders_get_gap_free_seqs(backend: Backend) {
         app.join(&room, &u).await;
         senders.push(u);
     }
-    let mut tasks = Vec::new();
-    for u in &senders {
-        for j in 0..3 {
-            let http = app.http.clone();
-            let url = format!("{}/chat/rooms/{room}/messages", app.url);
-            let token = u.token.clone();
-            let body = format!("{} #{j}", u.name);
-            tasks.push(tokio::spawn(async move {
-                common::read(
-                    http.post(url)
-                        .bearer_auth(token)
-                        .json(&json!({"body": body, "client_msg_id": format!("m{j}")}))
-                        .send()
-                        .await
-                        .unwrap(),
-                )
-                .await
-            }));
-        }
-    }
+    let path = &format!("/chat/rooms/{room}/messages");
+    let sends = senders
+        .iter()
+        .flat_map(|u| {
+            (0..3).map(move |j| {
+                let body =
+                    json!({"body": format!("{} #{j}", u.name), "client_msg_id": format!("m{j}")});
+                (path.clone(), body, u)
+            })
+        })
+        .collect();
     let mut acked = HashSet::new();
-    for t in tasks {
-        let (s, b) = t.await.unwrap();
+    for (s, b) in app.post_concurrently(sends).await {
         assert_eq!(s, 201, "{b}");
         assert!(
             acked.insert(b["seq"].as_i64().unwrap()),
@@ -302,13 +269,10 @@ async fn edit_delete_and_replies(backend: Backend) {
     let Some(app) = common::start(backend, "edit_delete_and_replies").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
+    let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
     let carol = app.user("carol").await;
-    let room = app.room(&alice, "r", "public").await;
-    let elsewhere = app.room(&alice, "elsewhere", "public").await;
-    app.join(&room, &bob).await;
     app.join(&room, &carol).await;
+    let elsewhere = app.room(&alice, "elsewhere", "public").await;
     let m = app.send(&room, &bob, "secret plan").await;
     let id = m["id"].as_str().unwrap();
     let path = format!("/chat/rooms/{room}/messages/{id}");
@@ -381,14 +345,8 @@ async fn edit_delete_and_replies(backend: Backend) {
         !text.contains("secret plan") && !text.contains("better plan"),
         "{text}"
     );
-    let kinds: Vec<&str> = ev["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        kinds,
+        common::page_kinds(&ev),
         [
             "member.joined",
             "member.joined",
@@ -422,19 +380,10 @@ async fn edit_delete_and_replies(backend: Backend) {
 }
 
 async fn send_rate_is_limited(backend: Backend) {
-    // A slow refill keeps the outcome independent of how fast this machine sends.
-    let Some(app) = common::start_with(backend, "send_rate_is_limited", |o| {
-        o.config.send_rate_per_sec = 0.5;
-        o.config.send_burst = 20;
-    })
-    .await
-    else {
+    let Some(app) = common::start_rate_limited(backend, "send_rate_is_limited").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let room = app.room(&alice, "r", "public").await;
-    app.join(&room, &bob).await;
+    let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
     let url = format!("{}/chat/rooms/{room}/messages", app.url);
     // 40 at once: the burst (20) passes, the rest is refused until the bucket refills.
     let mut tasks = Vec::new();
@@ -482,20 +431,13 @@ async fn event_log_pages(backend: Backend) {
     let Some(app) = common::start(backend, "event_log_pages").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let room = app.room(&alice, "r", "public").await;
+    let (alice, room) = app.alice_with_a_room().await;
     for i in 0..4 {
         app.send(&room, &alice, &format!("m{i}")).await;
     }
     let base = format!("/chat/rooms/{room}/events");
     let (_, p) = app.get(&format!("{base}?after=1&limit=2"), &alice).await;
-    let seqs: Vec<i64> = p["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["seq"].as_i64().unwrap())
-        .collect();
-    assert_eq!(seqs, [2, 3]);
+    assert_eq!(common::page_seqs(&p), [2, 3]);
     assert_eq!(p["has_more"], true);
     let e = &p["items"][0];
     assert_eq!(e["kind"], "message.created");
@@ -530,8 +472,7 @@ async fn message_created_goes_through_the_outbox(backend: Backend) {
         }),
         stop.clone(),
     );
-    let alice = app.user("alice").await;
-    let room = app.room(&alice, "r", "public").await;
+    let (alice, room) = app.alice_with_a_room().await;
     let m = app.send(&room, &alice, "hello").await;
     let mut event = None;
     for _ in 0..100 {

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::events_until;
+use common::{events_until, seqs};
 use kit::db::Backend;
 use serde_json::json;
 
@@ -21,38 +21,36 @@ fn channel() -> String {
     format!("test:chat:{}", uuid::Uuid::now_v7().simple())
 }
 
+/// Both nodes announce on one fresh channel and let a user send 1000/s.
+fn fast_on(channel: String) -> impl FnOnce(&mut chat::Config) {
+    move |c| {
+        c.fanout_channel = channel;
+        c.send_rate_per_sec = 1000.0;
+        c.send_burst = 1000;
+    }
+}
+
 async fn two_nodes_deliver_in_order(backend: Backend) {
-    if backend == Backend::Sqlite {
-        println!("SKIP two_nodes_deliver_in_order [sqlite]: nodes share a PostgreSQL database");
+    let test = "two_nodes_deliver_in_order";
+    if !common::nodes_can_share(backend, test) {
         return;
     }
-    let Some(redis) = kit::testing::redis_url("two_nodes_deliver_in_order") else {
+    let Some(redis) = kit::testing::redis_url(test) else {
         return;
     };
     let channel = channel();
-    let (redis2, channel2) = (redis.clone(), channel.clone());
-    let Some(a) = common::start_with(backend, "two_nodes", move |o| {
-        o.common.redis_url = Some(redis2);
-        o.config.fanout_channel = channel2;
-        o.config.send_rate_per_sec = 1000.0;
-        o.config.send_burst = 1000;
-    })
+    let Some((a, b)) = common::start_two_nodes(
+        backend,
+        test,
+        &redis,
+        fast_on(channel.clone()),
+        fast_on(channel),
+    )
     .await
     else {
         return;
     };
-    let b = a
-        .another_node_with(
-            |c| {
-                c.fanout_channel = channel.clone();
-                c.send_rate_per_sec = 1000.0;
-                c.send_burst = 1000;
-            },
-            &redis,
-        )
-        .await;
-    let alice = a.user("alice").await;
-    let bob = a.user("bob").await;
+    let [alice, bob] = a.users(["alice", "bob"]).await;
     let room = a.room(&alice, "r", "public").await;
     // Bob listens on node A; he joins through node B and is subscribed on A at once.
     let mut bob_ws = a.connect(&bob).await;
@@ -65,34 +63,22 @@ async fn two_nodes_deliver_in_order(backend: Backend) {
 
     // Alice sends on node B, over the socket and over HTTP, concurrently.
     let mut alice_ws = b.connect(&alice).await;
-    let http_sender = {
-        let http = b.http.clone();
-        let url = format!("{}/chat/rooms/{room}/messages", b.url);
-        let token = alice.token.clone();
-        tokio::spawn(async move {
-            for i in 0..30 {
-                let res = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&json!({"body": format!("http {i}")}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(res.status(), 201);
-            }
-        })
-    };
+    let http_sender = b.send_in_background(
+        &room,
+        &alice,
+        (0..30).map(|i| format!("http {i}")).collect(),
+        None,
+    );
     for i in 0..30 {
         alice_ws
-            .send(json!({"type": "send", "room_id": room, "body": format!("ws {i}"), "client_msg_id": format!("c{i}")}))
+            .send_message(&room, &format!("ws {i}"), &format!("c{i}"))
             .await;
     }
     http_sender.await.unwrap();
     let last = 2 + 60;
     let events = events_until(&mut bob_ws, &room, last).await;
-    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert_eq!(
-        seqs,
+        seqs(&events),
         (3..=last).collect::<Vec<_>>(),
         "in order, nothing missing, nothing twice"
     );
@@ -111,12 +97,7 @@ async fn two_nodes_deliver_in_order(backend: Backend) {
     alice_ws
         .send(json!({"type": "typing", "room_id": room}))
         .await;
-    let t = loop {
-        let v = bob_ws.next_json().await;
-        if v["type"] == "typing" {
-            break v;
-        }
-    };
+    let t = bob_ws.next_of("typing").await;
     assert_eq!(t["user_id"], alice.id.to_string());
 
     // A session revoked on one node is closed on the other as well.
@@ -124,14 +105,7 @@ async fn two_nodes_deliver_in_order(backend: Backend) {
     let carol_id = uuid::Uuid::now_v7();
     let token = a.issuer.token_for_session(carol_id, "carol", sid);
     let mut carol_on_b = common::Ws::connect(&b.ws_url(), &token).await;
-    a.bus
-        .publish(&bus::Envelope::new(
-            "auth",
-            "session.revoked",
-            json!({"session_id": sid, "user_id": carol_id, "until": kit::time::now_ms() / 1000 + 900}),
-        ))
-        .await
-        .unwrap();
+    a.revoke_session(sid, carol_id).await;
     assert_eq!(
         carol_on_b.closed(Duration::from_secs(5)).await,
         common::Closed::Code(4001)
@@ -141,41 +115,36 @@ async fn two_nodes_deliver_in_order(backend: Backend) {
 }
 
 async fn lost_announcements_are_repaired(backend: Backend) {
-    if backend == Backend::Sqlite {
-        println!(
-            "SKIP lost_announcements_are_repaired [sqlite]: nodes share a PostgreSQL database"
-        );
+    let test = "lost_announcements_are_repaired";
+    if !common::nodes_can_share(backend, test) {
         return;
     }
-    let Some(redis) = kit::testing::redis_url("lost_announcements_are_repaired") else {
+    let Some(redis) = kit::testing::redis_url(test) else {
         return;
     };
     // The nodes announce on different channels, so none of B's announcements reach A:
     // the worst case of a lossy bus. A's resync must still deliver everything.
-    let redis2 = redis.clone();
-    let Some(a) = common::start_with(backend, "lost_announcements", move |o| {
-        o.common.redis_url = Some(redis2);
-        o.config.fanout_channel = channel();
-        o.config.fanout_resync_ms = 200;
-    })
+    let Some((a, b)) = common::start_two_nodes(
+        backend,
+        test,
+        &redis,
+        |c| {
+            c.fanout_channel = channel();
+            c.fanout_resync_ms = 200;
+        },
+        |c| c.fanout_channel = channel(),
+    )
     .await
     else {
         return;
     };
-    let b = a
-        .another_node_with(|c| c.fanout_channel = channel(), &redis)
-        .await;
-    let alice = a.user("alice").await;
-    let bob = a.user("bob").await;
-    let room = a.room(&alice, "r", "public").await;
-    a.join(&room, &bob).await;
+    let (alice, bob, room) = a.alice_and_bob_in_a_room().await;
     let mut bob_ws = a.connect(&bob).await;
     for i in 0..5 {
         b.send(&room, &alice, &format!("m{i}")).await;
     }
     let events = events_until(&mut bob_ws, &room, 7).await;
-    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
-    assert_eq!(seqs, [3, 4, 5, 6, 7]);
+    assert_eq!(seqs(&events), [3, 4, 5, 6, 7]);
     // And a message sent on A after that gap arrives right away, in order.
     a.send(&room, &alice, "local").await;
     let next = bob_ws.next_json().await;
@@ -245,8 +214,8 @@ impl PrivateRedis {
 }
 
 async fn redis_restart_during_traffic(backend: Backend) {
-    if backend == Backend::Sqlite {
-        println!("SKIP redis_restart_during_traffic [sqlite]: nodes share a PostgreSQL database");
+    let test = "redis_restart_during_traffic";
+    if !common::nodes_can_share(backend, test) {
         return;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -258,44 +227,30 @@ async fn redis_restart_during_traffic(backend: Backend) {
         println!("SKIP redis_restart_during_traffic: redis-server is not installed");
         return;
     };
-    let url = redis.url();
-    let url2 = url.clone();
-    let Some(a) = common::start_with(backend, "redis_restart", move |o| {
-        o.common.redis_url = Some(url2);
-        o.config.fanout_resync_ms = 500;
-        o.config.send_rate_per_sec = 1000.0;
-    })
+    let Some((a, b)) = common::start_two_nodes(
+        backend,
+        test,
+        &redis.url(),
+        |c| {
+            c.fanout_resync_ms = 500;
+            c.send_rate_per_sec = 1000.0;
+        },
+        |c| c.fanout_resync_ms = 500,
+    )
     .await
     else {
         return;
     };
-    let b = a
-        .another_node_with(|c| c.fanout_resync_ms = 500, &url)
-        .await;
-    let alice = a.user("alice").await;
-    let bob = a.user("bob").await;
-    let room = a.room(&alice, "r", "public").await;
-    a.join(&room, &bob).await;
+    let (alice, bob, room) = a.alice_and_bob_in_a_room().await;
     let mut bob_ws = a.connect(&bob).await;
-    let sender = {
-        let http = b.http.clone();
-        let url = format!("{}/chat/rooms/{room}/messages", b.url);
-        let token = alice.token.clone();
-        tokio::spawn(async move {
-            for i in 0..40 {
-                let res = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&json!({"body": format!("m{i}")}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(res.status(), 201, "sending does not depend on Redis");
-                // ~9/s: under the per-user send limit (10/s), whatever the machine's speed.
-                tokio::time::sleep(Duration::from_millis(110)).await;
-            }
-        })
-    };
+    // Every send is stored (201) whatever Redis does: sending does not depend on it.
+    // ~9/s: under the per-user send limit (10/s), whatever the machine's speed.
+    let sender = b.send_in_background(
+        &room,
+        &alice,
+        (0..40).map(|i| format!("m{i}")).collect(),
+        Some(Duration::from_millis(110)),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     redis.kill_9().await;
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -303,8 +258,7 @@ async fn redis_restart_during_traffic(backend: Backend) {
     sender.await.unwrap();
     let last = 2 + 40;
     let events = events_until(&mut bob_ws, &room, last).await;
-    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
-    assert_eq!(seqs, (3..=last).collect::<Vec<_>>());
+    assert_eq!(seqs(&events), (3..=last).collect::<Vec<_>>());
     // Fan-out works live again after the restart.
     b.send(&room, &alice, "after the restart").await;
     let next = bob_ws.next_json().await;

@@ -115,8 +115,7 @@ async fn visibility_and_join(backend: Backend) {
     let Some(app) = common::start(backend, "visibility_and_join").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let public = app.room(&alice, "public", "public").await;
     let private = app.room(&alice, "private", "private").await;
 
@@ -232,11 +231,8 @@ async fn leave_and_ownership(backend: Backend) {
     let Some(app) = common::start(backend, "leave_and_ownership").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
+    let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
     let carol = app.user("carol").await;
-    let room = app.room(&alice, "r", "public").await;
-    app.join(&room, &bob).await;
     app.join(&room, &carol).await;
 
     let (s, _) = app
@@ -289,10 +285,7 @@ async fn invite_kick_and_roles(backend: Backend) {
     else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let carol = app.user("carol").await;
-    let dave = app.user("dave").await;
+    let [alice, bob, carol, dave] = app.users(["alice", "bob", "carol", "dave"]).await;
     let room = app.room(&alice, "secret", "private").await;
     let members = format!("/chat/rooms/{room}/members");
 
@@ -367,14 +360,8 @@ async fn invite_kick_and_roles(backend: Backend) {
     assert_eq!(s, 404);
 
     let (_, events) = app.get(&format!("/chat/rooms/{room}/events"), &alice).await;
-    let kinds: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
     assert_eq!(
-        kinds,
+        common::page_kinds(&events),
         [
             "member.joined",
             "member.joined",
@@ -397,8 +384,7 @@ async fn dms_are_one_room_per_pair(backend: Backend) {
     else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let (s, dm) = app
         .post("/chat/dms", json!({"user_id": bob.id}), &alice)
         .await;
@@ -414,35 +400,20 @@ async fn dms_are_one_room_per_pair(backend: Backend) {
     assert_eq!(again["id"], dm["id"]);
 
     // Concurrent first contact from both sides: still one room.
-    let carol = app.user("carol").await;
-    let dave = app.user("dave").await;
-    let mut tasks = Vec::new();
-    for i in 0..10 {
-        let (from, to) = if i % 2 == 0 {
-            (&carol, &dave)
-        } else {
-            (&dave, &carol)
-        };
-        let http = app.http.clone();
-        let url = format!("{}/chat/dms", app.url);
-        let token = from.token.clone();
-        let to = to.id;
-        tasks.push(tokio::spawn(async move {
-            common::read(
-                http.post(url)
-                    .bearer_auth(token)
-                    .json(&json!({"user_id": to}))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }));
-    }
+    let [carol, dave] = app.users(["carol", "dave"]).await;
+    let opens = (0..10)
+        .map(|i| {
+            let (from, to) = if i % 2 == 0 {
+                (&carol, &dave)
+            } else {
+                (&dave, &carol)
+            };
+            ("/chat/dms".to_owned(), json!({"user_id": to.id}), from)
+        })
+        .collect();
     let mut ids = std::collections::HashSet::new();
     let mut created = 0;
-    for t in tasks {
-        let (s, b) = t.await.unwrap();
+    for (s, b) in app.post_concurrently(opens).await {
         assert!(s == 200 || s == 201, "{s} {b}");
         created += usize::from(s == 201);
         ids.insert(b["id"].as_str().unwrap().to_owned());
@@ -486,9 +457,7 @@ async fn blocks_reported_by_the_user_service_refuse(backend: Backend) {
     else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let carol = app.user("carol").await;
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     app.block(&bob, &alice).await;
     // Either side blocking forbids a DM.
     let (s, b) = app
@@ -530,8 +499,7 @@ async fn user_service_down_is_503(backend: Backend) {
     let Some(app) = common::start(backend, "user_service_down_is_503").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let room = app.room(&alice, "r", "public").await;
     // Repeated failures open the circuit breaker; the answer stays a clear 503.
     for _ in 0..5 {
@@ -568,8 +536,7 @@ async fn my_rooms_and_discover(backend: Backend) {
     let Some(app) = common::start(backend, "my_rooms_and_discover").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let rust = app.room(&alice, "Rust lovers", "public").await;
     let _secret = app.room(&alice, "Rust secret", "private").await;
     let _go = app.room(&bob, "Gophers", "public").await;

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Closed, Ws, events_until};
+use common::{Closed, Ws, events_until, seqs};
 use futures::StreamExt;
 use kit::db::Backend;
 use serde_json::{Value, json};
@@ -59,17 +59,13 @@ async fn send_ack_and_live_events(backend: Backend) {
     let Some(app) = common::start(backend, "send_ack_and_live_events").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let room = app.room(&alice, "r", "public").await;
+    let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
     let private = app.room(&alice, "p", "private").await;
-    app.join(&room, &bob).await;
     let mut a = app.connect(&alice).await;
     let mut b = app.connect(&bob).await;
     assert_eq!(b.ready["rooms"][&room], 2);
 
-    a.send(json!({"type": "send", "room_id": room, "body": " hello ", "client_msg_id": "x1"}))
-        .await;
+    a.send_message(&room, " hello ", "x1").await;
     let ack = a.next_of("ack").await;
     assert_eq!(ack["client_msg_id"], "x1");
     let m = &ack["message"];
@@ -111,25 +107,14 @@ async fn send_ack_and_live_events(backend: Backend) {
     assert_eq!(ev["event"]["message"]["body"], "edited");
 
     // Same client_msg_id again: the same message, no new event.
-    a.send(json!({"type": "send", "room_id": room, "body": "hello", "client_msg_id": "x1"}))
-        .await;
+    a.send_message(&room, "hello", "x1").await;
     let again = a.next_of("ack").await;
     assert_eq!(again["message"]["id"], m["id"]);
     // Errors carry the client_msg_id and a code; the socket stays usable.
-    a.send(json!({"type": "send", "room_id": room, "body": "   ", "client_msg_id": "x2"}))
-        .await;
-    let err = a.next_of("error").await;
-    assert_eq!(
-        (err["client_msg_id"].as_str(), err["code"].as_str()),
-        (Some("x2"), Some("validation_failed"))
-    );
-    b.send(json!({"type": "send", "room_id": private, "body": "hi", "client_msg_id": "x3"}))
-        .await;
-    let err = b.next_of("error").await;
-    assert_eq!(
-        (err["client_msg_id"].as_str(), err["code"].as_str()),
-        (Some("x3"), Some("room_not_found"))
-    );
+    a.send_message(&room, "   ", "x2").await;
+    a.expect_error(Some("x2"), "validation_failed").await;
+    b.send_message(&private, "hi", "x3").await;
+    b.expect_error(Some("x3"), "room_not_found").await;
     b.send(json!({"type": "send", "room_id": room, "body": "hi"}))
         .await;
     let err = b.next_of("error").await;
@@ -138,15 +123,7 @@ async fn send_ack_and_live_events(backend: Backend) {
         "client_msg_id is required on the socket"
     );
     b.assert_quiet(Duration::from_millis(300)).await;
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for name in [
         "chat_ws_connections",
         "chat_messages_stored_total",
@@ -159,39 +136,20 @@ async fn send_ack_and_live_events(backend: Backend) {
 }
 
 async fn resume_has_no_gap_at_the_switch_over(backend: Backend) {
-    let Some(app) = common::start_with(backend, "resume_no_gap", |o| {
-        o.config.send_rate_per_sec = 10_000.0;
-        o.config.send_burst = 10_000;
-    })
-    .await
-    else {
+    let Some(app) = common::start_unthrottled(backend, "resume_no_gap").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let room = app.room(&alice, "r", "public").await;
-    app.join(&room, &bob).await;
+    let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
     for i in 0..40 {
         app.send(&room, &alice, &format!("before {i}")).await;
     }
     // Traffic keeps flowing while Bob reconnects and resumes from seq 0.
-    let writer = {
-        let http = app.http.clone();
-        let url = format!("{}/chat/rooms/{room}/messages", app.url);
-        let token = alice.token.clone();
-        tokio::spawn(async move {
-            for i in 0..60 {
-                let res = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&json!({"body": format!("during {i}")}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(res.status(), 201);
-            }
-        })
-    };
+    let writer = app.send_in_background(
+        &room,
+        &alice,
+        (0..60).map(|i| format!("during {i}")).collect(),
+        None,
+    );
     tokio::time::sleep(Duration::from_millis(30)).await;
     let mut b = app.connect(&bob).await;
     b.send(json!({"type": "resume", "rooms": {room.clone(): 0}}))
@@ -212,7 +170,7 @@ async fn resume_has_no_gap_at_the_switch_over(backend: Backend) {
             break;
         }
     }
-    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    let seqs = seqs(&events);
     // Live events may arrive between `ready` and the server reading the resume frame
     // (at-least-once: the replay repeats them). From the replay on, the stream is every
     // event exactly once, in order, running straight into the live ones.
@@ -254,11 +212,8 @@ async fn typing_reaches_others_only(backend: Backend) {
     let Some(app) = common::start(backend, "typing_reaches_others_only").await else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let room = app.room(&alice, "r", "public").await;
+    let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
     let other = app.room(&bob, "other", "private").await;
-    app.join(&room, &bob).await;
     let mut a = app.connect(&alice).await;
     let mut a2 = app.connect(&alice).await;
     let mut b = app.connect(&bob).await;
@@ -287,26 +242,19 @@ async fn ping_and_malformed_frames(backend: Backend) {
     };
     let alice = app.user("alice").await;
     let mut a = app.connect(&alice).await;
-    a.send(json!({"type": "ping"})).await;
-    assert_eq!(a.next_json().await, json!({"type": "pong"}));
+    a.ping_pong().await;
     a.send_raw(WsMessage::Text("this is not json".into())).await;
     assert_eq!(a.next_json().await["code"], "malformed_frame");
     a.send(json!({"type": "teleport"})).await;
     assert_eq!(a.next_json().await["code"], "malformed_frame");
-    a.send(json!({"type": "send", "room_id": "nope", "body": "x", "client_msg_id": "c"}))
-        .await;
-    let e = a.next_json().await;
-    assert_eq!(
-        (e["code"].as_str(), e["client_msg_id"].as_str()),
-        (Some("malformed_frame"), Some("c"))
-    );
+    a.send_message("nope", "x", "c").await;
+    a.expect_error(Some("c"), "malformed_frame").await;
     a.send(json!([1, 2])).await;
     assert_eq!(a.next_json().await["code"], "malformed_frame");
     a.send_raw(WsMessage::Binary(vec![1u8, 2, 3].into())).await;
     assert_eq!(a.next_json().await["code"], "malformed_frame");
     // Still open and working.
-    a.send(json!({"type": "ping"})).await;
-    assert_eq!(a.next_json().await, json!({"type": "pong"}));
+    a.ping_pong().await;
     app.stop().await;
 }
 
@@ -316,8 +264,7 @@ async fn membership_changes_subscriptions_at_once(backend: Backend) {
     else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let public = app.room(&alice, "pub", "public").await;
     let private = app.room(&alice, "priv", "private").await;
     let mut b = app.connect(&bob).await;
@@ -400,10 +347,7 @@ async fn slow_consumer_is_closed_and_can_resume(backend: Backend) {
     else {
         return;
     };
-    let alice = app.user("alice").await;
-    let bob = app.user("bob").await;
-    let room = app.room(&alice, "firehose", "public").await;
-    app.join(&room, &bob).await;
+    let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
 
     // Bob connects with a tiny receive buffer and then does not read.
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -425,25 +369,12 @@ async fn slow_consumer_is_closed_and_can_resume(backend: Backend) {
 
     // A firehose of large messages (4-byte characters: 16 KB frames) from several senders.
     let body = "𝄞".repeat(3990);
-    let mut tasks = Vec::new();
-    for t in 0..8 {
-        let http = app.http.clone();
-        let url = format!("{}/chat/rooms/{room}/messages", app.url);
-        let token = alice.token.clone();
-        let body = body.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..40 {
-                let res = http
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .json(&json!({"body": format!("{t}/{i} {body}")}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(res.status(), 201);
-            }
-        }));
-    }
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let bodies = (0..40).map(|i| format!("{t}/{i} {body}")).collect();
+            app.send_in_background(&room, &alice, bodies, None)
+        })
+        .collect();
     for t in tasks {
         t.await.unwrap();
     }
@@ -486,17 +417,8 @@ async fn slow_consumer_is_closed_and_can_resume(backend: Backend) {
     b.send(json!({"type": "resume", "rooms": {room.clone(): from}}))
         .await;
     let rest = events_until(&mut b, &room, last).await;
-    let seqs: Vec<i64> = rest.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
-    assert_eq!(seqs, (from + 1..=last).collect::<Vec<_>>());
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(seqs(&rest), (from + 1..=last).collect::<Vec<_>>());
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("chat_ws_slow_consumer_disconnects_total"),
         "{metrics}"
@@ -514,19 +436,10 @@ async fn revoked_session_is_disconnected(backend: Backend) {
     let t2 = app.issuer.token_for_session(alice_id, "alice", sid2);
     let mut one = Ws::connect(&app.ws_url(), &t1).await;
     let mut two = Ws::connect(&app.ws_url(), &t2).await;
-    let until = kit::time::now_ms() / 1000 + 900;
-    app.bus
-        .publish(&bus::Envelope::new(
-            "auth",
-            "session.revoked",
-            json!({"session_id": sid1, "user_id": alice_id, "until": until}),
-        ))
-        .await
-        .unwrap();
+    app.revoke_session(sid1, alice_id).await;
     assert_eq!(one.closed(Duration::from_secs(5)).await, Closed::Code(4001));
     // The other session is untouched.
-    two.send(json!({"type": "ping"})).await;
-    assert_eq!(two.next_json().await["type"], "pong");
+    two.ping_pong().await;
     // The revoked token is refused from now on, over HTTP and WebSocket.
     let (s, b) = app
         .call(reqwest::Method::GET, "/chat/rooms", None, Some(&t1))
@@ -553,28 +466,19 @@ async fn oversized_frame_closes(backend: Backend) {
     }
     // The service is fine.
     let mut again = app.connect(&alice).await;
-    again.send(json!({"type": "ping"})).await;
-    assert_eq!(again.next_json().await["type"], "pong");
+    again.ping_pong().await;
     app.stop().await;
 }
 
 async fn websocket_send_is_rate_limited(backend: Backend) {
-    let Some(app) = common::start_with(backend, "websocket_send_is_rate_limited", |o| {
-        o.config.send_rate_per_sec = 0.5;
-        o.config.send_burst = 20;
-    })
-    .await
+    let Some(app) = common::start_rate_limited(backend, "websocket_send_is_rate_limited").await
     else {
         return;
     };
-    let alice = app.user("alice").await;
-    let room = app.room(&alice, "r", "public").await;
+    let (alice, room) = app.alice_with_a_room().await;
     let mut a = app.connect(&alice).await;
     for i in 0..30 {
-        a.send(
-            json!({"type": "send", "room_id": room, "body": "x", "client_msg_id": format!("c{i}")}),
-        )
-        .await;
+        a.send_message(&room, "x", &format!("c{i}")).await;
     }
     let (mut acks, mut limited) = (0, 0);
     while acks + limited < 30 {
@@ -619,8 +523,7 @@ async fn heartbeat_and_idle_timeout(backend: Backend) {
         }
     }
     assert!(pings >= 2, "{pings} pings");
-    live.send(json!({"type": "ping"})).await;
-    assert_eq!(live.next_json().await["type"], "pong");
+    live.ping_pong().await;
     // One that stays silent (no pongs either) is closed.
     assert_eq!(
         silent.closed(Duration::from_secs(5)).await,

@@ -170,6 +170,15 @@ impl App {
         }
     }
 
+    /// New users, one per name.
+    pub async fn users<const N: usize>(&self, names: [&str; N]) -> [User; N] {
+        let mut users = Vec::with_capacity(N);
+        for name in names {
+            users.push(self.user(name).await);
+        }
+        users.try_into().unwrap()
+    }
+
     /// `blocker` blocks `blocked` (as the user service would answer from now on).
     pub async fn block(&self, blocker: &User, blocked: &User) {
         let users = self
@@ -252,6 +261,177 @@ impl App {
     pub async fn connect(&self, u: &User) -> Ws {
         Ws::connect(&self.ws_url(), &u.token).await
     }
+
+    /// Alice and her public room "r" (seq 1: her member.joined).
+    pub async fn alice_with_a_room(&self) -> (User, String) {
+        let alice = self.user("alice").await;
+        let room = self.room(&alice, "r", "public").await;
+        (alice, room)
+    }
+
+    /// Alice, Bob and Alice's public room "r", which Bob has joined (seq 2).
+    pub async fn alice_and_bob_in_a_room(&self) -> (User, User, String) {
+        let (alice, room) = self.alice_with_a_room().await;
+        let bob = self.user("bob").await;
+        self.join(&room, &bob).await;
+        (alice, bob, room)
+    }
+
+    /// Revokes a session the way the auth service does, on the bus, for 15 minutes.
+    pub async fn revoke_session(&self, session_id: Uuid, user_id: Uuid) {
+        let until = kit::time::now_ms() / 1000 + 900;
+        self.bus
+            .publish(&bus::Envelope::new(
+                "auth",
+                "session.revoked",
+                json!({"session_id": session_id, "user_id": user_id, "until": until}),
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The seqs of one page of a room's event log (`query` without the `?`).
+    pub async fn event_seqs(&self, room: &str, query: &str, u: &User) -> Vec<i64> {
+        let (s, page) = self
+            .get(&format!("/chat/rooms/{room}/events?{query}"), u)
+            .await;
+        assert_eq!(s, 200, "{page}");
+        page_seqs(&page)
+    }
+
+    /// POSTs every `(path, body, user)` at once, each from its own task, and returns the
+    /// answers in the same order once all have come back.
+    pub async fn post_concurrently(
+        &self,
+        requests: Vec<(String, Value, &User)>,
+    ) -> Vec<(u16, Value)> {
+        let tasks: Vec<_> = requests
+            .into_iter()
+            .map(|(path, body, u)| {
+                let req = self
+                    .http
+                    .post(format!("{}{path}", self.url))
+                    .bearer_auth(&u.token)
+                    .json(&body);
+                tokio::spawn(async move { read(req.send().await.unwrap()).await })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+
+    /// Sends `bodies` to `room` over HTTP one after another in a background task,
+    /// `pause` apart; every send must be stored (201).
+    pub fn send_in_background(
+        &self,
+        room: &str,
+        u: &User,
+        bodies: Vec<String>,
+        pause: Option<Duration>,
+    ) -> tokio::task::JoinHandle<()> {
+        let http = self.http.clone();
+        let url = format!("{}/chat/rooms/{room}/messages", self.url);
+        let token = u.token.clone();
+        tokio::spawn(async move {
+            for (i, body) in bodies.into_iter().enumerate() {
+                let res = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&json!({"body": body}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 201, "background send #{i}");
+                if let Some(pause) = pause {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        })
+    }
+}
+
+/// The `seq` of each event (socket frames or event log items).
+pub fn seqs(events: &[Value]) -> Vec<i64> {
+    events.iter().map(|e| e["seq"].as_i64().unwrap()).collect()
+}
+
+/// The `kind` of each item of a page of the event log.
+pub fn page_kinds(page: &Value) -> Vec<&str> {
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect()
+}
+
+/// The `seq` of each item of a page.
+pub fn page_seqs(page: &Value) -> Vec<i64> {
+    seqs(page["items"].as_array().unwrap())
+}
+
+/// Starts a service with the given settings; `None` (skipped) without a test database.
+/// Sends are practically unlimited, for tests that write a lot quickly.
+pub async fn start_unthrottled(backend: Backend, test: &str) -> Option<App> {
+    start_with(backend, test, |o| {
+        o.config.send_rate_per_sec = 10_000.0;
+        o.config.send_burst = 10_000;
+    })
+    .await
+}
+
+/// Starts a service whose per-user send limit is a burst of 20, refilled at 0.5/s (slow
+/// enough that the outcome does not depend on how fast this machine sends).
+pub async fn start_rate_limited(backend: Backend, test: &str) -> Option<App> {
+    start_with(backend, test, |o| {
+        o.config.send_rate_per_sec = 0.5;
+        o.config.send_burst = 20;
+    })
+    .await
+}
+
+/// Whether `backend` can hold several nodes (SQLite is one file per process); says why
+/// the test skips when not.
+pub fn nodes_can_share(backend: Backend, test: &str) -> bool {
+    if backend == Backend::Sqlite {
+        println!("SKIP {test} [sqlite]: nodes share a PostgreSQL database");
+        return false;
+    }
+    true
+}
+
+/// Two nodes of one deployment sharing one PostgreSQL database and the Redis at
+/// `redis_url`; `None` (skipped) without a test database.
+pub async fn start_two_nodes(
+    backend: Backend,
+    test: &str,
+    redis_url: &str,
+    tweak_a: impl FnOnce(&mut chat::Config),
+    tweak_b: impl FnOnce(&mut chat::Config),
+) -> Option<(App, App)> {
+    let redis = redis_url.to_owned();
+    let a = start_with(backend, test, move |o| {
+        o.common.redis_url = Some(redis);
+        tweak_a(&mut o.config);
+    })
+    .await?;
+    let b = a.another_node_with(tweak_b, redis_url).await;
+    Some((a, b))
 }
 
 /// A URL on which nothing listens.
@@ -399,6 +579,30 @@ impl Ws {
                 Ok(Some(Ok(_))) => continue,
             }
         }
+    }
+
+    /// Sends a message frame.
+    pub async fn send_message(&mut self, room: &str, body: &str, client_msg_id: &str) {
+        self.send(
+            json!({"type": "send", "room_id": room, "body": body, "client_msg_id": client_msg_id}),
+        )
+        .await;
+    }
+
+    /// The next `error` frame (others skipped) has this `client_msg_id` and `code`.
+    pub async fn expect_error(&mut self, client_msg_id: Option<&str>, code: &str) {
+        let e = self.next_of("error").await;
+        assert_eq!(
+            (e["client_msg_id"].as_str(), e["code"].as_str()),
+            (client_msg_id, Some(code)),
+            "{e}"
+        );
+    }
+
+    /// Sends a `ping` frame and expects the `pong`.
+    pub async fn ping_pong(&mut self) {
+        self.send(json!({"type": "ping"})).await;
+        assert_eq!(self.next_json().await, json!({"type": "pong"}));
     }
 
     /// Asserts nothing but pings arrive for `wait`.
