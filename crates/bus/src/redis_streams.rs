@@ -106,20 +106,38 @@ impl RedisBus {
         })
     }
 
+    /// A dedicated connection for blocking reads. Its response timeout must outlast
+    /// `BLOCK_MS`: with the client's default (500 ms) every idle XREAD/XREADGROUP BLOCK would
+    /// time out, fail and reconnect with a growing back-off, delaying the next event.
+    async fn blocking_connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_millis(BLOCK_MS as u64 + 5_000)));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
     pub fn subscribe_broadcast(
         self: std::sync::Arc<Self>,
         sub: Broadcast,
         handler: Handler,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        // The window is fixed when the caller subscribes (not when the task first runs), and
+        // includes its first millisecond: XREAD is exclusive, so start just before it.
+        let lookback_ms = i64::try_from(sub.lookback.as_millis()).unwrap_or(i64::MAX);
+        let start = kit::time::now_ms().saturating_sub(lookback_ms);
+        let first = if start > 0 {
+            format!("{}-{}", start - 1, u64::MAX)
+        } else {
+            "0-0".to_owned()
+        };
         tokio::spawn(async move {
-            let lookback_ms = i64::try_from(sub.lookback.as_millis()).unwrap_or(i64::MAX);
-            let start = kit::time::now_ms().saturating_sub(lookback_ms).max(0);
             // Position per stream: the id of the last entry handled (exclusive for XREAD).
             let mut positions: Vec<(String, String)> = sub
                 .sources
                 .iter()
-                .map(|s| (stream_key(s), format!("{start}-0")))
+                .map(|s| (stream_key(s), first.clone()))
                 .collect();
             let mut backoff = BACKOFF_MIN;
             loop {
@@ -155,8 +173,7 @@ impl RedisBus {
         progressed: &mut bool,
     ) -> anyhow::Result<()> {
         // A dedicated connection: XREAD BLOCK would stall a shared one.
-        let mut conn: MultiplexedConnection =
-            self.client.get_multiplexed_async_connection().await?;
+        let mut conn: MultiplexedConnection = self.blocking_connection().await?;
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -193,8 +210,7 @@ impl RedisBus {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         // A dedicated connection: XREADGROUP BLOCK would stall a shared one.
-        let mut conn: MultiplexedConnection =
-            self.client.get_multiplexed_async_connection().await?;
+        let mut conn: MultiplexedConnection = self.blocking_connection().await?;
         let keys: Vec<String> = sub.sources.iter().map(|s| stream_key(s)).collect();
         for key in &keys {
             let created: redis::RedisResult<()> =

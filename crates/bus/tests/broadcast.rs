@@ -78,6 +78,9 @@ async fn in_process_broadcast_reaches_every_subscriber_and_replays_the_lookback(
     // Started after publication: the lookback window replays them; a zero window does not.
     let (late, hl) = sink();
     bus.subscribe_broadcast(Broadcast::new("late", &[&src]), hl, stop.clone());
+    // Events are stamped in milliseconds and a window includes its first millisecond: let
+    // the clock move past the events published above.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let (live, hv) = sink();
     bus.subscribe_broadcast(
         Broadcast::new("live", &[&src]).with_lookback(Duration::ZERO),
@@ -156,6 +159,10 @@ async fn redis_late_broadcast_subscriber_gets_the_lookback_window() {
     let late_bus = Bus::Redis(redis_bus(&url).await);
     let (late, hl) = sink();
     late_bus.subscribe_broadcast(Broadcast::new("late", &[&src]), hl, stop.clone());
+    // Stream ids have millisecond resolution and a window starts at `<now − lookback>-0`, so
+    // entries of the very millisecond a zero-lookback subscriber starts in are included; let
+    // the clock move past the entries published above.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let (live, hv) = sink();
     late_bus.subscribe_broadcast(
         Broadcast::new("live", &[&src]).with_lookback(Duration::ZERO),
