@@ -87,8 +87,7 @@ pub async fn build(
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
 
     let auth = Arc::new(edge_auth::EdgeAuth::new(
-        token::Verifier::from_url(common.jwks_url()),
-        TOKEN_CACHE_CAPACITY,
+        token::Verifier::from_url_with_cache(common.jwks_url(), TOKEN_CACHE_CAPACITY),
     ));
     let openapi = Arc::new(openapi::MergedSpec::new(config.public_url.as_deref()));
     let ws = ws::WsHub::new(shutdown.clone());

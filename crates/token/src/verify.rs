@@ -38,8 +38,64 @@ pub enum TokenError {
 /// Minimum time between JWKS refetches triggered by unknown `kid`s.
 const REFETCH_INTERVAL: Duration = Duration::from_secs(5);
 const LEEWAY_SECS: u64 = 30;
-/// Verified tokens kept; when full, expired ones go first, then everything.
+/// Verified tokens kept by default (see [`Verifier::with_cache_capacity`]).
 const CACHE_CAPACITY: usize = 50_000;
+/// The cache is sharded so concurrent requests rarely wait on one lock.
+const CACHE_SHARDS: usize = 32;
+
+type CacheShard = Mutex<HashMap<[u8; 32], Arc<Claims>>>;
+
+/// Verified tokens by the SHA-256 of the token, bounded per shard: when a shard is full,
+/// expired entries go first, then an arbitrary live one (whose token is simply verified
+/// again on its next use).
+struct TokenCache {
+    shards: Vec<CacheShard>,
+    per_shard: usize,
+}
+
+impl TokenCache {
+    fn new(capacity: usize) -> Self {
+        Self {
+            shards: (0..CACHE_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            per_shard: (capacity / CACHE_SHARDS).max(16),
+        }
+    }
+
+    fn shard(&self, digest: &[u8; 32]) -> &CacheShard {
+        &self.shards[digest[0] as usize % CACHE_SHARDS]
+    }
+
+    fn get(&self, digest: &[u8; 32]) -> Option<Arc<Claims>> {
+        self.shard(digest)
+            .lock()
+            .ok()
+            .and_then(|m| m.get(digest).cloned())
+    }
+
+    fn insert(&self, digest: [u8; 32], claims: Arc<Claims>, now: i64) {
+        if let Ok(mut map) = self.shard(&digest).lock() {
+            if map.len() >= self.per_shard {
+                map.retain(|_, c| c.exp + LEEWAY_SECS as i64 >= now);
+                if map.len() >= self.per_shard
+                    && let Some(k) = map.keys().next().copied()
+                {
+                    map.remove(&k);
+                }
+            }
+            map.insert(digest, claims);
+        }
+    }
+
+    fn clear(&self) {
+        for shard in &self.shards {
+            if let Ok(mut map) = shard.lock() {
+                map.clear();
+            }
+        }
+    }
+}
 
 enum Source {
     Url { url: String, http: reqwest::Client },
@@ -51,7 +107,7 @@ pub struct Verifier {
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     revoked: Mutex<HashMap<uuid::Uuid, i64>>,
-    verified: Mutex<HashMap<[u8; 32], Arc<Claims>>>,
+    verified: TokenCache,
     validation: Validation,
 }
 
@@ -72,7 +128,7 @@ struct Jwk {
 }
 
 impl Verifier {
-    fn with_source(source: Source) -> Self {
+    fn with_source(source: Source, cache_capacity: usize) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.algorithms = vec![Algorithm::EdDSA];
         validation.set_issuer(&[ISSUER]);
@@ -84,26 +140,34 @@ impl Verifier {
             keys: RwLock::new(HashMap::new()),
             last_fetch: tokio::sync::Mutex::new(None),
             revoked: Mutex::new(HashMap::new()),
-            verified: Mutex::new(HashMap::new()),
+            verified: TokenCache::new(cache_capacity),
             validation,
         }
     }
 
     /// A verifier that fetches its keys from `jwks_url`.
     pub fn from_url(jwks_url: impl Into<String>) -> Arc<Self> {
+        Self::from_url_with_cache(jwks_url, CACHE_CAPACITY)
+    }
+
+    /// [`Verifier::from_url`], keeping up to `cache_capacity` verified tokens.
+    pub fn from_url_with_cache(jwks_url: impl Into<String>, cache_capacity: usize) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
             .build()
             .unwrap_or_default();
-        Arc::new(Self::with_source(Source::Url {
-            url: jwks_url.into(),
-            http,
-        }))
+        Arc::new(Self::with_source(
+            Source::Url {
+                url: jwks_url.into(),
+                http,
+            },
+            cache_capacity,
+        ))
     }
 
     /// A verifier with a fixed JWKS (the auth service verifies with its own keys).
     pub fn from_jwks(jwks: &serde_json::Value) -> anyhow::Result<Arc<Self>> {
-        let v = Self::with_source(Source::Static);
+        let v = Self::with_source(Source::Static, CACHE_CAPACITY);
         v.install(serde_json::from_value(jwks.clone())?);
         Ok(Arc::new(v))
     }
@@ -129,9 +193,7 @@ impl Verifier {
             *keys = map;
         }
         // A removed key must stop verifying at once, cached tokens included.
-        if let Ok(mut verified) = self.verified.lock() {
-            verified.clear();
-        }
+        self.verified.clear();
     }
 
     async fn refetch(&self) -> Result<(), TokenError> {
@@ -166,32 +228,25 @@ impl Verifier {
 
     /// Verifies an access token and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        self.verify_cached(token).await.map(|(claims, _)| claims)
+    }
+
+    /// [`Verifier::verify`], also telling whether the answer came from the cache (for the
+    /// gateway's hit-ratio metrics).
+    pub async fn verify_cached(&self, token: &str) -> Result<(Claims, bool), TokenError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let now = kit::time::now_ms() / 1000;
-        let cached = self
-            .verified
-            .lock()
-            .ok()
-            .and_then(|v| v.get(&digest).cloned());
-        if let Some(claims) = cached
+        if let Some(claims) = self.verified.get(&digest)
             && claims.exp + LEEWAY_SECS as i64 >= now
         {
             if self.is_revoked(claims.sid) {
                 return Err(TokenError::Revoked);
             }
-            return Ok(Claims::clone(&claims));
+            return Ok((Claims::clone(&claims), true));
         }
         let claims = self.verify_signed(token).await?;
-        if let Ok(mut verified) = self.verified.lock() {
-            if verified.len() >= CACHE_CAPACITY {
-                verified.retain(|_, c| c.exp + LEEWAY_SECS as i64 >= now);
-                if verified.len() >= CACHE_CAPACITY {
-                    verified.clear();
-                }
-            }
-            verified.insert(digest, Arc::new(claims.clone()));
-        }
-        Ok(claims)
+        self.verified.insert(digest, Arc::new(claims.clone()), now);
+        Ok((claims, false))
     }
 
     /// The full check: header, key, signature, claims, revocation.
