@@ -306,15 +306,7 @@ pub async fn kick(
             "to remove yourself, leave the room",
         ));
     }
-    let target_role = store::role(tx.conn(), room_id, target)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "member_not_found",
-                "the user is not a member",
-            )
-        })?;
+    let target_role = member_role(tx.conn(), room_id, target).await?;
     if target_role == Role::Owner || (role == Role::Admin && target_role == Role::Admin) {
         return Err(ApiError::forbidden(
             "forbidden",
@@ -331,6 +323,21 @@ pub async fn kick(
     )
     .await?;
     commit(ctx, tx, vec![event]).await
+}
+
+/// The role of `target` in `room_id`, or 404 `member_not_found`.
+async fn member_role(
+    conn: &mut sqlx::AnyConnection,
+    room_id: Uuid,
+    target: Uuid,
+) -> Result<Role, ApiError> {
+    store::role(conn, room_id, target).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "member_not_found",
+            "the user is not a member",
+        )
+    })
 }
 
 /// Owner only: makes a member an admin or an admin a member.
@@ -359,15 +366,7 @@ pub async fn set_role(
             "only the owner may change roles",
         ));
     }
-    let current = store::role(tx.conn(), room_id, target)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "member_not_found",
-                "the user is not a member",
-            )
-        })?;
+    let current = member_role(tx.conn(), room_id, target).await?;
     if current == Role::Owner {
         return Err(ApiError::forbidden(
             "forbidden",

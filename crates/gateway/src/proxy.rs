@@ -215,7 +215,6 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
-static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -728,8 +727,8 @@ pub(crate) fn upstream_headers(
     // The client will set Host to the instance's authority.
     headers.remove(header::HOST);
     headers.insert(kit::http::X_REQUEST_ID.clone(), request_id.clone());
-    let tp = traceparent(headers.get(&TRACEPARENT));
-    headers.insert(TRACEPARENT.clone(), tp);
+    let tp = traceparent(headers.get(&kit::http::TRACEPARENT));
+    headers.insert(kit::http::TRACEPARENT.clone(), tp);
     if let Some(id) = identity {
         // A hint only: services verify the token themselves.
         headers.insert(X_USER_ID.clone(), uuid_header(id.user_id));

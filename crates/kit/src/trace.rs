@@ -9,8 +9,6 @@
 //! With the `otlp` feature and `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are also exported
 //! (see [`crate::telemetry`]) and the request span's parent is the incoming context.
 
-use std::fmt::Write as _;
-
 tokio::task_local! {
     static CURRENT: TraceParent;
 }
@@ -52,7 +50,7 @@ impl TraceParent {
     /// A new trace (sampled), for work that did not come with a context.
     pub fn new_root() -> Self {
         Self {
-            trace_id: hex(uuid::Uuid::new_v4().as_bytes()),
+            trace_id: uuid::Uuid::new_v4().simple().to_string(),
             span_id: new_span_id(),
             flags: 1,
         }
@@ -72,17 +70,10 @@ impl TraceParent {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
 fn new_span_id() -> String {
-    let id = uuid::Uuid::new_v4();
-    hex(&id.as_bytes()[..8])
+    let mut id = uuid::Uuid::new_v4().simple().to_string();
+    id.truncate(16);
+    id
 }
 
 /// Runs `fut` with `ctx` as the current trace context (see [`current_traceparent`]).
