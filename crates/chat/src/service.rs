@@ -490,6 +490,17 @@ pub async fn send_message(
     sender: Uuid,
     input: SendInput<'_>,
 ) -> Result<(Message, bool), ApiError> {
+    queue_message(ctx, sender, input).await?.stored().await
+}
+
+/// Checks a send and queues it for the writer without waiting for the commit: a
+/// connection that queues its sends one after the other gets them stored in that order
+/// (see [`crate::writer::Writer::enqueue`]).
+pub async fn queue_message(
+    ctx: &ApiContext,
+    sender: Uuid,
+    input: SendInput<'_>,
+) -> Result<crate::writer::Pending, ApiError> {
     let body = domain::parse_body(input.body)?;
     let client_msg_id = domain::parse_client_msg_id(input.client_msg_id)?;
     let room_id = input.room_id;
@@ -506,7 +517,7 @@ pub async fn send_message(
         }
     }
     ctx.writer
-        .send(sender, room_id, body, client_msg_id, input.reply_to)
+        .enqueue(sender, room_id, body, client_msg_id, input.reply_to)
         .await
 }
 

@@ -602,6 +602,82 @@ pub async fn take_seqs(
     Ok(out)
 }
 
+/// Stores a batch of new messages with their room events and outbox rows (the three
+/// slices are parallel: one entry per message). On PostgreSQL the three inserts go in
+/// ONE statement per chunk (data-modifying CTEs): a group commit's time is mostly round
+/// trips. Returns the ids of the messages actually inserted (see [`insert_messages`]);
+/// when some are missing the caller must roll back (their events were inserted too).
+pub async fn insert_sends(
+    conn: &mut AnyConnection,
+    messages: &[(&Message, i64)],
+    events: &[(&RoomEvent, Option<Uuid>)],
+    outbox: &[bus::Envelope],
+) -> Result<std::collections::HashSet<Uuid>> {
+    if conn.backend_name() != "PostgreSQL"
+        || messages.len() != events.len()
+        || messages.len() != outbox.len()
+    {
+        let inserted = insert_messages(conn, messages).await?;
+        insert_events(conn, events).await?;
+        enqueue_outbox(conn, outbox).await?;
+        return Ok(inserted);
+    }
+    let now = kit::time::now_ms();
+    let mut inserted = std::collections::HashSet::with_capacity(messages.len());
+    for ((ms, es), os) in messages
+        .chunks(ROWS_PER_STATEMENT)
+        .zip(events.chunks(ROWS_PER_STATEMENT))
+        .zip(outbox.chunks(ROWS_PER_STATEMENT))
+    {
+        let n = ms.len();
+        let sql = format!(
+            "WITH m AS (
+                 INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted)
+                 VALUES {}
+                 ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING id),
+             e AS (INSERT INTO room_events (room_id, seq, kind, payload, message_id, created_at) VALUES {}),
+             o AS (INSERT INTO outbox (id, kind, payload, created_at) VALUES {})
+             SELECT id FROM m",
+            placeholders(n, 8, 1).replace(')', ", NULL, 0)"),
+            placeholders(n, 6, 8 * n + 1),
+            placeholders(n, 4, 14 * n + 1),
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (m, created_at) in ms {
+            q = q
+                .bind(m.id.to_string())
+                .bind(m.room_id.to_string())
+                .bind(m.seq)
+                .bind(m.sender_id.to_string())
+                .bind(m.body.as_str())
+                .bind(m.client_msg_id.as_deref())
+                .bind(m.reply_to.map(|u| u.to_string()))
+                .bind(*created_at);
+        }
+        for (e, message_id) in es {
+            q = q
+                .bind(e.room_id.to_string())
+                .bind(e.seq)
+                .bind(e.kind.as_str())
+                .bind(e.payload.to_string())
+                .bind(message_id.map(|u| u.to_string()))
+                .bind(e.created_at);
+        }
+        for e in os {
+            let payload = serde_json::to_string(e).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+            q = q
+                .bind(e.id.to_string())
+                .bind(e.kind.as_str())
+                .bind(payload)
+                .bind(now);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            inserted.insert(uuid(&row, "id")?);
+        }
+    }
+    Ok(inserted)
+}
+
 /// Inserts the messages with one multi-row statement per chunk; a message whose
 /// `(sender_id, client_msg_id)` is already stored is skipped, not an error. Returns the
 /// ids actually inserted.

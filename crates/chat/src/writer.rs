@@ -5,7 +5,7 @@
 //! membership re-checked and `client_msg_id`s looked up with one query each, each room's
 //! seqs taken with one `UPDATE … RETURNING` (the row locks keep seqs gap-free and in
 //! commit order, as for single writes), then multi-row inserts of the messages, their
-//! events and their outbox rows, and one commit. Only then are the events handed to the
+//! events and their outbox rows (one statement on PostgreSQL), and one commit. Only then are the events handed to the
 //! fan-out and the senders answered.
 //!
 //! - A `client_msg_id` sent twice in one batch is stored once; both senders get it.
@@ -50,6 +50,8 @@ struct Job {
     client_msg_id: Option<String>,
     reply_to: Option<Uuid>,
     reply: oneshot::Sender<SendResult>,
+    /// When the send was queued (for the queue-wait histogram).
+    queued: std::time::Instant,
 }
 
 #[derive(Clone)]
@@ -90,6 +92,23 @@ impl Writer {
         client_msg_id: Option<String>,
         reply_to: Option<Uuid>,
     ) -> SendResult {
+        self.enqueue(sender, room_id, body, client_msg_id, reply_to)
+            .await?
+            .stored()
+            .await
+    }
+
+    /// Queues a send (waiting only for queue space) and returns its pending result.
+    /// Sends queued one after the other to the same room are stored in that order, so a
+    /// caller may queue several before waiting for the first.
+    pub async fn enqueue(
+        &self,
+        sender: Uuid,
+        room_id: Uuid,
+        body: String,
+        client_msg_id: Option<String>,
+        reply_to: Option<Uuid>,
+    ) -> Result<Pending, ApiError> {
         let shard = (self.hasher.hash_one(room_id) % self.shards.len() as u64) as usize;
         let (reply, rx) = oneshot::channel();
         let job = Job {
@@ -99,12 +118,22 @@ impl Writer {
             client_msg_id,
             reply_to,
             reply,
+            queued: std::time::Instant::now(),
         };
         self.shards[shard]
             .send(job)
             .await
             .map_err(|_| unavailable())?;
-        rx.await.map_err(|_| unavailable())?
+        Ok(Pending(rx))
+    }
+}
+
+/// A queued send: its result arrives after its batch committed (or failed).
+pub struct Pending(oneshot::Receiver<SendResult>);
+
+impl Pending {
+    pub async fn stored(self) -> SendResult {
+        self.0.await.map_err(|_| unavailable())?
     }
 }
 
@@ -131,7 +160,13 @@ async fn write_loop(db: Db, mut rx: mpsc::Receiver<Job>, publish: mpsc::Sender<C
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let batch = std::mem::replace(&mut jobs, Vec::with_capacity(MAX_BATCH));
         metrics::histogram!("chat_send_batch_size").record(batch.len() as f64);
+        let started = std::time::Instant::now();
+        for job in &batch {
+            metrics::histogram!("chat_send_queue_seconds")
+                .record(started.duration_since(job.queued).as_secs_f64());
+        }
         let committed = write_batch(&db, batch).await;
+        metrics::histogram!("chat_send_batch_seconds").record(started.elapsed().as_secs_f64());
         if publish.send(committed).await.is_err() {
             return;
         }
@@ -423,20 +458,6 @@ async fn try_batch(
         });
         *seq += 1;
     }
-    let rows: Vec<(&Message, i64)> = messages.iter().map(|m| (m, now)).collect();
-    let inserted = store::insert_messages(tx.conn(), &rows).await?;
-    if inserted.len() != messages.len() {
-        // Some client_msg_id was stored concurrently: their seqs would stay unused.
-        let raced = new
-            .iter()
-            .zip(&messages)
-            .filter(|(_, m)| !inserted.contains(&m.id))
-            .map(|(i, _)| *i)
-            .collect();
-        drop(tx);
-        return Err(BatchError::Raced(raced));
-    }
-
     let events: Vec<RoomEvent> = messages
         .iter()
         .map(|m| RoomEvent {
@@ -447,12 +468,6 @@ async fn try_batch(
             payload: json!({ "message": m }),
         })
         .collect();
-    let rows: Vec<(&RoomEvent, Option<Uuid>)> = events
-        .iter()
-        .zip(&messages)
-        .map(|(e, m)| (e, Some(m.id)))
-        .collect();
-    store::insert_events(tx.conn(), &rows).await?;
     let envelopes: Vec<bus::Envelope> = messages
         .iter()
         .map(|m| {
@@ -468,7 +483,25 @@ async fn try_batch(
             )
         })
         .collect();
-    store::enqueue_outbox(tx.conn(), &envelopes).await?;
+    let message_rows: Vec<(&Message, i64)> = messages.iter().map(|m| (m, now)).collect();
+    let event_rows: Vec<(&RoomEvent, Option<Uuid>)> = events
+        .iter()
+        .zip(&messages)
+        .map(|(e, m)| (e, Some(m.id)))
+        .collect();
+    let inserted = store::insert_sends(tx.conn(), &message_rows, &event_rows, &envelopes).await?;
+    if inserted.len() != messages.len() {
+        // Some client_msg_id was stored concurrently: their seqs would stay unused (and
+        // their events were written): roll everything back.
+        let raced = new
+            .iter()
+            .zip(&messages)
+            .filter(|(_, m)| !inserted.contains(&m.id))
+            .map(|(i, _)| *i)
+            .collect();
+        drop(tx);
+        return Err(BatchError::Raced(raced));
+    }
     tx.commit().await?;
 
     for ((i, m), e) in new.into_iter().zip(messages).zip(events) {
@@ -547,6 +580,7 @@ mod tests {
                 client_msg_id: cmid.map(str::to_owned),
                 reply_to: None,
                 reply,
+                queued: std::time::Instant::now(),
             },
             rx,
         )

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 kit::backend_tests!(
     authentication,
     send_ack_and_live_events,
+    pipelined_sends_keep_their_order,
     resume_has_no_gap_at_the_switch_over,
     typing_reaches_others_only,
     ping_and_malformed_frames,
@@ -132,6 +133,69 @@ async fn send_ack_and_live_events(backend: Backend) {
     ] {
         assert!(metrics.contains(name), "{name} missing");
     }
+    app.stop().await;
+}
+
+/// A client that does not wait for each ack: its sends are stored in the order sent
+/// (per room, seqs follow that order), each gets its own ack in that order, and a bad
+/// one in the middle fails alone.
+async fn pipelined_sends_keep_their_order(backend: Backend) {
+    let Some(app) = common::start_unthrottled(backend, "pipelined_sends_keep_their_order").await
+    else {
+        return;
+    };
+    let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
+    let other = app.room(&alice, "other", "public").await;
+    let mut a = app.connect(&alice).await;
+    let mut b = app.connect(&bob).await;
+    let n = 40;
+    for i in 0..n {
+        let target = if i % 3 == 0 { &other } else { &room };
+        let body = if i == 17 {
+            "   ".to_owned()
+        } else {
+            format!("m{i}")
+        };
+        a.send_message(target, &body, &format!("p{i}")).await;
+    }
+    let mut last_seq = std::collections::HashMap::new();
+    for i in 0..n {
+        let frame = loop {
+            let f = a.next_json().await;
+            if f["type"] == "ack" || f["type"] == "error" {
+                break f;
+            }
+        };
+        assert_eq!(
+            frame["client_msg_id"],
+            format!("p{i}"),
+            "answers in send order"
+        );
+        if i == 17 {
+            assert_eq!(frame["code"], "validation_failed");
+            continue;
+        }
+        let m = &frame["message"];
+        assert_eq!(m["body"], format!("m{i}"));
+        let seq = m["seq"].as_i64().unwrap();
+        let room_id = m["room_id"].as_str().unwrap().to_owned();
+        if let Some(prev) = last_seq.insert(room_id, seq) {
+            assert_eq!(seq, prev + 1, "seqs follow the send order, no gap");
+        }
+    }
+    // Bob (a member of `room` only) sees that room's messages in the same order.
+    let bodies: Vec<String> = (0..n)
+        .filter(|i| i % 3 != 0 && *i != 17)
+        .map(|i| format!("m{i}"))
+        .collect();
+    let mut seen = Vec::new();
+    while seen.len() < bodies.len() {
+        let ev = b.next_json().await;
+        if ev["type"] == "event" && ev["event"]["kind"] == "message.created" {
+            seen.push(ev["event"]["message"]["body"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(seen, bodies);
     app.stop().await;
 }
 

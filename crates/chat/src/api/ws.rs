@@ -256,6 +256,10 @@ struct SendJob {
 }
 
 /// Stores the connection's sends in order and answers each with `ack` or `error`.
+///
+/// Sends that arrived together are queued for the writer together (in order, so they
+/// are stored in order) before the first ack is awaited: a client that does not wait
+/// for each ack gets its messages into the same group commit instead of one per commit.
 async fn send_loop(
     ctx: ApiContext,
     user: Uuid,
@@ -263,27 +267,38 @@ async fn send_loop(
     out: mpsc::Sender<Message>,
     timeout: Duration,
 ) {
-    while let Some(job) = jobs.recv().await {
-        let result = service::send_message(
-            &ctx,
-            user,
-            service::SendInput {
-                room_id: job.room_id,
-                body: &job.body,
-                client_msg_id: Some(&job.client_msg_id),
-                reply_to: job.reply_to,
-            },
-        )
-        .await;
-        let frame = match result {
-            Ok((message, _)) => {
-                json!({"type": "ack", "client_msg_id": job.client_msg_id, "message": message})
+    let mut batch = Vec::with_capacity(SEND_QUEUE);
+    let mut pending = Vec::with_capacity(SEND_QUEUE);
+    while jobs.recv_many(&mut batch, SEND_QUEUE).await > 0 {
+        for job in batch.drain(..) {
+            let queued = service::queue_message(
+                &ctx,
+                user,
+                service::SendInput {
+                    room_id: job.room_id,
+                    body: &job.body,
+                    client_msg_id: Some(&job.client_msg_id),
+                    reply_to: job.reply_to,
+                },
+            )
+            .await;
+            pending.push((job.client_msg_id, queued));
+        }
+        for (client_msg_id, queued) in pending.drain(..) {
+            let result = match queued {
+                Ok(p) => p.stored().await,
+                Err(e) => Err(e),
+            };
+            let frame = match result {
+                Ok((message, _)) => {
+                    json!({"type": "ack", "client_msg_id": client_msg_id, "message": message})
+                }
+                Err(e) => error_frame(Some(&client_msg_id), e.code, &e.detail),
+            };
+            // A lost ack is harmless: the client resends the same client_msg_id.
+            if out.send_timeout(text(&frame), timeout).await.is_err() {
+                return;
             }
-            Err(e) => error_frame(Some(&job.client_msg_id), e.code, &e.detail),
-        };
-        // A lost ack is harmless: the client resends the same client_msg_id.
-        if out.send_timeout(text(&frame), timeout).await.is_err() {
-            return;
         }
     }
 }
