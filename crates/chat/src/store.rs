@@ -14,6 +14,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0001_init.sql"),
         postgres: include_str!("../migrations/0001_init.sql"),
     },
+    Migration {
+        id: "chat-0002-no-per-row-room-checks",
+        // SQLite's foreign-key checks are cheap in-process lookups: kept.
+        sqlite: "SELECT 1;",
+        postgres: include_str!("../migrations/0002_no_per_row_room_checks.postgres.sql"),
+    },
 ];
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
@@ -603,9 +609,11 @@ pub async fn take_seqs(
 }
 
 /// Stores a batch of new messages with their room events and outbox rows (the three
-/// slices are parallel: one entry per message). On PostgreSQL the three inserts go in
-/// ONE statement per chunk (data-modifying CTEs): a group commit's time is mostly round
-/// trips. Returns the ids of the messages actually inserted (see [`insert_messages`]);
+/// slices are parallel: one entry per message). On PostgreSQL the three inserts are ONE
+/// statement (data-modifying CTEs) whose rows arrive as three JSON arrays: one round
+/// trip, and the same statement text for every batch size, so it is parsed and planned
+/// once per connection (multi-row VALUES of varying length were planned on every
+/// batch). Returns the ids of the messages actually inserted (see [`insert_messages`]);
 /// when some are missing the caller must roll back (their events were inserted too).
 pub async fn insert_sends(
     conn: &mut AnyConnection,
@@ -613,69 +621,67 @@ pub async fn insert_sends(
     events: &[(&RoomEvent, Option<Uuid>)],
     outbox: &[bus::Envelope],
 ) -> Result<std::collections::HashSet<Uuid>> {
-    if conn.backend_name() != "PostgreSQL"
-        || messages.len() != events.len()
-        || messages.len() != outbox.len()
-    {
+    if conn.backend_name() != "PostgreSQL" {
         let inserted = insert_messages(conn, messages).await?;
         insert_events(conn, events).await?;
         enqueue_outbox(conn, outbox).await?;
         return Ok(inserted);
     }
-    let now = kit::time::now_ms();
-    let mut inserted = std::collections::HashSet::with_capacity(messages.len());
-    for ((ms, es), os) in messages
-        .chunks(ROWS_PER_STATEMENT)
-        .zip(events.chunks(ROWS_PER_STATEMENT))
-        .zip(outbox.chunks(ROWS_PER_STATEMENT))
-    {
-        let n = ms.len();
-        let sql = format!(
-            "WITH m AS (
-                 INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted)
-                 VALUES {}
-                 ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING id),
-             e AS (INSERT INTO room_events (room_id, seq, kind, payload, message_id, created_at) VALUES {}),
-             o AS (INSERT INTO outbox (id, kind, payload, created_at) VALUES {})
-             SELECT id FROM m",
-            placeholders(n, 8, 1).replace(')', ", NULL, 0)"),
-            placeholders(n, 6, 8 * n + 1),
-            placeholders(n, 4, 14 * n + 1),
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (m, created_at) in ms {
-            q = q
-                .bind(m.id.to_string())
-                .bind(m.room_id.to_string())
-                .bind(m.seq)
-                .bind(m.sender_id.to_string())
-                .bind(m.body.as_str())
-                .bind(m.client_msg_id.as_deref())
-                .bind(m.reply_to.map(|u| u.to_string()))
-                .bind(*created_at);
-        }
-        for (e, message_id) in es {
-            q = q
-                .bind(e.room_id.to_string())
-                .bind(e.seq)
-                .bind(e.kind.as_str())
-                .bind(e.payload.to_string())
-                .bind(message_id.map(|u| u.to_string()))
-                .bind(e.created_at);
-        }
-        for e in os {
-            let payload = serde_json::to_string(e).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            q = q
-                .bind(e.id.to_string())
-                .bind(e.kind.as_str())
-                .bind(payload)
-                .bind(now);
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            inserted.insert(uuid(&row, "id")?);
-        }
-    }
-    Ok(inserted)
+    let encode = |e: serde_json::Error| sqlx::Error::Encode(Box::new(e));
+    let message_rows: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|(m, created_at)| {
+            serde_json::json!({
+                "id": m.id, "room_id": m.room_id, "seq": m.seq, "sender_id": m.sender_id,
+                "body": m.body, "client_msg_id": m.client_msg_id, "reply_to": m.reply_to,
+                "created_at": created_at,
+            })
+        })
+        .collect();
+    let event_rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|(e, message_id)| {
+            serde_json::json!({
+                "room_id": e.room_id, "seq": e.seq, "kind": e.kind,
+                "payload": e.payload.to_string(), "message_id": message_id,
+                "created_at": e.created_at,
+            })
+        })
+        .collect();
+    let outbox_rows = outbox
+        .iter()
+        .map(|e| {
+            Ok(serde_json::json!({
+                "id": e.id, "kind": e.kind, "payload": serde_json::to_string(e).map_err(encode)?,
+            }))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rows = sqlx::query(
+        "WITH m AS (
+             INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted)
+             SELECT id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, NULL, 0
+             FROM json_to_recordset($1::json) AS x(id text, room_id text, seq bigint, sender_id text,
+                  body text, client_msg_id text, reply_to text, created_at bigint)
+             ON CONFLICT (sender_id, client_msg_id) DO NOTHING
+             RETURNING id),
+         e AS (
+             INSERT INTO room_events (room_id, seq, kind, payload, message_id, created_at)
+             SELECT room_id, seq, kind, payload, message_id, created_at
+             FROM json_to_recordset($2::json) AS x(room_id text, seq bigint, kind text, payload text,
+                  message_id text, created_at bigint)),
+         o AS (
+             INSERT INTO outbox (id, kind, payload, created_at)
+             SELECT id, kind, payload, $4
+             FROM json_to_recordset($3::json) AS x(id text, kind text, payload text))
+         SELECT id FROM m",
+    )
+    .bind(serde_json::to_string(&message_rows).map_err(encode)?)
+    .bind(serde_json::to_string(&event_rows).map_err(encode)?)
+    .bind(serde_json::to_string(&outbox_rows).map_err(encode)?)
+    .bind(kit::time::now_ms())
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(|row| uuid(row, "id")).collect()
 }
 
 /// Inserts the messages with one multi-row statement per chunk; a message whose

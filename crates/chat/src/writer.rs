@@ -597,7 +597,77 @@ mod tests {
         out
     }
 
-    kit::backend_tests!(one_batch_many_senders, duplicates_in_and_across_batches);
+    kit::backend_tests!(
+        one_batch_many_senders,
+        duplicates_in_and_across_batches,
+        insert_skips_a_stored_client_msg_id
+    );
+
+    /// The batch insert (one JSON-fed statement on PostgreSQL) skips a message whose
+    /// `client_msg_id` is already stored and reports only the others: the writer then
+    /// rolls back (`BatchError::Raced`).
+    async fn insert_skips_a_stored_client_msg_id(backend: Backend) {
+        let Some(f) = fixture(backend, "writer_insert_skips").await else {
+            return;
+        };
+        let alice = Uuid::now_v7();
+        let r = room(&f.db, &[alice]).await;
+        let (j, rx) = job(alice, r, Some("taken"));
+        let committed = write_batch(&f.db, vec![j]).await;
+        assert_eq!(
+            answers(committed, vec![rx]).await[0]
+                .as_ref()
+                .unwrap()
+                .0
+                .seq,
+            1
+        );
+
+        let message = |seq: i64, cmid: &str| Message {
+            id: Uuid::now_v7(),
+            room_id: r,
+            seq,
+            sender_id: alice,
+            body: format!("body {seq}"),
+            client_msg_id: Some(cmid.to_owned()),
+            reply_to: None,
+            created_at: kit::time::rfc3339(0),
+            edited_at: None,
+            deleted: false,
+        };
+        let (raced, fresh) = (message(2, "taken"), message(3, "fresh"));
+        let event = |m: &Message| RoomEvent {
+            room_id: r,
+            seq: m.seq,
+            kind: kinds::MESSAGE_CREATED.to_owned(),
+            created_at: 0,
+            payload: json!({ "message": m }),
+        };
+        let events = [event(&raced), event(&fresh)];
+        let envelopes: Vec<bus::Envelope> = (0..2)
+            .map(|i| bus::Envelope::new(crate::SOURCE, "chat.message.created", json!({ "i": i })))
+            .collect();
+        let mut tx = f.db.begin().await.unwrap();
+        let inserted = store::insert_sends(
+            tx.conn(),
+            &[(&raced, 0), (&fresh, 0)],
+            &[(&events[0], Some(raced.id)), (&events[1], Some(fresh.id))],
+            &envelopes,
+        )
+        .await
+        .unwrap();
+        assert_eq!(inserted, std::collections::HashSet::from([fresh.id]));
+        let stored: Vec<String> = sqlx::query_scalar("SELECT body FROM messages ORDER BY seq")
+            .fetch_all(tx.conn())
+            .await
+            .unwrap();
+        assert_eq!(
+            stored.len(),
+            2,
+            "the stored message is untouched, the fresh one added"
+        );
+        drop(tx);
+    }
 
     async fn one_batch_many_senders(backend: Backend) {
         let Some(f) = fixture(backend, "writer_one_batch_many_senders").await else {
