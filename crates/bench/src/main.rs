@@ -69,6 +69,9 @@ pub struct Cli {
     /// ingest: rooms the senders are spread over.
     #[arg(long, default_value_t = 16)]
     pub rooms: usize,
+    /// ingest: sends each WebSocket sender keeps unacknowledged (pipelined).
+    #[arg(long, default_value_t = 16)]
+    pub ws_window: usize,
     /// fanout: WebSocket connections (one account each).
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
@@ -78,6 +81,10 @@ pub struct Cli {
     /// fanout: messages per second in total (open loop), each delivered to a whole room.
     #[arg(long, default_value_t = 300.0)]
     pub rate: f64,
+    /// fanout: offered rates (msg/s, comma-separated) measured one after the other on the
+    /// same sockets. Default: 50,100,150,200,250,300, or only --rate when that is given.
+    #[arg(long, value_delimiter = ',', conflicts_with = "rate")]
+    pub rates: Option<Vec<f64>>,
     /// search: profiles to generate.
     #[arg(long, default_value_t = 1_000_000)]
     pub profiles: usize,

@@ -85,6 +85,15 @@ pub fn marked_number(text: &str, marker: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
+/// The string after the first `"<key>":"` in `text`, up to the next quote (for values
+/// without escapes, such as ids).
+pub fn str_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\":\"");
+    let at = text.find(&pat)? + pat.len();
+    let rest = &text[at..];
+    rest.find('"').map(|end| &rest[..end])
+}
+
 pub fn is_type(text: &str, ty: &str) -> bool {
     text.contains(&format!("\"type\":\"{ty}\""))
 }
@@ -103,5 +112,8 @@ mod tests {
         assert_eq!(int_field(f, "nope"), None);
         assert_eq!(marked_number(f, "fo:"), Some(123456));
         assert_eq!(marked_number(f, "zz:"), None);
+        let ack = r#"{"type":"ack","client_msg_id":"ws1-2-3","message":{"seq":4}}"#;
+        assert_eq!(str_field(ack, "client_msg_id"), Some("ws1-2-3"));
+        assert_eq!(str_field(ack, "nope"), None);
     }
 }
