@@ -19,6 +19,8 @@ pub type Socket = WebSocketStream<TcpStream>;
 /// How many loopback source addresses connections rotate over (127.0.0.1 ..= 127.0.0.N).
 const SOURCE_ADDRESSES: usize = 8;
 static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
+/// Bytes read from a socket at a time (server frames are a few hundred bytes).
+const READ_BUFFER: usize = 4096;
 
 pub async fn connect(server: SocketAddr, token: &str) -> anyhow::Result<Socket> {
     let n = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % SOURCE_ADDRESSES;
@@ -38,7 +40,12 @@ pub async fn connect(server: SocketAddr, token: &str) -> anyhow::Result<Socket> 
             .parse()
             .context("token is not a header value")?,
     );
-    let (ws, _) = tokio_tungstenite::client_async(req, stream)
+    // Small buffers: tungstenite's default 128 KiB read buffer is refilled on every read,
+    // which for 10,000 sockets made the load generator spend a core on memory traffic.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(req, stream, Some(config))
         .await
         .context("websocket handshake")?;
     Ok(ws)
@@ -95,7 +102,11 @@ pub fn str_field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
 }
 
 pub fn is_type(text: &str, ty: &str) -> bool {
-    text.contains(&format!("\"type\":\"{ty}\""))
+    // `"type":"<ty>"` without building the pattern (called for every frame received).
+    text.match_indices("\"type\":\"").any(|(at, pat)| {
+        let rest = &text[at + pat.len()..];
+        rest.strip_prefix(ty).is_some_and(|r| r.starts_with('"'))
+    })
 }
 
 #[cfg(test)]
