@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 
 OUT=${OUT:-docs/benchmarks.md}
 DB=${BENCH_DATABASE_URL:-}
-SCENARIOS=${SCENARIOS:-"gateway login-storm ingest fanout resume search"}
+SCENARIOS=${SCENARIOS:-"gateway gateway-event-loops login-storm ingest fanout resume search"}
 MARKER='<!-- Everything below this line is hand-written and kept by crates/bench/run-all.sh. -->'
 
 # Two builds: building both at once unifies features differently and rebuilds shared crates.
@@ -53,6 +53,8 @@ for s in $SCENARIOS; do
   args=()
   case $s in
     ingest | search) [ -n "$DB" ] && args+=(--database-url "$DB") ;;
+    # The gateway again, proxying on one event loop per core (nginx-style workers).
+    gateway-event-loops) s=gateway args+=(--gateway-event-loops "$(nproc)") ;;
   esac
   echo "== $s" >&2
   # DATABASE_URL from the caller's shell must not switch the other scenarios to PostgreSQL.

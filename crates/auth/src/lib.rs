@@ -120,5 +120,6 @@ pub async fn build(
         router,
         shutdown,
         background: vec![relay],
+        event_loops: 0,
     })
 }

@@ -72,6 +72,9 @@ pub struct Cli {
     /// ingest: sends each WebSocket sender keeps unacknowledged (pipelined).
     #[arg(long, default_value_t = 16)]
     pub ws_window: usize,
+    /// gateway: the gateway's `event_loops` setting (0 = the shared runtime).
+    #[arg(long, default_value_t = 0)]
+    pub gateway_event_loops: usize,
     /// fanout: WebSocket connections (one account each).
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,

@@ -178,5 +178,6 @@ pub async fn build(
         router,
         shutdown,
         background,
+        event_loops: 0,
     })
 }

@@ -38,8 +38,11 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Compress JSON responses at least this large.
     pub compression_min_bytes: u64,
-    /// Idle keep-alive connections kept per upstream instance.
+    /// Idle keep-alive connections kept per upstream instance (per event loop).
     pub pool_max_idle_per_host: usize,
+    /// Proxying threads: 0 = on the process's shared runtime; n = n single-threaded
+    /// event loops (nginx-style workers), each with its own upstream connections.
+    pub event_loops: usize,
 }
 
 impl Default for Config {
@@ -63,6 +66,7 @@ impl Default for Config {
             public_url: None,
             compression_min_bytes: 1024,
             pool_max_idle_per_host: 512,
+            event_loops: 0,
         }
     }
 }

@@ -94,7 +94,7 @@ pub async fn build(
     let gateway = Arc::new(proxy::Gateway {
         routes,
         clusters: clusters.clone(),
-        client: client.clone(),
+        clients: proxy::Clients::new(config),
         auth: auth.clone(),
         limiter: limiter.clone(),
         trusted: trusted.clone(),
@@ -155,6 +155,7 @@ pub async fn build(
         router,
         shutdown,
         background,
+        event_loops: config.event_loops,
     })
 }
 

@@ -27,14 +27,43 @@ use crate::{assets, cors, own, ws};
 
 pub type HttpClient = Client<HttpConnector, ProxyBody>;
 
+/// One upstream client (and so one connection pool) per thread that proxies: a pooled
+/// connection is driven by a task on the thread that opened it, so sharing one pool
+/// between threads would hand every request across threads twice.
+pub struct Clients {
+    connect_timeout_ms: u64,
+    pool_max_idle_per_host: usize,
+    per_thread: thread_local::ThreadLocal<HttpClient>,
+}
+
+impl Clients {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            connect_timeout_ms: config.connect_timeout_ms,
+            pool_max_idle_per_host: config.pool_max_idle_per_host,
+            per_thread: thread_local::ThreadLocal::new(),
+        }
+    }
+
+    /// This thread's client.
+    pub fn get(&self) -> &HttpClient {
+        self.per_thread
+            .get_or(|| build_client(self.connect_timeout_ms, self.pool_max_idle_per_host))
+    }
+}
+
 pub fn http_client(config: &Config) -> HttpClient {
+    build_client(config.connect_timeout_ms, config.pool_max_idle_per_host)
+}
+
+fn build_client(connect_timeout_ms: u64, pool_max_idle_per_host: usize) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+    connector.set_connect_timeout(Some(Duration::from_millis(connect_timeout_ms)));
     connector.set_keepalive(Some(Duration::from_secs(60)));
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(config.pool_max_idle_per_host)
+        .pool_max_idle_per_host(pool_max_idle_per_host)
         .build(connector)
 }
 
@@ -190,7 +219,7 @@ impl Route {
 pub struct Gateway {
     pub routes: Vec<Route>,
     pub clusters: Vec<Arc<Cluster>>,
-    pub client: HttpClient,
+    pub clients: Clients,
     pub auth: Arc<EdgeAuth>,
     pub limiter: Arc<RateLimiter>,
     pub trusted: kit::net::TrustedProxies,
@@ -876,7 +905,8 @@ async fn forward(
         let upstream_req = http::Request::from_parts(parts, body);
         let in_flight = InFlight::new(instance.clone());
         let sent = Instant::now();
-        let result = tokio::time::timeout_at(deadline, gw.client.request(upstream_req)).await;
+        let result =
+            tokio::time::timeout_at(deadline, gw.clients.get().request(upstream_req)).await;
         cluster.duration.record(sent.elapsed().as_secs_f64());
         match result {
             Ok(Ok(res)) => {

@@ -125,7 +125,7 @@ pub async fn proxy(
         };
         *r.headers_mut() = parts.headers.clone();
         let in_flight = InFlight::new(instance.clone());
-        match tokio::time::timeout_at(deadline, gw.client.request(r)).await {
+        match tokio::time::timeout_at(deadline, gw.clients.get().request(r)).await {
             Ok(Ok(res)) => {
                 instance.count_status(Some(res.status().as_u16()));
                 if res.status().is_server_error() {

@@ -15,10 +15,20 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_traffic_flows_both_ways_and_closes_cleanly_on_shutdown() {
+    websocket_flow(0).await;
+    // The same on dedicated event-loop threads: connections dealt to two loops, each
+    // with its own upstream pool, and still closed cleanly when the gateway stops. (One
+    // after the other: the active-socket gauge is process-wide.)
+    websocket_flow(2).await;
+}
+
+async fn websocket_flow(event_loops: usize) {
     let env = Env::new().await;
     let (a, u) = (upstream("auth").await, upstream("users").await);
     let (c1, c2) = (upstream("chat-1").await, upstream("chat-2").await);
-    let gw = env.gateway(&config(&[&a], &[&u], &[&c1, &c2])).await;
+    let mut cfg = config(&[&a], &[&u], &[&c1, &c2]);
+    cfg.event_loops = event_loops;
+    let gw = env.gateway(&cfg).await;
     let user = uuid::Uuid::now_v7();
     let token = env.token(user);
     let ws_url = format!("ws://{}/chat/ws", gw.addr);

@@ -98,6 +98,131 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves `router` on `loops` dedicated threads, each a single-threaded event loop that
+/// keeps its connections (and any connections its requests open, such as a proxy's
+/// upstream pool) on that thread — the nginx/Pingora worker model. A proxy spends its
+/// time handing bytes between two sockets; on the shared work-stealing runtime each
+/// hand-over can wake another thread. One acceptor deals new connections to the loops in
+/// turn (a shared listening socket lets whichever loop wakes first take a whole burst).
+/// Returns when `shutdown` is cancelled and every loop has let its requests finish; the
+/// loops' runtimes live on (running what their connections spawned, such as proxied
+/// WebSockets closing cleanly) until `release` is cancelled.
+pub async fn serve_on_event_loops(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    loops: usize,
+    release: CancellationToken,
+) -> anyhow::Result<()> {
+    let local_addr = listener.local_addr()?;
+    let mut queues = Vec::with_capacity(loops);
+    let mut done = Vec::with_capacity(loops);
+    for i in 0..loops.max(1) {
+        let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(1024);
+        queues.push(conn_tx);
+        let router = router.clone();
+        let (shutdown, release) = (shutdown.clone(), release.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("event-loop-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    use axum::serve::ListenerExt;
+                    let listener = Dealt {
+                        rx: conn_rx,
+                        local_addr,
+                    }
+                    .tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    let result = axum::serve(
+                        listener,
+                        router.into_make_service_with_connect_info::<SocketAddr>(),
+                    )
+                    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                    .await
+                    .map_err(anyhow::Error::from);
+                    let _ = tx.send(result);
+                    release.cancelled().await;
+                });
+            })?;
+        done.push(rx);
+    }
+    // The acceptor: on this runtime, handing each connection to the next loop.
+    let mut next = 0usize;
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        next = (next + 1) % queues.len();
+        if queues[next].send((stream, peer)).await.is_err() {
+            break;
+        }
+    }
+    drop(queues);
+    let mut result = Ok(());
+    for rx in done {
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(anyhow::anyhow!("an event loop thread panicked")),
+        }
+    }
+    result
+}
+
+/// An event loop's listener: the connections the acceptor dealt to it, registered with
+/// this loop's reactor as they arrive.
+struct Dealt {
+    rx: tokio::sync::mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
+    local_addr: SocketAddr,
+}
+
+impl axum::serve::Listener for Dealt {
+    type Io = tokio::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.rx.recv().await {
+                Some((stream, peer)) => match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => return (stream, peer),
+                    Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
+                },
+                // The acceptor stopped (shutdown): no more connections.
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local_addr)
+    }
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -125,6 +250,9 @@ pub struct Service {
     pub router: Router,
     pub shutdown: CancellationToken,
     pub background: Vec<tokio::task::JoinHandle<()>>,
+    /// 0: served on the process's runtime; n: on n dedicated event-loop threads (see
+    /// [`serve_on_event_loops`]).
+    pub event_loops: usize,
 }
 
 impl Service {
@@ -139,7 +267,22 @@ impl Service {
     pub async fn run(self) -> anyhow::Result<()> {
         let addr = self.local_addr();
         tracing::info!(service = self.name, %addr, "listening");
-        let result = serve(self.listener, self.router, self.shutdown.clone()).await;
+        // Event loops (if any) stop once the background tasks are done.
+        let release = CancellationToken::new();
+        let _release_on_return = release.clone().drop_guard();
+        let result = match self.event_loops {
+            0 => serve(self.listener, self.router, self.shutdown.clone()).await,
+            n => {
+                serve_on_event_loops(
+                    self.listener,
+                    self.router,
+                    self.shutdown.clone(),
+                    n,
+                    release,
+                )
+                .await
+            }
+        };
         self.shutdown.cancel();
         for task in self.background {
             let _ = task.await;

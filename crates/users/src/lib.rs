@@ -122,5 +122,6 @@ pub async fn build(
         router,
         shutdown,
         background: vec![relay, consumer, feed],
+        event_loops: 0,
     })
 }

@@ -11,8 +11,11 @@ use crate::{Cli, api};
 
 /// The gateway keeps authenticating and rate limiting every request, but the per-user
 /// limit is raised so one benchmark account is not turned away (the default is 50/s).
-pub fn gateway_env() -> Env {
-    let mut env = Vec::new();
+pub fn gateway_env(event_loops: usize) -> Env {
+    let mut env = vec![(
+        "INTELLICOLAB_GATEWAY__EVENT_LOOPS".to_owned(),
+        event_loops.to_string(),
+    )];
     for (policy, rate, period, burst) in [
         ("DEFAULT", 1_000_000_000u64, 1_000u64, 1_000_000_000u64),
         ("STRICT", 10, 60_000, 5),
@@ -34,7 +37,8 @@ pub fn gateway_env() -> Env {
 }
 
 pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
-    let system = System::start(&cli.system_options(), &gateway_env()).await?;
+    let system =
+        System::start(&cli.system_options(), &gateway_env(cli.gateway_event_loops)).await?;
     let pid = system.pid();
     let backend = system.backend;
     let http = api::client()?;
@@ -182,6 +186,13 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
             (
                 "duration".into(),
                 format!("{} s (+{} s warm-up) per row", cli.duration, cli.warmup),
+            ),
+            (
+                "gateway event loops".into(),
+                match cli.gateway_event_loops {
+                    0 => "0 (proxies on the process's shared runtime, the default)".into(),
+                    n => format!("{n} (dedicated single-threaded event loops)"),
+                },
             ),
         ],
         tables: vec![(
