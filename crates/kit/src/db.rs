@@ -124,7 +124,14 @@ impl Db {
             Backend::Sqlite => Some(self.write_lock.clone().lock_owned().await),
             Backend::Postgres => None,
         };
-        let tx = self.pool.begin().await?;
+        let tx = match self.backend {
+            // IMMEDIATE: take SQLite's write lock now (waiting up to the busy timeout for a
+            // write outside `begin`, such as the outbox purge). A deferred transaction that
+            // reads first fails at once with SQLITE_BUSY when another connection wrote in
+            // between — seen as rare 500s on sends under load.
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
         Ok(Tx { tx, _guard: guard })
     }
 
