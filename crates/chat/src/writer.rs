@@ -83,21 +83,6 @@ impl Writer {
         }
     }
 
-    /// Queues a send and waits until it is stored (or failed).
-    pub async fn send(
-        &self,
-        sender: Uuid,
-        room_id: Uuid,
-        body: String,
-        client_msg_id: Option<String>,
-        reply_to: Option<Uuid>,
-    ) -> SendResult {
-        self.enqueue(sender, room_id, body, client_msg_id, reply_to)
-            .await?
-            .stored()
-            .await
-    }
-
     /// Queues a send (waiting only for queue space) and returns its pending result.
     /// Sends queued one after the other to the same room are stored in that order, so a
     /// caller may queue several before waiting for the first.
