@@ -131,6 +131,12 @@ impl Broadcast {
         self.lookback = lookback;
         self
     }
+
+    /// Where the lookback window starts (epoch ms), taken when the caller subscribes.
+    pub(crate) fn window_start_ms(&self) -> i64 {
+        let lookback_ms = i64::try_from(self.lookback.as_millis()).unwrap_or(i64::MAX);
+        kit::time::now_ms().saturating_sub(lookback_ms)
+    }
 }
 
 /// The event transport, chosen by configuration.

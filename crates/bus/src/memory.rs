@@ -105,8 +105,7 @@ impl MemoryBus {
         handler: Handler,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        let lookback_ms = i64::try_from(sub.lookback.as_millis()).unwrap_or(i64::MAX);
-        let since = kit::time::now_ms().saturating_sub(lookback_ms);
+        let since = sub.window_start_ms();
         let offsets = sub
             .sources
             .iter()

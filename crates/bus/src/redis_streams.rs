@@ -125,8 +125,7 @@ impl RedisBus {
     ) -> tokio::task::JoinHandle<()> {
         // The window is fixed when the caller subscribes (not when the task first runs), and
         // includes its first millisecond: XREAD is exclusive, so start just before it.
-        let lookback_ms = i64::try_from(sub.lookback.as_millis()).unwrap_or(i64::MAX);
-        let start = kit::time::now_ms().saturating_sub(lookback_ms);
+        let start = sub.window_start_ms();
         let first = if start > 0 {
             format!("{}-{}", start - 1, u64::MAX)
         } else {
