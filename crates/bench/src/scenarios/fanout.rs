@@ -272,19 +272,7 @@ async fn offer(b: &Bench<'_>, w: usize, rate: f64) -> Phase {
     let send_lat = Arc::new(Mutex::new(Latencies::new()));
     let label = format!("fan-out {rate} msg/s");
     let bar = crate::progress::timed(&label, warmup + cli.duration());
-    let meter_pid = b.pid;
-    let profile = cli.profile.then(|| cli.duration());
-    let meter = tokio::spawn(async move {
-        tokio::time::sleep(warmup).await;
-        let perf = profile.map(|duration| {
-            tokio::spawn(async move { crate::profile::record(&label, meter_pid, duration).await })
-        });
-        (
-            CpuMeter::start(&[meter_pid]),
-            CpuMeter::start_exact(vec![std::process::id()]),
-            perf,
-        )
-    });
+    let meter = super::Meter::start(cli, &label, &[b.pid], warmup);
     let mut senders = Vec::new();
     for (r, (room_id, members)) in b.rooms.rooms.iter().enumerate() {
         let owner = b.rooms.accounts[members[0]].token.clone();
@@ -372,16 +360,8 @@ async fn offer(b: &Bench<'_>, w: usize, rate: f64) -> Phase {
     for s in senders {
         let _ = s.await;
     }
-    let (server, bench_cpu) = match meter.await {
-        Ok((server, bench, perf)) => {
-            let usage = (server.finish(), Some(bench.finish().cpu_percent));
-            if let Some(perf) = perf {
-                let _ = perf.await;
-            }
-            usage
-        }
-        Err(_) => (ProcUsage::default(), None),
-    };
+    let usage = meter.finish().await;
+    let (server, bench_cpu) = (usage.server.unwrap_or_default(), usage.bench_cpu_percent);
     // Every post has been answered, so the deliveries owed are known: wait for them, so that
     // this rate's backlog neither counts towards nor slows down the next one.
     let expected: u64 = b

@@ -16,7 +16,6 @@ use tokio_tungstenite::tungstenite::Message;
 use super::Usage;
 use crate::api::Account;
 use crate::load::{self, LoadResult, Mode};
-use crate::procstat::CpuMeter;
 use crate::stats::{Check, Latencies, Report, Row};
 use crate::system::{Env, System, SystemOptions};
 use crate::{Cli, api, ws};
@@ -165,26 +164,11 @@ async fn over_websocket(
         end: start + cli.warmup() + cli.duration(),
     };
     let meter = {
-        let profile = cli.profile.then(|| (label.clone(), cli.duration()));
+        // The window ends at `win.end`, not when the last ack has been waited for.
+        let meter = super::Meter::start(cli, &label, &[pid], cli.warmup());
         tokio::spawn(async move {
-            // Metering covers the window only, as in `super::measure`.
-            tokio::time::sleep_until(win.from.into()).await;
-            let perf = profile.map(|(label, duration)| {
-                tokio::spawn(async move { crate::profile::record(&label, pid, duration).await })
-            });
-            let (server, bench) = (
-                CpuMeter::start(&[pid]),
-                CpuMeter::start_exact(vec![std::process::id()]),
-            );
             tokio::time::sleep_until(win.end.into()).await;
-            let usage = Usage {
-                server: Some(server.finish()),
-                bench_cpu_percent: Some(bench.finish().cpu_percent),
-            };
-            if let Some(perf) = perf {
-                let _ = perf.await;
-            }
-            usage
+            meter.finish().await
         })
     };
     let acks = Arc::new(AtomicU64::new(0));

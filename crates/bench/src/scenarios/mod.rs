@@ -8,6 +8,7 @@ pub mod resume;
 pub mod search;
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::Cli;
 use crate::load::{self, LoadResult, MakeRequest, Mode};
@@ -24,22 +25,7 @@ pub async fn measure(
     mode: Mode,
     pids: &[u32],
 ) -> (LoadResult, Usage) {
-    // Metering starts after the warm-up so only measured traffic is charged.
-    let warmup = cli.warmup();
-    let pids = pids.to_vec();
-    let profile =
-        (cli.profile && !pids.is_empty()).then(|| (label.to_owned(), pids[0], cli.duration()));
-    let meter = tokio::spawn(async move {
-        tokio::time::sleep(warmup).await;
-        let perf = profile.map(|(label, pid, duration)| {
-            tokio::spawn(async move { crate::profile::record(&label, pid, duration).await })
-        });
-        (
-            (!pids.is_empty()).then(|| CpuMeter::start(&pids)),
-            CpuMeter::start_exact(vec![std::process::id()]),
-            perf,
-        )
-    });
+    let meter = Meter::start(cli, label, pids, cli.warmup());
     let result = load::run(load::LoadSpec {
         addr,
         make,
@@ -50,20 +36,54 @@ pub async fn measure(
         label: label.to_owned(),
     })
     .await;
-    let usage = match meter.await {
-        Ok((server, bench, perf)) => {
-            let usage = Usage {
-                server: server.map(CpuMeter::finish),
-                bench_cpu_percent: Some(bench.finish().cpu_percent),
-            };
-            if let Some(perf) = perf {
-                let _ = perf.await;
+    (result, meter.finish().await)
+}
+
+/// Meters one measured window: from `warmup` after its start, the CPU (and RSS) of the
+/// server processes `pids` and the bench's own CPU, so only measured traffic is charged;
+/// with `--profile`, `perf` records the first pid for the window's duration.
+pub struct Meter(tokio::task::JoinHandle<MeterParts>);
+
+type MeterParts = (
+    Option<CpuMeter>,
+    CpuMeter,
+    Option<tokio::task::JoinHandle<()>>,
+);
+
+impl Meter {
+    pub fn start(cli: &Cli, label: &str, pids: &[u32], warmup: Duration) -> Self {
+        let pids = pids.to_vec();
+        let profile =
+            (cli.profile && !pids.is_empty()).then(|| (label.to_owned(), pids[0], cli.duration()));
+        Self(tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            let perf = profile.map(|(label, pid, duration)| {
+                tokio::spawn(async move { crate::profile::record(&label, pid, duration).await })
+            });
+            (
+                (!pids.is_empty()).then(|| CpuMeter::start(&pids)),
+                CpuMeter::start_exact(vec![std::process::id()]),
+                perf,
+            )
+        }))
+    }
+
+    /// Ends the window now (and waits for the profile, if any).
+    pub async fn finish(self) -> Usage {
+        match self.0.await {
+            Ok((server, bench, perf)) => {
+                let usage = Usage {
+                    server: server.map(CpuMeter::finish),
+                    bench_cpu_percent: Some(bench.finish().cpu_percent),
+                };
+                if let Some(perf) = perf {
+                    let _ = perf.await;
+                }
+                usage
             }
-            usage
+            Err(_) => Usage::default(),
         }
-        Err(_) => Usage::default(),
-    };
-    (result, usage)
+    }
 }
 
 /// CPU/RSS of the server processes and CPU of the bench during one measurement.
