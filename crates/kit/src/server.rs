@@ -78,6 +78,11 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
 }
 
+/// Small request/response exchanges on keep-alive connections must not wait for Nagle.
+fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    let _ = tcp.set_nodelay(true);
+}
+
 /// Serves `router` until `shutdown` is cancelled, then lets in-flight requests finish.
 pub async fn serve(
     listener: TcpListener,
@@ -85,10 +90,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     use axum::serve::ListenerExt;
-    // Small request/response exchanges on keep-alive connections must not wait for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
+    let listener = listener.tap_io(no_delay);
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -142,9 +144,7 @@ pub async fn serve_on_event_loops(
                         rx: conn_rx,
                         local_addr,
                     }
-                    .tap_io(|tcp| {
-                        let _ = tcp.set_nodelay(true);
-                    });
+                    .tap_io(no_delay);
                     let result = axum::serve(
                         listener,
                         router.into_make_service_with_connect_info::<SocketAddr>(),
