@@ -110,6 +110,8 @@ pub async fn build(
     bus: bus::Bus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<kit::server::Service> {
+    // The recorder must exist before metric handles are registered (the send writer's).
+    kit::telemetry::metrics_handle();
     let shutdown = shutdown.child_token();
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
     let db = open_db(common, config).await?;

@@ -130,6 +130,8 @@ async fn send_ack_and_live_events(backend: Backend) {
         "chat_messages_stored_total",
         "chat_fanout_deliveries_total",
         "chat_fanout_latency_seconds",
+        "chat_send_batch_seconds",
+        "chat_send_queue_seconds",
     ] {
         assert!(metrics.contains(name), "{name} missing");
     }
