@@ -67,20 +67,23 @@ impl ProfilePatch {
             let n = d.chars().count();
             if n == 0 || n > DISPLAY_NAME_MAX_CHARS {
                 err("display_name", "must be 1–64 characters after trimming");
-            } else if d.chars().any(char::is_control) {
-                err("display_name", "must not contain control characters");
+            } else if d.chars().any(|c| is_forbidden(c, false)) {
+                err(
+                    "display_name",
+                    "must not contain control characters or bidirectional overrides",
+                );
             }
         }
-        if let Some(b) = &self.bio {
+        // CRLF from a browser form or a Windows client is a line break like LF: kept as LF,
+        // so only a lone CR (which overprints a line on terminals) is refused below.
+        let bio = self.bio.map(|b| b.replace("\r\n", "\n"));
+        if let Some(b) = &bio {
             if b.chars().count() > BIO_MAX_CHARS {
                 err("bio", "must be at most 500 characters");
-            } else if b
-                .chars()
-                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-            {
+            } else if b.chars().any(|c| is_forbidden(c, true)) {
                 err(
                     "bio",
-                    "must not contain control characters other than line breaks and tabs",
+                    "must not contain control characters (other than line breaks and tabs) or bidirectional overrides",
                 );
             }
         }
@@ -97,13 +100,26 @@ impl ProfilePatch {
         if errors.is_empty() {
             Ok(ValidPatch {
                 display_name,
-                bio: self.bio,
+                bio,
                 avatar_url,
             })
         } else {
             Err(errors)
         }
     }
+}
+
+/// Characters a profile text must not contain: NUL and the other C0 controls, DEL and
+/// the C1 controls (`char::is_control`: U+0000–U+001F, U+007F–U+009F), and the bidi
+/// embeddings, overrides and isolates U+202A–U+202E and U+2066–U+2069, which reorder the
+/// text around them (a name ending in U+202E shows the next text reversed: "Trojan
+/// Source", CVE-2021-42574). `multiline` lets `\n` and `\t` through (bio).
+// A local copy until kit grows a shared `kit::text` check (auth and chat need the same).
+fn is_forbidden(c: char, multiline: bool) -> bool {
+    if multiline && matches!(c, '\n' | '\t') {
+        return false;
+    }
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `https://host[...]` without whitespace or control characters.
@@ -152,6 +168,29 @@ mod tests {
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["display_name", "bio", "avatar_url"]);
         assert!(patch(Some("a\u{7}b"), None, None).validate().is_err());
+        for bad in [
+            "\0", "\u{1b}", "\u{7f}", "\u{85}", "\u{9f}", "\u{202a}", "\u{202e}", "\u{2066}",
+            "\u{2069}", "\n", "\t",
+        ] {
+            let name = format!("a{bad}b");
+            assert!(
+                patch(Some(&name), None, None).validate().is_err(),
+                "{bad:?}"
+            );
+        }
+        for bad in ["\0", "\u{1b}", "\r", "\u{85}", "\u{202d}", "\u{2067}"] {
+            let bio = format!("a{bad}b");
+            assert!(patch(None, Some(&bio), None).validate().is_err(), "{bad:?}");
+        }
+        // Neighbours of the refused ranges stay allowed (LRM, ZWJ in emoji, U+2070).
+        let ok = patch(
+            Some("a\u{200e}b\u{2070}👩\u{200d}💻"),
+            Some("x\r\ny\tz\n"),
+            None,
+        )
+        .validate()
+        .unwrap();
+        assert_eq!(ok.bio.as_deref(), Some("x\ny\tz\n"));
         assert!(
             patch(Some(&"é".repeat(64)), Some(&"é".repeat(500)), None)
                 .validate()

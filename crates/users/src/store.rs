@@ -288,6 +288,63 @@ pub async fn pair_flags_pool(pool: &AnyPool, a: &str, b: &str) -> Result<PairFla
     pair_flags(&mut conn, a, b).await
 }
 
+/// [`PairFlags`] plus whether each side has a visible profile, in one statement (the
+/// internal relationship check other services make per request).
+pub async fn pair_status(
+    pool: &AnyPool,
+    a: &str,
+    b: &str,
+) -> Result<(PairFlags, bool, bool), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT
+           (SELECT COUNT(*) FROM blocks WHERE blocker_id = $1 AND blocked_id = $2) AS ab_block,
+           (SELECT COUNT(*) FROM blocks WHERE blocker_id = $2 AND blocked_id = $1) AS ba_block,
+           (SELECT COUNT(*) FROM follows WHERE follower_id = $1 AND followee_id = $2) AS ab_follow,
+           (SELECT COUNT(*) FROM follows WHERE follower_id = $2 AND followee_id = $1) AS ba_follow,
+           (SELECT COUNT(*) FROM profiles WHERE id = $1 AND username <> '') AS a_exists,
+           (SELECT COUNT(*) FROM profiles WHERE id = $2 AND username <> '') AS b_exists",
+    )
+    .bind(a)
+    .bind(b)
+    .fetch_one(pool)
+    .await?;
+    let flags = PairFlags {
+        a_blocks_b: row.try_get::<i64, _>("ab_block")? > 0,
+        b_blocks_a: row.try_get::<i64, _>("ba_block")? > 0,
+        a_follows_b: row.try_get::<i64, _>("ab_follow")? > 0,
+        b_follows_a: row.try_get::<i64, _>("ba_follow")? > 0,
+    };
+    Ok((
+        flags,
+        row.try_get::<i64, _>("a_exists")? > 0,
+        row.try_get::<i64, _>("b_exists")? > 0,
+    ))
+}
+
+/// One page of every block edge `(blocker_id, blocked_id)` after the pair `after`, in
+/// byte order of the ids (`COLLATE "C"` on PostgreSQL, as on SQLite): the primary key's
+/// order, so each page is one index range scan however large the table.
+pub async fn blocks_after(
+    pool: &AnyPool,
+    after: Option<(&str, &str)>,
+    limit: i64,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let (blocker, blocked) = after.unwrap_or(("", ""));
+    let rows = sqlx::query(
+        "SELECT blocker_id, blocked_id FROM blocks
+         WHERE blocker_id > $1 OR (blocker_id = $1 AND blocked_id > $2)
+         ORDER BY blocker_id, blocked_id LIMIT $3",
+    )
+    .bind(blocker)
+    .bind(blocked)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("blocker_id")?, r.try_get("blocked_id")?)))
+        .collect()
+}
+
 /// Locks the profile rows of `a` and `b` (in id order, so lockers never deadlock) and
 /// returns whether `b` is a visible profile.
 pub async fn lock_pair(
@@ -411,6 +468,15 @@ pub enum EdgeList {
 }
 
 impl EdgeList {
+    /// Whether the list hides the users who block the viewer. A blocker is invisible to
+    /// the people it blocks (404 on its profile, absent from search), so it must not
+    /// show up in anyone's followers, following or friends either. The viewer's own
+    /// block list is the exception: it lists whom the viewer blocks, and hiding an entry
+    /// because that user blocks back would leave the viewer unable to see its own block.
+    fn hides_blockers(self) -> bool {
+        !matches!(self, EdgeList::Blocks)
+    }
+
     fn sql(self) -> String {
         let (from, other, time, filter) = match self {
             EdgeList::Followers => (
@@ -438,29 +504,44 @@ impl EdgeList {
                 "e.blocker_id = $1",
             ),
         };
+        // Filtered in the statement, before LIMIT, so a page is only short at the end of
+        // the list and the keyset cursor still points at the last row returned. The
+        // NOT EXISTS is one primary-key probe of `blocks` per candidate row.
+        let hide = if self.hides_blockers() {
+            format!(
+                "AND NOT EXISTS (SELECT 1 FROM blocks hb WHERE hb.blocker_id = {other} AND hb.blocked_id = $5)"
+            )
+        } else {
+            String::new()
+        };
         format!(
             "SELECT {PROFILE_COLUMNS}, {time} AS edge_at FROM {from} JOIN profiles p ON p.id = {other}
-             WHERE {filter} AND p.username <> '' AND ({time} < $2 OR ({time} = $2 AND {other} < $3))
+             WHERE {filter} AND p.username <> '' AND ({time} < $2 OR ({time} = $2 AND {other} < $3)) {hide}
              ORDER BY {time} DESC, {other} DESC LIMIT $4"
         )
     }
 }
 
-/// One page of `list` around `anchor`; the cursor of the next page if there is one.
+/// One page of `list` around `anchor` as `viewer` sees it (users who block the viewer
+/// left out, see [`EdgeList::hides_blockers`]); the cursor of the next page if there is one.
 pub async fn list_edges(
     pool: &AnyPool,
     list: EdgeList,
     anchor: &str,
+    viewer: &str,
     after: &EdgeCursor,
     limit: i64,
 ) -> Result<(Vec<Profile>, Option<EdgeCursor>), sqlx::Error> {
-    let rows = sqlx::query(AssertSqlSafe(list.sql()))
+    let sql = list.sql();
+    let mut query = sqlx::query(AssertSqlSafe(sql))
         .bind(anchor)
         .bind(after.at)
         .bind(after.id.as_str())
-        .bind(limit + 1)
-        .fetch_all(pool)
-        .await?;
+        .bind(limit + 1);
+    if list.hides_blockers() {
+        query = query.bind(viewer);
+    }
+    let rows = query.fetch_all(pool).await?;
     let mut items = Vec::with_capacity(rows.len());
     let mut last = None;
     for row in rows.iter().take(limit as usize) {

@@ -10,7 +10,7 @@ use kit::{ApiError, ApiResult};
 use serde::Serialize;
 use token::AuthUser;
 
-use super::{OrInternal, Page, PageParams, SOURCE, ensure_me, user_not_found};
+use super::{Page, PageParams, SOURCE, ensure_me, user_not_found};
 use crate::cursor::{self, EdgeCursor};
 use crate::domain::Profile;
 use crate::search::feed::Changes;
@@ -96,11 +96,8 @@ async fn change_edge(
         user.id.to_string()
     };
     let target = id.to_string();
-    let mut tx = ctx.db.begin().await.or_500()?;
-    if !store::lock_pair(&mut tx, ctx.db.backend(), &me, &target)
-        .await
-        .or_500()?
-    {
+    let mut tx = ctx.db.begin().await?;
+    if !store::lock_pair(&mut tx, ctx.db.backend(), &me, &target).await? {
         return Err(user_not_found());
     }
     let mut changes = Changes::default();
@@ -108,38 +105,30 @@ async fn change_edge(
     let changed = match op {
         EdgeChange::Follow => {
             if store::pair_flags(tx.conn(), &me, &target)
-                .await
-                .or_500()?
+                .await?
                 .any_block()
             {
                 return Err(blocked());
             }
-            let inserted = store::insert_follow(&mut tx, &me, &target, &mut changes)
-                .await
-                .or_500()?;
+            let inserted = store::insert_follow(&mut tx, &me, &target, &mut changes).await?;
             if inserted {
                 events.push(follow_event("user.followed", &me, &target));
             }
             inserted
         }
         EdgeChange::Unfollow => {
-            let deleted = store::delete_follow(&mut tx, &me, &target, &mut changes)
-                .await
-                .or_500()?;
+            let deleted = store::delete_follow(&mut tx, &me, &target, &mut changes).await?;
             if deleted {
                 events.push(follow_event("user.unfollowed", &me, &target));
             }
             deleted
         }
         EdgeChange::Block => {
-            let inserted = store::insert_block(&mut tx, &me, &target).await.or_500()?;
+            let inserted = store::insert_block(&mut tx, &me, &target).await?;
             if inserted {
                 // A block ends every follow between the two, in both directions.
                 for (a, b) in [(&me, &target), (&target, &me)] {
-                    if store::delete_follow(&mut tx, a, b, &mut changes)
-                        .await
-                        .or_500()?
-                    {
+                    if store::delete_follow(&mut tx, a, b, &mut changes).await? {
                         events.push(follow_event("user.unfollowed", a, b));
                     }
                 }
@@ -148,7 +137,7 @@ async fn change_edge(
             inserted
         }
         EdgeChange::Unblock => {
-            let deleted = store::delete_block(&mut tx, &me, &target).await.or_500()?;
+            let deleted = store::delete_block(&mut tx, &me, &target).await?;
             if deleted {
                 events.push(block_event("user.unblocked", &me, &target));
             }
@@ -156,9 +145,9 @@ async fn change_edge(
         }
     };
     for event in &events {
-        bus::outbox::enqueue(&mut tx, event).await.or_500()?;
+        bus::outbox::enqueue(&mut tx, event).await?;
     }
-    tx.commit().await.or_500()?;
+    tx.commit().await?;
     changes.apply_to(&ctx.search);
     if changed {
         if op == EdgeChange::Follow {
@@ -201,17 +190,18 @@ async fn unblock(
     change_edge(&ctx, &user, id, EdgeChange::Unblock).await
 }
 
+/// One page of `list` of `anchor`, as `viewer` sees it.
 async fn page(
     ctx: &ApiContext,
     list: EdgeList,
     anchor: &str,
+    viewer: &str,
     params: &PageParams,
 ) -> ApiResult<Page<Profile>> {
     let limit = cursor::limit(params.limit)?;
     let after = EdgeCursor::parse(params.cursor.as_deref())?;
-    let (items, next) = store::list_edges(ctx.db.pool(), list, anchor, &after, limit)
-        .await
-        .or_500()?;
+    let (items, next) =
+        store::list_edges(ctx.db.pool(), list, anchor, viewer, &after, limit).await?;
     Ok(Page {
         items,
         next_cursor: next.map(|c| c.encode()),
@@ -228,21 +218,18 @@ async fn others_page(
 ) -> ApiResult<Page<Profile>> {
     let (me, target) = (user.id.to_string(), id.to_string());
     if me != target {
-        let flags = store::pair_flags_pool(ctx.db.pool(), &me, &target)
-            .await
-            .or_500()?;
+        let flags = store::pair_flags_pool(ctx.db.pool(), &me, &target).await?;
         if flags.b_blocks_a {
             return Err(user_not_found());
         }
     }
     if store::get_profile_pool(ctx.db.pool(), &target)
-        .await
-        .or_500()?
+        .await?
         .is_none()
     {
         return Err(user_not_found());
     }
-    page(ctx, list, &target, params).await
+    page(ctx, list, &target, &me, params).await
 }
 
 async fn followers(
@@ -272,8 +259,9 @@ async fn my_followers(
     user: AuthUser,
     Query(params): Query<PageParams>,
 ) -> ApiResult<kit::http::Json<Page<Profile>>> {
+    let me = user.id.to_string();
     Ok(kit::http::Json(
-        page(&ctx, EdgeList::Followers, &user.id.to_string(), &params).await?,
+        page(&ctx, EdgeList::Followers, &me, &me, &params).await?,
     ))
 }
 
@@ -282,8 +270,9 @@ async fn my_following(
     user: AuthUser,
     Query(params): Query<PageParams>,
 ) -> ApiResult<kit::http::Json<Page<Profile>>> {
+    let me = user.id.to_string();
     Ok(kit::http::Json(
-        page(&ctx, EdgeList::Following, &user.id.to_string(), &params).await?,
+        page(&ctx, EdgeList::Following, &me, &me, &params).await?,
     ))
 }
 
@@ -292,8 +281,9 @@ async fn list_friends(
     user: AuthUser,
     Query(params): Query<PageParams>,
 ) -> ApiResult<kit::http::Json<Page<Profile>>> {
+    let me = user.id.to_string();
     Ok(kit::http::Json(
-        page(&ctx, EdgeList::Friends, &user.id.to_string(), &params).await?,
+        page(&ctx, EdgeList::Friends, &me, &me, &params).await?,
     ))
 }
 
@@ -302,8 +292,9 @@ async fn list_blocks(
     user: AuthUser,
     Query(params): Query<PageParams>,
 ) -> ApiResult<kit::http::Json<Page<Profile>>> {
+    let me = user.id.to_string();
     Ok(kit::http::Json(
-        page(&ctx, EdgeList::Blocks, &user.id.to_string(), &params).await?,
+        page(&ctx, EdgeList::Blocks, &me, &me, &params).await?,
     ))
 }
 
@@ -329,9 +320,7 @@ async fn suggested(
         }
     };
     let me = user.id.to_string();
-    let mut rows = store::suggestions(ctx.db.pool(), &me, (after.0, &after.1), limit + 1)
-        .await
-        .or_500()?;
+    let mut rows = store::suggestions(ctx.db.pool(), &me, (after.0, &after.1), limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = if more {
@@ -341,7 +330,7 @@ async fn suggested(
         None
     };
     let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
-    let profiles = store::profiles_by_ids(ctx.db.pool(), &ids).await.or_500()?;
+    let profiles = store::profiles_by_ids(ctx.db.pool(), &ids).await?;
     let scores: std::collections::HashMap<&str, i64> =
         rows.iter().map(|(id, s)| (id.as_str(), *s)).collect();
     let items = profiles

@@ -44,16 +44,10 @@ pub struct PageParams {
     pub cursor: Option<String>,
 }
 
-/// Storage failures become a logged 500 without details.
-pub trait OrInternal<T> {
-    fn or_500(self) -> ApiResult<T>;
-}
-
-impl<T> OrInternal<T> for Result<T, sqlx::Error> {
-    fn or_500(self) -> ApiResult<T> {
-        self.map_err(ApiError::internal)
-    }
-}
+// Storage errors propagate with `?`: kit's `From<sqlx::Error> for ApiError` answers an
+// unreachable database (pool timeout, I/O, closed pool, PostgreSQL connection
+// exceptions) with 503 `database_unavailable` + `Retry-After` and anything else with a
+// logged 500, so a client can tell "retry later" from a bug.
 
 pub fn user_not_found() -> ApiError {
     ApiError::new(
@@ -68,7 +62,7 @@ pub fn user_not_found() -> ApiError {
 /// display name and creation time.
 pub async fn ensure_me(ctx: &ApiContext, user: &AuthUser) -> ApiResult<Profile> {
     let id = user.id.to_string();
-    if let Some(p) = store::get_profile_pool(ctx.db.pool(), &id).await.or_500()? {
+    if let Some(p) = store::get_profile_pool(ctx.db.pool(), &id).await? {
         return Ok(p);
     }
     if user.username.trim().is_empty() {
@@ -78,7 +72,7 @@ pub async fn ensure_me(ctx: &ApiContext, user: &AuthUser) -> ApiResult<Profile> 
             "no profile exists for this account yet",
         ));
     }
-    let mut tx = ctx.db.begin().await.or_500()?;
+    let mut tx = ctx.db.begin().await?;
     let change = IdentityChange {
         id: &id,
         version: "",
@@ -87,11 +81,9 @@ pub async fn ensure_me(ctx: &ApiContext, user: &AuthUser) -> ApiResult<Profile> 
         created_at: None,
     };
     let mut changes = Changes::default();
-    store::apply_identity(&mut tx, ctx.db.backend(), &change, &mut changes)
-        .await
-        .or_500()?;
-    let profile = store::get_profile(tx.conn(), &id).await.or_500()?;
-    tx.commit().await.or_500()?;
+    store::apply_identity(&mut tx, ctx.db.backend(), &change, &mut changes).await?;
+    let profile = store::get_profile(tx.conn(), &id).await?;
+    tx.commit().await?;
     changes.apply_to(&ctx.search);
     profile.ok_or_else(|| ApiError::internal("profile missing right after its creation"))
 }

@@ -8,7 +8,7 @@ use kit::{ApiError, ApiResult};
 use serde::Serialize;
 use token::AuthUser;
 
-use super::{OrInternal, ensure_me, profile_updated_event, user_not_found};
+use super::{ensure_me, profile_updated_event, user_not_found};
 use crate::domain::{Profile, ProfilePatch, Relationship};
 use crate::search::feed::Changes;
 use crate::state::ApiContext;
@@ -34,17 +34,14 @@ async fn patch_me(
     if patch.is_empty() {
         return Ok(Json(current));
     }
-    let mut tx = ctx.db.begin().await.or_500()?;
+    let mut tx = ctx.db.begin().await?;
     let mut changes = Changes::default();
     let profile =
         store::patch_profile(&mut tx, ctx.db.backend(), &current.id, &patch, &mut changes)
-            .await
-            .or_500()?
+            .await?
             .ok_or_else(|| ApiError::internal("profile vanished during PATCH"))?;
-    bus::outbox::enqueue(&mut tx, &profile_updated_event(&profile))
-        .await
-        .or_500()?;
-    tx.commit().await.or_500()?;
+    bus::outbox::enqueue(&mut tx, &profile_updated_event(&profile)).await?;
+    tx.commit().await?;
     changes.apply_to(&ctx.search);
     ctx.outbox.wake();
     Ok(Json(profile))
@@ -63,16 +60,13 @@ async fn get_user(
     Path(id): Path<uuid::Uuid>,
 ) -> ApiResult<Json<ProfileWithRelationship>> {
     let (me, target) = (user.id.to_string(), id.to_string());
-    let flags = store::pair_flags_pool(ctx.db.pool(), &me, &target)
-        .await
-        .or_500()?;
+    let flags = store::pair_flags_pool(ctx.db.pool(), &me, &target).await?;
     // A blocker is invisible to the people it blocks: same answer as for no such user.
     if flags.b_blocks_a {
         return Err(user_not_found());
     }
     let profile = store::get_profile_pool(ctx.db.pool(), &target)
-        .await
-        .or_500()?
+        .await?
         .ok_or_else(user_not_found)?;
     let relationship = if me == target {
         Relationship::default()

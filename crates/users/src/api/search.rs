@@ -10,7 +10,7 @@ use kit::{ApiError, ApiResult};
 use serde::Deserialize;
 use token::AuthUser;
 
-use super::{OrInternal, Page};
+use super::Page;
 use crate::cursor;
 use crate::domain::Profile;
 use crate::search::feed::parse_id;
@@ -80,8 +80,7 @@ async fn search_users(
         after.as_ref(),
         limit,
     )
-    .await
-    .or_500()?;
+    .await?;
     let next_cursor = next.as_ref().map(encode_cursor);
     metrics::histogram!("users_search_duration_seconds").record(started.elapsed().as_secs_f64());
     Ok(Json(Page { items, next_cursor }))
