@@ -105,13 +105,9 @@ pub async fn build(
         hasher: hashing::Hasher::default(),
         mailer: Arc::new(mailer),
     };
-    let ready: kit::server::ReadyCheck = Arc::new(move || {
-        let db = db.clone();
+    let ready = kit::server::readiness(db.clone(), move || {
         let bus = bus.clone();
-        Box::pin(async move {
-            db.ping().await.map_err(|e| format!("database: {e}"))?;
-            bus.ping().await.map_err(|e| format!("bus: {e}"))
-        })
+        async move { bus.ping().await }
     });
     let router = kit::server::finish_router("auth", api::router(ctx), ready, trusted);
     Ok(kit::server::Service {

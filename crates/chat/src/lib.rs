@@ -116,6 +116,7 @@ pub async fn build(
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
     let db = open_db(common, config).await?;
     let verifier = token::Verifier::from_url(common.jwks_url());
+    token::Verifier::spawn_revocation_sync(&common.auth_url);
     let hub = Arc::new(hub::Hub::new(db.clone()));
     let (fanout, mut background) = fanout::Fanout::start(
         hub.clone(),
@@ -165,13 +166,9 @@ pub async fn build(
         writer,
         shutdown: shutdown.clone(),
     };
-    let ready: kit::server::ReadyCheck = Arc::new(move || {
-        let db = db.clone();
+    let ready = kit::server::readiness(db.clone(), move || {
         let bus = bus.clone();
-        Box::pin(async move {
-            db.ping().await.map_err(|e| format!("database: {e}"))?;
-            bus.ping().await.map_err(|e| format!("bus: {e}"))
-        })
+        async move { bus.ping().await }
     });
     let router = kit::server::finish_router("chat", api::router(ctx), ready, trusted);
     Ok(kit::server::Service {

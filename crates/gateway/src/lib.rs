@@ -89,6 +89,7 @@ pub async fn build(
     let auth = Arc::new(edge_auth::EdgeAuth::new(
         token::Verifier::from_url_with_cache(common.jwks_url(), TOKEN_CACHE_CAPACITY),
     ));
+    token::Verifier::spawn_revocation_sync(&common.auth_url);
     let openapi = Arc::new(openapi::MergedSpec::new(config.public_url.as_deref()));
     let ws = ws::WsHub::new(shutdown.clone());
     let gateway = Arc::new(proxy::Gateway {

@@ -13,6 +13,7 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -30,7 +31,20 @@ pub struct Db {
     pool: AnyPool,
     backend: Backend,
     write_lock: Arc<Mutex<()>>,
+    /// Epoch ms of the last connection-class failure seen by [`Db::begin`] or
+    /// [`Db::ping`], 0 while the database answers. While set, `begin` waits only
+    /// [`ACQUIRE_WHEN_DOWN`] for a connection, so requests fail fast with 503.
+    down_since: Arc<AtomicI64>,
 }
+
+/// How long a request waits for a pooled connection. A healthy pool hands one out in
+/// microseconds; waiting longer than this means the database is down or saturated, and a
+/// 503 with `Retry-After` is the honest answer (the gateway gives up after 30 s, so a
+/// 10 s wait surfaced as 504s in the PostgreSQL-outage drill).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The wait for a connection once the database is known to be down: one reconnect
+/// attempt to a restarted local PostgreSQL takes a few ms, a refused one fails at once.
+const ACQUIRE_WHEN_DOWN: Duration = Duration::from_millis(300);
 
 /// One schema migration, with the SQL for each backend (usually identical).
 pub struct Migration {
@@ -86,7 +100,7 @@ impl Db {
         let options = AnyConnectOptions::from_str(url)?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
-        let mut pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        let mut pool = AnyPoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
         pool = match backend {
             Backend::Sqlite => pool.max_connections(4).after_connect(|conn, _| {
                 Box::pin(async move {
@@ -107,6 +121,7 @@ impl Db {
             pool,
             backend,
             write_lock: Arc::new(Mutex::new(())),
+            down_since: Arc::new(AtomicI64::new(0)),
         })
     }
 
@@ -124,22 +139,64 @@ impl Db {
             Backend::Sqlite => Some(self.write_lock.clone().lock_owned().await),
             Backend::Postgres => None,
         };
-        let tx = match self.backend {
-            // IMMEDIATE: take SQLite's write lock now (waiting up to the busy timeout for a
-            // write outside `begin`, such as the outbox purge). A deferred transaction that
-            // reads first fails at once with SQLITE_BUSY when another connection wrote in
-            // between — seen as rare 500s on sends under load.
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+        let begin = async {
+            match self.backend {
+                // IMMEDIATE: take SQLite's write lock now (waiting up to the busy timeout for a
+                // write outside `begin`, such as the outbox purge). A deferred transaction that
+                // reads first fails at once with SQLITE_BUSY when another connection wrote in
+                // between — seen as rare 500s on sends under load.
+                Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+                Backend::Postgres => self.pool.begin().await,
+            }
         };
+        let tx = self.observe(self.fail_fast(begin).await)?;
         Ok(Tx { tx, _guard: guard })
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
+        let ping = async { sqlx::query("SELECT 1").execute(&self.pool).await };
+        self.observe(self.fail_fast(ping).await).map(|_| ())
+    }
+
+    /// Whether a connection-class failure was seen since the last success.
+    pub fn is_known_down(&self) -> bool {
+        self.down_since.load(Ordering::Relaxed) != 0
+    }
+
+    /// Bounds `op` by [`ACQUIRE_WHEN_DOWN`] while the database is known to be down.
+    async fn fail_fast<T>(
+        &self,
+        op: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, sqlx::Error> {
+        if !self.is_known_down() {
+            return op.await;
+        }
+        tokio::time::timeout(ACQUIRE_WHEN_DOWN, op)
             .await
-            .map(|_| ())
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+    }
+
+    /// Records whether the database answered, for [`Db::fail_fast`].
+    fn observe<T>(&self, r: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        match &r {
+            Ok(_) => {
+                if self.down_since.swap(0, Ordering::Relaxed) != 0 {
+                    tracing::info!("database reachable again");
+                }
+            }
+            Err(e) if is_unavailable(e) => {
+                let now = crate::time::now_ms();
+                if self
+                    .down_since
+                    .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    tracing::warn!(error = %e, "database unreachable; failing fast until it answers");
+                }
+            }
+            Err(_) => {}
+        }
+        r
     }
 
     pub async fn close(&self) {
@@ -208,6 +265,34 @@ pub fn is_unique_violation(e: &sqlx::Error) -> bool {
                 || d.message().contains("UNIQUE constraint failed")
         }
         None => false,
+    }
+}
+
+/// Whether `e` means the database cannot serve right now (down, restarting, unreachable,
+/// out of connections, busy) rather than that the statement is wrong: such errors are
+/// answered 503 `database_unavailable` with `Retry-After`, and the same request may
+/// succeed once the database is back.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(d) => {
+            let code = d.code();
+            let code = code.as_deref().unwrap_or("");
+            // PostgreSQL: class 08 connection exception; 57P01-03 admin/crash shutdown and
+            // "cannot connect now" (starting up); 53300 too many connections; 40001/40P01
+            // serialization failure/deadlock (retryable). SQLite: SQLITE_BUSY/LOCKED after
+            // the busy timeout, told by its message (its numeric codes overlap SQLSTATEs).
+            code.starts_with("08")
+                || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01")
+                || d.message().contains("database is locked")
+                || d.message().contains("database table is locked")
+        }
+        _ => false,
     }
 }
 

@@ -77,8 +77,13 @@ impl ApiError {
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, detail)
     }
+    /// 503 with `Retry-After`: a dependency is down; the same request may succeed soon.
+    /// Every 503 carries the header, so clients (and the gateway) can back off uniformly.
     pub fn unavailable(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail);
+        e.headers
+            .push(("retry-after", RETRY_AFTER_UNAVAILABLE_SECS.to_string()));
+        e
     }
 
     /// 429 `rate_limited` with `Retry-After` (whole seconds, at least 1) and RateLimit headers.
@@ -133,6 +138,11 @@ struct Problem<'a> {
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// `Retry-After` on a 503: long enough for a pool to reconnect after a database
+/// restart (PostgreSQL accepts connections again within ~1 s of starting), short enough
+/// that a client retrying a send is not held up noticeably.
+pub const RETRY_AFTER_UNAVAILABLE_SECS: u64 = 2;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Problem {
@@ -161,12 +171,11 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::error!(error = %e, "database unavailable");
-                Self::unavailable("database_unavailable", "the database is unavailable")
-            }
-            _ => Self::internal(e),
+        if crate::db::is_unavailable(&e) {
+            tracing::error!(error = %e, "database unavailable");
+            Self::unavailable("database_unavailable", "the database is unavailable")
+        } else {
+            Self::internal(e)
         }
     }
 }

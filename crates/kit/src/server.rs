@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
@@ -18,9 +17,51 @@ use tokio_util::sync::CancellationToken;
 use crate::http::{self, DEFAULT_BODY_LIMIT};
 use crate::net::TrustedProxies;
 
-pub type ReadyFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
-/// Readiness probe: Ok when the service's dependencies (database, bus) answer.
+/// What a readiness check found: each dependency by name, `Ok` or the reason it failed.
+pub struct Readiness {
+    /// Needed to serve requests at all (the database): any failure means 503.
+    pub required: Vec<(&'static str, Result<(), String>)>,
+    /// Degrades the service but leaves it serving (the bus: events wait in the outbox,
+    /// chat's real-time fan-out is repaired by resume): reported, never 503.
+    pub optional: Vec<(&'static str, Result<(), String>)>,
+}
+
+pub type ReadyFuture = Pin<Box<dyn Future<Output = Readiness> + Send>>;
+/// Readiness probe: "can this instance serve requests now".
 pub type ReadyCheck = Arc<dyn Fn() -> ReadyFuture + Send + Sync>;
+
+/// A probe answers within this bound or counts as failed: Kubernetes' default probe
+/// timeout is 1 s, and a hanging database connect must not hang the probe.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
+
+/// The readiness of a service with a database (required) and a bus (optional).
+pub fn readiness<B, F>(db: crate::db::Db, bus_ping: B) -> ReadyCheck
+where
+    B: Fn() -> F + Send + Sync + 'static,
+    F: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let bus_ping = Arc::new(bus_ping);
+    Arc::new(move || {
+        let db = db.clone();
+        let bus = bus_ping();
+        Box::pin(async move {
+            let (db, bus) = tokio::join!(probe(async move { db.ping().await }), probe(bus));
+            Readiness {
+                required: vec![("database", db)],
+                optional: vec![("bus", bus)],
+            }
+        })
+    })
+}
+
+async fn probe<E: std::fmt::Display>(
+    check: impl Future<Output = Result<(), E>>,
+) -> Result<(), String> {
+    match tokio::time::timeout(PROBE_TIMEOUT, check).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
+    }
+}
 
 /// Wraps a service's routes with the standard endpoints and middleware.
 pub fn finish_router(
@@ -33,7 +74,7 @@ pub fn finish_router(
     crate::telemetry::metrics_handle();
     let health = Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(move || readyz(ready.clone())))
+        .route("/readyz", get(move || readyz(service, ready.clone())))
         .route("/metrics", get(metrics));
     routes
         .merge(health)
@@ -53,11 +94,34 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     crate::error::ApiError::internal("handler panicked").into_response()
 }
 
-async fn readyz(check: ReadyCheck) -> Response {
-    match check().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(why) => crate::error::ApiError::unavailable("not_ready", why).into_response(),
+/// 200 while every required dependency answers (the body lists degraded optional ones),
+/// else 503 `not_ready`. `dependency_up{service,dependency}` records each answer.
+async fn readyz(service: &'static str, check: ReadyCheck) -> Response {
+    let r = check().await;
+    let mut checks = serde_json::Map::new();
+    for (name, result) in r.required.iter().chain(&r.optional) {
+        metrics::gauge!("dependency_up", "service" => service, "dependency" => *name)
+            .set(if result.is_ok() { 1.0 } else { 0.0 });
+        let v = match result {
+            Ok(()) => "ok".to_owned(),
+            Err(why) => why.clone(),
+        };
+        checks.insert((*name).to_owned(), v.into());
     }
+    let failed: Vec<String> = r
+        .required
+        .iter()
+        .filter_map(|(name, res)| res.as_ref().err().map(|why| format!("{name}: {why}")))
+        .collect();
+    if !failed.is_empty() {
+        return crate::error::ApiError::unavailable("not_ready", failed.join("; ")).into_response();
+    }
+    let status = if r.optional.iter().all(|(_, res)| res.is_ok()) {
+        "ready"
+    } else {
+        "degraded"
+    };
+    axum::Json(serde_json::json!({ "status": status, "checks": checks })).into_response()
 }
 
 async fn metrics() -> Response {

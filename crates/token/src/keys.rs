@@ -13,7 +13,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::{Claims, TOKEN_TYPE};
+use crate::TOKEN_TYPE;
 
 struct Key {
     kid: String,
@@ -82,8 +82,9 @@ impl KeySet {
         &self.keys[0].kid
     }
 
-    /// Signs `claims` as an access token with the newest key.
-    pub fn sign(&self, claims: &Claims) -> anyhow::Result<String> {
+    /// Signs `claims` (a [`Claims`](crate::Claims); tests also sign other shapes) as an access token
+    /// with the newest key.
+    pub fn sign<C: serde::Serialize>(&self, claims: &C) -> anyhow::Result<String> {
         let key = &self.keys[0];
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some(TOKEN_TYPE.to_owned());

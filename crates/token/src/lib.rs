@@ -35,4 +35,4 @@ pub struct Claims {
 
 pub use extract::AuthUser;
 pub use keys::KeySet;
-pub use verify::{TokenError, Verifier};
+pub use verify::{TokenError, Verifier, revoke_in_process};

@@ -4,7 +4,12 @@
 //! `exp` (30 s leeway) and a `kid` from the JWKS. The JWKS is fetched from the auth
 //! service and cached; an unknown `kid` triggers a refetch at most every few seconds.
 //! Sessions reported revoked (`session.revoked` events) are rejected until their
-//! tokens would have expired anyway.
+//! tokens would have expired anyway. The revocation list is one per **process**, shared by
+//! every verifier in it: in one-process mode the auth service's `logout` enters the session
+//! before its 204 ([`revoke_in_process`]), so no service of that process accepts the token
+//! afterwards, without waiting for the event. A (re)started process loads the sessions
+//! still to refuse from the auth service ([`Verifier::spawn_revocation_sync`]), so a
+//! restart forgets nothing.
 //!
 //! Verified tokens are cached (keyed by their SHA-256, bounded, until `exp`): a client sends
 //! the same token on every request for 15 minutes, and the Ed25519 check was the largest
@@ -12,7 +17,7 @@
 //! are still checked on every hit, and the cache is emptied whenever the keys change.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -106,9 +111,45 @@ pub struct Verifier {
     source: Source,
     keys: RwLock<HashMap<String, DecodingKey>>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
-    revoked: Mutex<HashMap<uuid::Uuid, i64>>,
     verified: TokenCache,
     validation: Validation,
+}
+
+/// Revoked sessions of this process: session id → unix seconds until which its tokens
+/// are refused (their last `exp`). Shared by every [`Verifier`] of the process.
+static REVOKED: LazyLock<Mutex<HashMap<uuid::Uuid, i64>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Refuses tokens of session `sid` until `until` (unix seconds) in every verifier of this
+/// process, at once. The auth service calls it when it ends a session, before answering.
+pub fn revoke_in_process(sid: uuid::Uuid, until: i64) {
+    if let Ok(mut revoked) = REVOKED.lock() {
+        let now = kit::time::now_ms() / 1000;
+        revoked.retain(|_, exp| *exp + LEEWAY_SECS as i64 >= now);
+        revoked.insert(sid, until);
+    }
+}
+
+fn is_revoked_in_process(sid: uuid::Uuid) -> bool {
+    REVOKED
+        .lock()
+        .map(|r| r.contains_key(&sid))
+        .unwrap_or(false)
+}
+
+/// Path of the auth service's internal list of sessions whose tokens must still be
+/// refused (never routed by the gateway: only `/auth/...` is).
+pub const REVOCATIONS_PATH: &str = "/internal/revocations";
+
+#[derive(Deserialize)]
+struct RevocationPage {
+    items: Vec<Revocation>,
+}
+
+#[derive(Deserialize)]
+struct Revocation {
+    session_id: uuid::Uuid,
+    until: i64,
 }
 
 #[derive(Deserialize)]
@@ -134,12 +175,13 @@ impl Verifier {
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[AUDIENCE]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // `nbf`, when a token carries one, must have passed (RFC 7519 §4.1.5).
+        validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
         Self {
             source,
             keys: RwLock::new(HashMap::new()),
             last_fetch: tokio::sync::Mutex::new(None),
-            revoked: Mutex::new(HashMap::new()),
             verified: TokenCache::new(cache_capacity),
             validation,
         }
@@ -275,19 +317,71 @@ impl Verifier {
         Ok(data.claims)
     }
 
-    /// Rejects tokens of session `sid` until `until` (unix seconds: its tokens' last `exp`).
+    /// Rejects tokens of session `sid` until `until` (unix seconds: its tokens' last `exp`),
+    /// in every verifier of this process (see [`revoke_in_process`]).
     pub fn revoke_session(&self, sid: uuid::Uuid, until: i64) {
-        if let Ok(mut revoked) = self.revoked.lock() {
-            let now = kit::time::now_ms() / 1000;
-            revoked.retain(|_, exp| *exp + LEEWAY_SECS as i64 >= now);
-            revoked.insert(sid, until);
-        }
+        revoke_in_process(sid, until);
     }
 
     pub fn is_revoked(&self, sid: uuid::Uuid) -> bool {
-        self.revoked
-            .lock()
-            .map(|r| r.contains_key(&sid))
-            .unwrap_or(false)
+        is_revoked_in_process(sid)
     }
+
+    /// Loads the sessions ended within the last day whose tokens may still be live from
+    /// the auth service at `auth_url`, retrying every second until it answers (a process
+    /// started before auth learns them as soon as auth is up; meanwhile `session.revoked`
+    /// events keep arriving). Without this a restarted process would accept a logged-out
+    /// token until it expired: the in-process bus keeps nothing across restarts.
+    pub fn spawn_revocation_sync(auth_url: &str) -> tokio::task::JoinHandle<()> {
+        let url = format!("{}{REVOCATIONS_PATH}", auth_url.trim_end_matches('/'));
+        tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap_or_default();
+            let mut attempt = 0u32;
+            loop {
+                match fetch_revocations(&http, &url).await {
+                    Ok(n) => {
+                        tracing::info!(sessions = n, "revoked sessions loaded from auth");
+                        return;
+                    }
+                    Err(e) => {
+                        attempt += 1;
+                        // Quiet while the process starts beside auth; loud if it stays down.
+                        if attempt == 5 || attempt.is_multiple_of(60) {
+                            tracing::warn!(error = %e, attempt, "cannot load revoked sessions from auth; retrying");
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        })
+    }
+}
+
+async fn fetch_revocations(http: &reqwest::Client, url: &str) -> anyhow::Result<usize> {
+    let since_ms = kit::time::now_ms() - 24 * 3600 * 1000;
+    let page: RevocationPage = http
+        .get(format!("{url}?since_ms={since_ms}"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let now = kit::time::now_ms() / 1000;
+    let mut n = 0;
+    for r in page.items {
+        // `until` is unix seconds (as in `session.revoked`); tolerate milliseconds.
+        let until = if r.until > 100_000_000_000 {
+            r.until / 1000
+        } else {
+            r.until
+        };
+        if until + LEEWAY_SECS as i64 >= now {
+            revoke_in_process(r.session_id, until);
+            n += 1;
+        }
+    }
+    Ok(n)
 }

@@ -165,6 +165,9 @@ pub async fn publish_revoked(
             },
         );
         bus::outbox::enqueue(tx, &event).await?;
+        // Every service of this process refuses the session before the client hears 204;
+        // other processes learn it from the event (≤ 1 s, see docs/operations.md).
+        token::revoke_in_process(*sid, until);
     }
     metrics::counter!("auth_sessions_revoked_total").increment(sessions.len() as u64);
     Ok(())
