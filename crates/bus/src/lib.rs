@@ -26,6 +26,7 @@ pub mod inbox;
 pub mod memory;
 pub mod outbox;
 pub mod redis_streams;
+pub mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;
