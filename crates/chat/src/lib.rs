@@ -7,8 +7,9 @@
 //! - After commit the events go to the [`hub`] of this node and, through [`fanout`], to
 //!   the other nodes; gaps (reordering, lost pub/sub messages) are filled from the
 //!   database, so a connected client sees every event of its rooms in seq order.
-//! - Consumes `session.revoked` (source `auth`) to close the sockets of ended sessions;
-//!   publishes `chat.message.created` through its outbox.
+//! - Consumes `session.revoked` (source `auth`) to close the sockets of ended sessions,
+//!   and `user.blocked` / `user.unblocked` (source `users`) into its copy of the blocks,
+//!   which stops DM sends either way; publishes `chat.message.created` through its outbox.
 
 mod api;
 pub mod domain;
@@ -65,6 +66,13 @@ pub struct Config {
     /// Group-commit writers for message sends (rooms are spread over them); 0 = one on
     /// SQLite (a single writer anyway), four on PostgreSQL.
     pub send_writers: usize,
+    /// Open WebSockets per user on this node; the next one is closed at once with 1008
+    /// `too_many_connections`. 0 = no limit.
+    pub ws_max_per_user: usize,
+    /// After `ready`, live events wait this long for the client's first frame (normally
+    /// `resume`), so that a resumed room gets its missed events before any live one.
+    /// Any frame ends the wait; 0 = no wait.
+    pub ws_resume_wait_ms: u64,
 }
 
 impl Default for Config {
@@ -85,6 +93,8 @@ impl Default for Config {
             typing_throttle_ms: 2_000,
             users_timeout_ms: 2_000,
             send_writers: 0,
+            ws_max_per_user: 16,
+            ws_resume_wait_ms: 1_000,
         }
     }
 }
@@ -135,6 +145,20 @@ pub async fn build(
         fanout.clone(),
         shutdown.clone(),
     ));
+    let users = Arc::new(users_client::UsersClient::new(
+        &common.users_url,
+        Duration::from_millis(config.users_timeout_ms.max(1)),
+    ));
+    background.push(service::consume_users_events(
+        &bus,
+        db.clone(),
+        shutdown.clone(),
+    ));
+    background.push(service::backfill_blocks(
+        db.clone(),
+        users.clone(),
+        shutdown.clone(),
+    ));
     // Sockets are long-lived: tell them to go away when the service stops, so graceful
     // shutdown does not wait for clients.
     let closing_hub = hub.clone();
@@ -155,10 +179,7 @@ pub async fn build(
         config: Arc::new(config.clone()),
         outbox,
         fanout,
-        users: Arc::new(users_client::UsersClient::new(
-            &common.users_url,
-            Duration::from_millis(config.users_timeout_ms.max(1)),
-        )),
+        users,
         send_limit: Arc::new(ratelimit::RateLimiter::new(
             config.send_rate_per_sec,
             config.send_burst,

@@ -25,6 +25,15 @@ fn not_member() -> ApiError {
     ApiError::forbidden("not_member", "you are not a member of this room")
 }
 
+/// 403 `blocked`: one side of a DM blocks the other.
+pub fn blocked() -> ApiError {
+    ApiError::forbidden("blocked", "one of you blocks the other")
+}
+
+fn user_not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user")
+}
+
 fn message_not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -231,6 +240,9 @@ pub async fn invite(
         }
     }
     let flags = ctx.users.relationship(target, inviter).await?;
+    if !flags.a_exists {
+        return Err(user_not_found());
+    }
     if flags.a_blocks_b {
         return Err(ApiError::forbidden(
             "blocked",
@@ -389,7 +401,8 @@ pub async fn set_role(
 }
 
 /// The DM room of the pair: created on first use (201), the same room afterwards (200).
-/// Both sides are (again) members. Refused when either side blocks the other.
+/// Both sides are (again) members — only when neither blocks the other (403 `blocked`,
+/// nobody added); 404 `user_not_found` for an id the user service does not know.
 pub async fn open_dm(ctx: &ApiContext, user: Uuid, other: Uuid) -> Result<(Room, bool), ApiError> {
     if user == other {
         return Err(ApiError::validation(
@@ -398,11 +411,14 @@ pub async fn open_dm(ctx: &ApiContext, user: Uuid, other: Uuid) -> Result<(Room,
         ));
     }
     let flags = ctx.users.relationship(user, other).await?;
+    if !flags.b_exists {
+        return Err(user_not_found());
+    }
+    // Checked before anyone is (re-)added: after a block neither side can reopen the DM,
+    // and a member who left is not brought back (as Matrix and Mattermost refuse a DM
+    // with someone who ignores/blocks you).
     if flags.a_blocks_b || flags.b_blocks_a {
-        return Err(ApiError::forbidden(
-            "blocked",
-            "one of you blocks the other",
-        ));
+        return Err(blocked());
     }
     let key = domain::dm_key(user, other);
     // Two attempts: a concurrent creator may win the unique dm_key between our look-up
@@ -650,4 +666,124 @@ pub fn consume_auth_events(
         }),
         shutdown,
     )
+}
+
+// ---- blocks: chat's copy of the user service's ------------------------------------
+
+/// Consumer group (and `processed_events` consumer) of chat on the bus.
+pub const GROUP: &str = "chat";
+/// `sync_state` name of the one-time block backfill.
+const BLOCKS_BACKFILL: &str = "blocks-backfill";
+
+#[derive(Deserialize)]
+struct BlockChange {
+    blocker_id: Uuid,
+    blocked_id: Uuid,
+}
+
+/// `user.blocked` / `user.unblocked` (users) keep chat's `blocks` table, which the send
+/// writer reads in its transaction. Each event is applied once (`begin_once`), and an
+/// older event never overwrites a newer one (see `store::apply_block`).
+pub fn consume_users_events(
+    bus: &bus::Bus,
+    db: kit::db::Db,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    bus.subscribe(
+        bus::Subscription::new(GROUP, &["users"]),
+        bus::handler(move |event: bus::Envelope| {
+            let db = db.clone();
+            async move {
+                let active = match event.kind.as_str() {
+                    "user.blocked" => true,
+                    "user.unblocked" => false,
+                    _ => return Ok(()),
+                };
+                let change: BlockChange = match event.payload() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Retrying would never succeed and would hold up the events behind it.
+                        tracing::warn!(event = %event.id, kind = %event.kind, error = %e, "undecodable event skipped");
+                        return Ok(());
+                    }
+                };
+                let Some(mut tx) = bus::inbox::begin_once(&db, GROUP, &event).await? else {
+                    return Ok(());
+                };
+                store::apply_block(
+                    tx.conn(),
+                    change.blocker_id,
+                    change.blocked_id,
+                    active,
+                    &event.id.to_string(),
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+        }),
+        shutdown,
+    )
+}
+
+/// Copies every block from the user service once, the first time chat starts (blocks made
+/// before chat consumed the events). Retried in the background while the user service
+/// cannot answer: 0.5 s, doubling up to 30 s.
+pub fn backfill_blocks(
+    db: kit::db::Db,
+    users: Arc<crate::users_client::UsersClient>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_millis(500);
+        loop {
+            let run = async {
+                let mut conn = db.pool().acquire().await?;
+                if store::sync_done(&mut conn, BLOCKS_BACKFILL).await? {
+                    return Ok(0);
+                }
+                drop(conn);
+                let mut after: Option<String> = None;
+                let mut copied = 0;
+                loop {
+                    let page = users.blocks_page(after.as_deref()).await?;
+                    let edges: Vec<(Uuid, Uuid)> = page
+                        .items
+                        .iter()
+                        .map(|e| (e.blocker_id, e.blocked_id))
+                        .collect();
+                    let mut tx = db.begin().await?;
+                    store::backfill_blocks(tx.conn(), &edges).await?;
+                    if page.next_cursor.is_none() {
+                        store::mark_synced(tx.conn(), BLOCKS_BACKFILL).await?;
+                    }
+                    tx.commit().await?;
+                    copied += edges.len();
+                    match page.next_cursor {
+                        Some(c) => after = Some(c),
+                        None => return Ok::<usize, anyhow::Error>(copied),
+                    }
+                }
+            };
+            let result = tokio::select! {
+                r = run => r,
+                _ = shutdown.cancelled() => return,
+            };
+            match result {
+                Ok(0) => return,
+                Ok(n) => {
+                    tracing::info!(blocks = n, "block list copied from the user service");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot copy the block list from the user service yet");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            delay = (delay * 2).min(std::time::Duration::from_secs(30));
+        }
+    })
 }

@@ -20,6 +20,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: "SELECT 1;",
         postgres: include_str!("../migrations/0002_no_per_row_room_checks.postgres.sql"),
     },
+    Migration {
+        id: "chat-0003-blocks",
+        sqlite: include_str!("../migrations/0003_blocks.sql"),
+        postgres: include_str!("../migrations/0003_blocks.sql"),
+    },
 ];
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
@@ -518,27 +523,142 @@ fn list(n: usize, first: usize) -> String {
 }
 
 /// Which of the `(room, user)` pairs are memberships (one query for all of them, one
-/// index probe per pair).
+/// index probe per pair), each with whether the room is a DM whose pair is blocked (by
+/// either side, in chat's copy of the blocks): a send there is refused.
 pub async fn memberships(
     conn: &mut AnyConnection,
     pairs: &[(Uuid, Uuid)],
-) -> Result<std::collections::HashSet<(Uuid, Uuid)>> {
-    let mut out = std::collections::HashSet::new();
+) -> Result<std::collections::HashMap<(Uuid, Uuid), bool>> {
+    let mut out = std::collections::HashMap::new();
     for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
         let cond = (0..chunk.len())
-            .map(|i| format!("(room_id = ${} AND user_id = ${})", 2 * i + 1, 2 * i + 2))
+            .map(|i| {
+                format!(
+                    "(m.room_id = ${} AND m.user_id = ${})",
+                    2 * i + 1,
+                    2 * i + 2
+                )
+            })
             .collect::<Vec<_>>()
             .join(" OR ");
-        let sql = format!("SELECT room_id, user_id FROM members WHERE {cond}");
+        // Channels have no dm_key, so the block probe finds nothing for them at once.
+        let sql = format!(
+            "SELECT m.room_id, m.user_id,
+                (SELECT COUNT(*) FROM rooms r JOIN blocks b ON b.pair_key = r.dm_key
+                  WHERE r.id = m.room_id AND b.active = 1) AS blocks
+             FROM members m WHERE {cond}"
+        );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (room, user) in chunk {
             q = q.bind(room.to_string()).bind(user.to_string());
         }
         for row in q.fetch_all(&mut *conn).await? {
-            out.insert((uuid(&row, "room_id")?, uuid(&row, "user_id")?));
+            let blocks: i64 = row.try_get("blocks")?;
+            out.insert((uuid(&row, "room_id")?, uuid(&row, "user_id")?), blocks > 0);
         }
     }
     Ok(out)
+}
+
+// ---- blocks (copy of the user service's) -------------------------------------------
+
+/// Applies a `user.blocked` (`active`) or `user.unblocked` event whose id is `version`,
+/// unless the pair already carries a newer one.
+pub async fn apply_block(
+    conn: &mut AnyConnection,
+    blocker: Uuid,
+    blocked: Uuid,
+    active: bool,
+    version: &str,
+) -> Result<()> {
+    let inserted = sqlx::query(
+        "INSERT INTO blocks (blocker_id, blocked_id, pair_key, active, version)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (blocker_id, blocked_id) DO NOTHING",
+    )
+    .bind(blocker.to_string())
+    .bind(blocked.to_string())
+    .bind(crate::domain::dm_key(blocker, blocked))
+    .bind(i64::from(active))
+    .bind(version)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(());
+    }
+    // Versions are compared here, not in SQL: PostgreSQL's collation need not order
+    // strings by bytes. The UPDATE only applies over the version read (another consumer
+    // may have written meanwhile: read again).
+    for _ in 0..3 {
+        let current: Option<String> = sqlx::query_scalar(
+            "SELECT version FROM blocks WHERE blocker_id = $1 AND blocked_id = $2",
+        )
+        .bind(blocker.to_string())
+        .bind(blocked.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+        let Some(current) = current else { break };
+        if version <= current.as_str() {
+            return Ok(());
+        }
+        let n = sqlx::query(
+            "UPDATE blocks SET active = $1, version = $2
+             WHERE blocker_id = $3 AND blocked_id = $4 AND version = $5",
+        )
+        .bind(i64::from(active))
+        .bind(version)
+        .bind(blocker.to_string())
+        .bind(blocked.to_string())
+        .bind(&current)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Adds backfilled block edges (version ''): a pair that an event already set keeps
+/// what the event said.
+pub async fn backfill_blocks(conn: &mut AnyConnection, edges: &[(Uuid, Uuid)]) -> Result<()> {
+    for chunk in edges.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO blocks (blocker_id, blocked_id, pair_key, active, version) VALUES {}
+             ON CONFLICT (blocker_id, blocked_id) DO NOTHING",
+            placeholders(chunk.len(), 3, 1).replace(')', ", 1, '')")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (blocker, blocked) in chunk {
+            q = q
+                .bind(blocker.to_string())
+                .bind(blocked.to_string())
+                .bind(crate::domain::dm_key(*blocker, *blocked));
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Whether the one-time job `name` is done.
+pub async fn sync_done(conn: &mut AnyConnection, name: &str) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_state WHERE name = $1")
+        .bind(name)
+        .fetch_one(conn)
+        .await?;
+    Ok(n > 0)
+}
+
+pub async fn mark_synced(conn: &mut AnyConnection, name: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO sync_state (name, done_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(kit::time::now_ms())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// The stored messages of the given `(sender, client_msg_id)` pairs.

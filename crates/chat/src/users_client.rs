@@ -1,6 +1,6 @@
 //! The user service's relationship check, with a short timeout and a circuit breaker:
 //! when the user service is down the caller gets 503 `dependency_unavailable`, never a
-//! silent allow.
+//! silent allow. Also the paged block list for the one-time backfill of chat's copy.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use uuid::Uuid;
 const FAILURE_THRESHOLD: u32 = 3;
 const OPEN_FOR: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 pub struct PairFlags {
     pub a_blocks_b: bool,
     pub b_blocks_a: bool,
@@ -21,6 +21,29 @@ pub struct PairFlags {
     pub a_follows_b: bool,
     #[serde(default)]
     pub b_follows_a: bool,
+    /// Whether each user has a profile at the user service (an unknown id does not);
+    /// true when the user service does not say.
+    #[serde(default = "yes")]
+    pub a_exists: bool,
+    #[serde(default = "yes")]
+    pub b_exists: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One page of `GET /internal/blocks`.
+#[derive(Debug, Deserialize)]
+pub struct BlocksPage {
+    pub items: Vec<BlockEdge>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BlockEdge {
+    pub blocker_id: Uuid,
+    pub blocked_id: Uuid,
 }
 
 #[derive(Default)]
@@ -92,5 +115,23 @@ impl UsersClient {
                 Err(unavailable())
             }
         }
+    }
+
+    /// One page of every block edge, `GET /internal/blocks?after=&limit=` (for the
+    /// one-time backfill; no circuit breaker: the caller retries in the background).
+    pub async fn blocks_page(&self, after: Option<&str>) -> anyhow::Result<BlocksPage> {
+        let mut url = reqwest::Url::parse(&format!("{}/internal/blocks", self.base))?;
+        url.query_pairs_mut().append_pair("limit", "1000");
+        if let Some(after) = after {
+            url.query_pairs_mut().append_pair("after", after);
+        }
+        Ok(self
+            .http
+            .get(url)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
     }
 }
