@@ -20,6 +20,10 @@ kit::backend_tests!(
     lists_paginate_stably,
     parallel_follows_keep_exact_counts,
     internal_relationships,
+    internal_blocks_backfill,
+    blockers_hidden_from_third_party_lists,
+    profile_texts_refuse_controls_and_bidi,
+    unreachable_database_is_503,
     suggested_people,
     openapi_lists_every_route,
     metrics_are_exported,
@@ -681,14 +685,14 @@ async fn internal_relationships(backend: Backend) {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(
         body,
-        json!({"a_blocks_b": false, "b_blocks_a": false, "a_follows_b": true, "b_follows_a": false})
+        json!({"a_blocks_b": false, "b_blocks_a": false, "a_follows_b": true, "b_follows_a": false, "a_exists": true, "b_exists": true})
     );
     let (s, _) = app.put(&b, &format!("/users/me/blocks/{}", a.id)).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (_, body) = app.send(Method::GET, None, &path, None).await;
     assert_eq!(
         body,
-        json!({"a_blocks_b": false, "b_blocks_a": true, "a_follows_b": false, "b_follows_a": false})
+        json!({"a_blocks_b": false, "b_blocks_a": true, "a_follows_b": false, "b_follows_a": false, "a_exists": true, "b_exists": true})
     );
     let (_, body) = app
         .send(
@@ -700,12 +704,415 @@ async fn internal_relationships(backend: Backend) {
         .await;
     assert_eq!(
         body,
-        json!({"a_blocks_b": true, "b_blocks_a": false, "a_follows_b": false, "b_follows_a": false})
+        json!({"a_blocks_b": true, "b_blocks_a": false, "a_follows_b": false, "b_follows_a": false, "a_exists": true, "b_exists": true})
     );
+    // An id no account has: still 200 (chat treats any non-2xx as the user service being
+    // down), with `b_exists: false` so chat can answer 404 for a DM or invite to it.
+    let ghost = uuid::Uuid::now_v7();
+    for (path, want) in [
+        (
+            format!("/internal/relationships/{}/{ghost}", a.id),
+            json!({"a_blocks_b": false, "b_blocks_a": false, "a_follows_b": false, "b_follows_a": false, "a_exists": true, "b_exists": false}),
+        ),
+        (
+            format!("/internal/relationships/{ghost}/{}", a.id),
+            json!({"a_blocks_b": false, "b_blocks_a": false, "a_follows_b": false, "b_follows_a": false, "a_exists": false, "b_exists": true}),
+        ),
+    ] {
+        let (s, body) = app.send(Method::GET, None, &path, None).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body, want);
+    }
+    // A token-only account (its registration event not consumed yet) exists once it
+    // called /users/me, which creates its profile.
+    let early = app.account("early");
+    let path = format!("/internal/relationships/{}/{}", a.id, early.id);
+    let (_, body) = app.send(Method::GET, None, &path, None).await;
+    assert_eq!(body["b_exists"], false);
+    let (s, _) = app.get(&early, "/users/me").await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, body) = app.send(Method::GET, None, &path, None).await;
+    assert_eq!(body["b_exists"], true);
     let (s, body) = app
         .send(Method::GET, None, "/internal/relationships/x/y", None)
         .await;
     assert_problem(s, &body, StatusCode::BAD_REQUEST, "invalid_id");
+    app.stop().await;
+}
+
+async fn internal_blocks_backfill(backend: Backend) {
+    let Some(app) = App::start(backend, "internal_blocks_backfill").await else {
+        return;
+    };
+    let (s, body) = app.send(Method::GET, None, "/internal/blocks", None).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body, json!({"items": [], "next_cursor": null}));
+    let mut people = Vec::new();
+    for name in ["bk0", "bk1", "bk2", "bk3"] {
+        people.push(app.register(name, name).await);
+    }
+    // 9 edges: everyone blocks the next two (mod 4), and bk0 blocks bk3 too.
+    let mut want = Vec::new();
+    for (i, blocker) in people.iter().enumerate() {
+        let mut targets = vec![(i + 1) % 4, (i + 2) % 4];
+        if i == 0 {
+            targets.push(3);
+        }
+        for t in targets {
+            let (s, _) = app
+                .put(blocker, &format!("/users/me/blocks/{}", people[t].id))
+                .await;
+            assert_eq!(s, StatusCode::NO_CONTENT);
+            want.push((blocker.id(), people[t].id()));
+        }
+    }
+    want.sort();
+    let backfill = |limit: usize| {
+        let app = &app;
+        async move {
+            let mut got = Vec::new();
+            let mut after: Option<String> = None;
+            for _ in 0..100 {
+                let mut path = format!("/internal/blocks?limit={limit}");
+                if let Some(c) = &after {
+                    path.push_str(&format!("&after={c}"));
+                }
+                let (s, body) = app.send(Method::GET, None, &path, None).await;
+                assert_eq!(s, StatusCode::OK, "{body}");
+                let items = body["items"].as_array().unwrap();
+                for e in items {
+                    assert_eq!(e.as_object().unwrap().len(), 2, "{e}");
+                    got.push((
+                        e["blocker_id"].as_str().unwrap().to_owned(),
+                        e["blocked_id"].as_str().unwrap().to_owned(),
+                    ));
+                }
+                match body["next_cursor"].as_str() {
+                    Some(c) => {
+                        assert_eq!(items.len(), limit, "only the last page is short");
+                        after = Some(c.to_owned());
+                    }
+                    None => return got,
+                }
+            }
+            panic!("backfill did not end");
+        }
+    };
+    // Every edge once, in (blocker_id, blocked_id) order, whatever the page size.
+    for limit in [1, 3, 9, 1000] {
+        assert_eq!(backfill(limit).await, want, "limit {limit}");
+    }
+    let (_, body) = app.send(Method::GET, None, "/internal/blocks", None).await;
+    assert_eq!(body["items"].as_array().unwrap().len(), 9);
+    // A cursor stays valid when the edge it names is gone.
+    let (_, first) = app
+        .send(Method::GET, None, "/internal/blocks?limit=2", None)
+        .await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let second_id = first["items"][1]["blocked_id"].as_str().unwrap().to_owned();
+    let blocker = people
+        .iter()
+        .find(|p| p.id() == first["items"][1]["blocker_id"])
+        .unwrap();
+    let (s, _) = app
+        .delete(blocker, &format!("/users/me/blocks/{second_id}"))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, rest) = app
+        .send(
+            Method::GET,
+            None,
+            &format!("/internal/blocks?after={cursor}"),
+            None,
+        )
+        .await;
+    let rest: Vec<(String, String)> = rest["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["blocker_id"].as_str().unwrap().to_owned(),
+                e["blocked_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(rest, want[2..]);
+    assert_eq!(backfill(1000).await.len(), 8);
+    for q in ["limit=0", "limit=1001", "limit=-5"] {
+        let (s, body) = app
+            .send(Method::GET, None, &format!("/internal/blocks?{q}"), None)
+            .await;
+        assert_problem(s, &body, StatusCode::BAD_REQUEST, "validation_failed");
+    }
+    // A cursor of another list, or garbage.
+    let (_, followers) = app.get(&people[0], "/users/me/blocks?limit=1").await;
+    let foreign = followers["next_cursor"].as_str().unwrap().to_owned();
+    for c in ["garbage!", "AAAA", foreign.as_str()] {
+        let (s, body) = app
+            .send(
+                Method::GET,
+                None,
+                &format!("/internal/blocks?after={c}"),
+                None,
+            )
+            .await;
+        assert_problem(s, &body, StatusCode::BAD_REQUEST, "invalid_cursor");
+    }
+    app.stop().await;
+}
+
+async fn blockers_hidden_from_third_party_lists(backend: Backend) {
+    let Some(app) = App::start(backend, "blockers_hidden_from_lists").await else {
+        return;
+    };
+    let a = app.register("abby", "Abby").await;
+    let b = app.register("bert", "Bert").await;
+    let c = app.register("cleo", "Cleo").await;
+    let d = app.register("dana", "Dana").await;
+    // C's followers, newest first: f4, f3, abby, f2, f1, f0 — abby in the middle of a page.
+    let mut fans = Vec::new();
+    for i in 0..5 {
+        let fan = app.register(&format!("cfan{i}"), &format!("Fan {i}")).await;
+        if i == 3 {
+            app.follow(&a, &c).await;
+        }
+        app.follow(&fan, &c).await;
+        fans.push(fan);
+    }
+    app.follow(&c, &a).await;
+    app.follow(&c, &fans[0]).await;
+    let (s, _) = app.put(&a, &format!("/users/me/blocks/{}", b.id)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let followers = format!("/users/{}/followers", c.id);
+    let following = format!("/users/{}/following", c.id);
+
+    // B: abby is absent from C's lists, and every page but the last is full (filtered
+    // before LIMIT, not after it).
+    for limit in [1, 2, 3, 100] {
+        let all = app.all_pages(&b, &followers, limit).await;
+        assert_eq!(
+            usernames(&all),
+            ["cfan4", "cfan3", "cfan2", "cfan1", "cfan0"],
+            "limit {limit}"
+        );
+    }
+    let (_, page) = app.get(&b, &format!("{followers}?limit=3")).await;
+    assert_eq!(
+        usernames(page["items"].as_array().unwrap()),
+        ["cfan4", "cfan3", "cfan2"]
+    );
+    let (_, page) = app
+        .get(
+            &b,
+            &format!(
+                "{followers}?limit=3&cursor={}",
+                page["next_cursor"].as_str().unwrap()
+            ),
+        )
+        .await;
+    assert_eq!(
+        usernames(page["items"].as_array().unwrap()),
+        ["cfan1", "cfan0"]
+    );
+    assert_eq!(page["next_cursor"], Value::Null);
+    assert_eq!(
+        usernames(&app.all_pages(&b, &following, 1).await),
+        ["cfan0"]
+    );
+
+    // An unrelated caller, C and abby herself still see abby.
+    for viewer in [&d, &c, &a] {
+        let all = app.all_pages(viewer, &followers, 2).await;
+        assert_eq!(
+            usernames(&all),
+            ["cfan4", "cfan3", "abby", "cfan2", "cfan1", "cfan0"]
+        );
+        assert_eq!(
+            usernames(&app.all_pages(viewer, &following, 1).await),
+            ["cfan0", "abby"]
+        );
+    }
+    let (_, friends) = app.get(&c, "/users/me/friends").await;
+    assert_eq!(
+        usernames(friends["items"].as_array().unwrap()),
+        ["cfan0", "abby"]
+    );
+    // B blocking abby back does not hide her from B's own block list.
+    let (s, _) = app.put(&b, &format!("/users/me/blocks/{}", a.id)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, blocks) = app.get(&b, "/users/me/blocks").await;
+    assert_eq!(usernames(blocks["items"].as_array().unwrap()), ["abby"]);
+    // Once abby unblocks B, B sees her in C's lists again.
+    let (s, _) = app.delete(&a, &format!("/users/me/blocks/{}", b.id)).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(app.all_pages(&b, &followers, 2).await.len(), 6);
+    assert_eq!(
+        usernames(&app.all_pages(&b, &following, 2).await),
+        ["cfan0", "abby"]
+    );
+    app.stop().await;
+}
+
+async fn profile_texts_refuse_controls_and_bidi(backend: Backend) {
+    let Some(app) = App::start(backend, "profile_texts_refuse_controls").await else {
+        return;
+    };
+    let u = app.register("ivy", "Ivy").await;
+    let bad = [
+        "\u{0}", "\u{8}", "\u{1b}", "\u{7f}", "\u{85}", "\u{9b}", "\u{202a}", "\u{202b}",
+        "\u{202c}", "\u{202d}", "\u{202e}", "\u{2066}", "\u{2067}", "\u{2068}", "\u{2069}",
+    ];
+    for c in bad {
+        for (field, value, fields) in [
+            (
+                "display_name",
+                json!({"display_name": format!("Ivy{c}exe.txt")}),
+                vec!["display_name"],
+            ),
+            ("bio", json!({"bio": format!("about{c}me")}), vec!["bio"]),
+            (
+                "both",
+                json!({"display_name": format!("I{c}vy"), "bio": format!("{c}")}),
+                vec!["display_name", "bio"],
+            ),
+        ] {
+            let (s, problem) = app.patch(&u, value).await;
+            assert_problem(s, &problem, StatusCode::BAD_REQUEST, "validation_failed");
+            let got: Vec<&str> = problem["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["field"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                got,
+                fields,
+                "{field} with U+{:04X}",
+                c.chars().next().unwrap() as u32
+            );
+        }
+    }
+    // Line breaks and tabs: fine in a bio, not in a name; a lone CR is refused, CRLF is
+    // kept as LF.
+    for v in ["a\nb", "a\tb", "a\rb"] {
+        let (s, problem) = app.patch(&u, json!({"display_name": v})).await;
+        assert_problem(s, &problem, StatusCode::BAD_REQUEST, "validation_failed");
+    }
+    let (s, problem) = app.patch(&u, json!({"bio": "over\rwrite"})).await;
+    assert_problem(s, &problem, StatusCode::BAD_REQUEST, "validation_failed");
+    assert_eq!(problem["errors"][0]["field"], "bio");
+    let (s, p) = app
+        .patch(&u, json!({"bio": "line one\r\n\tline two\n"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["bio"], "line one\n\tline two\n");
+    // Right-to-left text itself, marks and joiners are fine.
+    let (s, p) = app
+        .patch(&u, json!({"display_name": "שלום \u{200f}Ivy 👩\u{200d}💻"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["display_name"], "שלום \u{200f}Ivy 👩\u{200d}💻");
+    app.stop().await;
+}
+
+/// GET /users/me and the internal relationship check while the database cannot be
+/// reached: 503 `database_unavailable` with `Retry-After`, never 500; and service again
+/// once it is back, without a restart. PostgreSQL: the service reaches the shared server
+/// through a [`common::Proxy`] the test cuts. SQLite: another connection holds the write
+/// lock past the busy timeout (10 s), which only writes notice (WAL readers go on), so
+/// there the write — `/users/me` creating a profile — is what gets the 503.
+async fn unreachable_database_is_503(backend: Backend) {
+    let proxy = match backend {
+        Backend::Postgres => match kit::testing::env_url("TEST_DATABASE_URL") {
+            Some(url) => Some(common::Proxy::start(&url).await),
+            None => None,
+        },
+        Backend::Sqlite => None,
+    };
+    let Some(app) = App::start_with(backend, "unreachable_database_is_503", |url| {
+        match (&proxy, url) {
+            (Some(p), Some(url)) => Some(p.url(&url)),
+            (_, url) => url,
+        }
+    })
+    .await
+    else {
+        return;
+    };
+    let a = app.register("una", "Una").await;
+    let b = app.register("vic", "Vic").await;
+    let newcomer = app.account("newcomer");
+    let relationship = format!("/internal/relationships/{}/{}", a.id, b.id);
+    let assert_503 = |s: StatusCode, body: &Value, headers: &reqwest::header::HeaderMap| {
+        assert_problem(
+            s,
+            body,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+        );
+        let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(retry >= 1, "{retry}");
+    };
+    let get = |token: Option<String>, path: String| {
+        let app = &app;
+        async move {
+            let mut req = app.http.get(format!("{}{path}", app.url));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let res = req.send().await.unwrap();
+            let (status, headers) = (res.status(), res.headers().clone());
+            (
+                status,
+                res.json::<Value>().await.unwrap_or(Value::Null),
+                headers,
+            )
+        }
+    };
+    match &proxy {
+        Some(proxy) => {
+            proxy.cut().await;
+            let (s, body, h) = get(Some(a.token.clone()), "/users/me".into()).await;
+            assert_503(s, &body, &h);
+            let (s, body, h) = get(None, relationship.clone()).await;
+            assert_503(s, &body, &h);
+            let (s, body, h) = get(Some(newcomer.token.clone()), "/users/me".into()).await;
+            assert_503(s, &body, &h);
+            let (s, body, h) =
+                get(Some(a.token.clone()), format!("/users/{}/followers", b.id)).await;
+            assert_503(s, &body, &h);
+            proxy.restore().await;
+        }
+        None => {
+            use sqlx::{Connection, Executor};
+            let path = app.data_dir().join("users.db");
+            let mut holder =
+                sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+                    .await
+                    .unwrap();
+            holder.execute("BEGIN IMMEDIATE").await.unwrap();
+            let (s, body, h) = get(Some(newcomer.token.clone()), "/users/me".into()).await;
+            assert_503(s, &body, &h);
+            holder.execute("ROLLBACK").await.unwrap();
+            holder.close().await.unwrap();
+        }
+    }
+    // Back without a restart (the pool reconnects within its acquire timeout).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (s, body, _) = get(Some(newcomer.token.clone()), "/users/me".into()).await;
+        if s == StatusCode::OK {
+            assert_eq!(body["username"], "newcomer");
+            break;
+        }
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(std::time::Instant::now() < deadline, "still {s} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (s, body, _) = get(None, relationship).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["a_exists"], true);
     app.stop().await;
 }
 
@@ -864,7 +1271,10 @@ async fn migrate_is_idempotent(backend: Backend) {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
+    // A reachable auth service: readiness waits until the revoked sessions are loaded.
+    let issuer = token::testing::TestIssuer::start().await;
     let common = kit::config::CommonConfig {
+        auth_url: issuer.auth_url.clone(),
         data_dir: dir.path().to_path_buf(),
         ..Default::default()
     };
@@ -879,9 +1289,20 @@ async fn migrate_is_idempotent(backend: Backend) {
         .await
         .unwrap();
     let running = service.spawn();
-    let res = reqwest::get(format!("{}/readyz", running.url()))
-        .await
-        .unwrap();
-    assert_eq!(res.status(), StatusCode::OK);
+    // Ready once start-up work (loading revoked sessions from auth) is done: 503 until then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let res = reqwest::get(format!("{}/readyz", running.url()))
+            .await
+            .unwrap();
+        let status = res.status();
+        if status == StatusCode::OK {
+            break;
+        }
+        let body = res.text().await.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(std::time::Instant::now() < deadline, "never ready: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     running.stop().await;
 }
