@@ -29,7 +29,6 @@ pub mod state;
 pub mod store;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use kit::db::{Db, Migration};
 use serde::Deserialize;
@@ -96,6 +95,7 @@ pub async fn build(
     let listener = kit::server::bind(config.listen).await?;
     let shutdown = shutdown.child_token();
     let verifier = token::Verifier::from_url(common.jwks_url());
+    token::Verifier::spawn_revocation_sync(&common.auth_url);
     let (outbox, relay) =
         bus::outbox::Relay::spawn(NAME, db.clone(), bus.clone(), shutdown.clone());
     let feed = feed.spawn(shutdown.clone());
@@ -107,13 +107,9 @@ pub async fn build(
     };
     let consumer = events::subscribe(ctx.clone(), &bus, shutdown.clone());
 
-    let ready: kit::server::ReadyCheck = Arc::new(move || {
-        let (db, bus) = (db.clone(), bus.clone());
-        Box::pin(async move {
-            db.ping().await.map_err(|e| format!("database: {e}"))?;
-            bus.ping().await.map_err(|e| format!("bus: {e}"))?;
-            Ok(())
-        })
+    let ready = kit::server::readiness(db.clone(), move || {
+        let bus = bus.clone();
+        async move { bus.ping().await }
     });
     let router = kit::server::finish_router(NAME, api::router(ctx), ready, trusted);
     Ok(kit::server::Service {
