@@ -10,6 +10,9 @@ use serde::Deserialize;
 #[serde(default)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Operators' listener (default `127.0.0.1:9080`): `/metrics`, `/healthz`, `/readyz`.
+    /// The public listener has no `/metrics`. Keep this one off public networks.
+    pub admin_listen: Option<SocketAddr>,
     /// Instances of each upstream cluster, as base URLs (`http://127.0.0.1:3001`).
     pub upstreams: Upstreams,
     /// Routes by path prefix; the longest matching prefix wins.
@@ -49,6 +52,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9080))),
             upstreams: Upstreams::default(),
             routes: default_routes(),
             load_balancing: LoadBalancing::default(),

@@ -3,15 +3,17 @@
 //! - Routing by path prefix to upstream clusters over pooled keep-alive HTTP/1.1
 //!   (hyper), bodies streamed both ways, hop-by-hop headers removed (RFC 9110 §7.6.1).
 //! - Load balancing (round robin or power of two choices), active and passive health
-//!   checks with ejection and backoff, bounded retries of idempotent requests on connect
-//!   failures; 502 `upstream_unavailable` / 504 `upstream_timeout` otherwise.
+//!   checks with ejection and backoff, bounded retries on another instance after a
+//!   refused connection (any method: the body is not read until a connection is made);
+//!   every upstream fault is a 503 with `Retry-After`.
 //! - Edge authentication with a token cache that honours `session.revoked`, identity
 //!   and forwarding headers rewritten, request ids and W3C trace context.
 //! - GCRA rate limits (in-process, or shared through Redis with a local fallback).
 //! - Body limits (413), JSON content type (415), CORS, security headers, compression.
 //! - WebSocket proxying for `/chat/ws`.
-//! - Its own `/healthz`, `/readyz`, `/metrics`, `/openapi.json` (merged from the
-//!   services), `/docs` (API explorer) and the embedded web client at `/`.
+//! - Its own `/healthz`, `/readyz`, `/openapi.json` (merged from the services), `/docs`
+//!   (API explorer) and the embedded web client at `/`; `/metrics` (with `/healthz` and
+//!   `/readyz`) only on the admin listener (`admin_listen`, default `127.0.0.1:9080`).
 
 mod assets;
 mod body;
@@ -45,6 +47,20 @@ pub async fn build(
     bus: bus::Bus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<kit::server::Service> {
+    Ok(build_with_admin(common, config, bus, shutdown).await?.0)
+}
+
+/// [`build`], and the address the admin listener (`/metrics`, `/healthz`, `/readyz`)
+/// is bound to: `None` when `admin_listen` is unset or could not be bound. A clash on
+/// the admin port is logged as an error but does not stop the gateway: the public API
+/// matters more than its metrics, and two gateways on one host (tests, benchmarks)
+/// would otherwise fight over the default port.
+pub async fn build_with_admin(
+    common: &kit::config::CommonConfig,
+    config: &Config,
+    bus: bus::Bus,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(kit::server::Service, Option<std::net::SocketAddr>)> {
     // The recorder must exist before metric handles are registered.
     kit::telemetry::metrics_handle();
     let shutdown = shutdown.child_token();
@@ -100,14 +116,34 @@ pub async fn build(
         limiter: limiter.clone(),
         trusted: trusted.clone(),
         cors: cors::Cors::new(&config.cors_origins),
-        max_retries: config.max_retries,
-        retries: metrics::counter!("gateway_upstream_retries_total"),
         ws: ws.clone(),
         assets: assets::Assets::load(),
         openapi: openapi.clone(),
     });
 
-    let background = vec![
+    let mut admin_addr = None;
+    let admin = match config.admin_listen {
+        Some(addr) => match kit::server::bind(addr).await {
+            Ok(listener) => {
+                admin_addr = listener.local_addr().ok();
+                tracing::info!(%addr, "gateway admin listener (metrics, health)");
+                let router = own::admin_router(gateway.clone());
+                let shutdown = shutdown.clone();
+                Some(tokio::spawn(async move {
+                    if let Err(e) = kit::server::serve(listener, router, shutdown).await {
+                        tracing::error!(error = %e, "gateway admin listener failed");
+                    }
+                }))
+            }
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "gateway admin listener not started: /metrics is not served");
+                None
+            }
+        },
+        None => None,
+    };
+
+    let mut background = vec![
         tokio::spawn(upstream::health_check_loop(
             clusters.clone(),
             client.clone(),
@@ -135,6 +171,7 @@ pub async fn build(
         }),
         tokio::spawn(async move { ws.drain(Duration::from_secs(5)).await }),
     ];
+    background.extend(admin);
 
     let compression = tower_http::compression::CompressionLayer::new().compress_when(
         JsonAbove(config.compression_min_bytes)
@@ -150,14 +187,17 @@ pub async fn build(
             },
         ));
 
-    Ok(kit::server::Service {
-        name: "gateway",
-        listener: kit::server::bind(config.listen).await?,
-        router,
-        shutdown,
-        background,
-        event_loops: config.event_loops,
-    })
+    Ok((
+        kit::server::Service {
+            name: "gateway",
+            listener: kit::server::bind(config.listen).await?,
+            router,
+            shutdown,
+            background,
+            event_loops: config.event_loops,
+        },
+        admin_addr,
+    ))
 }
 
 /// Compress JSON (and problem+json) responses of at least `.0` bytes; streamed ones

@@ -149,7 +149,7 @@ fn rewrite_refs(v: &mut Value, renames: &[(String, String)]) {
 
 async fn fetch(client: &HttpClient, cluster: &Cluster) -> Option<Value> {
     for instance in &cluster.instances {
-        let uri = crate::proxy::upstream_uri(instance, "/openapi.json", None)?;
+        let uri = crate::upstream::upstream_uri(instance, "/openapi.json", None)?;
         let Ok(req) = http::Request::get(uri).body(ProxyBody::empty()) else {
             continue;
         };

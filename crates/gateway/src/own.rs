@@ -1,11 +1,16 @@
-//! The gateway's own endpoints (`/healthz`, `/readyz`, `/metrics`, `/openapi.json`,
-//! `/docs`) and the embedded web client for everything no route claims.
+//! The gateway's own endpoints: on the public listener `/healthz`, `/readyz`,
+//! `/openapi.json`, `/docs` and the embedded web client for everything no route claims;
+//! on the admin listener (operators only) `/metrics`, `/healthz` and `/readyz`.
 
-use axum::extract::Request;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use http::header::{self, HeaderValue};
 use http::{Method, StatusCode};
 use kit::ApiError;
+use serde_json::json;
 
 use crate::proxy::Gateway;
 
@@ -16,11 +21,6 @@ pub async fn handle(gw: &Gateway, req: Request) -> Response {
     match path {
         "/healthz" if read => "ok".into_response(),
         "/readyz" if read => readyz(gw),
-        "/metrics" if read => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            kit::telemetry::render_metrics(),
-        )
-            .into_response(),
         "/openapi.json" if read => {
             let mut res = gw.openapi.get().into_response();
             res.headers_mut().insert(
@@ -43,20 +43,55 @@ pub async fn handle(gw: &Gateway, req: Request) -> Response {
     }
 }
 
+/// The admin listener's routes: what operators scrape and probe, never exposed publicly.
+pub fn admin_router(gw: Arc<Gateway>) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    kit::telemetry::render_metrics(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(gw): State<Arc<Gateway>>| async move { readyz(&gw) }),
+        )
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(gw)
+}
+
+/// Ready whenever the gateway runs: it can serve now — its own endpoints, the web
+/// client, every cluster with a live instance, and a prompt 503 + `Retry-After` for a
+/// cluster without one. Failing the probe because an upstream is down would take every
+/// gateway out of the load balancer at once (a partial outage becomes a total one) and
+/// delay its return until the probe passes again after the upstream recovers. The body
+/// reports each cluster's instances (also the `gateway_upstream_available_instances`
+/// gauge); `status` is `degraded` while some cluster has none available.
 fn readyz(gw: &Gateway) -> Response {
-    let down: Vec<&str> = gw
+    let mut degraded = false;
+    let upstreams: serde_json::Map<String, serde_json::Value> = gw
         .clusters
         .iter()
-        .filter(|c| !c.has_healthy())
-        .map(|c| c.name.as_str())
+        .map(|c| {
+            let available = c.available_count();
+            degraded |= available == 0;
+            (
+                c.name.clone(),
+                json!({"available": available, "instances": c.instances.len()}),
+            )
+        })
         .collect();
-    if down.is_empty() {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        ApiError::unavailable(
-            "not_ready",
-            format!("no healthy instance in: {}", down.join(", ")),
-        )
-        .into_response()
-    }
+    let status = if degraded { "degraded" } else { "ready" };
+    let mut res = (
+        StatusCode::OK,
+        axum::Json(json!({"status": status, "upstreams": upstreams})),
+    )
+        .into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
 }

@@ -10,7 +10,7 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Uri};
+use http::{Method, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -18,11 +18,11 @@ use kit::ApiError;
 use token::TokenError;
 
 pub use crate::body::ProxyBody;
-use crate::body::{GuardedBody, is_body_too_large};
+use crate::body::{GuardedBody, Replayable};
 use crate::config::{AuthPolicy, Config, RouteConfig};
 use crate::edge_auth::{EdgeAuth, Identity};
 use crate::ratelimit::{ClientKey, Decision, RateLimiter};
-use crate::upstream::{Cluster, InFlight};
+use crate::upstream::{self, Cluster, Outgoing, SendError};
 use crate::{assets, cors, own, ws};
 
 pub type HttpClient = Client<HttpConnector, ProxyBody>;
@@ -224,8 +224,6 @@ pub struct Gateway {
     pub limiter: Arc<RateLimiter>,
     pub trusted: kit::net::TrustedProxies,
     pub cors: cors::Cors,
-    pub max_retries: u32,
-    pub retries: metrics::Counter,
     pub ws: ws::WsHub,
     pub assets: assets::Assets,
     pub openapi: Arc<crate::openapi::MergedSpec>,
@@ -377,6 +375,21 @@ fn suspicious_path(path: &str) -> bool {
     }
 }
 
+/// Whether any segment of `path` is `metrics`, however it is spelled (`%6detrics`,
+/// `METRICS`, with empty segments or a trailing slash around it). No public route has
+/// such a segment (path parameters are ids), so refusing them all is simpler and safer
+/// than predicting how each service normalises a path.
+fn names_metrics(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        seg.len() >= "metrics".len()
+            && if seg.contains('%') {
+                percent_decode(seg).eq_ignore_ascii_case("metrics")
+            } else {
+                seg.eq_ignore_ascii_case("metrics")
+            }
+    })
+}
+
 /// Service endpoints that stay inside: the upstream path after rewriting.
 fn hidden_upstream_path(path: &str) -> bool {
     matches!(path, "/metrics" | "/healthz" | "/readyz" | "/openapi.json")
@@ -421,13 +434,23 @@ pub async fn handle(
     };
     let path = req.uri().path();
     let mut no_store = false;
+    // Responses to requests that carry a token are the caller's own data.
+    let authenticated = req.headers().contains_key(header::AUTHORIZATION)
+        || req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|p| p.starts_with("access_token=")));
     let method = req.method().clone();
     let log_path = if tracing::enabled!(tracing::Level::DEBUG) {
         path.to_owned()
     } else {
         String::new()
     };
-    let mut res = if let Some(route) = gw.route(path) {
+    let mut res = if names_metrics(path) {
+        // Metrics (the gateway's and the services') are for operators, on the admin
+        // listener: they name upstream URLs and reveal traffic.
+        ApiError::not_found("no such route").into_response()
+    } else if let Some(route) = gw.route(path) {
         let started = Instant::now();
         no_store = route.no_store;
         let res = if let Some(preflight) = gw.cors.preflight(&req) {
@@ -459,6 +482,11 @@ pub async fn handle(
         .or_insert_with(|| NO_REFERRER.clone());
     if no_store {
         headers.insert(header::CACHE_CONTROL, NO_STORE.clone());
+    } else if authenticated {
+        // Unless the service chose its own (e.g. `private` on a file download).
+        headers
+            .entry(header::CACHE_CONTROL)
+            .or_insert_with(|| NO_STORE.clone());
     }
     gw.cors.decorate(origin.as_ref(), headers);
     res
@@ -770,75 +798,33 @@ pub(crate) fn upstream_headers(
     }
 }
 
-pub(crate) fn upstream_uri(
-    instance: &crate::upstream::Instance,
-    path: &str,
-    query: Option<&str>,
-) -> Option<Uri> {
-    let pq = match query {
-        Some(q) if !q.is_empty() => format!("{path}?{q}"),
-        _ => path.to_owned(),
-    };
-    Uri::builder()
-        .scheme(instance.scheme.clone())
-        .authority(instance.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .ok()
-}
-
-/// Instances already tried for one request, without a heap allocation in the common
-/// case of few attempts.
-#[derive(Default)]
-struct Tried {
-    inline: [usize; 4],
-    len: usize,
-    spill: Vec<usize>,
-}
-
-impl Tried {
-    fn push(&mut self, idx: usize) {
-        if self.len < self.inline.len() {
-            self.inline[self.len] = idx;
-        } else {
-            if self.spill.is_empty() {
-                self.spill.extend_from_slice(&self.inline);
-            }
-            self.spill.push(idx);
+/// The answer when no upstream response could be had. Every fault is a 503 with
+/// `Retry-After` (never 502/504): the client may send the same request again, and a
+/// send that carries a `client_msg_id` is stored at most once however often it is sent.
+pub(crate) fn failure_response(route: &Route, e: SendError) -> Response {
+    match e {
+        SendError::Overloaded => ApiError::unavailable(
+            "upstream_overloaded",
+            "the service is at capacity; retry shortly",
+        )
+        .into_response(),
+        SendError::Unavailable => ApiError::unavailable(
+            "upstream_unavailable",
+            "the service is unavailable; retry shortly",
+        )
+        .into_response(),
+        SendError::Timeout => ApiError::unavailable(
+            "upstream_timeout",
+            "the service did not answer in time; retry shortly",
+        )
+        .into_response(),
+        SendError::TooLarge => {
+            let mut res = payload_too_large(route);
+            res.headers_mut().insert(header::CONNECTION, CLOSE.clone());
+            res
         }
-        self.len += 1;
+        SendError::BadUri => ApiError::internal("cannot build the upstream URI").into_response(),
     }
-
-    fn as_slice(&self) -> &[usize] {
-        if self.len <= self.inline.len() {
-            &self.inline[..self.len]
-        } else {
-            &self.spill
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
-enum Failure {
-    Overloaded,
-    Connect,
-    Timeout,
-    TooLarge,
-    Other,
 }
 
 async fn forward(
@@ -860,126 +846,25 @@ async fn forward(
         identity,
     );
     let query = parts.uri.query().map(str::to_owned);
-    let bodiless = !has_body(&body);
-    // Only a request that can be sent again unchanged is retried.
-    let retryable = bodiless
-        && is_idempotent(&parts.method)
-        && route.cluster.instances.len() > 1
-        && gw.max_retries > 0;
-    let spare = retryable.then(|| (parts.method.clone(), parts.headers.clone()));
-    let body = if bodiless {
-        ProxyBody::empty()
+    let body = if has_body(&body) {
+        Replayable::new(body, route.body_limit)
     } else {
-        ProxyBody::new(body, route.body_limit)
+        Replayable::empty()
     };
-
-    let cluster = &route.cluster;
-    let mut tried = Tried::default();
-    let mut next_request = Some((parts, body));
-    let mut failure = Failure::Other;
-    loop {
-        let Some((idx, instance)) = cluster.pick(tried.as_slice()) else {
-            if tried.is_empty() {
-                failure = Failure::Overloaded;
-            }
-            break;
-        };
-        tried.push(idx);
-        let (mut parts, body) = match next_request.take() {
-            Some(r) => r,
-            None => match &spare {
-                Some((method, headers)) => {
-                    let Ok(mut r) = http::Request::builder().method(method.clone()).body(()) else {
-                        break;
-                    };
-                    *r.headers_mut() = headers.clone();
-                    (r.into_parts().0, ProxyBody::empty())
-                }
-                None => break,
-            },
-        };
-        let Some(uri) = upstream_uri(&instance, upstream_path, query.as_deref()) else {
-            return ApiError::internal("cannot build the upstream URI").into_response();
-        };
-        parts.uri = uri;
-        let upstream_req = http::Request::from_parts(parts, body);
-        let in_flight = InFlight::new(instance.clone());
-        let sent = Instant::now();
-        let result =
-            tokio::time::timeout_at(deadline, gw.clients.get().request(upstream_req)).await;
-        cluster.duration.record(sent.elapsed().as_secs_f64());
-        match result {
-            Ok(Ok(res)) => {
-                let status = res.status();
-                instance.count_status(Some(status.as_u16()));
-                // A 503 is a live instance declining because one of *its* dependencies is
-                // down (e.g. chat's `dependency_unavailable` while users is away): every
-                // instance would answer the same, so it neither ejects nor heals this one.
-                if status == http::StatusCode::SERVICE_UNAVAILABLE {
-                } else if status.is_server_error() {
-                    cluster.record_failure(&instance);
-                } else {
-                    cluster.record_success(&instance);
-                }
-                let (mut parts, body) = res.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                return Response::from_parts(parts, Body::new(GuardedBody::new(body, in_flight)));
-            }
-            Ok(Err(e)) => {
-                instance.count_status(None);
-                if is_body_too_large(&e) {
-                    failure = Failure::TooLarge;
-                    break;
-                }
-                if e.is_connect() {
-                    cluster.record_failure(&instance);
-                    tracing::warn!(upstream = %cluster.name, instance = %instance.url, error = %e, "upstream connect failed");
-                    failure = Failure::Connect;
-                    if spare.is_some() && (tried.len() as u32) <= gw.max_retries {
-                        gw.retries.increment(1);
-                        continue;
-                    }
-                } else {
-                    tracing::warn!(upstream = %cluster.name, instance = %instance.url, error = %e, "upstream request failed");
-                    failure = Failure::Other;
-                }
-                break;
-            }
-            Err(_) => {
-                instance.count_status(None);
-                cluster.record_failure(&instance);
-                tracing::warn!(upstream = %cluster.name, instance = %instance.url, timeout_ms = route.timeout.as_millis() as u64, "upstream timed out");
-                failure = Failure::Timeout;
-                break;
-            }
+    let outgoing = Outgoing {
+        parts,
+        body,
+        path: upstream_path,
+        query: query.as_deref(),
+        deadline,
+    };
+    match upstream::send(gw.clients.get(), &route.cluster, outgoing).await {
+        Ok((res, in_flight)) => {
+            let (mut parts, body) = res.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Body::new(GuardedBody::new(body, in_flight)))
         }
-    }
-    match failure {
-        Failure::Timeout => problem(
-            StatusCode::GATEWAY_TIMEOUT,
-            "upstream_timeout",
-            "the service did not answer in time",
-        ),
-        Failure::TooLarge => {
-            let mut res = payload_too_large(route);
-            res.headers_mut().insert(header::CONNECTION, CLOSE.clone());
-            res
-        }
-        Failure::Overloaded => {
-            let mut res = problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream_overloaded",
-                "the service is at capacity; retry shortly",
-            );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            res
-        }
-        Failure::Connect | Failure::Other => problem(
-            StatusCode::BAD_GATEWAY,
-            "upstream_unavailable",
-            "the service is unavailable",
-        ),
+        Err(e) => failure_response(route, e),
     }
 }
 
@@ -1054,17 +939,6 @@ mod tests {
     }
 
     #[test]
-    fn tried_instances_spill_past_the_inline_capacity() {
-        let mut t = Tried::default();
-        assert!(t.is_empty());
-        for i in 0..7 {
-            t.push(i * 10);
-            assert_eq!(t.len(), i + 1);
-            assert_eq!(t.as_slice(), (0..=i).map(|k| k * 10).collect::<Vec<_>>());
-        }
-    }
-
-    #[test]
     fn uuid_headers_are_hyphenated_lower_case() {
         let id = uuid::Uuid::now_v7();
         assert_eq!(uuid_header(id).to_str().unwrap(), id.to_string());
@@ -1082,6 +956,20 @@ mod tests {
         assert!(hidden_upstream_path("/users/internal/x"));
         assert!(hidden_upstream_path("/metrics"));
         assert!(!hidden_upstream_path("/users/me"));
+        for p in [
+            "/metrics",
+            "//metrics",
+            "/metrics/",
+            "/%6detrics",
+            "/%6D%65trics",
+            "/METRICS",
+            "/chat/metrics",
+            "/chat/../metrics",
+        ] {
+            assert!(names_metrics(p), "{p}");
+        }
+        assert!(!names_metrics("/users/me"));
+        assert!(!names_metrics("/chat/rooms/metricsroom"));
     }
 
     #[test]

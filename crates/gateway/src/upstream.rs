@@ -1,16 +1,26 @@
 //! Upstream clusters: instances, load balancing (round robin or power of two choices on
-//! outstanding requests), and health — active (`GET /readyz`) and passive (consecutive
-//! connect errors or 5xx eject an instance with exponential backoff; the first request
-//! after the backoff is the half-open probe of the circuit breaker).
+//! outstanding requests), health, and [`send`], the one way a request (HTTP or a
+//! WebSocket handshake) reaches an instance.
+//!
+//! Health is active (`GET /readyz`) and passive. A refused connection marks the instance
+//! down at once; the active probe checks instances that are down every 250 ms and
+//! readmits one (clearing any ejection) as soon as it answers again. Consecutive 5xx
+//! (other than 503) eject an instance with exponential backoff even while its probe
+//! passes; the first request after the backoff is the half-open probe of the circuit
+//! breaker.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http::uri::{Authority, Scheme};
-use metrics::Counter;
+use http::{Method, Uri};
+use hyper::body::Incoming;
+use metrics::{Counter, Gauge};
 
+use crate::body::{Replayable, is_body_too_large};
 use crate::config::{Config, LoadBalancing};
+use crate::proxy::HttpClient;
 
 pub struct Instance {
     /// The configured base URL, used as the `instance` metric label.
@@ -108,7 +118,12 @@ pub struct Cluster {
     eject_base_ms: u64,
     eject_max_ms: u64,
     max_outstanding: usize,
+    /// How many other instances a request may be retried on.
+    max_retries: u32,
+    retries: Counter,
     pub(crate) duration: metrics::Histogram,
+    /// Instances that are up and not ejected, as of the last health check.
+    available_gauge: Gauge,
 }
 
 impl Cluster {
@@ -129,7 +144,10 @@ impl Cluster {
             eject_base_ms: config.eject_base_ms,
             eject_max_ms: config.eject_max_ms.max(config.eject_base_ms),
             max_outstanding: config.max_outstanding_per_instance.max(1),
+            max_retries: config.max_retries,
+            retries: metrics::counter!("gateway_upstream_retries_total"),
             duration: metrics::histogram!("gateway_upstream_duration_seconds", "upstream" => name.to_owned()),
+            available_gauge: metrics::gauge!("gateway_upstream_available_instances", "upstream" => name.to_owned()),
         })
     }
 
@@ -217,48 +235,288 @@ impl Cluster {
         tracing::warn!(upstream = %self.name, instance = %i.url, failures, backoff_ms = backoff, "upstream instance ejected");
     }
 
-    pub fn has_healthy(&self) -> bool {
+    /// The connection was refused or could not be made: the instance is down until its
+    /// active probe succeeds again (which readmits it at once, see [`Cluster::readmit`]).
+    pub fn record_unreachable(&self, i: &Instance) {
+        if i.healthy.swap(false, Ordering::Relaxed) {
+            tracing::warn!(upstream = %self.name, instance = %i.url, "upstream instance unreachable");
+        }
+        self.record_failure(i);
+    }
+
+    /// The active probe found a down instance answering again: whatever ejection it was
+    /// serving ends now, so a recovered instance takes traffic within one probe
+    /// interval instead of after its back-off (up to `eject_max_ms`, 30 s by default).
+    fn readmit(&self, i: &Instance) {
+        i.consecutive_failures.store(0, Ordering::Relaxed);
+        i.ejections.store(0, Ordering::Relaxed);
+        i.ejected_until.store(0, Ordering::Relaxed);
+        i.healthy.store(true, Ordering::Relaxed);
+    }
+
+    /// Instances that would be picked now (up, not ejected, below the in-flight limit).
+    pub fn available_count(&self) -> usize {
         let now = self.now_ms();
-        self.instances.iter().any(|i| self.available(i, now))
+        self.instances
+            .iter()
+            .filter(|i| self.available(i, now))
+            .count()
     }
 }
 
-/// Polls `GET <instance>/readyz` of every instance until `shutdown`.
-pub async fn health_check_loop(
-    clusters: Vec<Arc<Cluster>>,
-    client: crate::proxy::HttpClient,
-    interval: Duration,
-    timeout: Duration,
-    shutdown: tokio_util::sync::CancellationToken,
-) {
+/// Instances already tried for one request, without a heap allocation in the common
+/// case of few attempts.
+#[derive(Default)]
+pub(crate) struct Tried {
+    inline: [usize; 4],
+    len: usize,
+    spill: Vec<usize>,
+}
+
+impl Tried {
+    fn push(&mut self, idx: usize) {
+        if self.len < self.inline.len() {
+            self.inline[self.len] = idx;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline);
+            }
+            self.spill.push(idx);
+        }
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        if self.len <= self.inline.len() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// Why [`send`] got no response. Each becomes a problem+json answer in `proxy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// Every instance is at its in-flight limit.
+    Overloaded,
+    /// No instance could be reached, or the connection failed before response headers.
+    Unavailable,
+    /// No response headers before the deadline.
+    Timeout,
+    /// The request body went past the route's limit while streaming.
+    TooLarge,
+    /// The upstream URI could not be built from the path.
+    BadUri,
+}
+
+/// One request on its way to a cluster.
+pub struct Outgoing<'a> {
+    /// Method, headers (already rewritten for the upstream) and version; the URI is set
+    /// per attempt.
+    pub parts: http::request::Parts,
+    pub body: Replayable,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// Until the response headers arrive, over all attempts.
+    pub deadline: tokio::time::Instant,
+}
+
+/// Sends `req` to an instance of `cluster`: pick (load balancing, health, in-flight
+/// limit) → connect → response headers, with passive health recorded on the way.
+///
+/// Retry policy: a connection that could not be made sent nothing, so the request goes
+/// to another instance whatever its method, provided its body was not read (it is not:
+/// hyper reads a body only on an established connection). An idempotent request whose
+/// body was not read is also retried after a reset before response headers. At most
+/// `max_retries` further instances are tried, and never past the deadline.
+pub async fn send(
+    client: &HttpClient,
+    cluster: &Cluster,
+    req: Outgoing<'_>,
+) -> Result<(http::Response<Incoming>, InFlight), SendError> {
+    let Outgoing {
+        parts,
+        body,
+        path,
+        query,
+        deadline,
+    } = req;
+    let idempotent = is_idempotent(&parts.method);
+    // Only kept when a retry is possible at all: the common single-instance cluster
+    // pays no header copy.
+    let spare = (cluster.instances.len() > 1 && cluster.max_retries > 0)
+        .then(|| (parts.method.clone(), parts.version, parts.headers.clone()));
+    let mut next_parts = Some(parts);
+    let mut tried = Tried::default();
     loop {
-        let checks = clusters.iter().flat_map(|c| {
-            c.instances.iter().map(|i| {
-                let client = client.clone();
-                let cluster = c.clone();
-                let instance = i.clone();
-                async move {
-                    let ok = probe(&client, &instance, timeout).await;
-                    let was = instance.healthy.swap(ok, Ordering::Relaxed);
-                    if was != ok {
-                        if ok {
-                            tracing::info!(upstream = %cluster.name, instance = %instance.url, "upstream instance healthy");
-                        } else {
-                            tracing::warn!(upstream = %cluster.name, instance = %instance.url, "upstream instance failed its health check");
-                        }
-                    }
+        let Some((idx, instance)) = cluster.pick(tried.as_slice()) else {
+            return Err(if tried.is_empty() {
+                SendError::Overloaded
+            } else {
+                SendError::Unavailable
+            });
+        };
+        tried.push(idx);
+        let mut parts = match (next_parts.take(), &spare) {
+            (Some(p), _) => p,
+            (None, Some((method, version, headers))) => {
+                let Ok(r) = http::Request::builder()
+                    .method(method.clone())
+                    .version(*version)
+                    .body(())
+                else {
+                    return Err(SendError::Unavailable);
+                };
+                let (mut p, ()) = r.into_parts();
+                p.headers = headers.clone();
+                p
+            }
+            (None, None) => return Err(SendError::Unavailable),
+        };
+        let Some(attempt_body) = body.attempt() else {
+            return Err(SendError::Unavailable);
+        };
+        let Some(uri) = upstream_uri(&instance, path, query) else {
+            return Err(SendError::BadUri);
+        };
+        parts.uri = uri;
+        let in_flight = InFlight::new(instance.clone());
+        let sent = Instant::now();
+        let result = tokio::time::timeout_at(
+            deadline,
+            client.request(http::Request::from_parts(parts, attempt_body)),
+        )
+        .await;
+        cluster.duration.record(sent.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(res)) => {
+                let status = res.status();
+                instance.count_status(Some(status.as_u16()));
+                // A 503 is a live instance declining because one of *its* dependencies is
+                // down (e.g. chat's `dependency_unavailable` while users is away): every
+                // instance would answer the same, so it neither ejects nor heals this one.
+                if status == http::StatusCode::SERVICE_UNAVAILABLE {
+                } else if status.is_server_error() {
+                    cluster.record_failure(&instance);
+                } else {
+                    cluster.record_success(&instance);
                 }
-            })
-        });
-        futures::future::join_all(checks).await;
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+                return Ok((res, in_flight));
+            }
+            Ok(Err(e)) => {
+                instance.count_status(None);
+                if is_body_too_large(&e) {
+                    return Err(SendError::TooLarge);
+                }
+                let safe = if e.is_connect() {
+                    cluster.record_unreachable(&instance);
+                    tracing::warn!(upstream = %cluster.name, instance = %instance.url, error = %e, "upstream connect failed");
+                    true
+                } else {
+                    // Not counted against the instance: the client's own body failing
+                    // (an aborted upload) ends up here too.
+                    tracing::warn!(upstream = %cluster.name, instance = %instance.url, error = %e, "upstream request failed");
+                    idempotent
+                };
+                if safe && body.untouched() && tried.len() as u32 <= cluster.max_retries {
+                    cluster.retries.increment(1);
+                    continue;
+                }
+                return Err(SendError::Unavailable);
+            }
+            Err(_) => {
+                instance.count_status(None);
+                cluster.record_failure(&instance);
+                tracing::warn!(upstream = %cluster.name, instance = %instance.url, "upstream timed out");
+                return Err(SendError::Timeout);
+            }
         }
     }
 }
 
-async fn probe(client: &crate::proxy::HttpClient, instance: &Instance, timeout: Duration) -> bool {
+pub(crate) fn upstream_uri(instance: &Instance, path: &str, query: Option<&str>) -> Option<Uri> {
+    let pq = match query {
+        Some(q) if !q.is_empty() => format!("{path}?{q}"),
+        _ => path.to_owned(),
+    };
+    Uri::builder()
+        .scheme(instance.scheme.clone())
+        .authority(instance.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .ok()
+}
+
+/// How often instances known to be down are probed: bounds how long a recovered
+/// instance waits for traffic.
+const DOWN_RECHECK: Duration = Duration::from_millis(250);
+
+/// Polls `GET <instance>/readyz` of every instance every `interval`, and of instances
+/// that are down every [`DOWN_RECHECK`], until `shutdown`.
+pub async fn health_check_loop(
+    clusters: Vec<Arc<Cluster>>,
+    client: HttpClient,
+    interval: Duration,
+    timeout: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let tick = interval.min(DOWN_RECHECK);
+    let mut next_full = tokio::time::Instant::now();
+    loop {
+        let full = tokio::time::Instant::now() >= next_full;
+        if full {
+            next_full = tokio::time::Instant::now() + interval;
+        }
+        let checks = clusters.iter().flat_map(|c| {
+            c.instances
+                .iter()
+                .filter(|i| full || !i.is_healthy())
+                .map(|i| {
+                    let client = client.clone();
+                    let cluster = c.clone();
+                    let instance = i.clone();
+                    async move {
+                        let ok = probe(&client, &instance, timeout).await;
+                        let was = instance.healthy.swap(ok, Ordering::Relaxed);
+                        if was != ok {
+                            if ok {
+                                cluster.readmit(&instance);
+                                tracing::info!(upstream = %cluster.name, instance = %instance.url, "upstream instance healthy");
+                            } else {
+                                tracing::warn!(upstream = %cluster.name, instance = %instance.url, "upstream instance failed its health check");
+                            }
+                        }
+                    }
+                })
+        });
+        futures::future::join_all(checks).await;
+        for c in &clusters {
+            c.available_gauge.set(c.available_count() as f64);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+async fn probe(client: &HttpClient, instance: &Instance, timeout: Duration) -> bool {
     let Ok(uri) = http::Uri::builder()
         .scheme(instance.scheme.clone())
         .authority(instance.authority.clone())
@@ -298,6 +556,17 @@ mod tests {
     }
 
     #[test]
+    fn tried_instances_spill_past_the_inline_capacity() {
+        let mut t = Tried::default();
+        assert!(t.is_empty());
+        for i in 0..7 {
+            t.push(i * 10);
+            assert_eq!(t.len(), i + 1);
+            assert_eq!(t.as_slice(), (0..=i).map(|k| k * 10).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
     fn round_robin_takes_turns_and_skips_tried_instances() {
         let c = cluster(3, LoadBalancing::RoundRobin);
         let picks: Vec<usize> = (0..6).map(|_| c.pick(&[]).unwrap().0).collect();
@@ -324,7 +593,7 @@ mod tests {
         let bad = c.instances[0].clone();
         c.record_failure(&bad);
         c.record_failure(&bad);
-        assert!(c.has_healthy());
+        assert_eq!(c.available_count(), 2);
         c.record_failure(&bad);
         for _ in 0..5 {
             assert_eq!(c.pick(&[]).unwrap().0, 1);
@@ -334,7 +603,7 @@ mod tests {
         for _ in 0..3 {
             c.record_failure(&other);
         }
-        assert!(!c.has_healthy());
+        assert_eq!(c.available_count(), 0);
         assert!(c.pick(&[]).is_some());
     }
 }

@@ -1,4 +1,5 @@
-//! WebSocket proxying: the handshake goes to a chosen instance like any request; on
+//! WebSocket proxying: the handshake goes to a chosen instance like any request (through
+//! [`upstream::send`], so with the same retries, health and failure answers); on
 //! `101` both connections are upgraded and bytes are relayed both ways. The relay
 //! tracks frame boundaries (headers only, payloads pass untouched) so that on shutdown
 //! it can end each direction with a proper Close frame (1001 going away) instead of
@@ -18,12 +19,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::body::{GuardedBody, ProxyBody};
+use crate::body::{GuardedBody, Replayable};
 use crate::edge_auth::Identity;
 use crate::proxy::{
-    Gateway, Route, query_without_token, strip_hop_by_hop, upstream_headers, upstream_uri,
+    Gateway, Route, failure_response, query_without_token, strip_hop_by_hop, upstream_headers,
 };
-use crate::upstream::InFlight;
+use crate::upstream::{self, Outgoing};
 
 /// Live relays, so shutdown can close them and wait for them.
 #[derive(Clone)]
@@ -91,86 +92,25 @@ pub async fn proxy(
         }
     }
     let deadline = tokio::time::Instant::now() + route.timeout.min(Duration::from_secs(10));
-    let cluster = &route.cluster;
-    let mut tried = Vec::new();
-    let mut last_error_timeout = false;
-    let upstream_res = loop {
-        let Some((idx, instance)) = cluster.pick(&tried) else {
-            return if last_error_timeout {
-                ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    "the service did not answer in time",
-                )
-                .into_response()
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unavailable",
-                    "the service is unavailable",
-                )
-                .into_response()
-            };
-        };
-        tried.push(idx);
-        let Some(uri) = upstream_uri(&instance, upstream_path, query.as_deref()) else {
-            return ApiError::internal("cannot build the upstream URI").into_response();
-        };
-        let Ok(mut r) = http::Request::builder()
-            .method(http::Method::GET)
-            .uri(uri)
-            .body(ProxyBody::empty())
-        else {
-            return ApiError::internal("cannot build the upstream request").into_response();
-        };
-        *r.headers_mut() = parts.headers.clone();
-        let in_flight = InFlight::new(instance.clone());
-        match tokio::time::timeout_at(deadline, gw.clients.get().request(r)).await {
-            Ok(Ok(res)) => {
-                instance.count_status(Some(res.status().as_u16()));
-                if res.status().is_server_error() {
-                    cluster.record_failure(&instance);
-                } else {
-                    cluster.record_success(&instance);
-                }
-                break (res, in_flight);
-            }
-            Ok(Err(e)) if e.is_connect() => {
-                instance.count_status(None);
-                cluster.record_failure(&instance);
-                tracing::warn!(upstream = %cluster.name, instance = %instance.url, error = %e, "WebSocket upstream connect failed");
-                last_error_timeout = false;
-                if tried.len() as u32 > gw.max_retries {
-                    return ApiError::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_unavailable",
-                        "the service is unavailable",
-                    )
-                    .into_response();
-                }
-                gw.retries.increment(1);
-            }
-            Ok(Err(e)) => {
-                instance.count_status(None);
-                tracing::warn!(upstream = %cluster.name, instance = %instance.url, error = %e, "WebSocket handshake failed");
-                return ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "upstream_unavailable",
-                    "the service is unavailable",
-                )
-                .into_response();
-            }
-            Err(_) => {
-                instance.count_status(None);
-                cluster.record_failure(&instance);
-                return ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "upstream_timeout",
-                    "the service did not answer in time",
-                )
-                .into_response();
-            }
-        }
+    let Ok(handshake) = http::Request::builder()
+        .method(http::Method::GET)
+        .version(http::Version::HTTP_11)
+        .body(())
+    else {
+        return ApiError::internal("cannot build the upstream request").into_response();
+    };
+    let (mut handshake, ()) = handshake.into_parts();
+    handshake.headers = parts.headers;
+    let outgoing = Outgoing {
+        parts: handshake,
+        body: Replayable::empty(),
+        path: upstream_path,
+        query: query.as_deref(),
+        deadline,
+    };
+    let upstream_res = match upstream::send(gw.clients.get(), &route.cluster, outgoing).await {
+        Ok(r) => r,
+        Err(e) => return failure_response(route, e),
     };
     let (mut res, in_flight) = upstream_res;
     if res.status() != StatusCode::SWITCHING_PROTOCOLS {

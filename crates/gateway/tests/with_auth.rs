@@ -41,6 +41,7 @@ async fn accounts_through_the_gateway(backend: Backend) {
     );
     let mut cfg = gateway::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         ..Default::default()
     };
     cfg.upstreams.auth = vec![auth.url()];

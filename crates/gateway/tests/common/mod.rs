@@ -82,6 +82,11 @@ async fn echo(name: String, hits: Arc<AtomicUsize>, req: Request) -> Response {
     let mut res = axum::Json(out).into_response();
     res.headers_mut()
         .insert("x-upstream-instance", name.parse().unwrap());
+    // A service choosing its own caching.
+    if path.ends_with("/cached") {
+        res.headers_mut()
+            .insert("cache-control", "private, max-age=60".parse().unwrap());
+    }
     // A hop-by-hop header the gateway must not pass on.
     res.headers_mut()
         .insert("keep-alive", "timeout=5".parse().unwrap());
@@ -136,6 +141,11 @@ async fn ws_echo(
 
 /// Starts an echo upstream named `name` on a free port.
 pub async fn upstream(name: &str) -> Upstream {
+    upstream_at(name, "127.0.0.1:0").await
+}
+
+/// Starts an echo upstream named `name` on `addr` (e.g. the port of one that was killed).
+pub async fn upstream_at(name: &str, addr: &str) -> Upstream {
     let hits = Arc::new(AtomicUsize::new(0));
     let (n, h) = (name.to_owned(), hits.clone());
     let cluster = name.split('-').next().unwrap_or(name).to_owned();
@@ -165,7 +175,7 @@ pub async fn upstream(name: &str) -> Upstream {
             get(move |ws, headers, uri| ws_echo(name.clone(), ws, headers, uri))
         })
         .fallback(move |req: Request| echo(n.clone(), h.clone(), req));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
     let s = stop.clone();
@@ -197,6 +207,7 @@ pub fn config(auth: &[&Upstream], users: &[&Upstream], chat: &[&Upstream]) -> Co
     let urls = |u: &[&Upstream]| u.iter().map(|x| x.url.clone()).collect::<Vec<_>>();
     let mut cfg = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
         upstreams: Upstreams {
             auth: urls(auth),
             users: urls(users),
@@ -269,7 +280,7 @@ impl Env {
         self.token(uuid::Uuid::now_v7())
     }
 
-    pub async fn gateway(&self, cfg: &Config) -> kit::server::Running {
+    pub async fn gateway(&self, cfg: &Config) -> Gw {
         start_gateway(&self.common, cfg, self.bus.clone()).await
     }
 
@@ -296,20 +307,42 @@ pub struct Stack {
     pub auth: Upstream,
     pub users: Upstream,
     pub chat: Upstream,
-    pub gw: kit::server::Running,
+    pub gw: Gw,
     pub api: Api,
 }
 
-/// Builds and starts a gateway on `bus`.
-pub async fn start_gateway(
-    common: &kit::config::CommonConfig,
-    cfg: &Config,
-    bus: bus::Bus,
-) -> kit::server::Running {
-    gateway::build(common, cfg, bus, CancellationToken::new())
+/// A running gateway and its admin listener.
+pub struct Gw {
+    pub running: kit::server::Running,
+    pub admin: SocketAddr,
+}
+
+impl std::ops::Deref for Gw {
+    type Target = kit::server::Running;
+    fn deref(&self) -> &Self::Target {
+        &self.running
+    }
+}
+
+impl Gw {
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin)
+    }
+
+    pub async fn stop(self) {
+        self.running.stop().await;
+    }
+}
+
+/// Builds and starts a gateway on `bus` (its admin listener on a free port).
+pub async fn start_gateway(common: &kit::config::CommonConfig, cfg: &Config, bus: bus::Bus) -> Gw {
+    let (service, admin) = gateway::build_with_admin(common, cfg, bus, CancellationToken::new())
         .await
-        .unwrap()
-        .spawn()
+        .unwrap();
+    Gw {
+        running: service.spawn(),
+        admin: admin.expect("the tests' config has an admin listener"),
+    }
 }
 
 pub fn client() -> reqwest::Client {
@@ -334,13 +367,15 @@ impl Call for reqwest::RequestBuilder {
 pub struct Api {
     pub http: reqwest::Client,
     base: String,
+    admin: String,
 }
 
 impl Api {
-    pub fn new(server: &kit::server::Running) -> Self {
+    pub fn new(gw: &Gw) -> Self {
         Self {
             http: client(),
-            base: server.url(),
+            base: gw.url(),
+            admin: gw.admin_url(),
         }
     }
 
@@ -376,9 +411,20 @@ impl Api {
         self.get(path).call().await.json().await.unwrap()
     }
 
-    /// The server's Prometheus exposition.
+    /// The gateway's Prometheus exposition, from its admin listener.
     pub async fn metrics(&self) -> String {
-        self.get("/metrics").call().await.text().await.unwrap()
+        let res = self
+            .http
+            .get(format!("{}/metrics", self.admin))
+            .call()
+            .await;
+        assert_eq!(res.status(), 200);
+        res.text().await.unwrap()
+    }
+
+    /// A GET on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.admin)).call().await
     }
 
     /// Polls `path` with `token` until the edge answers 401 `session_revoked`.
@@ -453,6 +499,12 @@ pub async fn problem_code(res: reqwest::Response) -> (u16, String) {
 
 /// Status of a GET sent as raw HTTP/1.1, with the path exactly as given.
 pub async fn raw_get_status(addr: SocketAddr, path: &str, token: &str) -> u16 {
+    raw_get(addr, path, token).await.0
+}
+
+/// Status and whole response (head and body) of a GET sent as raw HTTP/1.1, with the
+/// path exactly as given.
+pub async fn raw_get(addr: SocketAddr, path: &str, token: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
@@ -461,8 +513,9 @@ pub async fn raw_get_status(addr: SocketAddr, path: &str, token: &str) -> u16 {
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();
-    let head = String::from_utf8_lossy(&buf);
-    head.split(' ').nth(1).unwrap().parse().unwrap()
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, text)
 }
 
 pub type Ws =
