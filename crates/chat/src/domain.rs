@@ -154,12 +154,41 @@ impl RoomEvent {
     }
 }
 
-/// Trims and checks a message body: 1–4000 Unicode characters.
+/// Whether `c` is a bidirectional override or isolate (U+202A–U+202E, U+2066–U+2069):
+/// they can make a name display as something else (e.g. reversed) than what it is.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Whether `text` has a control character (Unicode `Cc`: C0, DEL, C1) other than a line
+/// feed, a tab, or a carriage return right before a line feed (CRLF from a textarea).
+fn has_forbidden_control(text: &str) -> bool {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !c.is_control() || c == '\n' || c == '\t' {
+            continue;
+        }
+        if c == '\r' && chars.peek() == Some(&'\n') {
+            continue;
+        }
+        return true;
+    }
+    false
+}
+
+/// Trims and checks a message body: 1–4000 Unicode characters, no control characters
+/// but line feeds and tabs (a NUL truncates the text in C clients and some databases).
 pub fn parse_body(raw: &str) -> Result<String, ApiError> {
     let body = raw.trim();
     let n = body.chars().count();
     if n == 0 {
         return Err(ApiError::validation("body", "must not be empty"));
+    }
+    if has_forbidden_control(body) {
+        return Err(ApiError::validation(
+            "body",
+            "must not contain control characters other than line feeds and tabs",
+        ));
     }
     if n > MAX_BODY_CHARS {
         return Err(ApiError::validation(
@@ -190,21 +219,34 @@ pub fn parse_client_msg_id(raw: Option<&str>) -> Result<Option<String>, ApiError
 pub fn parse_name(raw: &str) -> Result<String, ApiError> {
     let name = raw.trim();
     let n = name.chars().count();
-    if n == 0 || n > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+    if n == 0
+        || n > MAX_NAME_CHARS
+        || name.chars().any(|c| c.is_control() || is_bidi_control(c))
+    {
         return Err(ApiError::validation(
             "name",
-            format!("must be 1–{MAX_NAME_CHARS} printable characters"),
+            format!(
+                "must be 1–{MAX_NAME_CHARS} printable characters, without bidirectional overrides"
+            ),
         ));
     }
     Ok(name.to_owned())
 }
 
+/// A topic may span lines (line feeds, tabs), but has no other control characters and no
+/// bidirectional overrides or isolates.
 pub fn parse_topic(raw: Option<&str>) -> Result<String, ApiError> {
     let topic = raw.unwrap_or("").trim();
     if topic.chars().count() > MAX_TOPIC_CHARS {
         return Err(ApiError::validation(
             "topic",
             format!("must be at most {MAX_TOPIC_CHARS} characters"),
+        ));
+    }
+    if has_forbidden_control(topic) || topic.chars().any(is_bidi_control) {
+        return Err(ApiError::validation(
+            "topic",
+            "must not contain control characters (but line feeds and tabs) or bidirectional overrides",
         ));
     }
     Ok(topic.to_owned())
@@ -246,6 +288,25 @@ mod tests {
         assert!(parse_body("   ").is_err());
         assert!(parse_body(&"é".repeat(4000)).is_ok());
         assert!(parse_body(&"é".repeat(4001)).is_err());
+    }
+
+    #[test]
+    fn controls_and_bidi_overrides_are_refused() {
+        assert!(parse_body("a\u{0}b").is_err());
+        assert!(parse_body("a\u{7}b").is_err());
+        assert!(parse_body("a\u{7f}b").is_err());
+        assert!(parse_body("a\u{85}b").is_err());
+        assert!(parse_body("a\rb").is_err());
+        assert_eq!(parse_body("a\r\nb\n\tc").unwrap(), "a\r\nb\n\tc");
+        // Bodies may carry bidi controls (right-to-left text); names and topics may not.
+        assert!(parse_body("\u{202E}abc").is_ok());
+        for bad in ["\u{202A}x", "x\u{202E}", "\u{2066}x", "x\u{2069}", "a\nb", "a\u{0}"] {
+            assert!(parse_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_name("שלום world").is_ok());
+        assert!(parse_topic(Some("line\nline")).is_ok());
+        assert!(parse_topic(Some("x\u{2067}y")).is_err());
+        assert!(parse_topic(Some("x\u{1b}[31m")).is_err());
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub mod close {
     pub const IDLE_TIMEOUT: u16 = 4009;
     /// The server is shutting down; reconnect (to another node) and `resume`.
     pub const GOING_AWAY: u16 = 1001;
+    /// Policy violation: the user has too many open connections (`too_many_connections`).
+    pub const POLICY: u16 = 1008;
+    /// The database cannot be reached right now; reconnect later and `resume`.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// A committed room event, with its WebSocket frame rendered once for all receivers.
@@ -155,14 +159,24 @@ impl Hub {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn register(&self, handle: ConnHandle) -> u64 {
+    /// Registers a connection, or returns `None` when its user already has `max_per_user`
+    /// connections on this node (0 = no limit).
+    pub fn register(&self, handle: ConnHandle, max_per_user: usize) -> Option<u64> {
         let mut inner = self.inner();
+        if max_per_user > 0
+            && inner
+                .by_user
+                .get(&handle.user)
+                .is_some_and(|s| s.len() >= max_per_user)
+        {
+            return None;
+        }
         inner.next_id += 1;
         let id = inner.next_id;
         inner.by_user.entry(handle.user).or_default().insert(id);
         inner.conns.insert(id, handle);
         metrics::gauge!("chat_ws_connections").set(inner.conns.len() as f64);
-        id
+        Some(id)
     }
 
     pub fn unregister(&self, id: u64) {

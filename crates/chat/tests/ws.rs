@@ -26,6 +26,9 @@ kit::backend_tests!(
     websocket_send_is_rate_limited,
     heartbeat_and_idle_timeout,
     expired_token_closes_the_socket,
+    connections_per_user_are_capped,
+    control_characters_are_refused,
+    live_events_wait_for_the_first_frame_briefly,
 );
 
 async fn authentication(backend: Backend) {
@@ -206,51 +209,66 @@ async fn resume_has_no_gap_at_the_switch_over(backend: Backend) {
         return;
     };
     let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
+    let quiet = app.room(&alice, "quiet", "public").await;
+    app.join(&quiet, &bob).await;
     for i in 0..40 {
         app.send(&room, &alice, &format!("before {i}")).await;
     }
-    // Traffic keeps flowing while Bob reconnects and resumes from seq 0.
+    // Traffic keeps flowing while Bob reconnects and resumes from seq 0 — in both rooms,
+    // the second from its last seq but one.
     let writer = app.send_in_background(
         &room,
         &alice,
         (0..60).map(|i| format!("during {i}")).collect(),
         None,
     );
+    let quiet_writer = app.send_in_background(
+        &quiet,
+        &alice,
+        (0..20).map(|i| format!("during {i}")).collect(),
+        Some(Duration::from_millis(5)),
+    );
     tokio::time::sleep(Duration::from_millis(30)).await;
     let mut b = app.connect(&bob).await;
-    b.send(json!({"type": "resume", "rooms": {room.clone(): 0}}))
+    // The client reads `ready`, then resumes (a round trip in which live events arrive at
+    // the server); a little extra delay makes sure some do.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let quiet_from = b.ready["rooms"][&quiet].as_i64().unwrap() - 1;
+    b.send(json!({"type": "resume", "rooms": {room.clone(): 0, quiet.clone(): quiet_from}}))
         .await;
     writer.await.unwrap();
+    quiet_writer.await.unwrap();
     let last = 2 + 40 + 60;
+    let quiet_last = 2 + 20;
+    let mut per_room: std::collections::HashMap<String, Vec<i64>> = Default::default();
     let mut events = Vec::new();
-    let mut replaying = false;
-    loop {
+    while per_room.get(&room).and_then(|s| s.last()) != Some(&last)
+        || per_room.get(&quiet).and_then(|s| s.last()) != Some(&quiet_last)
+    {
         let v = b.next_json().await;
         if v["type"] != "event" {
             continue;
         }
-        let seq = v["seq"].as_i64().unwrap();
-        replaying |= seq == 1;
-        events.push(v);
-        if replaying && seq == last {
-            break;
+        let r = v["room_id"].as_str().unwrap().to_owned();
+        per_room
+            .entry(r.clone())
+            .or_default()
+            .push(v["seq"].as_i64().unwrap());
+        if r == room {
+            events.push(v);
         }
     }
-    let seqs = seqs(&events);
-    // Live events may arrive between `ready` and the server reading the resume frame
-    // (at-least-once: the replay repeats them). From the replay on, the stream is every
-    // event exactly once, in order, running straight into the live ones.
-    let replay = seqs.iter().position(|s| *s == 1).unwrap();
-    assert!(
-        seqs[..replay].windows(2).all(|w| w[1] == w[0] + 1),
-        "{seqs:?}"
-    );
+    // API.md: every missed event in seq order, THEN live events — per room strictly
+    // increasing and gap-free from the resume point, nothing live before the replay.
     assert_eq!(
-        seqs[replay..],
+        per_room[&room],
         (1..=last).collect::<Vec<_>>(),
         "every event once, in order"
     );
-    let events = &events[replay..];
+    assert_eq!(
+        per_room[&quiet],
+        (quiet_from + 1..=quiet_last).collect::<Vec<_>>()
+    );
     assert_eq!(events[0]["event"]["kind"], "member.joined");
     b.assert_quiet(Duration::from_millis(300)).await;
 
@@ -619,5 +637,166 @@ async fn expired_token_closes_the_socket(backend: Backend) {
         .unwrap();
     let mut ws = Ws::connect(&app.ws_url(), &token).await;
     assert_eq!(ws.closed(Duration::from_secs(10)).await, Closed::Code(4001));
+    app.stop().await;
+}
+
+/// The 4th socket of a user (cap 3) is accepted, then closed with 1008
+/// `too_many_connections`; other users are not affected, and a closed socket frees a slot.
+async fn connections_per_user_are_capped(backend: Backend) {
+    let Some(app) = common::start_with(backend, "ws_connections_capped", |o| {
+        o.config.ws_max_per_user = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let [alice, bob] = app.users(["alice", "bob"]).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(app.connect(&alice).await);
+    }
+    let mut req = app.ws_url().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", alice.token).parse().unwrap(),
+    );
+    let (mut extra, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let reason = match tokio::time::timeout(Duration::from_secs(5), extra.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(WsMessage::Close(Some(f)))) => {
+            assert_eq!(u16::from(f.code), 1008);
+            f.reason.to_string()
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    };
+    assert_eq!(reason, "too_many_connections");
+    // Another user connects; the open ones still work.
+    let mut b = app.connect(&bob).await;
+    b.ping_pong().await;
+    open[0].ping_pong().await;
+    // Closing one frees a slot.
+    let mut first = open.remove(0);
+    futures::SinkExt::close(&mut first.stream).await.unwrap();
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut req = app.ws_url().into_client_request().unwrap();
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", alice.token).parse().unwrap(),
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let mut ws = Ws {
+            stream,
+            ready: Value::Null,
+        };
+        match ws.try_next_json(Duration::from_millis(500)).await {
+            Some(v) if v["type"] == "ready" => break,
+            _ => assert!(tokio::time::Instant::now() < deadline, "no slot freed"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(app.metrics().await.contains("chat_ws_refused_total"));
+    app.stop().await;
+}
+
+/// NUL and other control characters in bodies: 400 over HTTP, an error frame over the
+/// socket; control characters and bidi overrides in room names and topics: 400.
+async fn control_characters_are_refused(backend: Backend) {
+    let Some(app) = common::start(backend, "control_characters_are_refused").await else {
+        return;
+    };
+    let (alice, room) = app.alice_with_a_room().await;
+    for body in ["nul\u{0}here", "bell\u{7}", "esc\u{1b}[2J", "cr\ronly", "c1\u{9b}"] {
+        let (s, b) = app
+            .post(
+                &format!("/chat/rooms/{room}/messages"),
+                json!({"body": body}),
+                &alice,
+            )
+            .await;
+        assert_eq!(
+            (s, b["code"].as_str(), b["errors"][0]["field"].as_str()),
+            (400, Some("validation_failed"), Some("body")),
+            "{body:?}: {b}"
+        );
+    }
+    // Line feeds, tabs and CRLF are text.
+    let ok = app.send(&room, &alice, "line one\r\nline two\n\tindented").await;
+    assert_eq!(ok["body"], "line one\r\nline two\n\tindented");
+    let id = ok["id"].as_str().unwrap();
+    let (s, b) = app
+        .patch(
+            &format!("/chat/rooms/{room}/messages/{id}"),
+            json!({"body": "edited\u{0}"}),
+            &alice,
+        )
+        .await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("validation_failed")));
+    let mut a = app.connect(&alice).await;
+    a.send_message(&room, "nul\u{0}", "n1").await;
+    a.expect_error(Some("n1"), "validation_failed").await;
+
+    for (name, topic) in [
+        ("evil\u{202E}gnp.exe", "fine"),
+        ("iso\u{2066}late", "fine"),
+        ("new\nline", "fine"),
+        ("fine", "over\u{202D}ride"),
+        ("fine", "pop\u{2069}"),
+        ("fine", "nul\u{0}"),
+    ] {
+        let (s, b) = app
+            .post(
+                "/chat/rooms",
+                json!({"name": name, "visibility": "public", "topic": topic}),
+                &alice,
+            )
+            .await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (400, Some("validation_failed")),
+            "{name:?} {topic:?}: {b}"
+        );
+    }
+    let (s, b) = app
+        .post(
+            "/chat/rooms",
+            json!({"name": "עברית and English", "visibility": "public", "topic": "two\nlines"}),
+            &alice,
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    app.stop().await;
+}
+
+/// Live events after `ready` are held for the client's first frame, but not for longer
+/// than `ws_resume_wait_ms`; any frame ends the wait at once.
+async fn live_events_wait_for_the_first_frame_briefly(backend: Backend) {
+    let Some(app) = common::start_with(backend, "live_events_wait_briefly", |o| {
+        o.config.ws_resume_wait_ms = 700;
+    })
+    .await
+    else {
+        return;
+    };
+    let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
+    // A client that says nothing gets the live event once the wait is over.
+    let mut silent = app.connect(&bob).await;
+    let started = std::time::Instant::now();
+    app.send(&room, &alice, "one").await;
+    let ev = silent.next_of("event").await;
+    assert_eq!(ev["seq"], 3);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(500), "{waited:?}");
+    // One that pings gets it right after the ping.
+    let mut talking = app.connect(&bob).await;
+    app.send(&room, &alice, "two").await;
+    talking.send(json!({"type": "ping"})).await;
+    let started = std::time::Instant::now();
+    let ev = talking.next_of("event").await;
+    assert_eq!(ev["seq"], 4);
+    assert!(started.elapsed() < Duration::from_millis(400));
     app.stop().await;
 }

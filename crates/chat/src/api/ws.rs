@@ -129,19 +129,53 @@ fn text(v: &Value) -> Message {
     Message::Text(Utf8Bytes::from(v.to_string()))
 }
 
+/// Closes a connection that was never served (with `code` and `reason`), waiting a
+/// little for the client's Close so that it reads the code instead of a reset.
+async fn refuse(mut socket: WebSocket, code: u16, reason: &'static str) {
+    let frame = Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }));
+    if tokio::time::timeout(Duration::from_secs(5), socket.send(frame))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(msg)) = socket.next().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
     let cfg = ctx.config.clone();
-    let (sink, mut stream) = socket.split();
     let (out_tx, out_rx) = mpsc::channel::<Message>(cfg.ws_outbound_queue.max(1));
     let (inbox_tx, inbox_rx) = mpsc::channel::<Inbox>(cfg.ws_inbox_queue.max(1));
     let closer = Closer::default();
     let hub = ctx.fanout.hub.clone();
-    let id = hub.register(ConnHandle {
-        user: claims.sub,
-        session: claims.sid,
-        inbox: inbox_tx,
-        closer: closer.clone(),
-    });
+    let registered = hub.register(
+        ConnHandle {
+            user: claims.sub,
+            session: claims.sid,
+            inbox: inbox_tx,
+            closer: closer.clone(),
+        },
+        cfg.ws_max_per_user,
+    );
+    // Over the per-user cap: accepted, then closed with 1008 and a reason a browser can
+    // read (a refused handshake shows it only a generic error).
+    let Some(id) = registered else {
+        metrics::counter!("chat_ws_refused_total", "reason" => "too_many_connections")
+            .increment(1);
+        refuse(socket, close::POLICY, "too_many_connections").await;
+        return;
+    };
+    let (sink, mut stream) = socket.split();
     let writer = tokio::spawn(write_loop(
         sink,
         out_rx,
@@ -159,12 +193,13 @@ async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
         typing_sent: HashMap::new(),
         send_timeout,
         sends: None,
+        hold: None,
     };
     match conn.setup().await {
         Ok(()) => conn.serve(&mut stream, inbox_rx, claims.exp).await,
         Err(e) => {
             tracing::warn!(error = %e, "cannot set up a WebSocket connection");
-            closer.close(1011, "internal error");
+            close_for(&closer, &e);
         }
     }
     hub.unregister(id);
@@ -232,6 +267,16 @@ async fn write_loop(
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
 }
 
+/// Closes after a database error: 1013 (try again later) when the database cannot be
+/// reached, else 1011.
+fn close_for(closer: &Closer, e: &sqlx::Error) {
+    if kit::db::is_unavailable(e) {
+        closer.close(close::TRY_AGAIN_LATER, "database unavailable");
+    } else {
+        closer.close(1011, "internal error");
+    }
+}
+
 struct Conn {
     ctx: ApiContext,
     user: Uuid,
@@ -246,6 +291,10 @@ struct Conn {
     /// from one socket keep the order in which they were sent. Started by the first send
     /// (most sockets only receive: no task, no queue for them).
     sends: Option<(mpsc::Sender<SendJob>, tokio::task::JoinHandle<()>)>,
+    /// Hub items held back after `ready` until the client's first frame (or
+    /// `ws_resume_wait_ms`): a `resume` is replayed before any of them, so the client sees
+    /// each resumed room's missed events in seq order, then the live ones.
+    hold: Option<Vec<Inbox>>,
 }
 
 struct SendJob {
@@ -317,9 +366,22 @@ impl Conn {
             self.cursors.insert(room, seq);
             ready.insert(room.to_string(), Value::from(seq));
         }
+        if self.ctx.config.ws_resume_wait_ms > 0 {
+            self.hold = Some(Vec::new());
+        }
         self.emit(text(&json!({"type": "ready", "rooms": ready})))
             .await;
         Ok(())
+    }
+
+    /// Ends the hold: the held items are handled in the order they came (events the
+    /// replay already delivered are dropped by the cursors, gaps filled).
+    async fn release(&mut self) {
+        if let Some(held) = self.hold.take() {
+            for item in held {
+                self.handle_inbox(item).await;
+            }
+        }
     }
 
     async fn serve(
@@ -337,6 +399,8 @@ impl Conn {
         tokio::pin!(expiry);
         let closing = self.closer.token().clone();
         let shutdown = self.ctx.shutdown.clone();
+        let hold_timer = tokio::time::sleep(Duration::from_millis(cfg.ws_resume_wait_ms));
+        tokio::pin!(hold_timer);
         loop {
             tokio::select! {
                 biased;
@@ -345,6 +409,7 @@ impl Conn {
                     self.closer.close(close::GOING_AWAY, "server shutting down");
                     return;
                 }
+                _ = &mut hold_timer, if self.hold.is_some() => self.release().await,
                 frame = stream.next() => {
                     last_seen = Instant::now();
                     match frame {
@@ -410,6 +475,7 @@ impl Conn {
         let value: Value = match serde_json::from_str(raw) {
             Ok(v) => v,
             Err(e) => {
+                self.release().await;
                 let msg = format!("not JSON: {e}");
                 self.emit(text(&error_frame(None, "malformed_frame", &msg)))
                     .await;
@@ -423,6 +489,7 @@ impl Conn {
         let frame: ClientFrame = match serde_json::from_value(value) {
             Ok(f) => f,
             Err(e) => {
+                self.release().await;
                 let msg = format!("invalid frame: {e}");
                 self.emit(text(&error_frame(
                     client_msg_id.as_deref(),
@@ -433,10 +500,17 @@ impl Conn {
                 return;
             }
         };
+        // The first frame ends the hold; a `resume` first replays its rooms.
+        if !matches!(frame, ClientFrame::Resume { .. }) {
+            self.release().await;
+        }
         match frame {
             ClientFrame::Ping => self.emit(text(&json!({"type": "pong"}))).await,
             ClientFrame::Typing { room_id } => self.on_typing(room_id).await,
-            ClientFrame::Resume { rooms } => self.on_resume(rooms).await,
+            ClientFrame::Resume { rooms } => {
+                self.on_resume(rooms).await;
+                self.release().await;
+            }
             ClientFrame::Send {
                 room_id,
                 body,
@@ -541,7 +615,7 @@ impl Conn {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!(error = %e, %room, "WebSocket catch-up failed");
-                    self.closer.close(1011, "internal error");
+                    close_for(&self.closer, &e);
                     return;
                 }
             };
@@ -559,6 +633,21 @@ impl Conn {
     }
 
     async fn on_inbox(&mut self, item: Inbox) {
+        if let Some(held) = &mut self.hold
+            && !matches!(item, Inbox::Typing(_))
+        {
+            held.push(item);
+            // Bounded like the inbox: a client that lets this much pile up before its
+            // first frame gets what is held now.
+            if held.len() >= self.ctx.config.ws_inbox_queue.max(1) {
+                self.release().await;
+            }
+            return;
+        }
+        self.handle_inbox(item).await;
+    }
+
+    async fn handle_inbox(&mut self, item: Inbox) {
         match item {
             Inbox::Event(d) => {
                 let room = d.event.room_id;

@@ -25,13 +25,24 @@ pub struct App {
     users: Option<UsersApp>,
 }
 
-/// Stands in for the user service's internal relationship endpoint (same route, same
-/// JSON) with a block list the test controls. The real user service behind the real
-/// chat service is exercised by the system tests in `crates/intellicolab/tests`.
+/// Stands in for the user service's internal routes (same routes, same JSON:
+/// relationships with `a_exists`/`b_exists`, the paged block list) with users and blocks
+/// the test controls; [`App::block`] also publishes the user service's `user.blocked`
+/// event on the bus. The real user service behind the real chat service is exercised by
+/// the system tests in `crates/intellicolab/tests`.
 struct UsersApp {
     url: String,
-    blocks: Arc<Mutex<HashSet<(Uuid, Uuid)>>>,
+    state: Arc<FakeUsers>,
     stop: tokio_util::sync::CancellationToken,
+}
+
+#[derive(Default)]
+struct FakeUsers {
+    blocks: Mutex<HashSet<(Uuid, Uuid)>>,
+    /// Ids with a profile (every user made by [`App::user`]).
+    known: Mutex<HashSet<Uuid>>,
+    /// `GET /internal/blocks` answers 503 while set.
+    blocks_down: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone, Debug)]
@@ -44,8 +55,10 @@ pub struct User {
 pub struct Options {
     pub config: chat::Config,
     pub common: kit::config::CommonConfig,
-    /// Serve the user service's relationship endpoint and point `users_url` at it.
+    /// Serve the user service's internal routes and point `users_url` at them.
     pub with_users: bool,
+    /// …with its `GET /internal/blocks` answering 503 until [`App::set_blocks_down`].
+    pub users_blocks_down: bool,
 }
 
 pub async fn start(backend: Backend, test: &str) -> Option<App> {
@@ -74,11 +87,12 @@ pub async fn start_with(
             ..Default::default()
         },
         with_users: false,
+        users_blocks_down: false,
     };
     tweak(&mut opts);
     let bus = bus::Bus::memory();
     let users = if opts.with_users {
-        let users = start_users().await;
+        let users = start_users(opts.users_blocks_down).await;
         opts.common.users_url = users.url.clone();
         Some(users)
     } else {
@@ -160,9 +174,12 @@ impl App {
         format!("{}/chat/ws", self.url.replacen("http", "ws", 1))
     }
 
-    /// A new user with a token from the test issuer.
+    /// A new user with a token from the test issuer (known to the user service).
     pub async fn user(&self, name: &str) -> User {
         let id = Uuid::now_v7();
+        if let Some(users) = &self.users {
+            users.state.known.lock().unwrap().insert(id);
+        }
         User {
             id,
             name: name.to_owned(),
@@ -179,17 +196,57 @@ impl App {
         users.try_into().unwrap()
     }
 
-    /// `blocker` blocks `blocked` (as the user service would answer from now on).
-    pub async fn block(&self, blocker: &User, blocked: &User) {
-        let users = self
+    fn fake_users(&self) -> &FakeUsers {
+        &self
             .users
             .as_ref()
-            .expect("started without the user service");
-        users
+            .expect("started without the user service")
+            .state
+    }
+
+    /// `blocker` blocks `blocked`, as the user service does: it answers so from now on
+    /// and publishes `user.blocked`.
+    pub async fn block(&self, blocker: &User, blocked: &User) {
+        self.block_silently(blocker, blocked);
+        self.publish_block("user.blocked", blocker, blocked).await;
+    }
+
+    /// Lifts the block (`user.unblocked`).
+    pub async fn unblock(&self, blocker: &User, blocked: &User) {
+        self.fake_users()
+            .blocks
+            .lock()
+            .unwrap()
+            .remove(&(blocker.id, blocked.id));
+        self.publish_block("user.unblocked", blocker, blocked).await;
+    }
+
+    /// A block the user service knows of, whose event chat never got (made before chat
+    /// consumed the user service's events).
+    pub fn block_silently(&self, blocker: &User, blocked: &User) {
+        self.fake_users()
             .blocks
             .lock()
             .unwrap()
             .insert((blocker.id, blocked.id));
+    }
+
+    async fn publish_block(&self, kind: &str, blocker: &User, blocked: &User) {
+        self.bus
+            .publish(&bus::Envelope::new(
+                "users",
+                kind,
+                json!({"blocker_id": blocker.id, "blocked_id": blocked.id}),
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// Makes the user service's `GET /internal/blocks` fail (503) or answer again.
+    pub fn set_blocks_down(&self, down: bool) {
+        self.fake_users()
+            .blocks_down
+            .store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub async fn call(
@@ -442,28 +499,64 @@ pub async fn closed_port_url() -> String {
     format!("http://{addr}")
 }
 
-async fn start_users() -> UsersApp {
-    use axum::extract::{Path, State};
-    type Blocks = Arc<Mutex<HashSet<(Uuid, Uuid)>>>;
+async fn start_users(blocks_down: bool) -> UsersApp {
+    use axum::extract::{Path, Query, State};
+    use std::sync::atomic::Ordering;
+    type Fake = Arc<FakeUsers>;
     async fn relationships(
-        State(blocks): State<Blocks>,
+        State(fake): State<Fake>,
         Path((a, b)): Path<(Uuid, Uuid)>,
     ) -> axum::Json<Value> {
-        let blocks = blocks.lock().unwrap();
+        let blocks = fake.blocks.lock().unwrap();
+        let known = fake.known.lock().unwrap();
         axum::Json(json!({
             "a_blocks_b": blocks.contains(&(a, b)),
             "b_blocks_a": blocks.contains(&(b, a)),
             "a_follows_b": false,
             "b_follows_a": false,
+            "a_exists": known.contains(&a),
+            "b_exists": known.contains(&b),
         }))
     }
-    let blocks: Blocks = Arc::default();
+    /// Pages of 2 edges (whatever the limit), to exercise the caller's paging.
+    async fn blocks(
+        State(fake): State<Fake>,
+        Query(q): Query<std::collections::HashMap<String, String>>,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        if fake.blocks_down.load(Ordering::SeqCst) {
+            return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down").into_response();
+        }
+        let mut edges: Vec<(String, String)> = fake
+            .blocks
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        edges.sort();
+        let after = q.get("after").cloned().unwrap_or_default();
+        let rest: Vec<_> = edges
+            .into_iter()
+            .filter(|(a, b)| format!("{a}|{b}") > after)
+            .collect();
+        let page: Vec<_> = rest.iter().take(2).collect();
+        let next = (rest.len() > 2).then(|| format!("{}|{}", page[1].0, page[1].1));
+        let items: Vec<Value> = page
+            .iter()
+            .map(|(a, b)| json!({"blocker_id": a, "blocked_id": b}))
+            .collect();
+        axum::Json(json!({"items": items, "next_cursor": next})).into_response()
+    }
+    let state: Fake = Arc::default();
+    state.blocks_down.store(blocks_down, Ordering::SeqCst);
     let app = axum::Router::new()
         .route(
             "/internal/relationships/{a}/{b}",
             axum::routing::get(relationships),
         )
-        .with_state(blocks.clone());
+        .route("/internal/blocks", axum::routing::get(blocks))
+        .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
@@ -473,7 +566,7 @@ async fn start_users() -> UsersApp {
             .with_graceful_shutdown(async move { token.cancelled().await })
             .await;
     });
-    UsersApp { url, blocks, stop }
+    UsersApp { url, state, stop }
 }
 
 pub async fn read(res: reqwest::Response) -> (u16, Value) {
