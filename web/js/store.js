@@ -7,6 +7,11 @@
 //   typing       {room_id, user_id}
 //   status       {state}           realtime connection state
 //   removed      {room_id}         I left / was removed from a room
+//
+// Nothing here touches `window` or `document` when the module is imported, and everything
+// the store reaches outside itself (HTTP, the signed-in user, the WebSocket, the page's
+// visibility, announcements) comes through `env`: the unit tests in web/test/ run the
+// store under node with fakes (`new Store({ api, auth, ... })`).
 
 import { api, auth } from './api.js';
 import { Realtime } from './ws.js';
@@ -22,11 +27,15 @@ export function uuid() {
 }
 
 /** Fetch every page of a cursor-paginated list (bounded). */
-export async function fetchAll(path, query = {}, maxPages = 20) {
+export function fetchAll(path, query = {}, maxPages = 20) {
+  return fetchPages(api, path, query, maxPages);
+}
+
+async function fetchPages(call, path, query, maxPages) {
   const items = [];
   let cursor = null;
   for (let i = 0; i < maxPages; i++) {
-    const page = await api(path, { query: { ...query, limit: 100, cursor } });
+    const page = await call(path, { query: { ...query, limit: 100, cursor } });
     items.push(...(page?.items || []));
     cursor = page?.next_cursor;
     if (!cursor) break;
@@ -40,9 +49,20 @@ const PROFILE_TTL_MS = 5 * 60 * 1000;
 const HTTP_FALLBACK_MS = 8000;
 const ROOM_LIST_REFRESH_MS = 60_000;
 
-class Store extends EventTarget {
-  constructor() {
+/** What the store uses from the page; `new Store(env)` replaces any of it. */
+const browserEnv = {
+  api,
+  auth,
+  Realtime,
+  announce,
+  toast,
+  pageVisible: () => document.visibilityState === 'visible',
+};
+
+export class Store extends EventTarget {
+  constructor(env = {}) {
     super();
+    this.env = { ...browserEnv, ...env };
     this.reset();
   }
 
@@ -66,13 +86,18 @@ class Store extends EventTarget {
 
   emit(type, detail) { this.dispatchEvent(new CustomEvent(type, { detail })); }
 
-  get me() { return auth.user; }
+  get me() { return this.env.auth.user; }
+
+  api(path, options) { return this.env.api(path, options); }
+
+  fetchAll(path, query = {}, maxPages = 20) { return fetchPages(this.env.api, path, query, maxPages); }
 
   // ---------- start / stop ----------
 
   async start() {
     await Promise.all([this.loadRooms(), this.loadBlocks()]);
-    this.rt = new Realtime({
+    const { auth } = this.env;
+    this.rt = new this.env.Realtime({
       // After repeated failures to connect, the token itself may be the problem (its
       // session ended elsewhere): refresh it; a refused refresh logs out.
       getToken: (force) => (force ? auth.refresh() : auth.token()),
@@ -105,7 +130,7 @@ class Store extends EventTarget {
     // A safety net for anything the socket did not bring (and for counters changed on
     // another device): refresh the room list now and then while the page is visible.
     this._pollTimer = setInterval(() => {
-      if (document.visibilityState === 'visible') this.scheduleRoomReload();
+      if (this.env.pageVisible()) this.scheduleRoomReload();
     }, ROOM_LIST_REFRESH_MS);
   }
 
@@ -115,7 +140,7 @@ class Store extends EventTarget {
 
   async loadRooms() {
     const startedAt = Date.now();
-    const items = await fetchAll('/chat/rooms');
+    const items = await this.fetchAll('/chat/rooms');
     const seen = new Set();
     for (const r of items) {
       seen.add(r.id);
@@ -174,7 +199,7 @@ class Store extends EventTarget {
     const todo = [...this.rooms.values()].filter((r) => r.kind === 'dm' && !this.dmPeers.has(r.id));
     await Promise.all(todo.map(async (r) => {
       try {
-        const members = await fetchAll(`/chat/rooms/${r.id}/members`, {}, 1);
+        const members = await this.fetchAll(`/chat/rooms/${r.id}/members`, {}, 1);
         const peer = members.find((m) => m.user_id !== this.me?.id) || members[0];
         this.dmPeers.set(r.id, peer ? peer.user_id : null);
         if (peer) await this.profile(peer.user_id).catch(() => null);
@@ -197,21 +222,21 @@ class Store extends EventTarget {
   async createRoom({ name, visibility, topic }) {
     const body = { name, visibility };
     if (topic) body.topic = topic;
-    const room = await api('/chat/rooms', { method: 'POST', body });
+    const room = await this.api('/chat/rooms', { method: 'POST', body });
     this.upsertRoom(room, { fromList: true });
     this.emit('rooms');
     return room;
   }
 
   async joinRoom(id) {
-    const room = await api(`/chat/rooms/${id}/join`, { method: 'POST' });
+    const room = await this.api(`/chat/rooms/${id}/join`, { method: 'POST' });
     this.upsertRoom(room, { fromList: true });
     this.emit('rooms');
     return room;
   }
 
   async leaveRoom(id) {
-    await api(`/chat/rooms/${id}/leave`, { method: 'POST' });
+    await this.api(`/chat/rooms/${id}/leave`, { method: 'POST' });
     this.forgetRoom(id);
   }
 
@@ -223,7 +248,7 @@ class Store extends EventTarget {
   }
 
   async openDm(userId) {
-    const room = await api('/chat/dms', { method: 'POST', body: { user_id: userId } });
+    const room = await this.api('/chat/dms', { method: 'POST', body: { user_id: userId } });
     this.upsertRoom(room, { fromList: true });
     this.dmPeers.set(room.id, userId);
     this.emit('rooms');
@@ -237,7 +262,7 @@ class Store extends EventTarget {
     const age = Date.now() - (this.profileAt.get(id) || 0);
     if (!fresh && this.profiles.has(id) && age < PROFILE_TTL_MS) return this.profiles.get(id);
     this.profileAt.set(id, Date.now());
-    const p = api(`/users/${id}`).then((profile) => {
+    const p = this.api(`/users/${id}`).then((profile) => {
       this.profileData.set(id, profile);
       return profile;
     }).catch((e) => {
@@ -268,7 +293,7 @@ class Store extends EventTarget {
 
   async loadBlocks() {
     try {
-      const items = await fetchAll('/users/me/blocks');
+      const items = await this.fetchAll('/users/me/blocks');
       this.blocked = new Set(items.map((p) => p.id));
     } catch { /* not fatal */ }
   }
@@ -321,7 +346,7 @@ class Store extends EventTarget {
     room.filling = true;
     try {
       for (let i = 0; i < 50 && (room.buffer.size || room.lastSeq < target); i++) {
-        const page = await api(`/chat/rooms/${room.id}/events`, { query: { after: room.lastSeq, limit: 100 } });
+        const page = await this.api(`/chat/rooms/${room.id}/events`, { query: { after: room.lastSeq, limit: 100 } });
         for (const ev of page?.items || []) this.handleFrame({ room_id: room.id, seq: ev.seq, event: ev });
         if (!page?.has_more) break;
       }
@@ -343,10 +368,10 @@ class Store extends EventTarget {
         if (msg.sender_id === me) {
           this.clearPending(room.id, msg.client_msg_id);
         } else {
-          const watching = this.activeRoomId === room.id && document.visibilityState === 'visible';
+          const watching = this.activeRoomId === room.id && this.env.pageVisible();
           if (!watching) room.unread_count = (room.unread_count || 0) + 1;
           if (this.activeRoomId === room.id) {
-            announce(`${this.nameOf(msg.sender_id)}: ${msg.body}`);
+            this.env.announce(`${this.nameOf(msg.sender_id)}: ${msg.body}`);
           }
         }
         break;
@@ -362,7 +387,7 @@ class Store extends EventTarget {
       case 'member.removed':
         room.member_count = Math.max(0, (room.member_count || 1) - 1);
         if (event.user_id === me) {
-          if (event.kind === 'member.removed') toast(`You were removed from ${this.roomTitle(room)}.`, 'info');
+          if (event.kind === 'member.removed') this.env.toast(`You were removed from ${this.roomTitle(room)}.`, 'info');
           this.forgetRoom(room.id);
           return;
         }
@@ -406,7 +431,7 @@ class Store extends EventTarget {
       try {
         const body = { body: p.body, client_msg_id: clientMsgId };
         if (p.reply_to) body.reply_to = p.reply_to;
-        const message = await api(`/chat/rooms/${roomId}/messages`, { method: 'POST', body });
+        const message = await this.api(`/chat/rooms/${roomId}/messages`, { method: 'POST', body });
         this.rt?.dropPending(clientMsgId);
         this.handleAck({ client_msg_id: clientMsgId, message });
       } catch (e) {
@@ -458,7 +483,7 @@ class Store extends EventTarget {
         p.state = 'failed';
         p.error = message || code || 'Not sent';
         this.emit('pending', { room_id: roomId });
-        toast(`Message not sent: ${p.error}`, 'error');
+        this.env.toast(`Message not sent: ${p.error}`, 'error');
       }
     }
   }
@@ -475,7 +500,7 @@ class Store extends EventTarget {
     room.readSeq = seq;
     clearTimeout(room.readTimer);
     room.readTimer = setTimeout(() => {
-      api(`/chat/rooms/${roomId}/read`, { method: 'POST', body: { seq: room.readSeq } }).catch(() => {});
+      this.api(`/chat/rooms/${roomId}/read`, { method: 'POST', body: { seq: room.readSeq } }).catch(() => {});
     }, 400);
   }
 }
