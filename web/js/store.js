@@ -48,6 +48,9 @@ const PROFILE_TTL_MS = 5 * 60 * 1000;
 /** A message still unacknowledged this long while the socket is down goes over HTTP. */
 const HTTP_FALLBACK_MS = 8000;
 const ROOM_LIST_REFRESH_MS = 60_000;
+/** A failed gap fill is tried again after 1 s, doubling up to 30 s, until it succeeds. */
+const FILL_RETRY_FIRST_MS = 1000;
+const FILL_RETRY_MAX_MS = 30_000;
 
 /** What the store uses from the page; `new Store(env)` replaces any of it. */
 const browserEnv = {
@@ -168,20 +171,27 @@ export class Store extends EventTarget {
     const existing = this.rooms.get(r.id);
     if (existing) {
       // The applied-event mark (lastSeq) only moves as events are applied, so that no event
-      // is skipped. A snapshot that is ahead of it (events still on their way) must not
-      // overwrite what those events will update: keep our counters and catch up instead.
-      const { lastSeq, unread_count: unread, last_message: lastMessage } = existing;
+      // is skipped. The counters events move (unread count, last message, member count) are
+      // taken from a snapshot only when it was taken at that mark. Ahead of it (events still
+      // on their way) the events will update them: keep ours and catch up. Behind it (the
+      // list left the server before events we have applied since) it is older than ours.
+      const lastSeq = existing.lastSeq || 0;
+      const snapshotSeq = r.last_seq || 0;
+      const counters = {
+        unread_count: existing.unread_count,
+        last_message: existing.last_message,
+        member_count: existing.member_count,
+      };
       Object.assign(existing, r);
-      existing.lastSeq = lastSeq || 0;
-      if ((r.last_seq || 0) > existing.lastSeq) {
-        existing.unread_count = unread;
-        existing.last_message = lastMessage;
-        existing.last_seq = Math.max(existing.lastSeq, r.last_seq || 0);
-        if (fromList) setTimeout(() => this.catchUp(existing, r.last_seq), 1500);
+      existing.lastSeq = lastSeq;
+      if (snapshotSeq !== lastSeq) {
+        Object.assign(existing, counters);
+        existing.last_seq = Math.max(lastSeq, snapshotSeq);
       }
+      if (snapshotSeq > lastSeq && fromList) setTimeout(() => this.catchUp(existing, snapshotSeq), 1500);
       return existing;
     }
-    const room = { unread_count: 0, last_message: null, ...r, lastSeq: r.last_seq || 0, buffer: new Map(), filling: false, addedAt: Date.now() };
+    const room = { unread_count: 0, last_message: null, ...r, lastSeq: r.last_seq || 0, buffer: new Map(), filling: false, fillRetryMs: 0, addedAt: Date.now() };
     this.rooms.set(r.id, room);
     return room;
   }
@@ -241,6 +251,7 @@ export class Store extends EventTarget {
   }
 
   forgetRoom(id) {
+    this.rooms.get(id)?.buffer.clear();
     this.rooms.delete(id);
     this.pending.delete(id);
     this.emit('rooms');
@@ -326,7 +337,8 @@ export class Store extends EventTarget {
       return;
     }
     this.apply(room, event, seq);
-    while (room.buffer.has(room.lastSeq + 1)) {
+    // Applying can forget the room (I left or was removed): what follows is not mine to see.
+    while (this.rooms.get(roomId) === room && room.buffer.has(room.lastSeq + 1)) {
       const next = room.lastSeq + 1;
       const ev = room.buffer.get(next);
       room.buffer.delete(next);
@@ -341,19 +353,39 @@ export class Store extends EventTarget {
     this.fillGap(room, target);
   }
 
+  /**
+   * Fetch the events after the applied mark until nothing is held back behind a gap and
+   * `target` is reached. One fill per room at a time: frames that arrive meanwhile are held
+   * in the buffer, and the running fill goes on while it is not empty. A fill that failed
+   * for a passing reason (network, 5xx, 429) is tried again with back-off: in a quiet room
+   * no further frame would start another, and the held-back events would stay unshown.
+   * Refused (no longer a member): the room list is reloaded, which drops the room.
+   */
   async fillGap(room, target = 0) {
     if (room.filling) return;
     room.filling = true;
+    const mine = () => this.rooms.get(room.id) === room;
+    let retry = false;
     try {
-      for (let i = 0; i < 50 && (room.buffer.size || room.lastSeq < target); i++) {
+      for (let i = 0; i < 50 && mine() && (room.buffer.size || room.lastSeq < target); i++) {
         const page = await this.api(`/chat/rooms/${room.id}/events`, { query: { after: room.lastSeq, limit: 100 } });
-        for (const ev of page?.items || []) this.handleFrame({ room_id: room.id, seq: ev.seq, event: ev });
+        for (const ev of page?.items || []) {
+          if (!mine()) break; // forgotten while the page was on its way, or by one of its events
+          this.handleFrame({ room_id: room.id, seq: ev.seq, event: ev });
+        }
         if (!page?.has_more) break;
       }
+      room.fillRetryMs = 0;
     } catch (e) {
       console.warn('could not fill event gap', e);
+      retry = !!(e.network || e.status >= 500 || e.status === 429 || !e.status);
+      if (!retry) this.scheduleRoomReload();
     } finally {
       room.filling = false;
+    }
+    if (retry && mine()) {
+      room.fillRetryMs = Math.min(room.fillRetryMs ? room.fillRetryMs * 2 : FILL_RETRY_FIRST_MS, FILL_RETRY_MAX_MS);
+      setTimeout(() => { if (mine()) this.fillGap(room, target); }, room.fillRetryMs);
     }
   }
 
