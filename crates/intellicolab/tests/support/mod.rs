@@ -1,6 +1,8 @@
 //! Runs the real `intellicolab` binary as a child process, the way an operator does.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cluster;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
