@@ -297,6 +297,7 @@ mod tests {
             r#"
 [gateway]
 listen = "0.0.0.0:9000"
+admin_listen = "0.0.0.0:9100"
 load_balancing = "round_robin"
 cors_origins = ["https://app.example"]
 
@@ -323,6 +324,11 @@ request_headers_add = { "x-from" = "gateway" }
         let s: Settings = kit::config::load(Some(&path), &[], &[]).unwrap();
         let g = s.gateway;
         assert_eq!(g.listen.port(), 9000);
+        assert_eq!(g.admin_listen, Some("0.0.0.0:9100".parse().unwrap()));
+        assert_eq!(
+            Config::default().admin_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9080)))
+        );
         assert_eq!(g.load_balancing, LoadBalancing::RoundRobin);
         assert_eq!(g.upstreams.users.len(), 2);
         assert_eq!(g.upstreams.auth, Upstreams::default().auth);
