@@ -1019,20 +1019,24 @@ async fn profile_texts_refuse_controls_and_bidi(backend: Backend) {
 /// GET /users/me and the internal relationship check while the database cannot be
 /// reached: 503 `database_unavailable` with `Retry-After`, never 500; and service again
 /// once it is back, without a restart. PostgreSQL: the service reaches the shared server
-/// through a [`common::Proxy`] the test cuts. SQLite: another connection holds the write
+/// through a [`kit::testing::FaultProxy`] the test cuts. SQLite: another connection holds the write
 /// lock past the busy timeout (10 s), which only writes notice (WAL readers go on), so
 /// there the write — `/users/me` creating a profile — is what gets the 503.
 async fn unreachable_database_is_503(backend: Backend) {
     let proxy = match backend {
         Backend::Postgres => match kit::testing::env_url("TEST_DATABASE_URL") {
-            Some(url) => Some(common::Proxy::start(&url).await),
+            Some(url) => Some(
+                kit::testing::FaultProxy::start(&kit::testing::url_addr(&url))
+                    .await
+                    .unwrap(),
+            ),
             None => None,
         },
         Backend::Sqlite => None,
     };
     let Some(app) = App::start_with(backend, "unreachable_database_is_503", |url| {
         match (&proxy, url) {
-            (Some(p), Some(url)) => Some(p.url(&url)),
+            (Some(p), Some(url)) => Some(kit::testing::with_addr(&url, &p.addr().to_string())),
             (_, url) => url,
         }
     })
@@ -1072,7 +1076,7 @@ async fn unreachable_database_is_503(backend: Backend) {
     };
     match &proxy {
         Some(proxy) => {
-            proxy.cut().await;
+            proxy.cut();
             let (s, body, h) = get(Some(a.token.clone()), "/users/me".into()).await;
             assert_503(s, &body, &h);
             let (s, body, h) = get(None, relationship.clone()).await;
@@ -1082,7 +1086,7 @@ async fn unreachable_database_is_503(backend: Backend) {
             let (s, body, h) =
                 get(Some(a.token.clone()), format!("/users/{}/followers", b.id)).await;
             assert_503(s, &body, &h);
-            proxy.restore().await;
+            proxy.restore();
         }
         None => {
             use sqlx::{Connection, Executor};

@@ -79,7 +79,7 @@ impl App {
     }
 
     /// [`App::start`] with the service's database URL passed through `url` first
-    /// (e.g. to reach PostgreSQL through a [`Proxy`]).
+    /// (e.g. to reach PostgreSQL through a [`kit::testing::FaultProxy`]).
     pub async fn start_with(
         backend: Backend,
         test: &str,
@@ -380,87 +380,4 @@ impl Drop for App {
             r.shutdown.cancel();
         }
     }
-}
-
-/// A TCP forwarder to a PostgreSQL server that a test can cut (every connection reset,
-/// new ones refused) and restore on the same port: a database outage for one service
-/// without touching the shared server.
-pub struct Proxy {
-    pub addr: std::net::SocketAddr,
-    upstream: String,
-    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    /// Listens on 127.0.0.1 and forwards to the host:port of the PostgreSQL `url`.
-    pub async fn start(url: &str) -> Proxy {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let proxy = Proxy {
-            addr,
-            upstream: match host_port(url) {
-                hp if hp.contains(':') => hp.to_owned(),
-                host => format!("{host}:5432"),
-            },
-            tasks: Arc::new(Mutex::new(Vec::new())),
-        };
-        proxy.serve(listener);
-        proxy
-    }
-
-    fn serve(&self, listener: tokio::net::TcpListener) {
-        let (upstream, tasks) = (self.upstream.clone(), self.tasks.clone());
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
-                    return;
-                };
-                let upstream = upstream.clone();
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
-                });
-                tasks.lock().unwrap().push(conn);
-            }
-        });
-        self.tasks.lock().unwrap().push(accept);
-    }
-
-    /// `url` with its host:port replaced by the proxy's.
-    pub fn url(&self, url: &str) -> String {
-        url.replacen(host_port(url), &self.addr.to_string(), 1)
-    }
-
-    /// Drops the listener and every forwarded connection.
-    pub async fn cut(&self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
-        // Aborted tasks drop their sockets at their next poll; give them that poll.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    /// Listens again on the same port.
-    pub async fn restore(&self) {
-        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
-        self.serve(listener);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        if let Ok(mut tasks) = self.tasks.lock() {
-            for t in tasks.drain(..) {
-                t.abort();
-            }
-        }
-    }
-}
-
-/// The `host:port` of `scheme://[user@]host:port/db`.
-fn host_port(url: &str) -> &str {
-    let rest = &url[url.find("://").unwrap() + 3..];
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    &authority[authority.rfind('@').map_or(0, |i| i + 1)..]
 }
