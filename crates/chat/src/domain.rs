@@ -219,10 +219,7 @@ pub fn parse_client_msg_id(raw: Option<&str>) -> Result<Option<String>, ApiError
 pub fn parse_name(raw: &str) -> Result<String, ApiError> {
     let name = raw.trim();
     let n = name.chars().count();
-    if n == 0
-        || n > MAX_NAME_CHARS
-        || name.chars().any(|c| c.is_control() || is_bidi_control(c))
-    {
+    if n == 0 || n > MAX_NAME_CHARS || name.chars().any(|c| c.is_control() || is_bidi_control(c)) {
         return Err(ApiError::validation(
             "name",
             format!(
@@ -300,7 +297,14 @@ mod tests {
         assert_eq!(parse_body("a\r\nb\n\tc").unwrap(), "a\r\nb\n\tc");
         // Bodies may carry bidi controls (right-to-left text); names and topics may not.
         assert!(parse_body("\u{202E}abc").is_ok());
-        for bad in ["\u{202A}x", "x\u{202E}", "\u{2066}x", "x\u{2069}", "a\nb", "a\u{0}"] {
+        for bad in [
+            "\u{202A}x",
+            "x\u{202E}",
+            "\u{2066}x",
+            "x\u{2069}",
+            "a\nb",
+            "a\u{0}",
+        ] {
             assert!(parse_name(bad).is_err(), "{bad:?}");
         }
         assert!(parse_name("שלום world").is_ok());

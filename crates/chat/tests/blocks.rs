@@ -22,9 +22,7 @@ kit::backend_tests!(
 );
 
 async fn open_dm(app: &App, from: &User, to: &User) -> String {
-    let (s, dm) = app
-        .post("/chat/dms", json!({"user_id": to.id}), from)
-        .await;
+    let (s, dm) = app.post("/chat/dms", json!({"user_id": to.id}), from).await;
     assert!(s == 200 || s == 201, "{s} {dm}");
     dm["id"].as_str().unwrap().to_owned()
 }
@@ -146,8 +144,10 @@ async fn a_block_stops_dm_sends_both_ways(backend: Backend) {
 }
 
 async fn a_blocked_pair_cannot_reopen_the_dm(backend: Backend) {
-    let Some(app) =
-        common::start_with(backend, "blocked_pair_cannot_reopen", |o| o.with_users = true).await
+    let Some(app) = common::start_with(backend, "blocked_pair_cannot_reopen", |o| {
+        o.with_users = true
+    })
+    .await
     else {
         return;
     };
@@ -192,16 +192,22 @@ async fn blocks_made_before_chat_listened_are_backfilled(backend: Backend) {
     else {
         return;
     };
-    let [alice, bob, carol, dave, erin] = app
-        .users(["alice", "bob", "carol", "dave", "erin"])
-        .await;
+    let [alice, bob, carol, dave, erin] =
+        app.users(["alice", "bob", "carol", "dave", "erin"]).await;
     let dm = open_dm(&app, &alice, &bob).await;
     let other = open_dm(&app, &carol, &dave).await;
     // Blocks whose events chat never got (more than one page of the list).
     app.block_silently(&bob, &alice);
     app.block_silently(&dave, &carol);
     app.block_silently(&erin, &alice);
-    let (s, b) = send(&app, &dm, &alice, "not blocked yet, as far as chat knows", "x").await;
+    let (s, b) = send(
+        &app,
+        &dm,
+        &alice,
+        "not blocked yet, as far as chat knows",
+        "x",
+    )
+    .await;
     assert_eq!(s, 201, "{b}");
 
     app.set_blocks_down(false);
@@ -226,7 +232,11 @@ async fn unknown_users_are_not_found(backend: Backend) {
     let (s, b) = app
         .post("/chat/dms", json!({"user_id": ghost}), &alice)
         .await;
-    assert_eq!((s, b["code"].as_str()), (404, Some("user_not_found")), "{b}");
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (404, Some("user_not_found")),
+        "{b}"
+    );
     let room = app.room(&alice, "r", "private").await;
     let (s, b) = app
         .post(
@@ -235,7 +245,11 @@ async fn unknown_users_are_not_found(backend: Backend) {
             &alice,
         )
         .await;
-    assert_eq!((s, b["code"].as_str()), (404, Some("user_not_found")), "{b}");
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (404, Some("user_not_found")),
+        "{b}"
+    );
     // Nothing was created: Alice has her channel only, with herself in it.
     let (_, rooms) = app.get("/chat/rooms", &alice).await;
     assert_eq!(rooms["items"].as_array().unwrap().len(), 1, "{rooms}");

@@ -17,6 +17,7 @@ kit::backend_tests!(
     send_rate_is_limited,
     event_log_pages,
     message_created_goes_through_the_outbox,
+    database_outage_is_a_fast_503,
 );
 
 async fn send_validates_and_trims(backend: Backend) {
@@ -490,5 +491,125 @@ async fn message_created_goes_through_the_outbox(backend: Backend) {
     assert_eq!(event.data["seq"], m["seq"]);
     assert_eq!(event.data["sender_id"], alice.id.to_string());
     stop.cancel();
+    app.stop().await;
+}
+
+/// PostgreSQL unreachable (a proxy in front of it resets every connection): sends over
+/// HTTP and WebSocket are answered 503 `database_unavailable` with `Retry-After` within
+/// seconds — never 500, never a hang — and nothing answered 503 was stored: once the
+/// database is back (no restart), the same `client_msg_id`s are stored as new messages.
+async fn database_outage_is_a_fast_503(backend: Backend) {
+    let test = "database_outage_is_a_fast_503";
+    if backend == Backend::Sqlite {
+        println!("SKIP {test} [sqlite]: an embedded database cannot become unreachable");
+        return;
+    }
+    let Some(pg) = kit::testing::env_url("TEST_DATABASE_URL") else {
+        println!("SKIP {test}: TEST_DATABASE_URL is not set");
+        return;
+    };
+    let proxy = kit::testing::FaultProxy::start(&kit::testing::url_addr(&pg))
+        .await
+        .unwrap();
+    let addr = proxy.addr().to_string();
+    let Some(app) = common::start_with(backend, test, |o| {
+        o.config.database_url = o
+            .config
+            .database_url
+            .as_deref()
+            .map(|u| kit::testing::with_addr(u, &addr));
+        o.config.send_rate_per_sec = 10_000.0;
+        o.config.send_burst = 10_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let (alice, room) = app.alice_with_a_room().await;
+    app.send(&room, &alice, "before").await;
+    let mut ws = app.connect(&alice).await;
+    ws.ping_pong().await;
+
+    proxy.cut();
+    let path = format!("/chat/rooms/{room}/messages");
+    let started = std::time::Instant::now();
+    let sends: Vec<_> = (0..32)
+        .map(|i| {
+            (
+                path.clone(),
+                json!({"body": "during", "client_msg_id": format!("d{i}")}),
+                &alice,
+            )
+        })
+        .collect();
+    for (s, b) in app.post_concurrently(sends).await {
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (503, Some("database_unavailable")),
+            "{b}"
+        );
+    }
+    let res = app
+        .http
+        .post(format!("{}{path}", app.url))
+        .bearer_auth(&alice.token)
+        .json(&json!({"body": "during", "client_msg_id": "h"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    ws.send_message(&room, "during", "w").await;
+    ws.expect_error(Some("w"), "database_unavailable").await;
+    let took = started.elapsed();
+    println!("34 sends answered 503 in {took:?}");
+    // A socket opened now cannot be set up: closed with 1013 (try again later).
+    let url = format!("{}?access_token={}", app.ws_url(), alice.token);
+    let (stream, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let mut fresh = common::Ws {
+        stream,
+        ready: Value::Null,
+    };
+    let at = std::time::Instant::now();
+    assert_eq!(
+        fresh.closed(std::time::Duration::from_secs(10)).await,
+        common::Closed::Code(1013)
+    );
+    println!("closed with 1013 after {:?}", at.elapsed());
+    assert!(took < std::time::Duration::from_secs(8), "{took:?}");
+
+    proxy.restore();
+    let back = std::time::Instant::now();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (s, b) = app
+            .post(
+                &path,
+                json!({"body": "during", "client_msg_id": "d0"}),
+                &alice,
+            )
+            .await;
+        if s == 201 {
+            break;
+        }
+        assert_eq!(s, 503, "{b}");
+        assert!(std::time::Instant::now() < deadline, "not back: {b}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    println!(
+        "sends stored again {:?} after the database came back",
+        back.elapsed()
+    );
+    // Every other send answered 503 was not stored either: it is new now.
+    for i in 1..32 {
+        let (s, b) = app
+            .post(
+                &path,
+                json!({"body": "during", "client_msg_id": format!("d{i}")}),
+                &alice,
+            )
+            .await;
+        assert_eq!(s, 201, "d{i}: {b}");
+    }
     app.stop().await;
 }

@@ -15,6 +15,7 @@ kit::backend_tests!(
     two_nodes_deliver_in_order,
     lost_announcements_are_repaired,
     redis_restart_during_traffic,
+    resume_on_one_node_while_another_takes_sends,
 );
 
 fn channel() -> String {
@@ -266,4 +267,53 @@ async fn redis_restart_during_traffic(backend: Backend) {
     b.stop().await;
     a.stop().await;
     redis.kill_9().await;
+}
+
+/// Bob reconnects to node A and resumes while Alice's sends go to node B (announced to A
+/// over Redis): every missed event in seq order, then the live ones — strictly increasing
+/// and gap-free on the resuming socket.
+async fn resume_on_one_node_while_another_takes_sends(backend: Backend) {
+    let test = "resume_on_one_node_while_another_takes_sends";
+    if !common::nodes_can_share(backend, test) {
+        return;
+    }
+    let Some(redis) = kit::testing::redis_url(test) else {
+        return;
+    };
+    let channel = channel();
+    let Some((a, b)) = common::start_two_nodes(
+        backend,
+        test,
+        &redis,
+        fast_on(channel.clone()),
+        fast_on(channel),
+    )
+    .await
+    else {
+        return;
+    };
+    let [alice, bob] = a.users(["alice", "bob"]).await;
+    let room = a.room(&alice, "r", "public").await;
+    a.join(&room, &bob).await;
+    for i in 0..30 {
+        b.send(&room, &alice, &format!("before {i}")).await;
+    }
+    let sender = b.send_in_background(
+        &room,
+        &alice,
+        (0..60).map(|i| format!("during {i}")).collect(),
+        Some(Duration::from_millis(2)),
+    );
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut bob_ws = a.connect(&bob).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    bob_ws
+        .send(json!({"type": "resume", "rooms": {room.clone(): 2}}))
+        .await;
+    sender.await.unwrap();
+    let last = 2 + 30 + 60;
+    let events = events_until(&mut bob_ws, &room, last).await;
+    assert_eq!(seqs(&events), (3..=last).collect::<Vec<_>>());
+    b.stop().await;
+    a.stop().await;
 }

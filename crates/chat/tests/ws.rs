@@ -709,7 +709,13 @@ async fn control_characters_are_refused(backend: Backend) {
         return;
     };
     let (alice, room) = app.alice_with_a_room().await;
-    for body in ["nul\u{0}here", "bell\u{7}", "esc\u{1b}[2J", "cr\ronly", "c1\u{9b}"] {
+    for body in [
+        "nul\u{0}here",
+        "bell\u{7}",
+        "esc\u{1b}[2J",
+        "cr\ronly",
+        "c1\u{9b}",
+    ] {
         let (s, b) = app
             .post(
                 &format!("/chat/rooms/{room}/messages"),
@@ -724,7 +730,9 @@ async fn control_characters_are_refused(backend: Backend) {
         );
     }
     // Line feeds, tabs and CRLF are text.
-    let ok = app.send(&room, &alice, "line one\r\nline two\n\tindented").await;
+    let ok = app
+        .send(&room, &alice, "line one\r\nline two\n\tindented")
+        .await;
     assert_eq!(ok["body"], "line one\r\nline two\n\tindented");
     let id = ok["id"].as_str().unwrap();
     let (s, b) = app

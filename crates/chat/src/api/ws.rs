@@ -170,8 +170,7 @@ async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
     // Over the per-user cap: accepted, then closed with 1008 and a reason a browser can
     // read (a refused handshake shows it only a generic error).
     let Some(id) = registered else {
-        metrics::counter!("chat_ws_refused_total", "reason" => "too_many_connections")
-            .increment(1);
+        metrics::counter!("chat_ws_refused_total", "reason" => "too_many_connections").increment(1);
         refuse(socket, close::POLICY, "too_many_connections").await;
         return;
     };
