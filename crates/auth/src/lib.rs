@@ -1,7 +1,9 @@
 //! The auth service: registration, login, EdDSA access tokens with a JWKS, rotating
-//! refresh tokens in revocable sessions, password change and reset, brute-force
-//! throttling. Publishes `user.registered`, `user.updated`, `session.revoked` and
-//! `user.password_changed` through its outbox.
+//! refresh tokens in revocable sessions, password change and reset, email change with a
+//! mailed confirmation, brute-force throttling with device tokens. Publishes
+//! `user.registered`, `user.updated`, `session.revoked` and `user.password_changed`
+//! through its outbox, and lists recently ended sessions for other services at
+//! `GET /internal/revocations` (not under `/auth`, so the gateway never exposes it).
 
 mod api;
 pub mod domain;
@@ -30,15 +32,29 @@ pub struct Config {
     pub session_idle_days: i64,
     /// …and at the latest this long after login.
     pub session_absolute_days: i64,
-    /// Failed logins per account (and per IP) within the window before 429.
+    /// Failed logins per account (username and email share it) within the window after
+    /// which that account's logins are slowed down — never refused for the account alone
+    /// (anyone could lock anyone out) — and an address that already failed twice on it
+    /// is refused (429) for the rest of the window.
     pub login_max_failures_per_account: i64,
+    /// Failed logins per (account, client IP) within the window before 429 for that pair.
+    pub login_max_failures_per_account_ip: i64,
+    /// Failed logins per client IP (any accounts) within the window before 429.
     pub login_max_failures_per_ip: i64,
     pub login_window_secs: i64,
+    /// Longest delay before answering a login of an account over its failure limit.
+    pub login_slowdown_max_ms: i64,
+    /// Lifetime of the device token a successful login returns; a login presenting one
+    /// of its account's passes the per-account and per-address limits (OWASP "device
+    /// cookies").
+    pub device_token_ttl_days: i64,
     pub password_reset_ttl_secs: i64,
+    /// Lifetime of the confirmation token mailed to a new email address.
+    pub email_change_ttl_secs: i64,
     /// `smtp://…` / `smtps://…`; unset = `.eml` files in `<data dir>/outbox/`.
     pub smtp_url: Option<String>,
     pub mail_from: String,
-    /// Where people open the app (used in reset mails).
+    /// Where people open the app (used in reset and confirmation mails).
     pub public_url: String,
 }
 
@@ -51,9 +67,13 @@ impl Default for Config {
             session_idle_days: 30,
             session_absolute_days: 90,
             login_max_failures_per_account: 10,
+            login_max_failures_per_account_ip: 5,
             login_max_failures_per_ip: 50,
             login_window_secs: 15 * 60,
+            login_slowdown_max_ms: 3000,
+            device_token_ttl_days: 180,
             password_reset_ttl_secs: 30 * 60,
+            email_change_ttl_secs: 24 * 3600,
             smtp_url: None,
             mail_from: "IntelliColab <no-reply@intellicolab.local>".to_owned(),
             public_url: "http://127.0.0.1:8080".to_owned(),

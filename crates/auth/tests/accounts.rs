@@ -586,7 +586,8 @@ async fn login_throttling(backend: Backend) {
         return;
     };
     app.register("jack").await;
-    for _ in 0..10 {
+    // Five failures per (account, address) by default.
+    for _ in 0..5 {
         assert_eq!(app.login("jack", "wrong password!").await.0, 401);
     }
     let res = app
@@ -596,7 +597,11 @@ async fn login_throttling(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 429, "even the right password is throttled");
+    assert_eq!(
+        res.status(),
+        429,
+        "from that address even the right password is throttled"
+    );
     let retry: u64 = res.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -625,30 +630,19 @@ async fn profile_update_publishes_user_updated(backend: Backend) {
     };
     let seen = capture(&app.bus);
     let a = app.register("lena").await;
-    app.register("mike").await;
     let access = token(&a, "access_token");
     let res = app
         .http
         .patch(format!("{}/auth/me", app.url))
         .bearer_auth(&access)
-        .json(&json!({"display_name": " Lena L ", "email": "lena@new.example"}))
+        .json(&json!({"display_name": " Lena L "}))
         .send()
         .await
         .unwrap();
     let (status, body) = common::read(res).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["display_name"], "Lena L");
-    assert_eq!(body["email"], "lena@new.example");
-    let res = app
-        .http
-        .patch(format!("{}/auth/me", app.url))
-        .bearer_auth(&access)
-        .json(&json!({"email": "MIKE@example.com"}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = common::read(res).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("email_taken")));
+    assert_eq!(body["email"], "lena@example.com");
     common::eventually(|| {
         seen.lock()
             .unwrap()
@@ -660,6 +654,7 @@ async fn profile_update_publishes_user_updated(backend: Backend) {
     let updated = events.iter().find(|e| e.kind == "user.updated").unwrap();
     assert_eq!(updated.data["display_name"], "Lena L");
     assert_eq!(updated.data["username"], "lena");
+    assert_eq!(updated.data["email"], "lena@example.com");
     app.stop().await;
 }
 

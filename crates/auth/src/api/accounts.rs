@@ -45,10 +45,12 @@ async fn register(
     let password = Password::parse(&body.password, "password")
         .map_err(|e| errors.push(e))
         .ok();
+    // Blank means "use the username"; a value with a control character is refused even
+    // when it trims to nothing (NEL, U+0085, is white space too).
     let display_name = match body
         .display_name
         .as_deref()
-        .filter(|d| !d.trim().is_empty())
+        .filter(|d| !d.trim().is_empty() || d.chars().any(crate::domain::is_forbidden))
     {
         Some(d) => DisplayName::parse(d)
             .map_err(|e| errors.push(e))
@@ -139,24 +141,28 @@ async fn me(State(ctx): State<ApiContext>, caller: CurrentSession) -> ApiResult<
 
 #[derive(Deserialize)]
 struct UpdateBody {
+    /// Refused: changing the email needs the password and a confirmation mailed to the
+    /// new address (`POST /auth/email`); a stolen access token alone must not do it.
     #[serde(default)]
-    email: Option<String>,
+    email: Option<serde_json::Value>,
     #[serde(default)]
     display_name: Option<String>,
 }
 
-/// PATCH /auth/me — change email and/or display name (an addition to API.md);
-/// publishes `user.updated` so the user service follows.
+/// PATCH /auth/me — change the display name (an addition to API.md); publishes
+/// `user.updated` so the user service follows.
 async fn update_me(
     State(ctx): State<ApiContext>,
     caller: CurrentSession,
     Json(body): Json<UpdateBody>,
 ) -> ApiResult<Json<UserView>> {
     let mut errors = Vec::new();
-    let email = body
-        .email
-        .as_deref()
-        .and_then(|e| Email::parse(e).map_err(|e| errors.push(e)).ok());
+    if body.email.is_some_and(|e| !e.is_null()) {
+        errors.push(crate::domain::field(
+            "email",
+            "cannot be changed here: use POST /auth/email with the current password",
+        ));
+    }
     let display_name = body
         .display_name
         .as_deref()
@@ -166,38 +172,17 @@ async fn update_me(
     let user = store::users::by_id(tx.conn(), caller.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("account not found"))?;
-    let (new_email, new_key) = match &email {
-        Some(e) => (e.as_str().to_owned(), e.key().to_owned()),
-        None => (user.email.clone(), user.email.to_lowercase()),
-    };
     let new_display = display_name
         .map(|d| d.as_str().to_owned())
         .unwrap_or_else(|| user.display_name.clone());
-    if let Err(e) = store::users::update_profile(
-        tx.conn(),
-        user.id,
-        &new_email,
-        &new_key,
-        &new_display,
-        kit::time::now_ms(),
-    )
-    .await
-    {
-        if kit::db::is_unique_violation(&e) {
-            return Err(ApiError::conflict(
-                "email_taken",
-                "an account with that email exists",
-            ));
-        }
-        return Err(e.into());
-    }
+    store::users::set_display_name(tx.conn(), user.id, &new_display, kit::time::now_ms()).await?;
     let event = bus::Envelope::new(
         events::SOURCE,
         "user.updated",
         UserUpdated {
             user_id: user.id,
             username: &user.username,
-            email: &new_email,
+            email: &user.email,
             display_name: &new_display,
         },
     );

@@ -28,6 +28,9 @@ pub fn router() -> Router<ApiContext> {
 struct LoginBody {
     login: String,
     password: String,
+    /// A device token from an earlier successful login (OWASP "device cookies").
+    #[serde(default)]
+    device_token: Option<String>,
 }
 
 fn invalid_credentials() -> ApiError {
@@ -35,6 +38,13 @@ fn invalid_credentials() -> ApiError {
 }
 
 /// POST /auth/login
+///
+/// Brute force is kept slow without letting anyone lock a victim out (see [`admit`]):
+/// failures count per account (username and email share one counter; an unknown login
+/// counts under its normalised string), per (account, client IP) and per IP. The last
+/// two refuse with 429; the account alone only slows its logins down. A valid device
+/// token of the account skips the account and address limits, so the owner logs in at
+/// once during an attack.
 async fn login(
     State(ctx): State<ApiContext>,
     ClientIp(ip): ClientIp,
@@ -48,17 +58,23 @@ async fn login(
             "must be a username or an email address",
         ));
     }
-    let account_key = format!("account:{login}");
-    let ip_key = format!("ip:{ip}");
-    check_throttle(
-        &ctx,
-        &account_key,
-        ctx.config.login_max_failures_per_account,
-    )
-    .await?;
-    check_throttle(&ctx, &ip_key, ctx.config.login_max_failures_per_ip).await?;
-
     let user = store::users::by_login(ctx.db.pool(), &login).await?;
+    let keys = ThrottleKeys::new(user.as_ref().map(|u| u.id), &login, ip);
+    let device = match (&user, body.device_token.as_deref().map(str::trim)) {
+        (Some(u), Some(t)) if !t.is_empty() => {
+            let hash = store::token_hash(t);
+            store::devices::is_valid(ctx.db.pool(), &hash, u.id, kit::time::now_ms())
+                .await?
+                .then_some(hash)
+        }
+        _ => None,
+    };
+    let gate = admit(&ctx, &keys, device.as_deref()).await?;
+    if let Gate::Slowed { delay_ms } = gate {
+        metrics::counter!("auth_logins_total", "outcome" => "slowed").increment(1);
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+    }
+
     // Unknown users cost one hash too: no timing difference, identical answer.
     let ok = ctx
         .hasher
@@ -70,14 +86,31 @@ async fn login(
     let now = kit::time::now_ms();
     let mut tx = ctx.db.begin().await?;
     let Some(user) = user.filter(|_| ok) else {
-        store::throttle::record(tx.conn(), &account_key, now).await?;
-        store::throttle::record(tx.conn(), &ip_key, now).await?;
+        match &gate {
+            // A device token's failures count against that device only (it is locked
+            // like an address once it reaches the per-address limit).
+            Gate::Device { key } => store::throttle::record(tx.conn(), key, now).await?,
+            Gate::Open | Gate::Slowed { .. } => {
+                for key in [&keys.account, &keys.account_ip, &keys.ip] {
+                    store::throttle::record(tx.conn(), key, now).await?;
+                }
+            }
+        }
         tx.commit().await?;
         metrics::counter!("auth_logins_total", "outcome" => "invalid_credentials").increment(1);
         return Err(invalid_credentials());
     };
-    store::throttle::clear(tx.conn(), &account_key).await?;
+    // The account's own counter is left to age out: a success of the owner must not
+    // give a guesser elsewhere a fresh allowance.
+    store::throttle::clear(tx.conn(), &keys.account_ip).await?;
+    if let Gate::Device { key } = &gate {
+        store::throttle::clear(tx.conn(), key).await?;
+    }
     store::throttle::purge(tx.conn(), now - ctx.config.login_window_secs * 1000).await?;
+    // The presented device token is replaced by the new one `start_session` issues.
+    if let Some(hash) = &device {
+        store::devices::delete(tx.conn(), hash).await?;
+    }
     let tokens = start_session(&ctx, &mut tx, &user, user_agent(&headers), ip.to_string()).await?;
     tx.commit().await?;
     metrics::counter!("auth_logins_total", "outcome" => "success").increment(1);
@@ -85,21 +118,101 @@ async fn login(
     Ok(Json(tokens))
 }
 
-/// 429 while `key` has `max` or more failures in the window; clears as they age out.
-async fn check_throttle(ctx: &ApiContext, key: &str, max: i64) -> ApiResult<()> {
+/// The throttle keys of one login attempt.
+struct ThrottleKeys {
+    /// `account:<id>`, or `login:<normalised login>` when no account has that login.
+    account: String,
+    /// `account_ip:<account key>|<client IP>`.
+    account_ip: String,
+    /// `ip:<client IP>`.
+    ip: String,
+}
+
+impl ThrottleKeys {
+    fn new(account: Option<uuid::Uuid>, login: &str, ip: std::net::IpAddr) -> Self {
+        let account = match account {
+            Some(id) => format!("account:{id}"),
+            None => format!("login:{login}"),
+        };
+        Self {
+            account_ip: format!("account_ip:{account}|{ip}"),
+            account,
+            ip: format!("ip:{ip}"),
+        }
+    }
+}
+
+/// How a login attempt may proceed.
+enum Gate {
+    /// A valid device token of the account: no account or address limit; failures count
+    /// under `key` (`device:<token hash>`).
+    Device { key: String },
+    /// Within every limit.
+    Open,
+    /// The account is over its failure limit: answer after `delay_ms`.
+    Slowed { delay_ms: u64 },
+}
+
+/// Failures an address may have on an account over its limit before that address is
+/// refused for the rest of the window: a typo and one more try. Every address still
+/// gets its first guesses, so someone with the password on a new device is never locked
+/// out by others' failures; a guesser spread over many addresses gets about two guesses
+/// per address and window instead of `login_max_failures_per_account_ip`.
+const FAILURES_PER_ADDRESS_UNDER_ATTACK: i64 = 2;
+
+/// First delay for an account over its limit; it doubles with each further failure up
+/// to `login_slowdown_max_ms` (250, 500, 1000, 2000, 3000 ms by default).
+const SLOWDOWN_BASE_MS: u64 = 250;
+
+/// Decides whether a login may proceed: 429 (with `Retry-After`) when the client IP or
+/// the (account, IP) pair is over its limit; slowed down when only the account is.
+async fn admit(ctx: &ApiContext, keys: &ThrottleKeys, device: Option<&str>) -> ApiResult<Gate> {
+    let config = &ctx.config;
     let now = kit::time::now_ms();
-    let window_ms = ctx.config.login_window_secs * 1000;
+    let window_ms = config.login_window_secs * 1000;
+    let since = now - window_ms;
     let mut conn = ctx.db.pool().acquire().await?;
-    let (count, oldest) = store::throttle::failures(&mut conn, key, now - window_ms).await?;
-    if count >= max {
+    if let Some(hash) = device {
+        let key = format!("device:{hash}");
+        let (n, _) = store::throttle::failures(&mut conn, &key, since).await?;
+        if n < config.login_max_failures_per_account_ip {
+            return Ok(Gate::Device { key });
+        }
+        // A device token that keeps failing no longer helps: the ordinary limits apply.
+    }
+    let refuse = |max: i64, oldest: Option<i64>| {
         let retry_ms = oldest
             .map(|o| o + window_ms - now)
             .unwrap_or(window_ms)
             .max(1000);
         metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
-        return Err(ApiError::rate_limited(retry_ms as u64, max as u32));
+        ApiError::rate_limited(retry_ms as u64, max as u32)
+    };
+    let (n, oldest) = store::throttle::failures(&mut conn, &keys.ip, since).await?;
+    if n >= config.login_max_failures_per_ip {
+        return Err(refuse(config.login_max_failures_per_ip, oldest));
     }
-    Ok(())
+    let (account_failures, _) = store::throttle::failures(&mut conn, &keys.account, since).await?;
+    let under_attack = account_failures >= config.login_max_failures_per_account;
+    let pair_max = if under_attack {
+        config
+            .login_max_failures_per_account_ip
+            .min(FAILURES_PER_ADDRESS_UNDER_ATTACK)
+    } else {
+        config.login_max_failures_per_account_ip
+    };
+    let (n, oldest) = store::throttle::failures(&mut conn, &keys.account_ip, since).await?;
+    if n >= pair_max {
+        return Err(refuse(pair_max, oldest));
+    }
+    if !under_attack {
+        return Ok(Gate::Open);
+    }
+    let over = (account_failures - config.login_max_failures_per_account).clamp(0, 16) as u32;
+    let delay_ms = SLOWDOWN_BASE_MS
+        .saturating_mul(1 << over)
+        .min(config.login_slowdown_max_ms.max(0) as u64);
+    Ok(Gate::Slowed { delay_ms })
 }
 
 #[derive(Deserialize)]
@@ -159,6 +272,7 @@ async fn refresh(
         token_type: "Bearer",
         expires_in: ctx.config.access_token_ttl_secs,
         user: UserView::from(&user),
+        device_token: None,
     }))
 }
 

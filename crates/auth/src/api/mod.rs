@@ -1,6 +1,8 @@
 //! HTTP API of the auth service, one module per feature.
 
 mod accounts;
+mod email;
+mod internal;
 mod keys;
 mod login;
 mod password;
@@ -20,6 +22,8 @@ use crate::store::{self, sessions::SessionRow, users::UserRow};
 pub fn router(ctx: ApiContext) -> Router {
     Router::new()
         .merge(accounts::router())
+        .merge(email::router())
+        .merge(internal::router())
         .merge(login::router())
         .merge(password::router())
         .merge(sessions::router())
@@ -57,6 +61,10 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     pub expires_in: i64,
     pub user: UserView,
+    /// Issued by login and registration (not by refresh): present it at later logins
+    /// from this device to pass the per-account throttle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_token: Option<String>,
 }
 
 /// The caller, from a valid access token whose session is still active in this
@@ -108,7 +116,8 @@ pub fn access_token(
     ctx.keys.sign(&claims).map_err(ApiError::from)
 }
 
-/// Starts a session for `user` inside `tx` and returns its tokens.
+/// Starts a session for `user` inside `tx` and returns its tokens, with a new device
+/// token.
 pub async fn start_session(
     ctx: &ApiContext,
     tx: &mut Tx,
@@ -136,13 +145,30 @@ pub async fn start_session(
         now,
     )
     .await?;
+    let device_token = store::random_token();
+    store::devices::insert(
+        tx.conn(),
+        &store::token_hash(&device_token),
+        user.id,
+        now,
+        now + ctx.config.device_token_ttl_days * 86_400_000,
+    )
+    .await?;
     Ok(TokenResponse {
         access_token: access_token(ctx, user, session.id)?,
         refresh_token,
         token_type: "Bearer",
         expires_in: ctx.config.access_token_ttl_secs,
         user: UserView::from(user),
+        device_token: Some(device_token),
     })
+}
+
+/// How long after a session ends one of its access tokens can still be presented: the
+/// token lifetime plus 60 s for clock differences between services (what the verifiers
+/// tolerate). A revocation matters only that long.
+pub fn revocation_window_ms(config: &crate::Config) -> i64 {
+    (config.access_token_ttl_secs + 60) * 1000
 }
 
 /// Writes a `session.revoked` event for each session in `tx`.
@@ -152,8 +178,9 @@ pub async fn publish_revoked(
     user_id: uuid::Uuid,
     sessions: &[uuid::Uuid],
 ) -> Result<(), ApiError> {
-    // Tokens issued before now expire by `until`; services reject the session until then.
-    let until = kit::time::now_ms() / 1000 + ctx.config.access_token_ttl_secs + 60;
+    // Tokens issued before now expire by `until` (unix seconds); services reject the
+    // session until then. `GET /internal/revocations` reports the same moment in ms.
+    let until = (kit::time::now_ms() + revocation_window_ms(&ctx.config)) / 1000;
     for sid in sessions {
         let event = bus::Envelope::new(
             events::SOURCE,

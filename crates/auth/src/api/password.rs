@@ -27,7 +27,7 @@ struct ChangeBody {
     new_password: String,
 }
 
-/// POST /auth/password — ends every other session.
+/// POST /auth/password — ends every other session and voids outstanding reset tokens.
 async fn change(
     State(ctx): State<ApiContext>,
     caller: CurrentSession,
@@ -52,6 +52,7 @@ async fn change(
     let now = kit::time::now_ms();
     let mut tx = ctx.db.begin().await?;
     store::users::set_password(tx.conn(), user.id, &hash, now).await?;
+    store::resets::void_all(tx.conn(), user.id, now).await?;
     let ended =
         store::sessions::revoke_all(tx.conn(), user.id, Some(caller.session_id), now).await?;
     publish_revoked(&ctx, &mut tx, user.id, &ended).await?;
@@ -123,7 +124,8 @@ struct ResetConfirmBody {
     new_password: String,
 }
 
-/// POST /auth/password-reset/confirm — single use; ends every session.
+/// POST /auth/password-reset/confirm — single use; ends every session, voids every other
+/// outstanding reset token of the user and forgets the account's device tokens.
 async fn confirm_reset(
     State(ctx): State<ApiContext>,
     Json(body): Json<ResetConfirmBody>,
@@ -142,6 +144,9 @@ async fn confirm_reset(
         ));
     };
     store::users::set_password(tx.conn(), user_id, &hash, now).await?;
+    store::resets::void_all(tx.conn(), user_id, now).await?;
+    // Whoever had the account before the reset may have collected device tokens.
+    store::devices::delete_all(tx.conn(), user_id).await?;
     let ended = store::sessions::revoke_all(tx.conn(), user_id, None, now).await?;
     publish_revoked(&ctx, &mut tx, user_id, &ended).await?;
     let event = bus::Envelope::new(

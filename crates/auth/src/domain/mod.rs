@@ -44,7 +44,7 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let v = raw.trim();
         let invalid = || field("email", "is not a valid email address");
-        if v.len() > 254 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if v.len() > 254 || v.chars().any(|c| c.is_whitespace() || is_forbidden(c)) {
             return Err(invalid());
         }
         let (local, domain) = v.rsplit_once('@').ok_or_else(invalid)?;
@@ -73,25 +73,40 @@ impl Email {
     }
 }
 
-/// Trimmed, 1–64 characters, no control characters.
+/// Trimmed, 1–64 characters, no control characters or bidi overrides.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
 impl DisplayName {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        // Checked before trimming: NEL (U+0085) is both a C1 control and white space.
+        if raw.chars().any(is_forbidden) {
+            return Err(field(
+                "display_name",
+                "must not contain control characters or bidirectional overrides",
+            ));
+        }
         let v = raw.trim();
         let len = v.chars().count();
         if !(1..=64).contains(&len) {
             return Err(field("display_name", "must be 1 to 64 characters"));
-        }
-        if v.chars().any(char::is_control) {
-            return Err(field("display_name", "must not contain control characters"));
         }
         Ok(Self(v.to_owned()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Characters a name must not contain: NUL and the other C0 controls, DEL and the C1
+/// controls (`char::is_control`: U+0000–U+001F, U+007F–U+009F), and the bidi embeddings,
+/// overrides and isolates U+202A–U+202E and U+2066–U+2069, which reorder the text around
+/// them (a name ending in U+202E shows what follows it reversed: "Trojan Source",
+/// CVE-2021-42574). Right-to-left letters and the marks U+200E/U+200F stay allowed.
+// The same rule as the user service's profile texts; a local copy until kit grows a
+// shared `kit::text` check.
+pub fn is_forbidden(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 pub(crate) fn field(name: &str, message: &str) -> FieldError {
@@ -129,6 +144,7 @@ mod tests {
             "bob@localhost",
             "b ob@x.io",
             "bob@x..io",
+            "bob\u{202e}@x.io",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
@@ -139,6 +155,14 @@ mod tests {
         assert_eq!(DisplayName::parse("  Ann  ").unwrap().as_str(), "Ann");
         assert!(DisplayName::parse("   ").is_err());
         assert!(DisplayName::parse("a\u{7}b").is_err());
+        for bad in [
+            "\0", "\u{1b}", "\u{7f}", "\u{85}", "\u{9f}", "\u{202a}", "\u{202e}", "\u{2066}",
+            "\u{2069}",
+        ] {
+            assert!(DisplayName::parse(&format!("Ann{bad}x")).is_err(), "{bad:?}");
+            assert!(DisplayName::parse(bad).is_err(), "{bad:?} alone");
+        }
+        assert!(DisplayName::parse("שלום \u{200f}Ann").is_ok());
         assert!(DisplayName::parse(&"x".repeat(65)).is_err());
         assert!(DisplayName::parse(&"é".repeat(64)).is_ok());
     }

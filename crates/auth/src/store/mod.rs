@@ -1,6 +1,8 @@
 //! SQL of the auth service. Functions take any executor: the pool for reads, a
 //! transaction's connection (`tx.conn()`) for writes that go with other writes.
 
+pub mod devices;
+pub mod email_tokens;
 pub mod resets;
 pub mod sessions;
 pub mod throttle;
@@ -13,9 +15,15 @@ pub const MIGRATIONS: &[kit::db::Migration] = &[
         sqlite: include_str!("../../migrations/0001_init.sql"),
         postgres: include_str!("../../migrations/0001_init.sql"),
     },
+    kit::db::Migration {
+        id: "auth-0002-email-tokens-devices",
+        sqlite: include_str!("../../migrations/0002_email_tokens_devices.sql"),
+        postgres: include_str!("../../migrations/0002_email_tokens_devices.sql"),
+    },
 ];
 
-/// SHA-256 hex of a secret token: only hashes of refresh and reset tokens are stored.
+/// SHA-256 hex of a secret token: only hashes of refresh, reset, email and device tokens
+/// are stored.
 pub fn token_hash(token: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(token.as_bytes()))

@@ -43,3 +43,19 @@ pub async fn consume(
         id.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
     ))
 }
+
+/// Voids every unused reset token of `user_id`: after a reset, a password change or an
+/// email change, a token mailed earlier (perhaps to an address no longer the account's)
+/// must not set the password.
+pub async fn void_all(
+    conn: &mut AnyConnection,
+    user_id: uuid::Uuid,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+        .bind(now)
+        .bind(user_id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(())
+}

@@ -195,3 +195,19 @@ pub async fn use_refresh(
     .rows_affected();
     Ok(n == 1)
 }
+
+/// Sessions revoked at or after `since` (epoch ms), with when: `(id, revoked_at)`.
+pub async fn revoked_since<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    since: i64,
+) -> Result<Vec<(uuid::Uuid, i64)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1 ORDER BY revoked_at",
+    )
+    .bind(since)
+    .fetch_all(ex)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((parse_uuid(r.try_get("id")?)?, r.try_get("revoked_at")?)))
+        .collect()
+}

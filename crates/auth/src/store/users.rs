@@ -129,18 +129,32 @@ pub async fn set_password<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-pub async fn update_profile<'e, E: Executor<'e, Database = Any>>(
+pub async fn set_display_name<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    id: uuid::Uuid,
+    display_name: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE users SET display_name = $1, updated_at = $2 WHERE id = $3")
+        .bind(display_name)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
+/// Sets the email (a unique violation means another account took the address).
+pub async fn set_email<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     id: uuid::Uuid,
     email: &str,
     email_key: &str,
-    display_name: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET email = $1, email_key = $2, display_name = $3, updated_at = $4 WHERE id = $5")
+    sqlx::query("UPDATE users SET email = $1, email_key = $2, updated_at = $3 WHERE id = $4")
         .bind(email)
         .bind(email_key)
-        .bind(display_name)
         .bind(now)
         .bind(id.to_string())
         .execute(ex)

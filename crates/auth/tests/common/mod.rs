@@ -66,6 +66,63 @@ impl TestAuth {
         read(req.send().await.unwrap()).await
     }
 
+    pub async fn patch(&self, path: &str, body: Value, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.patch(format!("{}{path}", self.url)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    /// A login as if from client address `ip` (the service believes `X-Forwarded-For`
+    /// from 127.0.0.1, a trusted proxy by default); returns the raw response.
+    pub async fn login_from(
+        &self,
+        ip: &str,
+        login: &str,
+        password: &str,
+        device_token: Option<&str>,
+    ) -> reqwest::Response {
+        let mut body = json!({"login": login, "password": password});
+        if let Some(t) = device_token {
+            body["device_token"] = json!(t);
+        }
+        self.http
+            .post(format!("{}/auth/login", self.url))
+            .header("x-forwarded-for", ip)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Every mail written to the outbox so far, oldest first.
+    pub fn mails(&self) -> Vec<String> {
+        let Ok(dir) = std::fs::read_dir(self.dir.path().join("outbox")) else {
+            return Vec::new();
+        };
+        let mut files: Vec<_> = dir.map(|e| e.unwrap().path()).collect();
+        // File names are uuid v7: creation order.
+        files.sort();
+        files
+            .iter()
+            .map(|f| std::fs::read_to_string(f).unwrap())
+            .collect()
+    }
+
+    /// Waits until `n` mails went to `to` and returns them, oldest first.
+    pub async fn mails_to(&self, to: &str, n: usize) -> Vec<String> {
+        let header = format!("To: {to}");
+        let find = || -> Vec<String> {
+            self.mails()
+                .into_iter()
+                .filter(|m| m.lines().any(|l| l == header))
+                .collect()
+        };
+        eventually(|| find().len() >= n).await;
+        find()
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut req = self.http.get(format!("{}{path}", self.url));
         if let Some(t) = token {
@@ -116,6 +173,19 @@ pub async fn read(res: reqwest::Response) -> (u16, Value) {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
     (status, body)
+}
+
+/// The token in a mail: the line that is 43 characters of base64url (256 bits).
+pub fn mailed_token(mail: &str) -> String {
+    mail.lines()
+        .map(str::trim)
+        .find(|l| {
+            l.len() == 43
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+        .unwrap_or_else(|| panic!("no token in {mail}"))
+        .to_owned()
 }
 
 pub fn token(body: &Value, field: &str) -> String {

@@ -1,0 +1,203 @@
+//! Changing the email address: the current password, then a single-use link mailed to
+//! the new address; a notice goes to the old one. `PATCH /auth/me` cannot change it (a
+//! stolen access token alone would otherwise take the account over through a reset).
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use kit::http::Json;
+use kit::{ApiError, ApiResult};
+use serde::Deserialize;
+
+use super::CurrentSession;
+use crate::domain::Email;
+use crate::events::{self, UserUpdated};
+use crate::state::ApiContext;
+use crate::store::{self, email_tokens};
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/auth/email", post(request_change))
+        .route("/auth/email/verify/confirm", post(confirm))
+}
+
+#[derive(Deserialize)]
+struct ChangeBody {
+    email: String,
+    current_password: String,
+}
+
+fn email_taken() -> ApiError {
+    ApiError::conflict("email_taken", "an account with that email exists")
+}
+
+/// POST /auth/email — 202; the address changes once the token mailed to it is confirmed.
+/// A newer request voids the token of an older one.
+async fn request_change(
+    State(ctx): State<ApiContext>,
+    caller: CurrentSession,
+    Json(body): Json<ChangeBody>,
+) -> ApiResult<StatusCode> {
+    let email = Email::parse(&body.email).map_err(|e| ApiError::validation_many(vec![e]))?;
+    let user = store::users::by_id(ctx.db.pool(), caller.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account not found"))?;
+    if !ctx
+        .hasher
+        .verify(&body.current_password, Some(&user.password_hash))
+        .await?
+    {
+        return Err(ApiError::forbidden(
+            "invalid_credentials",
+            "the current password is incorrect",
+        ));
+    }
+    if email.as_str() == user.email {
+        return Err(ApiError::validation(
+            "email",
+            "is already the address of this account",
+        ));
+    }
+    // Only after the password: whether an address has an account is not for anyone
+    // holding a token to probe.
+    if store::users::by_email_key(ctx.db.pool(), email.key())
+        .await?
+        .is_some_and(|other| other.id != user.id)
+    {
+        return Err(email_taken());
+    }
+    let token = store::random_token();
+    let now = kit::time::now_ms();
+    let mut tx = ctx.db.begin().await?;
+    email_tokens::void_outstanding(tx.conn(), user.id, email_tokens::EMAIL_CHANGE, now).await?;
+    email_tokens::insert(
+        tx.conn(),
+        &email_tokens::NewEmailToken {
+            hash: &store::token_hash(&token),
+            user_id: user.id,
+            purpose: email_tokens::EMAIL_CHANGE,
+            email: email.as_str(),
+            now,
+            expires_at: now + ctx.config.email_change_ttl_secs * 1000,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+
+    let hours = ctx.config.email_change_ttl_secs / 3600;
+    let url = ctx.config.public_url.trim_end_matches('/');
+    let confirm = format!(
+        "Hello {name},\n\nplease confirm that {new} is to be the email address of the \
+         IntelliColab account {username}.\nYour confirmation token (valid for {hours} hours, \
+         usable once):\n\n{token}\n\n\
+         Open {url}/#/confirm-email?token={token} or send it to POST /auth/email/verify/confirm.\n\
+         If you did not ask for this, ignore this mail; nothing changes.\n",
+        name = user.display_name,
+        new = email.as_str(),
+        username = user.username,
+    );
+    let notice = format!(
+        "Hello {name},\n\nsomeone signed in to your IntelliColab account {username} asked to \
+         change its email address from this one to {new}.\nThe change happens only once the \
+         link mailed to the new address is confirmed.\n\n\
+         If this was not you, change your password now at {url} (this ends every other \
+         session) and review your sessions; until the new address is confirmed, a newer \
+         request replaces this one.\n",
+        name = user.display_name,
+        username = user.username,
+        new = mask(email.as_str()),
+    );
+    let (mailer, old, new) = (ctx.mailer.clone(), user.email.clone(), email.as_str().to_owned());
+    // In the background, as reset mails: an SMTP server's latency is not the client's.
+    tokio::spawn(async move {
+        if let Err(e) = mailer
+            .send(&new, "Confirm your new IntelliColab email address", confirm)
+            .await
+        {
+            tracing::error!(error = %e, "email change confirmation mail failed");
+        }
+        if let Err(e) = mailer
+            .send(&old, "Your IntelliColab email address is being changed", notice)
+            .await
+        {
+            tracing::error!(error = %e, "email change notice failed");
+        }
+    });
+    tracing::info!(user_id = %user.id, "email change requested");
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// `n***@example.com`: enough for the owner to recognise an address, not to give the
+/// full new address to whoever reads the old mailbox.
+fn mask(email: &str) -> String {
+    match email.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_owned(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ConfirmBody {
+    token: String,
+}
+
+/// POST /auth/email/verify/confirm — 204. For an email change: the address is checked
+/// to be free again, set, published as `user.updated`, and every outstanding password
+/// reset token of the account is voided (it went to the old address).
+async fn confirm(
+    State(ctx): State<ApiContext>,
+    Json(body): Json<ConfirmBody>,
+) -> ApiResult<StatusCode> {
+    let invalid = || ApiError::bad_request("invalid_token", "the token is unknown, used or expired");
+    let now = kit::time::now_ms();
+    let mut tx = ctx.db.begin().await?;
+    let Some(token) =
+        email_tokens::consume(tx.conn(), &store::token_hash(body.token.trim()), now).await?
+    else {
+        return Err(invalid());
+    };
+    if token.purpose != email_tokens::EMAIL_CHANGE {
+        return Err(invalid());
+    }
+    let email = Email::parse(&token.email).map_err(|e| ApiError::internal(e.message))?;
+    // Taken since the request: refused, and (the transaction rolls back) the token stays
+    // usable should the address become free within its lifetime.
+    if store::users::by_email_key(tx.conn(), email.key())
+        .await?
+        .is_some_and(|other| other.id != token.user_id)
+    {
+        return Err(email_taken());
+    }
+    let user = store::users::by_id(tx.conn(), token.user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    if let Err(e) =
+        store::users::set_email(tx.conn(), user.id, email.as_str(), email.key(), now).await
+    {
+        return Err(if kit::db::is_unique_violation(&e) {
+            email_taken()
+        } else {
+            e.into()
+        });
+    }
+    store::resets::void_all(tx.conn(), user.id, now).await?;
+    let event = bus::Envelope::new(
+        events::SOURCE,
+        "user.updated",
+        UserUpdated {
+            user_id: user.id,
+            username: &user.username,
+            email: email.as_str(),
+            display_name: &user.display_name,
+        },
+    );
+    bus::outbox::enqueue(&mut tx, &event).await?;
+    tx.commit().await?;
+    ctx.outbox.wake();
+    tracing::info!(user_id = %user.id, "email changed");
+    Ok(StatusCode::NO_CONTENT)
+}
