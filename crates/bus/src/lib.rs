@@ -25,6 +25,7 @@
 pub mod inbox;
 pub mod memory;
 pub mod outbox;
+pub mod recovery;
 pub mod redis_streams;
 pub mod testing;
 

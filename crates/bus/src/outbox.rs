@@ -1,5 +1,9 @@
 //! The transactional outbox: events are rows written in the producer's transaction;
 //! the relay publishes committed rows in order and marks them sent.
+//!
+//! Published rows are kept for [`RETAIN_MS`] (24 h): within that window events can be
+//! re-published ([`replay_since`]) — automatically when Redis lost data (see
+//! [`crate::recovery`]), or by hand (`intellicolab replay-events`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +17,11 @@ use crate::{Bus, Envelope};
 
 const BATCH: i64 = 200;
 const POLL: Duration = Duration::from_millis(500);
-/// Published rows are kept this long (for inspection), then purged.
-const RETAIN_MS: i64 = 24 * 3600 * 1000;
+/// Published rows are kept this long (for inspection and re-publication), then purged.
+pub const RETAIN_MS: i64 = 24 * 3600 * 1000;
+/// Longest pause between publish attempts while the transport fails (doubling from
+/// [`crate::RETRY_DELAY`]): bounds how long events wait once Redis is back.
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Writes `event` into the outbox as part of `tx`.
 pub async fn enqueue(tx: &mut Tx, event: &Envelope) -> Result<(), sqlx::Error> {
@@ -53,15 +60,44 @@ impl Relay {
     ) -> (Outbox, tokio::task::JoinHandle<()>) {
         let outbox = Outbox::default();
         let wake = outbox.wake.clone();
+        // Redis: watch for Redis losing what was published (see `recovery`).
+        let mut guard = match &bus {
+            Bus::Redis(redis) => Some(crate::recovery::Guard::new(service, redis.clone())),
+            Bus::Memory(_) => None,
+        };
         let task = tokio::spawn(async move {
             let mut last_purge = 0i64;
+            let mut retry = crate::RETRY_DELAY;
             loop {
-                match relay_batch(service, &db, &bus).await {
-                    Ok(n) if n as i64 == BATCH => continue,
-                    Ok(_) => {}
+                let checked = match guard.as_mut() {
+                    Some(guard) => guard.check(&db).await,
+                    None => Ok(()),
+                };
+                let started = kit::time::now_ms();
+                let mut published = 0;
+                let result = match checked {
+                    Ok(()) => relay_batch_counted(service, &db, &bus, &mut published).await,
+                    // Redis (or the database) down: nothing goes out before the check passed.
+                    Err(e) => Err(e),
+                };
+                if let Some(guard) = guard.as_mut()
+                    && published > 0
+                {
+                    guard.published(started, result.is_ok()).await;
+                }
+                match result {
+                    Ok(n) if n as i64 == BATCH => {
+                        retry = crate::RETRY_DELAY;
+                        continue;
+                    }
+                    Ok(_) => retry = crate::RETRY_DELAY,
                     Err(e) => {
-                        tracing::warn!(service, error = %e, "outbox relay failed; retrying");
-                        tokio::time::sleep(crate::RETRY_DELAY).await;
+                        tracing::warn!(service, error = %e, retry_in_ms = retry.as_millis() as u64, "outbox relay failed; retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {}
+                            _ = tokio::time::sleep(retry) => {}
+                        }
+                        retry = (retry * 2).min(RETRY_MAX);
                     }
                 }
                 let now = kit::time::now_ms();
@@ -108,6 +144,17 @@ impl Relay {
 /// only the final mark takes the write lock — the service's own writers are not held up
 /// while events are published. Either way the batch is marked with one statement.
 pub async fn relay_batch(service: &str, db: &Db, bus: &Bus) -> anyhow::Result<usize> {
+    relay_batch_counted(service, db, bus, &mut 0).await
+}
+
+/// [`relay_batch`], also reporting in `published` how many events went out and were marked
+/// when the batch then failed part-way.
+async fn relay_batch_counted(
+    service: &str,
+    db: &Db,
+    bus: &Bus,
+    published_out: &mut usize,
+) -> anyhow::Result<usize> {
     match db.backend() {
         Backend::Postgres => {
             let mut tx = db.begin().await?;
@@ -120,6 +167,7 @@ pub async fn relay_batch(service: &str, db: &Db, bus: &Bus) -> anyhow::Result<us
             let (done, published, result) = publish_rows(service, bus, &rows).await?;
             mark(&mut tx, &done).await?;
             tx.commit().await?;
+            *published_out = published;
             result.map(|()| published)
         }
         Backend::Sqlite => {
@@ -135,6 +183,7 @@ pub async fn relay_batch(service: &str, db: &Db, bus: &Bus) -> anyhow::Result<us
                 mark(&mut tx, &done).await?;
                 tx.commit().await?;
             }
+            *published_out = published;
             result.map(|()| published)
         }
     }
@@ -185,4 +234,20 @@ async fn mark(tx: &mut Tx, seqs: &[i64]) -> Result<(), sqlx::Error> {
     }
     query.execute(tx.conn()).await?;
     Ok(())
+}
+
+/// Marks every event published at or after `since_ms` (epoch ms) as unpublished, so the
+/// relay sends them again, in `seq` order and before anything newer. Returns how many.
+/// Only rows still within [`RETAIN_MS`] exist; consumers drop the events they had applied.
+pub async fn replay_since(db: &Db, since_ms: i64) -> Result<u64, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let replayed = sqlx::query(
+        "UPDATE outbox SET published_at = NULL WHERE published_at IS NOT NULL AND published_at >= $1",
+    )
+    .bind(since_ms)
+    .execute(tx.conn())
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(replayed)
 }

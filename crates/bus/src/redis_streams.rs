@@ -9,14 +9,25 @@
 //! every process sees every entry. It starts at the stream id `<now − lookback>-0`
 //! (entry ids are millisecond timestamps), keeps its position in memory, and on a
 //! Redis error reconnects with exponential backoff and continues from that position.
+//!
+//! Redis may be down or lose its data (a restart without persistence, `appendfsync
+//! everysec` losing its last second, a failover to a replica that was behind):
+//! - The shared connection is lazy: a service starts while Redis is down; commands fail
+//!   until it is back (the outbox keeps unpublished events, the relay retries).
+//! - Consumers reconnect with backoff and (re)create their groups at `0`, never `$`, so
+//!   they read what producers re-publish after a loss (see [`crate::recovery`]). A group
+//!   this consumer had seen and now had to create again counts as a detected loss.
+//! - A broadcast reader whose stream now ends before its position (ids went backwards:
+//!   the stream restarted on a clock that is behind) starts over at its lookback window.
 
-use std::time::Duration;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamMaxlen, StreamReadOptions,
-    StreamReadReply,
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamInfoGroupsReply, StreamMaxlen,
+    StreamRangeReply, StreamReadOptions, StreamReadReply,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -26,9 +37,16 @@ use crate::{Broadcast, Envelope, Handler, RETRY_DELAY, Subscription, stream_key}
 const MAX_LEN: usize = 1_000_000;
 const READ_COUNT: usize = 100;
 const BLOCK_MS: usize = 1_000;
-/// Broadcast reconnect backoff: doubles from the first to the last value.
+/// Reconnect backoff of consumers and broadcast readers: doubles from the first to the
+/// last value. A refused connection costs nothing, so the cap is short: once Redis is back
+/// every reader is reading again within 2 s.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How often a broadcast reader checks that its streams did not restart behind its position.
+const RESTART_CHECK: Duration = Duration::from_secs(1);
+/// One connection attempt of the shared connection; commands fail after it (one retry) so
+/// a publish during an outage fails within ~2 s instead of hanging.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct RedisBus {
     client: redis::Client,
@@ -39,11 +57,15 @@ pub struct RedisBus {
 }
 
 impl RedisBus {
+    /// Fails only on an invalid URL: the connection is made on first use (and remade after
+    /// a failure), so a service starts while Redis is down.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| anyhow::anyhow!("invalid Redis configuration: {e}"))?;
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".to_owned());
         Ok(Self {
             client,
@@ -77,9 +99,93 @@ impl RedisBus {
         Ok(())
     }
 
-    pub async fn ping(&self) -> anyhow::Result<()> {
+    /// The epoch marker of `service`'s relays: `epoch` (random, set once by the first relay
+    /// that finds it missing) and `at` (the start time, epoch ms, of the latest batch a relay
+    /// published). See [`crate::recovery`].
+    pub(crate) async fn read_marker(
+        &self,
+        service: &str,
+    ) -> redis::RedisResult<(Option<String>, Option<i64>)> {
+        let read = || async {
+            let mut conn = self.conn.clone();
+            redis::cmd("HMGET")
+                .arg(marker_key(service))
+                .arg("epoch")
+                .arg("at")
+                .query_async::<(Option<String>, Option<i64>)>(&mut conn)
+                .await
+        };
+        retry_reconnected(read).await
+    }
+
+    /// Sets the marker's epoch unless one is set; true when this call set it.
+    pub(crate) async fn create_epoch(
+        &self,
+        service: &str,
+        epoch: &str,
+    ) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        conn.hset_nx(marker_key(service), "epoch", epoch).await
+    }
+
+    /// Raises the marker's `at` to `at` (never lowers it: relays sharing an outbox write
+    /// concurrently) if the marker still has `epoch` and an `at` of at least `known_at`.
+    /// Returns false, changing nothing, when it does not: Redis lost data since the caller
+    /// last looked, and overwriting the evidence would hide the loss from its next check.
+    pub(crate) async fn advance_marker(
+        &self,
+        service: &str,
+        epoch: &str,
+        known_at: i64,
+        at: i64,
+    ) -> redis::RedisResult<bool> {
+        let mut conn = self.conn.clone();
+        let advanced: i64 = redis::Script::new(ADVANCE_MARKER)
+            .key(marker_key(service))
+            .arg(at)
+            .arg(epoch)
+            .arg(known_at)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(advanced == 1)
+    }
+
+    /// The stream id time (ms) up to which every consumer group of `service`'s stream has
+    /// processed its events: the oldest entry still pending, else the last one delivered,
+    /// over all groups. `None` when no group reads the stream (or it does not exist).
+    pub(crate) async fn consumed_up_to(&self, service: &str) -> redis::RedisResult<Option<i64>> {
+        let mut conn = self.conn.clone();
+        let key = stream_key(service);
+        let groups: redis::RedisResult<StreamInfoGroupsReply> = conn.xinfo_groups(&key).await;
+        let groups = match groups {
+            Ok(g) => g.groups,
+            // "ERR no such key": nothing published since the stream was lost or created.
+            Err(e) if e.code() == Some("ERR") => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut lowest: Option<u64> = None;
+        for group in groups {
+            let mut point = parse_id(&group.last_delivered_id).map(|(ms, _)| ms);
+            if group.pending > 0 {
+                let pending: redis::streams::StreamPendingReply =
+                    conn.xpending(&key, &group.name).await?;
+                if let redis::streams::StreamPendingReply::Data(p) = pending {
+                    point = parse_id(&p.start_id).map(|(ms, _)| ms).or(point);
+                }
+            }
+            if let Some(point) = point {
+                lowest = Some(lowest.map_or(point, |l| l.min(point)));
+            }
+        }
+        Ok(lowest.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)))
+    }
+
+    pub async fn ping(&self) -> anyhow::Result<()> {
+        let ping = || async {
+            let mut conn = self.conn.clone();
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        retry_reconnected(ping).await?;
         Ok(())
     }
 
@@ -90,16 +196,31 @@ impl RedisBus {
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            // Streams on which this subscriber has seen its group: creating it again there
+            // means Redis lost it.
+            let mut known_groups = HashSet::new();
+            let mut backoff = BACKOFF_MIN;
             loop {
-                let run = self.consume(&sub, &handler, &shutdown);
+                let mut progressed = false;
+                let run = self.consume(
+                    &sub,
+                    &handler,
+                    &shutdown,
+                    &mut known_groups,
+                    &mut progressed,
+                );
                 match run.await {
                     Ok(()) => return,
                     Err(e) => {
-                        tracing::warn!(group = %sub.group, error = %e, "Redis consumer failed; reconnecting");
+                        if progressed {
+                            backoff = BACKOFF_MIN;
+                        }
+                        tracing::warn!(group = %sub.group, error = %e, retry_in_ms = backoff.as_millis() as u64, "Redis consumer failed; reconnecting");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(RETRY_DELAY) => {}
+                            _ = tokio::time::sleep(backoff) => {}
                         }
+                        backoff = (backoff * 2).min(BACKOFF_MAX);
                     }
                 }
             }
@@ -123,20 +244,17 @@ impl RedisBus {
         handler: Handler,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        // The window is fixed when the caller subscribes (not when the task first runs), and
-        // includes its first millisecond: XREAD is exclusive, so start just before it.
-        let start = sub.window_start_ms();
-        let first = if start > 0 {
-            format!("{}-{}", start - 1, u64::MAX)
-        } else {
-            "0-0".to_owned()
-        };
+        // The window is fixed when the caller subscribes (not when the task first runs).
+        let first = window_start_id(&sub);
         tokio::spawn(async move {
-            // Position per stream: the id of the last entry handled (exclusive for XREAD).
-            let mut positions: Vec<(String, String)> = sub
+            let mut positions: Vec<Cursor> = sub
                 .sources
                 .iter()
-                .map(|s| (stream_key(s), first.clone()))
+                .map(|s| Cursor {
+                    key: stream_key(s),
+                    id: first.clone(),
+                    from_entry: false,
+                })
                 .collect();
             let mut backoff = BACKOFF_MIN;
             loop {
@@ -166,19 +284,24 @@ impl RedisBus {
     async fn read_broadcast(
         &self,
         sub: &Broadcast,
-        positions: &mut [(String, String)],
+        positions: &mut [Cursor],
         handler: &Handler,
         shutdown: &CancellationToken,
         progressed: &mut bool,
     ) -> anyhow::Result<()> {
         // A dedicated connection: XREAD BLOCK would stall a shared one.
         let mut conn: MultiplexedConnection = self.blocking_connection().await?;
+        let mut last_check = Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            let keys: Vec<&str> = positions.iter().map(|(k, _)| k.as_str()).collect();
-            let ids: Vec<&str> = positions.iter().map(|(_, id)| id.as_str()).collect();
+            if last_check.elapsed() >= RESTART_CHECK {
+                last_check = Instant::now();
+                restart_if_behind(&mut conn, sub, positions).await?;
+            }
+            let keys: Vec<&str> = positions.iter().map(|c| c.key.as_str()).collect();
+            let ids: Vec<&str> = positions.iter().map(|c| c.id.as_str()).collect();
             let opts = StreamReadOptions::default()
                 .count(READ_COUNT)
                 .block(BLOCK_MS);
@@ -189,14 +312,15 @@ impl RedisBus {
             *progressed = true;
             let Some(reply) = reply else { continue };
             for stream in reply.keys {
-                let Some(pos) = positions.iter().position(|(k, _)| *k == stream.key) else {
+                let Some(pos) = positions.iter().position(|c| c.key == stream.key) else {
                     continue;
                 };
                 for entry in stream.ids {
                     if !deliver_broadcast(sub, handler, &entry, shutdown).await {
                         return Ok(());
                     }
-                    positions[pos].1 = entry.id;
+                    positions[pos].id = entry.id;
+                    positions[pos].from_entry = true;
                 }
             }
         }
@@ -207,19 +331,29 @@ impl RedisBus {
         sub: &Subscription,
         handler: &Handler,
         shutdown: &CancellationToken,
+        known_groups: &mut HashSet<String>,
+        progressed: &mut bool,
     ) -> anyhow::Result<()> {
         // A dedicated connection: XREADGROUP BLOCK would stall a shared one.
         let mut conn: MultiplexedConnection = self.blocking_connection().await?;
         let keys: Vec<String> = sub.sources.iter().map(|s| stream_key(s)).collect();
         for key in &keys {
+            // At `0`, not `$`: after a loss the group must read what producers re-publish
+            // (and, on first creation, what was published before this consumer existed).
             let created: redis::RedisResult<()> =
                 conn.xgroup_create_mkstream(key, &sub.group, "0").await;
-            if let Err(e) = created
-                && e.code() != Some("BUSYGROUP")
-            {
-                return Err(e.into());
+            match created {
+                Ok(()) if known_groups.contains(key) => {
+                    tracing::warn!(group = %sub.group, stream = %key, "consumer group was gone: Redis lost data; recreated it at the stream's start (producers re-publish from their outboxes)");
+                    metrics::counter!("bus_redis_data_loss_detected_total", "service" => sub.group.clone()).increment(1);
+                }
+                Ok(()) => {}
+                Err(e) if e.code() == Some("BUSYGROUP") => {}
+                Err(e) => return Err(e.into()),
             }
+            known_groups.insert(key.clone());
         }
+        *progressed = true;
         // First what this consumer name had pending (none for a fresh name), then new entries.
         let mut last_claim = std::time::Instant::now() - self.claim_idle;
         loop {
@@ -350,6 +484,94 @@ impl RedisBus {
         }
         metrics::gauge!("bus_consumer_pending", "consumer" => sub.group.clone()).set(total as f64);
     }
+}
+
+/// Runs `command` on the shared connection, once more after a connection error: after an
+/// outage the connection manager answers the first command with the failure of its last
+/// reconnect attempt (made while Redis was down) and only then reconnects, so without the
+/// second try the caller would back off once more (up to 2 s) although Redis is back.
+async fn retry_reconnected<T, F, Fut>(command: F) -> redis::RedisResult<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    match command().await {
+        Err(e) if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() => {
+            command().await
+        }
+        other => other,
+    }
+}
+
+/// Raises the marker hash's `at` to ARGV[1] (if higher) when its `epoch` is ARGV[2] and its
+/// `at` is at least ARGV[3]; returns 0 (and writes nothing) otherwise.
+const ADVANCE_MARKER: &str = r"
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local current = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
+if epoch ~= ARGV[2] or current < tonumber(ARGV[3]) then
+  return 0
+end
+if tonumber(ARGV[1]) > current then
+  redis.call('HSET', KEYS[1], 'at', ARGV[1])
+end
+return 1
+";
+
+/// Redis key of `service`'s epoch marker.
+pub fn marker_key(service: &str) -> String {
+    format!("intellicolab:bus:marker:{service}")
+}
+
+/// A broadcast reader's position in one stream: the id of the last entry handled
+/// (exclusive for XREAD), or just before its lookback window (`from_entry` false).
+struct Cursor {
+    key: String,
+    id: String,
+    from_entry: bool,
+}
+
+/// The XREAD id just before `sub`'s lookback window: the window includes its first
+/// millisecond and XREAD is exclusive.
+fn window_start_id(sub: &Broadcast) -> String {
+    let start = sub.window_start_ms();
+    if start > 0 {
+        format!("{}-{}", start - 1, u64::MAX)
+    } else {
+        "0-0".to_owned()
+    }
+}
+
+/// `ms-seq` as a comparable pair (`None` for anything else).
+pub(crate) fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+/// A stream whose newest entry is older than the reader's position restarted: Redis lost
+/// the entries the reader had seen and new ones get ids below its position (the server's
+/// clock is behind the old one's, e.g. after a failover), which XREAD would skip for as long
+/// as that gap lasts. The reader starts over at its lookback window (handlers are
+/// idempotent), as a restarted process would.
+async fn restart_if_behind(
+    conn: &mut MultiplexedConnection,
+    sub: &Broadcast,
+    positions: &mut [Cursor],
+) -> anyhow::Result<()> {
+    for cursor in positions.iter_mut().filter(|c| c.from_entry) {
+        let newest: StreamRangeReply = conn.xrevrange_count(&cursor.key, "+", "-", 1).await?;
+        let Some(newest) = newest.ids.first() else {
+            // Empty or missing: anything added later gets a fresh id; checked again then.
+            continue;
+        };
+        if parse_id(&newest.id) < parse_id(&cursor.id) {
+            tracing::warn!(consumer = %sub.name, stream = %cursor.key, position = %cursor.id, newest = %newest.id, "stream ids went backwards: Redis lost data; re-reading the lookback window");
+            metrics::counter!("bus_redis_data_loss_detected_total", "service" => sub.name.clone())
+                .increment(1);
+            cursor.id = window_start_id(sub);
+            cursor.from_entry = false;
+        }
+    }
+    Ok(())
 }
 
 /// Runs the handler of a broadcast subscriber for one entry, retrying until it succeeds.
