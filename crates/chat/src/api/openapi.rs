@@ -110,6 +110,7 @@ pub fn document() -> Value {
             "/chat/rooms": {
                 "post": op("Create a channel (the caller becomes its owner)", vec![], Some(body("CreateRoom")), json!({
                     "201": ok("The room", "Room"),
+                    "400": problem("validation_failed (name 1–80 printable characters, topic ≤ 500; no control characters — a topic may have line feeds and tabs — and no bidirectional overrides or isolates)"),
                 })),
                 "get": op("The caller's rooms with unread_count and last_message", page_params(), None, json!({
                     "200": ok("A page of rooms", "MyRoomPage"),
@@ -141,7 +142,7 @@ pub fn document() -> Value {
                     "201": { "description": "Added" },
                     "400": problem("validation_failed, not_a_channel (DMs)"),
                     "403": problem("forbidden (not owner/admin), not_member, blocked (the invitee blocks the inviter)"),
-                    "404": hidden_room(),
+                    "404": problem("room_not_found, user_not_found (no such user)"),
                     "409": problem("already_member"),
                     "503": problem("dependency_unavailable: the user service cannot be asked"),
                 })),
@@ -163,7 +164,8 @@ pub fn document() -> Value {
                 "post": op("The direct conversation with a user (the same room for the same pair, every time)", vec![], Some(body("UserRef")), json!({
                     "200": ok("The existing room", "Room"),
                     "201": ok("The room, created now", "Room"),
-                    "403": problem("blocked: one side blocks the other"),
+                    "403": problem("blocked: one side blocks the other (nobody is added back)"),
+                    "404": problem("user_not_found: no such user"),
                     "503": problem("dependency_unavailable: the user service cannot be asked"),
                 })),
             },
@@ -171,11 +173,12 @@ pub fn document() -> Value {
                 "post": op("Send a message (acknowledged after it is stored)", vec![room_id()], Some(body("SendMessage")), json!({
                     "201": ok("Stored", "Message"),
                     "200": ok("The message stored earlier with the same client_msg_id", "Message"),
-                    "400": problem("validation_failed (body 1–4000 characters after trimming, reply_to of another room)"),
-                    "403": problem("not_member"),
+                    "400": problem("validation_failed (body 1–4000 characters after trimming, without control characters but line feeds and tabs; reply_to of another room)"),
+                    "403": problem("not_member; blocked (a DM whose members block each other, either way)"),
                     "404": hidden_room(),
                     "409": problem("client_msg_id_conflict: the id was used in another room"),
                     "429": problem("rate_limited, with Retry-After"),
+                    "503": problem("database_unavailable, with Retry-After: not stored; retry with the same client_msg_id"),
                 })),
                 "get": op("Message history, ascending seq", history_params, None, json!({
                     "200": ok("Messages", "MessageSlice"),
@@ -224,9 +227,11 @@ pub fn document() -> Value {
                         "or `error` {client_msg_id, code, message} (`rate_limited` adds retry_after_ms); `resume` {rooms: {room_id: last_seq}} → ",
                         "every event after those seqs in order, then live; `typing` {room_id} → others get `typing` {room_id, user_id}; `ping` → `pong`. ",
                         "Server → client: `ready` {rooms: {room_id: last_seq}} once subscribed, `event` {room_id, seq, event}. ",
+                        "Live events wait after `ready` for the client's first frame (at most 1 s): send `resume` first to get each resumed room's missed events before any live one. ",
                         "A malformed frame gets `error` (code malformed_frame) and the connection stays open. Frames are limited to 64 KiB. ",
                         "Close codes: 4001 session revoked or token expired (reconnect with a new token), 4008 slow consumer (reconnect and resume), ",
-                        "4009 idle timeout, 1001 server shutting down, 1009 frame too large."
+                        "4009 idle timeout, 1001 server shutting down, 1009 frame too large, ",
+                        "1008 too_many_connections (over the per-user limit, 16 by default), 1013 database unavailable (reconnect later and resume)."
                     ),
                     "security": [{ "bearer": [] }],
                     "parameters": [query("access_token", json!({"type": "string"}), "the access token, for clients that cannot set headers")],

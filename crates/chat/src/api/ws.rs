@@ -5,7 +5,9 @@
 //! them and the hub are bounded: a client that cannot keep up is closed with 4008 and
 //! resumes from its last seqs. Per room the connection delivers seqs in order without
 //! gaps, filling any gap (at subscription, on `resume`, after a lost announcement) from
-//! the database, and drops what it already delivered.
+//! the database, and drops what it already delivered. Until the client's first frame
+//! (at most `ws_resume_wait_ms`) live events are held back, so that a `resume` sent first
+//! is replayed before any of them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
