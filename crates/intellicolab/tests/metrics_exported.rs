@@ -328,8 +328,11 @@ async fn every_dashboard_metric_is_exported() {
     assert!(limited, "the gateway limits logins");
 
     // Scrape: the gateway first (nothing has refreshed the process metrics for it yet).
+    // The gateway's metrics are on its admin listener only: its public port must not serve them.
+    let (status, _, _) = gw.call("GET", "/metrics", None, None).await;
+    assert_eq!(status, 404, "the public gateway port serves /metrics");
     let targets = [
-        ("gateway", ports.gateway_url()),
+        ("gateway", ports.gateway_admin_url()),
         ("auth", ports.auth_url()),
         ("users", ports.users_url()),
         ("chat", ports.chat_url()),

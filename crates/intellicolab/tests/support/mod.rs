@@ -107,6 +107,8 @@ pub struct Ports {
     pub users: u16,
     pub chat: u16,
     pub gateway: u16,
+    /// The gateway's admin listener (`/metrics`; the public port serves none).
+    pub gateway_admin: u16,
 }
 
 impl Ports {
@@ -116,6 +118,7 @@ impl Ports {
             users: free_port(),
             chat: free_port(),
             gateway: free_port(),
+            gateway_admin: free_port(),
         }
     }
 
@@ -142,6 +145,10 @@ impl Ports {
                 "INTELLICOLAB_GATEWAY__LISTEN",
                 format!("127.0.0.1:{}", self.gateway),
             ),
+            (
+                "INTELLICOLAB_GATEWAY__ADMIN_LISTEN",
+                format!("127.0.0.1:{}", self.gateway_admin),
+            ),
             ("INTELLICOLAB_AUTH_URL", url(self.auth)),
             ("INTELLICOLAB_USERS_URL", url(self.users)),
             ("INTELLICOLAB_GATEWAY__UPSTREAMS__AUTH", url(self.auth)),
@@ -161,6 +168,9 @@ impl Ports {
     }
     pub fn gateway_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.gateway)
+    }
+    pub fn gateway_admin_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.gateway_admin)
     }
 
     /// Waits until every service (and the gateway) answers `/readyz`.
