@@ -56,10 +56,17 @@ impl Fanout {
             Some(url) => {
                 let client = redis::Client::open(url)
                     .map_err(|e| anyhow::anyhow!("invalid redis_url: {e}"))?;
-                let publisher = client
-                    .get_connection_manager()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot connect to Redis: {e}"))?;
+                // Lazy: the node starts (and serves its local rooms) while Redis is down; the
+                // manager connects on the first publish and reconnects after failures, and
+                // the subscriber loop below retries on its own. One connect attempt of 1 s
+                // and one retry, so a publish during an outage fails fast (the receivers'
+                // resync repairs what it dropped).
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(1)))
+                    .set_number_of_retries(1);
+                let publisher =
+                    redis::aio::ConnectionManager::new_lazy_with_config(client.clone(), config)
+                        .map_err(|e| anyhow::anyhow!("invalid Redis configuration: {e}"))?;
                 let (tx, rx) = mpsc::channel(PUBLISH_QUEUE);
                 tasks.push(tokio::spawn(publish_loop(
                     publisher,

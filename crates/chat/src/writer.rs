@@ -237,11 +237,14 @@ async fn write_batch(db: &Db, jobs: Vec<Job>) -> Committed {
                 metrics::counter!("chat_send_batch_retries_total").increment(1);
                 let found = lookup_existing(db, &leaders, &raced).await;
                 for i in raced {
-                    outcomes[i] = Some(match found.get(&i) {
-                        Some(m) => Outcome::Existing(m.clone()),
-                        None => Outcome::Failed(ApiError::internal(
-                            "a client_msg_id conflict without a stored message",
-                        )),
+                    outcomes[i] = Some(match &found {
+                        Ok(found) => match found.get(&i) {
+                            Some(m) => Outcome::Existing(m.clone()),
+                            None => Outcome::Failed(ApiError::internal(
+                                "a client_msg_id conflict without a stored message",
+                            )),
+                        },
+                        Err(e) => Outcome::Failed(copy_error(e)),
                     });
                 }
                 pending.retain(|i| outcomes[*i].is_none());
@@ -275,10 +278,12 @@ async fn write_batch(db: &Db, jobs: Vec<Job>) -> Committed {
                 .pop()
                 .map(|(_, o)| o)
                 .unwrap_or_else(|| Outcome::Failed(ApiError::internal("empty send result"))),
-            Err(BatchError::Raced(_)) => match lookup_existing(db, &leaders, &[i]).await.remove(&i)
-            {
-                Some(m) => Outcome::Existing(m),
-                None => Outcome::Failed(ApiError::internal("client_msg_id conflict")),
+            Err(BatchError::Raced(_)) => match lookup_existing(db, &leaders, &[i]).await {
+                Ok(mut found) => match found.remove(&i) {
+                    Some(m) => Outcome::Existing(m),
+                    None => Outcome::Failed(ApiError::internal("client_msg_id conflict")),
+                },
+                Err(e) => Outcome::Failed(e),
             },
             Err(BatchError::Db(e)) => {
                 let e = ApiError::from(e);
@@ -338,7 +343,13 @@ pub fn same_send(existing: Message, room_id: Uuid) -> SendResult {
     Ok((existing, false))
 }
 
-async fn lookup_existing(db: &Db, jobs: &[Job], idx: &[usize]) -> HashMap<usize, Message> {
+/// The stored messages of raced sends; a database error is the sends' answer (503 when
+/// the database cannot be reached, never a 500 that hides it).
+async fn lookup_existing(
+    db: &Db,
+    jobs: &[Job],
+    idx: &[usize],
+) -> Result<HashMap<usize, Message>, ApiError> {
     let keys: Vec<(Uuid, &str)> = idx
         .iter()
         .filter_map(|&i| Some((jobs[i].sender, jobs[i].client_msg_id.as_deref()?)))
@@ -347,10 +358,10 @@ async fn lookup_existing(db: &Db, jobs: &[Job], idx: &[usize]) -> HashMap<usize,
         Ok(mut conn) => store::messages_by_client_ids(&mut conn, &keys).await,
         Err(e) => Err(e),
     };
-    let found = found.unwrap_or_else(|e| {
+    let found = found.map_err(|e| {
         tracing::warn!(error = %e, "cannot look up raced client_msg_ids");
-        Vec::new()
-    });
+        ApiError::from(e)
+    })?;
     let mut out = HashMap::new();
     for &i in idx {
         let job = &jobs[i];
@@ -361,7 +372,7 @@ async fn lookup_existing(db: &Db, jobs: &[Job], idx: &[usize]) -> HashMap<usize,
             out.insert(i, m.clone());
         }
     }
-    out
+    Ok(out)
 }
 
 enum BatchError {
