@@ -4,130 +4,14 @@
 //! test can kill and restart on the same port). The shared PostgreSQL and Redis are never
 //! stopped.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use kit::db::Backend;
 use kit::testing::{FaultProxy, TestDb};
 
 use super::{Proc, free_port, wait_ready};
 
-/// A `redis-server` of one test, without persistence (a restart comes back empty, as a
-/// Redis whose data was lost), on a port that stays the same across kill and restart.
-///
-/// Minimal stand-in for `bus::testing::PrivateRedis` (same method names), which is not
-/// in the tree yet.
-pub struct PrivateRedis {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    /// `None` (after printing why) without `TEST_REDIS_URL` — the switch CI uses for the
-    /// Redis tests — or without a `redis-server` binary.
-    pub fn start(test: &str) -> Option<PrivateRedis> {
-        kit::testing::redis_url(test)?;
-        if binary().is_none() {
-            println!("SKIP {test}: no redis-server binary (REDIS_SERVER or on PATH)");
-            return None;
-        }
-        let mut redis = PrivateRedis {
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        };
-        redis.restart();
-        Some(redis)
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// SIGKILL: clients see refused connections until [`restart`](Self::restart).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// (Kills and) starts the server on the same port, empty; waits until it answers PING.
-    pub fn restart(&mut self) {
-        self.kill();
-        // The port was just freed by the killed server; the new one may need a moment.
-        for _ in 0..20 {
-            let child = Command::new(binary().unwrap())
-                .args(["--port", &self.port.to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(self.dir.path())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            self.child = Some(child);
-            if self.wait_pong(Duration::from_secs(5)) {
-                return;
-            }
-            self.kill();
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("private redis-server did not start on port {}", self.port);
-    }
-
-    fn wait_pong(&mut self, within: Duration) -> bool {
-        use std::io::{Read, Write};
-        let until = Instant::now() + within;
-        while Instant::now() < until {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(_exited)) = child.try_wait()
-            {
-                return false;
-            }
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-                let mut buf = [0u8; 16];
-                if s.write_all(b"PING\r\n").is_ok()
-                    && let Ok(n) = s.read(&mut buf)
-                    && buf[..n].starts_with(b"+PONG")
-                {
-                    return true;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn binary() -> Option<PathBuf> {
-    if let Some(p) = kit::testing::env_url("REDIS_SERVER") {
-        return Some(PathBuf::from(p));
-    }
-    let default = PathBuf::from("/usr/bin/redis-server");
-    if default.exists() {
-        return Some(default);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("redis-server"))
-            .find(|p| p.exists())
-    })
-}
+/// A private `redis-server` (no persistence: a restart comes back empty, as a Redis that
+/// lost its data), on a port that stays the same across kill and restart.
+pub use bus::testing::PrivateRedis;
 
 /// The roles a cluster runs, for [`Cluster::start_role`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
