@@ -18,6 +18,7 @@ kit::backend_tests!(
     event_log_pages,
     message_created_goes_through_the_outbox,
     database_outage_is_a_fast_503,
+    database_that_stops_answering_is_a_503_within_seconds,
 );
 
 async fn send_validates_and_trims(backend: Backend) {
@@ -611,5 +612,91 @@ async fn database_outage_is_a_fast_503(backend: Backend) {
             .await;
         assert_eq!(s, 201, "d{i}: {b}");
     }
+    app.stop().await;
+}
+
+/// The database host stops answering (connects hang until the pool's 3 s acquire
+/// timeout): a burst of sends is answered 503 within seconds — the batch that finds the
+/// database unreachable answers all its sends at once. (Retried one by one, each send of
+/// the batch waited for a connection again: 300 ms each once the database was known down,
+/// 10 s and more for this burst, so clients behind the gateway's 30 s saw 504s, and the
+/// sends were stored after all when the database came back.)
+async fn database_that_stops_answering_is_a_503_within_seconds(backend: Backend) {
+    let test = "database_stops_answering";
+    if backend == Backend::Sqlite {
+        println!("SKIP {test} [sqlite]: an embedded database cannot become unreachable");
+        return;
+    }
+    let Some(pg) = kit::testing::env_url("TEST_DATABASE_URL") else {
+        println!("SKIP {test}: TEST_DATABASE_URL is not set");
+        return;
+    };
+    let proxy = common::BlackHoleProxy::start(kit::testing::url_addr(&pg)).await;
+    let addr = proxy.addr.to_string();
+    let Some(app) = common::start_with(backend, test, |o| {
+        o.config.database_url = o
+            .config
+            .database_url
+            .as_deref()
+            .map(|u| kit::testing::with_addr(u, &addr));
+        o.config.send_rate_per_sec = 10_000.0;
+        o.config.send_burst = 10_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let (alice, room) = app.alice_with_a_room().await;
+    app.send(&room, &alice, "before").await;
+
+    proxy.black_hole();
+    let path = format!("/chat/rooms/{room}/messages");
+    let started = std::time::Instant::now();
+    let sends: Vec<_> = (0..40)
+        .map(|i| {
+            (
+                path.clone(),
+                json!({"body": "during", "client_msg_id": format!("d{i}")}),
+                &alice,
+            )
+        })
+        .collect();
+    for (s, b) in app.post_concurrently(sends).await {
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (503, Some("database_unavailable")),
+            "{b}"
+        );
+    }
+    let took = started.elapsed();
+    println!("40 sends answered 503 in {took:?}");
+    assert!(took < std::time::Duration::from_secs(7), "{took:?}");
+
+    proxy.restore();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (s, b) = app
+            .post(
+                &path,
+                json!({"body": "after", "client_msg_id": "a"}),
+                &alice,
+            )
+            .await;
+        if s == 201 {
+            break;
+        }
+        assert_eq!(s, 503, "{b}");
+        assert!(std::time::Instant::now() < deadline, "not back: {b}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // Nothing answered 503 was stored.
+    let (_, history) = app.get(&path, &alice).await;
+    let bodies: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["body"].as_str().unwrap())
+        .collect();
+    assert_eq!(bodies, ["before", "after"]);
     app.stop().await;
 }

@@ -721,3 +721,72 @@ pub async fn events_until(ws: &mut Ws, room: &str, until_seq: i64) -> Vec<Value>
         }
     }
 }
+
+/// A TCP proxy in front of the database that can turn into a black hole: existing
+/// connections end, and new ones are accepted but never answered — a database host that
+/// stopped answering (no reset), where every connect waits for the pool's acquire
+/// timeout. (`kit::testing::FaultProxy` resets connections instead: connects fail at once.)
+pub struct BlackHoleProxy {
+    pub addr: std::net::SocketAddr,
+    holding: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<Mutex<tokio_util::sync::CancellationToken>>,
+}
+
+impl BlackHoleProxy {
+    pub async fn start(target: String) -> BlackHoleProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let holding = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = Arc::new(Mutex::new(tokio_util::sync::CancellationToken::new()));
+        let (h, c) = (holding.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let cancel = c.lock().unwrap().clone();
+                if h.load(Ordering::SeqCst) {
+                    // Keep it open, say nothing.
+                    tokio::spawn(async move {
+                        cancel.cancelled().await;
+                        drop(client);
+                    });
+                    continue;
+                }
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                });
+            }
+        });
+        BlackHoleProxy {
+            addr,
+            holding,
+            conns,
+        }
+    }
+
+    fn end_connections(&self) {
+        let mut conns = self.conns.lock().unwrap();
+        conns.cancel();
+        *conns = tokio_util::sync::CancellationToken::new();
+    }
+
+    /// Ends the open connections; new ones hang.
+    pub fn black_hole(&self) {
+        self.holding
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.end_connections();
+    }
+
+    /// Forwards again (the hanging connections end).
+    pub fn restore(&self) {
+        self.holding
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.end_connections();
+    }
+}
