@@ -2,6 +2,7 @@
 //! streams (so chunked uploads without `Content-Length` are limited too) and kept
 //! replayable until an attempt reads it, and the
 //! response body that keeps its instance's in-flight count until it is fully sent.
+//! Imports no other module of the crate: the upstream layer builds on it.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,9 +11,12 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::upstream::InFlight;
-
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whether a request carries a body (hyper knows: Content-Length or chunked framing).
+pub fn has_body(body: &axum::body::Body) -> bool {
+    Body::size_hint(body).exact() != Some(0)
+}
 
 /// The request body went past the route's limit.
 #[derive(Debug)]
@@ -164,22 +168,23 @@ impl Body for ProxyBody {
     }
 }
 
-/// An upstream response body that holds its instance's in-flight slot until done.
-pub struct GuardedBody {
+/// An upstream response body that holds `G` (its instance's in-flight slot,
+/// `upstream::InFlight`) until done.
+pub struct GuardedBody<G> {
     inner: hyper::body::Incoming,
-    _in_flight: InFlight,
+    _guard: G,
 }
 
-impl GuardedBody {
-    pub fn new(inner: hyper::body::Incoming, in_flight: InFlight) -> Self {
+impl<G> GuardedBody<G> {
+    pub fn new(inner: hyper::body::Incoming, guard: G) -> Self {
         Self {
             inner,
-            _in_flight: in_flight,
+            _guard: guard,
         }
     }
 }
 
-impl Body for GuardedBody {
+impl<G: Unpin> Body for GuardedBody<G> {
     type Data = Bytes;
     type Error = hyper::Error;
 

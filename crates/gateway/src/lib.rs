@@ -15,15 +15,23 @@
 //!   (API explorer) and the embedded web client at `/`; `/metrics` (with `/healthz` and
 //!   `/readyz`) only on the admin listener (`admin_listen`, default `127.0.0.1:9080`).
 
+// Imports run one way, from the leaves up (see README.md, "Layout"): body, config,
+// cors, assets, edge_auth, ws → ratelimit → client → upstream → openapi → state →
+// headers → reply → admit → own → handler → this composition root.
+mod admit;
 mod assets;
 mod body;
+mod client;
 pub mod config;
 mod cors;
 mod edge_auth;
+mod handler;
+mod headers;
 mod openapi;
 mod own;
-mod proxy;
 mod ratelimit;
+mod reply;
+mod state;
 mod upstream;
 mod ws;
 
@@ -65,7 +73,7 @@ pub async fn build_with_admin(
     kit::telemetry::metrics_handle();
     let shutdown = shutdown.child_token();
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
-    let client = proxy::http_client(config);
+    let client = client::http_client(config);
     let limit_redis = match config.rate_limit_backend {
         RateLimitBackend::Auto => common.redis_url(),
         RateLimitBackend::Local => None,
@@ -98,7 +106,7 @@ pub async fn build_with_admin(
             .ok_or_else(|| {
                 anyhow::anyhow!("route {}: unknown upstream {:?}", r.prefix, r.upstream)
             })?;
-        routes.push(proxy::Route::new(r, cluster, &limiter)?);
+        routes.push(state::Route::new(r, cluster, &limiter)?);
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
 
@@ -108,10 +116,10 @@ pub async fn build_with_admin(
     token::Verifier::spawn_revocation_sync(&common.auth_url);
     let openapi = Arc::new(openapi::MergedSpec::new(config.public_url.as_deref()));
     let ws = ws::WsHub::new(shutdown.clone());
-    let gateway = Arc::new(proxy::Gateway {
+    let gateway = Arc::new(state::Gateway {
         routes,
         clusters: clusters.clone(),
-        clients: proxy::Clients::new(config),
+        clients: client::Clients::new(config),
         auth: auth.clone(),
         limiter: limiter.clone(),
         trusted: trusted.clone(),
@@ -178,7 +186,7 @@ pub async fn build_with_admin(
             .and(tower_http::compression::predicate::NotForContentType::GRPC),
     );
     let router = axum::Router::new()
-        .fallback(proxy::handle)
+        .fallback(handler::handle)
         .with_state(gateway)
         .layer(compression)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

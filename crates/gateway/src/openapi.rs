@@ -9,7 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use crate::proxy::{HttpClient, ProxyBody};
+use crate::body::ProxyBody;
+use crate::client::HttpClient;
 use crate::upstream::Cluster;
 
 pub struct MergedSpec {
@@ -149,7 +150,7 @@ fn rewrite_refs(v: &mut Value, renames: &[(String, String)]) {
 
 async fn fetch(client: &HttpClient, cluster: &Cluster) -> Option<Value> {
     for instance in &cluster.instances {
-        let uri = crate::upstream::upstream_uri(instance, "/openapi.json", None)?;
+        let uri = instance.uri("/openapi.json", None)?;
         let Ok(req) = http::Request::get(uri).body(ProxyBody::empty()) else {
             continue;
         };

@@ -12,7 +12,7 @@ use http::{Method, StatusCode};
 use kit::ApiError;
 use serde_json::json;
 
-use crate::proxy::Gateway;
+use crate::state::Gateway;
 
 pub async fn handle(gw: &Gateway, req: Request) -> Response {
     let method = req.method();

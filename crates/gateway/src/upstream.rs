@@ -18,9 +18,9 @@ use http::{Method, Uri};
 use hyper::body::Incoming;
 use metrics::{Counter, Gauge};
 
-use crate::body::{Replayable, is_body_too_large};
+use crate::body::{ProxyBody, Replayable, is_body_too_large};
+use crate::client::{self, HttpClient};
 use crate::config::{Config, LoadBalancing};
-use crate::proxy::HttpClient;
 
 pub struct Instance {
     /// The configured base URL, used as the `instance` metric label.
@@ -81,6 +81,11 @@ impl Instance {
 
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// The URI of `path` (and `query`) on this instance.
+    pub fn uri(&self, path: &str, query: Option<&str>) -> Option<Uri> {
+        client::uri(&self.scheme, &self.authority, path, query)
     }
 
     pub fn count_status(&self, status: Option<u16>) {
@@ -310,7 +315,8 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-/// Why [`send`] got no response. Each becomes a problem+json answer in `proxy`.
+/// Why [`send`] got no response. Each becomes a problem+json answer
+/// (`reply::failure_response`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendError {
     /// Every instance is at its in-flight limit.
@@ -392,7 +398,7 @@ pub async fn send(
         let Some(attempt_body) = body.attempt() else {
             return Err(SendError::Unavailable);
         };
-        let Some(uri) = upstream_uri(&instance, path, query) else {
+        let Some(uri) = instance.uri(path, query) else {
             return Err(SendError::BadUri);
         };
         parts.uri = uri;
@@ -450,19 +456,6 @@ pub async fn send(
     }
 }
 
-pub(crate) fn upstream_uri(instance: &Instance, path: &str, query: Option<&str>) -> Option<Uri> {
-    let pq = match query {
-        Some(q) if !q.is_empty() => format!("{path}?{q}"),
-        _ => path.to_owned(),
-    };
-    Uri::builder()
-        .scheme(instance.scheme.clone())
-        .authority(instance.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .ok()
-}
-
 /// How often instances known to be down are probed: bounds how long a recovered
 /// instance waits for traffic.
 const DOWN_RECHECK: Duration = Duration::from_millis(250);
@@ -517,15 +510,10 @@ pub async fn health_check_loop(
 }
 
 async fn probe(client: &HttpClient, instance: &Instance, timeout: Duration) -> bool {
-    let Ok(uri) = http::Uri::builder()
-        .scheme(instance.scheme.clone())
-        .authority(instance.authority.clone())
-        .path_and_query("/readyz")
-        .build()
-    else {
+    let Some(uri) = instance.uri("/readyz", None) else {
         return false;
     };
-    let Ok(req) = http::Request::get(uri).body(crate::proxy::ProxyBody::empty()) else {
+    let Ok(req) = http::Request::get(uri).body(ProxyBody::empty()) else {
         return false;
     };
     let check = async {

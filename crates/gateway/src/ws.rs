@@ -1,30 +1,17 @@
-//! WebSocket proxying: the handshake goes to a chosen instance like any request (through
-//! [`upstream::send`], so with the same retries, health and failure answers); on
-//! `101` both connections are upgraded and bytes are relayed both ways. The relay
-//! tracks frame boundaries (headers only, payloads pass untouched) so that on shutdown
-//! it can end each direction with a proper Close frame (1001 going away) instead of
-//! cutting a frame in half.
+//! WebSocket relays: once a handshake was answered `101` (the handshake itself goes
+//! upstream like any request, through `upstream::send`, see `handler::upgrade`), both
+//! connections are upgraded and bytes are relayed both ways. The relay tracks frame
+//! boundaries (headers only, payloads pass untouched) so that on shutdown it can end
+//! each direction with a proper Close frame (1001 going away) instead of cutting a frame
+//! in half. Imports no other module of the crate.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::response::{IntoResponse, Response};
-use http::StatusCode;
-use http::header::{self, HeaderValue};
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use kit::ApiError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-use crate::body::{GuardedBody, Replayable};
-use crate::edge_auth::Identity;
-use crate::proxy::{
-    Gateway, Route, failure_response, query_without_token, strip_hop_by_hop, upstream_headers,
-};
-use crate::upstream::{self, Outgoing};
 
 /// Live relays, so shutdown can close them and wait for them.
 #[derive(Clone)]
@@ -45,6 +32,25 @@ impl WsHub {
         }
     }
 
+    /// Relays between the two connections once both upgrades complete, holding `guard`
+    /// (the instance's in-flight slot) until the relay ends.
+    pub fn relay<G: Send + 'static>(&self, client: OnUpgrade, upstream: OnUpgrade, guard: G) {
+        let hub = self.clone();
+        self.tracker.spawn(async move {
+            let _guard = guard;
+            let (client, upstream) = match tokio::join!(client, upstream) {
+                (Ok(c), Ok(u)) => (TokioIo::new(c), TokioIo::new(u)),
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::debug!(error = %e, "WebSocket upgrade did not complete");
+                    return;
+                }
+            };
+            hub.active.increment(1.0);
+            relay(client, upstream, hub.shutdown.clone()).await;
+            hub.active.decrement(1.0);
+        });
+    }
+
     /// Waits (after shutdown) until every relay has closed, at most `grace`.
     pub async fn drain(&self, grace: Duration) {
         self.shutdown.cancelled().await;
@@ -55,89 +61,6 @@ impl WsHub {
 
 /// How long a relay may take to reach a frame boundary and send its Close on shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
-#[allow(clippy::too_many_arguments)]
-pub async fn proxy(
-    gw: &Gateway,
-    route: &Route,
-    peer: SocketAddr,
-    mut req: Request,
-    upstream_path: &str,
-    token: Option<String>,
-    identity: Option<Identity>,
-    request_id: &HeaderValue,
-    peer_trusted: bool,
-) -> Response {
-    let client_upgrade = hyper::upgrade::on(&mut req);
-    let (mut parts, _) = req.into_parts();
-    let query = parts.uri.query().map(query_without_token);
-    upstream_headers(
-        &mut parts.headers,
-        route,
-        peer,
-        peer_trusted,
-        request_id,
-        identity,
-    );
-    parts
-        .headers
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    parts
-        .headers
-        .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Some(token) = token {
-        // The query parameter travels upstream as a header, out of URLs and their logs.
-        if let Ok(v) = HeaderValue::try_from(format!("Bearer {token}")) {
-            parts.headers.insert(header::AUTHORIZATION, v);
-        }
-    }
-    let deadline = tokio::time::Instant::now() + route.timeout.min(Duration::from_secs(10));
-    let Ok(handshake) = http::Request::builder()
-        .method(http::Method::GET)
-        .version(http::Version::HTTP_11)
-        .body(())
-    else {
-        return ApiError::internal("cannot build the upstream request").into_response();
-    };
-    let (mut handshake, ()) = handshake.into_parts();
-    handshake.headers = parts.headers;
-    let outgoing = Outgoing {
-        parts: handshake,
-        body: Replayable::empty(),
-        path: upstream_path,
-        query: query.as_deref(),
-        deadline,
-    };
-    let upstream_res = match upstream::send(gw.clients.get(), &route.cluster, outgoing).await {
-        Ok(r) => r,
-        Err(e) => return failure_response(route, e),
-    };
-    let (mut res, in_flight) = upstream_res;
-    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-        // The service refused the handshake (401, 400, …): pass its answer on.
-        let (mut parts, body) = res.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        return Response::from_parts(parts, Body::new(GuardedBody::new(body, in_flight)));
-    }
-    let upstream_upgrade = hyper::upgrade::on(&mut res);
-    let (parts, _) = res.into_parts();
-    let hub = gw.ws.clone();
-    hub.tracker.clone().spawn(async move {
-        let _in_flight = in_flight;
-        let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
-            (Ok(c), Ok(u)) => (TokioIo::new(c), TokioIo::new(u)),
-            (Err(e), _) | (_, Err(e)) => {
-                tracing::debug!(error = %e, "WebSocket upgrade did not complete");
-                return;
-            }
-        };
-        hub.active.increment(1.0);
-        relay(client, upstream, hub.shutdown.clone()).await;
-        hub.active.decrement(1.0);
-    });
-    // The 101 carries the service's handshake answer (Sec-WebSocket-Accept, protocol).
-    Response::from_parts(parts, Body::empty())
-}
 
 /// Close frame, status 1001 (going away), as the server sends it (unmasked).
 const CLOSE_TO_CLIENT: [u8; 4] = [0x88, 0x02, 0x03, 0xE9];

@@ -89,6 +89,69 @@ async fn forwards_with_rewritten_headers_and_never_passes_spoofed_identity() {
     s.gw.stop().await;
 }
 
+/// The gateway continues a client's trace only when its `traceparent` passes the
+/// workspace's one rule (`kit::trace::TraceParentRef::parse`, W3C Trace Context §3.2):
+/// a higher version's trace is kept (passed on as version 00); upper case, version `ff`
+/// and a version-00 value longer than 55 characters start a new trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traceparent_is_continued_only_when_valid() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let env = Env::new().await;
+    let s = env.stack(|_| {}).await;
+    let token = env.token(uuid::Uuid::now_v7());
+    let forwarded = |incoming: &'static str| {
+        let req = s.api.get("/users/me").bearer_auth(&token);
+        async move {
+            let seen: Value = req
+                .header("traceparent", incoming)
+                .call()
+                .await
+                .json()
+                .await
+                .unwrap();
+            let tp = seen["headers"]["traceparent"][0]
+                .as_str()
+                .unwrap()
+                .to_owned();
+            let fields: Vec<&str> = tp.split('-').collect();
+            assert_eq!(fields.len(), 4, "{incoming} → {tp}");
+            assert_eq!(
+                (fields[0], fields[1].len(), fields[2].len()),
+                ("00", 32, 16)
+            );
+            assert!(
+                tp.bytes()
+                    .all(|b| b == b'-' || b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            );
+            assert_ne!(
+                fields[2], "00f067aa0ba902b7",
+                "the gateway makes its own span"
+            );
+            tp
+        }
+    };
+    for kept in [
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future-fields",
+    ] {
+        let tp = forwarded(kept).await;
+        assert!(
+            tp.starts_with(&format!("00-{TRACE}-")) && tp.ends_with("-01"),
+            "{kept} → {tp}"
+        );
+    }
+    for fresh in [
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+    ] {
+        let tp = forwarded(fresh).await;
+        assert!(!tp.contains(TRACE), "{fresh} kept its trace: {tp}");
+    }
+    s.gw.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_for_from_a_trusted_proxy_is_extended() {
     let mut env = Env::new().await;
