@@ -100,12 +100,15 @@ async fn login(
         metrics::counter!("auth_logins_total", "outcome" => "invalid_credentials").increment(1);
         return Err(invalid_credentials());
     };
-    // The account's own counter is left to age out: a success of the owner must not
-    // give a guesser elsewhere a fresh allowance.
-    store::throttle::clear(tx.conn(), &keys.account_ip).await?;
-    if let Gate::Device { key } = &gate {
-        store::throttle::clear(tx.conn(), key).await?;
-    }
+    // A success forgives the failures of what it came through: the device token, or
+    // else the address. The account's own counter is left to age out (a success of the
+    // owner must not give guessers elsewhere a fresh allowance), and so is an address's
+    // when its device token logged in (others may guess from behind the same NAT).
+    let forgiven = match &gate {
+        Gate::Device { key } => key,
+        Gate::Open | Gate::Slowed { .. } => &keys.account_ip,
+    };
+    store::throttle::clear(tx.conn(), forgiven).await?;
     store::throttle::purge(tx.conn(), now - ctx.config.login_window_secs * 1000).await?;
     // The presented device token is replaced by the new one `start_session` issues.
     if let Some(hash) = &device {
