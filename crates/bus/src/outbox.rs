@@ -251,3 +251,94 @@ pub async fn replay_since(db: &Db, since_ms: i64) -> Result<u64, sqlx::Error> {
     tx.commit().await?;
     Ok(replayed)
 }
+
+/// Parses the `--since` of `intellicolab replay-events`: epoch milliseconds, or an RFC 3339
+/// time (`2026-12-03T09:00:00Z`, `2026-12-03T10:00:00.250+01:00`).
+pub fn parse_since(text: &str) -> anyhow::Result<i64> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(text.parse()?);
+    }
+    parse_rfc3339(text).ok_or_else(|| {
+        anyhow::anyhow!("not epoch milliseconds or an RFC 3339 time (2026-12-03T09:00:00Z): {text}")
+    })
+}
+
+/// RFC 3339 (`date "T" time ["." fraction] ("Z" | ±hh:mm)`) to epoch ms; `None` if invalid.
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let num = |from: usize, len: usize| -> Option<i64> {
+        let part = text.get(from..from + len)?;
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
+    let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut rest = &text[19..];
+    let mut millis = 0i64;
+    if let Some(fraction) = rest.strip_prefix('.') {
+        let digits = fraction.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        // Milliseconds: the first three digits, padded.
+        let ms: String = fraction[..digits].chars().chain("000".chars()).take(3).collect();
+        millis = ms.parse().ok()?;
+        rest = &fraction[digits..];
+    }
+    let offset_min = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (num(text.len() - 5, 2)?, num(text.len() - 2, 2)?);
+            if h > 23 || m > 59 {
+                return None;
+            }
+            if *sign == b'+' { h * 60 + m } else { -(h * 60 + m) }
+        }
+        _ => return None,
+    };
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + hour * 3_600 + minute * 60 + second - offset_min * 60;
+    Some(seconds * 1_000 + millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_takes_epoch_ms_and_rfc3339() {
+        assert_eq!(parse_since("1700000000123").ok(), Some(1_700_000_000_123));
+        for ms in [0, 1_500, 951_782_400_000, 1_796_290_406_295, 4_102_444_800_000] {
+            assert_eq!(parse_since(&kit::time::rfc3339(ms)).ok(), Some(ms), "{ms}");
+        }
+        assert_eq!(
+            parse_since("2026-12-03T10:00:00.25+01:00").ok(),
+            parse_since("2026-12-03T09:00:00.250Z").ok()
+        );
+        assert_eq!(
+            parse_since("2026-12-03T09:00:00-00:30").ok(),
+            parse_since("2026-12-03T09:30:00Z").ok()
+        );
+        for bad in ["", "yesterday", "2026-12-03", "2026-13-03T09:00:00Z", "2026-12-03T09:00:00"] {
+            assert!(parse_since(bad).is_err(), "{bad}");
+        }
+    }
+}

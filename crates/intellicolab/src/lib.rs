@@ -114,6 +114,25 @@ pub async fn migrate(settings: &Settings, role: Role) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Marks the events `service` published since `since_ms` as unpublished so its relay sends
+/// them again (`intellicolab replay-events`); returns how many.
+pub async fn replay_events(
+    settings: &Settings,
+    service: Role,
+    since_ms: i64,
+) -> anyhow::Result<u64> {
+    let (url, name) = match service {
+        Role::Auth => (&settings.auth.database_url, "auth"),
+        Role::Users => (&settings.users.database_url, "users"),
+        Role::Chat => (&settings.chat.database_url, "chat"),
+        Role::All | Role::Gateway => {
+            anyhow::bail!("only auth, users and chat publish events")
+        }
+    };
+    let db = kit::db::Db::open(url.as_deref(), &settings.common.data_dir, name).await?;
+    Ok(bus::outbox::replay_since(&db, since_ms).await?)
+}
+
 /// Runs the services until `shutdown` is cancelled.
 pub async fn run(services: Vec<kit::server::Service>) -> anyhow::Result<()> {
     let tasks: Vec<_> = services

@@ -32,6 +32,18 @@ enum Command {
     },
     /// Add a new access-token signing key; the newest key signs, older ones still verify.
     RotateKey,
+    /// Re-publish a service's events from its outbox (e.g. after restoring Redis or a
+    /// database from a backup): every event it published since `--since` is sent again by
+    /// its running relay; consumers skip what they had applied. Only the outbox retention
+    /// window (24 h) can be replayed.
+    ReplayEvents {
+        /// The producing service: auth, users or chat.
+        #[arg(long, value_enum)]
+        service: Role,
+        /// RFC 3339 time (2026-12-03T09:00:00Z) or epoch milliseconds.
+        #[arg(long)]
+        since: String,
+    },
 }
 
 // Returns memory to the OS far better than glibc's per-thread arenas (argon2's 19 MiB
@@ -73,6 +85,17 @@ async fn main() -> anyhow::Result<()> {
             settings.apply_database_url(role);
             intellicolab::migrate(&settings, role).await?;
             tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::ReplayEvents { service, since } => {
+            kit::telemetry::init_logging(&settings.common.log_format);
+            settings.apply_database_url(service);
+            let since_ms = bus::outbox::parse_since(&since)?;
+            let n = intellicolab::replay_events(&settings, service, since_ms).await?;
+            println!(
+                "{n} events published since {} marked for re-publication; the service's running relay sends them within a second",
+                kit::time::rfc3339(since_ms)
+            );
             Ok(())
         }
         Command::RotateKey => {
