@@ -574,6 +574,11 @@ pub async fn edit_message(
             "the message was deleted",
         ));
     }
+    // An edit puts new text in front of the other member as a send does (deleting one's
+    // own message stays possible).
+    if store::dm_blocked(tx.conn(), room_id).await? {
+        return Err(blocked());
+    }
     let now = kit::time::now_ms();
     store::update_message(tx.conn(), id, &body, Some(now), false).await?;
     message.body = body;

@@ -620,6 +620,18 @@ pub async fn apply_block(
     Ok(())
 }
 
+/// Whether `room` is a DM whose members block each other (either way).
+pub async fn dm_blocked(conn: &mut AnyConnection, room: Uuid) -> Result<bool> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM rooms r JOIN blocks b ON b.pair_key = r.dm_key
+         WHERE r.id = $1 AND b.active = 1",
+    )
+    .bind(room.to_string())
+    .fetch_one(conn)
+    .await?;
+    Ok(n > 0)
+}
+
 /// Adds backfilled block edges (version ''): a pair that an event already set keeps
 /// what the event said.
 pub async fn backfill_blocks(conn: &mut AnyConnection, edges: &[(Uuid, Uuid)]) -> Result<()> {

@@ -120,6 +120,17 @@ async fn a_block_stops_dm_sends_both_ways(backend: Backend) {
         .unwrap()["unread_count"]
         .clone();
     assert_eq!(unread, bodies.len());
+    // Editing is refused too (an edit shows new text to the other member); deleting
+    // one's own message is not.
+    let before_id = before["id"].as_str().unwrap();
+    let (s, b) = app
+        .patch(
+            &format!("/chat/rooms/{dm}/messages/{before_id}"),
+            json!({"body": "edited after the block"}),
+            &bob,
+        )
+        .await;
+    assert_eq!((s, b["code"].as_str()), (403, Some("blocked")), "{b}");
     // A retry of a send stored before the block still gets its message (idempotency).
     let (s, again) = send(&app, &dm, &bob, "before the block", "b1").await;
     assert_eq!((s, &again["id"]), (200, &before["id"]));

@@ -189,7 +189,7 @@ pub fn document() -> Value {
             "/chat/rooms/{id}/messages/{message_id}": {
                 "patch": op("Edit a message (sender only)", vec![room_id(), uuid_param("message_id")], Some(body("EditMessage")), json!({
                     "200": ok("The message after the edit", "Message"),
-                    "403": problem("not_sender, not_member"),
+                    "403": problem("not_sender, not_member, blocked (a DM whose members block each other)"),
                     "404": problem("room_not_found, message_not_found"),
                     "409": problem("message_deleted"),
                 })),
