@@ -288,7 +288,10 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
             // serialization failure/deadlock (retryable). SQLite: SQLITE_BUSY/LOCKED after
             // the busy timeout, told by its message (its numeric codes overlap SQLSTATEs).
             code.starts_with("08")
-                || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01")
+                || matches!(
+                    code,
+                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+                )
                 || d.message().contains("database is locked")
                 || d.message().contains("database table is locked")
         }

@@ -30,6 +30,44 @@ pub type ReadyFuture = Pin<Box<dyn Future<Output = Readiness> + Send>>;
 /// Readiness probe: "can this instance serve requests now".
 pub type ReadyCheck = Arc<dyn Fn() -> ReadyFuture + Send + Sync>;
 
+/// Start-up work that must finish before any service of this process reports ready
+/// (loading the revoked sessions: a restarted process must not accept a logged-out token
+/// in between). Registered with [`StartupGate::new`], released with [`StartupGate::open`].
+pub struct StartupGate(std::sync::atomic::AtomicBool);
+
+static PENDING_GATES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl StartupGate {
+    pub fn new() -> Self {
+        PENDING_GATES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// Releases this gate (once; later calls do nothing).
+    pub fn open(&self) {
+        if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            PENDING_GATES.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Default for StartupGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for StartupGate {
+    fn drop(&mut self) {
+        self.open();
+    }
+}
+
+/// Whether some start-up work of this process has not finished yet.
+pub fn starting_up() -> bool {
+    PENDING_GATES.load(std::sync::atomic::Ordering::SeqCst) != 0
+}
+
 /// A probe answers within this bound or counts as failed: Kubernetes' default probe
 /// timeout is 1 s, and a hanging database connect must not hang the probe.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
@@ -108,11 +146,14 @@ async fn readyz(service: &'static str, check: ReadyCheck) -> Response {
         };
         checks.insert((*name).to_owned(), v.into());
     }
-    let failed: Vec<String> = r
+    let mut failed: Vec<String> = r
         .required
         .iter()
         .filter_map(|(name, res)| res.as_ref().err().map(|why| format!("{name}: {why}")))
         .collect();
+    if starting_up() {
+        failed.push("starting: revoked sessions not loaded from auth yet".to_owned());
+    }
     if !failed.is_empty() {
         return crate::error::ApiError::unavailable("not_ready", failed.join("; ")).into_response();
     }

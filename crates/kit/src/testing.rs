@@ -71,7 +71,10 @@ pub fn with_database(url: &str, name: &str) -> String {
 pub fn url_addr(url: &str) -> String {
     let (_, authority, _) = split_authority(url);
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if host_port.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+    if host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
         host_port.to_owned()
     } else {
         format!("{host_port}:5432")
@@ -194,7 +197,9 @@ impl FaultProxy {
     pub fn cut(&self) {
         // Flag first: a connection accepted between the two steps is then refused, not
         // kept with a token that is no longer cancelled.
-        self.state.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state
+            .cut
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.state.reset_all();
     }
 

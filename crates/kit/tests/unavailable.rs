@@ -28,7 +28,9 @@ async fn a_closed_pool_is_a_503_with_retry_after() {
     let res = ApiError::from(err).into_response();
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.headers()["retry-after"], "2");
-    let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .unwrap();
     let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["code"], "database_unavailable");
 }
@@ -55,7 +57,9 @@ async fn readyz(router: axum::Router) -> (StatusCode, Option<String>, serde_json
         .headers()
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_owned());
-    let body = axum::body::to_bytes(res.into_body(), 1 << 16).await.unwrap();
+    let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+        .await
+        .unwrap();
     (status, retry, serde_json::from_slice(&body).unwrap())
 }
 

@@ -23,13 +23,19 @@ impl TestIssuer {
         let dir = tempfile::tempdir().unwrap();
         let keys = Arc::new(KeySet::load_or_generate(dir.path()).unwrap());
         let jwks = keys.jwks();
-        let app = axum::Router::new().route(
-            "/auth/.well-known/jwks.json",
-            get(move || {
-                let jwks = jwks.clone();
-                async move { axum::Json(jwks) }
-            }),
-        );
+        let app = axum::Router::new()
+            .route(
+                "/auth/.well-known/jwks.json",
+                get(move || {
+                    let jwks = jwks.clone();
+                    async move { axum::Json(jwks) }
+                }),
+            )
+            // No session was ever ended by this issuer.
+            .route(
+                crate::verify::REVOCATIONS_PATH,
+                get(|| async { axum::Json(serde_json::json!({ "items": [] })) }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = tokio_util::sync::CancellationToken::new();

@@ -334,6 +334,9 @@ impl Verifier {
     /// token until it expired: the in-process bus keeps nothing across restarts.
     pub fn spawn_revocation_sync(auth_url: &str) -> tokio::task::JoinHandle<()> {
         let url = format!("{}{REVOCATIONS_PATH}", auth_url.trim_end_matches('/'));
+        // Readiness waits for this load (kit::server::readyz), so no traffic is routed to
+        // a restarted process that would still accept an ended session.
+        let gate = kit::server::StartupGate::new();
         tokio::spawn(async move {
             let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -344,6 +347,7 @@ impl Verifier {
                 match fetch_revocations(&http, &url).await {
                     Ok(n) => {
                         tracing::info!(sessions = n, "revoked sessions loaded from auth");
+                        gate.open();
                         return;
                     }
                     Err(e) => {
@@ -362,13 +366,17 @@ impl Verifier {
 
 async fn fetch_revocations(http: &reqwest::Client, url: &str) -> anyhow::Result<usize> {
     let since_ms = kit::time::now_ms() - 24 * 3600 * 1000;
-    let page: RevocationPage = http
+    let res = http
         .get(format!("{url}?since_ms={since_ms}"))
         .send()
-        .await?
-        .error_for_status()?
-        .json()
         .await?;
+    if res.status() == reqwest::StatusCode::NOT_FOUND {
+        // An auth service older than this route (during a rolling upgrade): nothing to
+        // load; `session.revoked` events still arrive.
+        tracing::warn!("auth serves no revocation list; relying on session.revoked events");
+        return Ok(0);
+    }
+    let page: RevocationPage = res.error_for_status()?.json().await?;
     let now = kit::time::now_ms() / 1000;
     let mut n = 0;
     for r in page.items {
