@@ -10,6 +10,10 @@
 //! - Transports ([`Bus`]): in-process (embedded default) and Redis Streams with consumer
 //!   groups (XREADGROUP, XACK after the handler commits, XAUTOCLAIM of entries left
 //!   pending by a dead consumer, MAXLEN-bounded streams).
+//! - [`recovery`]: Redis may be down (services start anyway and catch up) or lose data
+//!   (the relays notice through an epoch marker and re-publish from their outboxes, within
+//!   the outbox retention window, 24 h).
+//! - [`testing`]: a private `redis-server` per test, to kill, wipe or rewind.
 //!
 //! Two ways to subscribe:
 //! - [`Bus::subscribe`] with a [`Subscription`] (consumer group): each event reaches
@@ -153,6 +157,8 @@ impl Bus {
         Bus::Memory(Arc::new(memory::MemoryBus::default()))
     }
 
+    /// Fails only on an invalid URL: the connection is made on first use, so a service
+    /// starts (and serves what does not need events) while Redis is down.
     pub async fn redis(url: &str) -> anyhow::Result<Self> {
         Ok(Bus::Redis(Arc::new(
             redis_streams::RedisBus::connect(url).await?,

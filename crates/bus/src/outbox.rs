@@ -281,7 +281,12 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
     }
     let (year, month, day) = (num(0, 4)?, num(5, 2)?, num(8, 2)?);
     let (hour, minute, second) = (num(11, 2)?, num(14, 2)?, num(17, 2)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut rest = &text[19..];
@@ -292,7 +297,11 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
             return None;
         }
         // Milliseconds: the first three digits, padded.
-        let ms: String = fraction[..digits].chars().chain("000".chars()).take(3).collect();
+        let ms: String = fraction[..digits]
+            .chars()
+            .chain("000".chars())
+            .take(3)
+            .collect();
         millis = ms.parse().ok()?;
         rest = &fraction[digits..];
     }
@@ -303,7 +312,11 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
             if h > 23 || m > 59 {
                 return None;
             }
-            if *sign == b'+' { h * 60 + m } else { -(h * 60 + m) }
+            if *sign == b'+' {
+                h * 60 + m
+            } else {
+                -(h * 60 + m)
+            }
         }
         _ => return None,
     };
@@ -326,7 +339,13 @@ mod tests {
     #[test]
     fn since_takes_epoch_ms_and_rfc3339() {
         assert_eq!(parse_since("1700000000123").ok(), Some(1_700_000_000_123));
-        for ms in [0, 1_500, 951_782_400_000, 1_796_290_406_295, 4_102_444_800_000] {
+        for ms in [
+            0,
+            1_500,
+            951_782_400_000,
+            1_796_290_406_295,
+            4_102_444_800_000,
+        ] {
             assert_eq!(parse_since(&kit::time::rfc3339(ms)).ok(), Some(ms), "{ms}");
         }
         assert_eq!(
@@ -337,7 +356,13 @@ mod tests {
             parse_since("2026-12-03T09:00:00-00:30").ok(),
             parse_since("2026-12-03T09:30:00Z").ok()
         );
-        for bad in ["", "yesterday", "2026-12-03", "2026-13-03T09:00:00Z", "2026-12-03T09:00:00"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2026-12-03",
+            "2026-13-03T09:00:00Z",
+            "2026-12-03T09:00:00",
+        ] {
             assert!(parse_since(bad).is_err(), "{bad}");
         }
     }

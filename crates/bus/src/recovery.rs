@@ -8,7 +8,7 @@
 //! - `at`: the start time (epoch ms) of the latest batch a relay published, raised after the
 //!   batch's XADDs (never lowered), so it is lost together with them.
 //!
-//! Before every batch (and every poll, 500 ms, when idle) the relay's [`Guard`] reads the
+//! Before every batch (and every poll, 500 ms, when idle) the relay reads the
 //! marker:
 //! - **missing** (wiped: restart without persistence, FLUSHALL, empty replica): it sets a new
 //!   epoch and re-publishes every event published since the point all consumer groups had
@@ -29,8 +29,16 @@
 //! Consumers detect the loss of their group (recreated at `0`, see
 //! [`crate::redis_streams`]); broadcast readers detect stream ids going backwards.
 //!
-//! Times are compared with [`MARGIN`] of slack: `at` comes from the relays' clocks and the
+//! A batch cut short by a Redis error published events Redis may not have kept; they are
+//! re-published once it answers again (not counted as a loss).
+//!
+//! Times are compared with [`MARGIN_MS`] of slack: `at` comes from the relays' clocks and the
 //! consumer-group sample from Redis's, and relays sharing an outbox publish concurrently.
+//!
+//! Limits: only the outbox retention window (24 h) can be re-published; a rewind is
+//! detected by the relays that wrote the lost `at` (a relay whose clock runs more than
+//! [`MARGIN_MS`] ahead of another's can hide that one's rewind); a re-publication longer than
+//! a stream's MAXLEN (~1,000,000 entries) would trim entries consumers have not read yet.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
