@@ -46,7 +46,10 @@ async fn patch_me_cannot_change_the_email(backend: Backend) {
     }
     let (_, me) = app.get("/auth/me", Some(&access)).await;
     assert_eq!(me["email"], "lena@example.com");
-    assert_eq!(me["display_name"], "lena", "nothing of a refused patch applies");
+    assert_eq!(
+        me["display_name"], "lena",
+        "nothing of a refused patch applies"
+    );
     // The display name alone still changes (and `"email": null` means "unchanged").
     let (status, me) = app
         .patch(
@@ -118,21 +121,13 @@ async fn email_change_flow(backend: Backend) {
     );
     // No login needed: the link may be opened anywhere.
     let (status, body) = app
-        .post(
-            "/auth/email/verify/confirm",
-            json!({"token": change}),
-            None,
-        )
+        .post("/auth/email/verify/confirm", json!({"token": change}), None)
         .await;
     assert_eq!(status, 204, "{body}");
     let (_, me) = app.get("/auth/me", Some(&access)).await;
     assert_eq!(me["email"], "Nora@New.example");
     let (status, body) = app
-        .post(
-            "/auth/email/verify/confirm",
-            json!({"token": change}),
-            None,
-        )
+        .post("/auth/email/verify/confirm", json!({"token": change}), None)
         .await;
     assert_eq!(
         (status, body["code"].as_str()),
@@ -210,7 +205,11 @@ async fn email_change_refusals(backend: Backend) {
     ];
     for (body, status, code) in cases {
         let (s, problem) = app.post("/auth/email", body.clone(), Some(&access)).await;
-        assert_eq!((s, problem["code"].as_str()), (status, Some(code)), "{body}: {problem}");
+        assert_eq!(
+            (s, problem["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {problem}"
+        );
         if status == 400 {
             assert_eq!(problem["errors"][0]["field"], "email", "{problem}");
         }
@@ -232,7 +231,10 @@ async fn email_change_refusals(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!((s, problem["code"].as_str()), (403, Some("invalid_credentials")));
+    assert_eq!(
+        (s, problem["code"].as_str()),
+        (403, Some("invalid_credentials"))
+    );
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(app.mails().is_empty(), "no mail for a refused request");
     app.stop().await;
@@ -263,11 +265,7 @@ async fn email_taken_between_request_and_confirm(backend: Backend) {
         .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = app
-        .post(
-            "/auth/email/verify/confirm",
-            json!({"token": change}),
-            None,
-        )
+        .post("/auth/email/verify/confirm", json!({"token": change}), None)
         .await;
     assert_eq!(
         (status, body["code"].as_str()),

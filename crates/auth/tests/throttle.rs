@@ -84,7 +84,10 @@ async fn distributed_guesser_is_bounded_and_the_victim_still_logs_in(backend: Ba
         started.elapsed()
     );
     let rotated = token(&res.json().await.unwrap(), "device_token");
-    assert_ne!(rotated, home_device, "a new device token replaces the old one");
+    assert_ne!(
+        rotated, home_device,
+        "a new device token replaces the old one"
+    );
     assert_eq!(
         app.login_from("10.0.0.1", "victim", PASSWORD, None)
             .await
@@ -229,7 +232,10 @@ async fn per_ip_limit_spans_accounts(backend: Backend) {
     }
     let res = app.login_from("10.5.0.1", "pia", PASSWORD, None).await;
     assert_eq!(res.status(), 429, "that address is over its limit");
-    let limit = res.headers()["ratelimit-limit"].to_str().unwrap().to_owned();
+    let limit = res.headers()["ratelimit-limit"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(limit, "6");
     assert_eq!(
         app.login_from("10.5.0.2", "pia", PASSWORD, None)

@@ -108,7 +108,11 @@ async fn request_change(
         username = user.username,
         new = mask(email.as_str()),
     );
-    let (mailer, old, new) = (ctx.mailer.clone(), user.email.clone(), email.as_str().to_owned());
+    let (mailer, old, new) = (
+        ctx.mailer.clone(),
+        user.email.clone(),
+        email.as_str().to_owned(),
+    );
     // In the background, as reset mails: an SMTP server's latency is not the client's.
     tokio::spawn(async move {
         if let Err(e) = mailer
@@ -118,7 +122,11 @@ async fn request_change(
             tracing::error!(error = %e, "email change confirmation mail failed");
         }
         if let Err(e) = mailer
-            .send(&old, "Your IntelliColab email address is being changed", notice)
+            .send(
+                &old,
+                "Your IntelliColab email address is being changed",
+                notice,
+            )
             .await
         {
             tracing::error!(error = %e, "email change notice failed");
@@ -152,7 +160,8 @@ async fn confirm(
     State(ctx): State<ApiContext>,
     Json(body): Json<ConfirmBody>,
 ) -> ApiResult<StatusCode> {
-    let invalid = || ApiError::bad_request("invalid_token", "the token is unknown, used or expired");
+    let invalid =
+        || ApiError::bad_request("invalid_token", "the token is unknown, used or expired");
     let now = kit::time::now_ms();
     let mut tx = ctx.db.begin().await?;
     let Some(token) =

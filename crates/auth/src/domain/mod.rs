@@ -159,7 +159,10 @@ mod tests {
             "\0", "\u{1b}", "\u{7f}", "\u{85}", "\u{9f}", "\u{202a}", "\u{202e}", "\u{2066}",
             "\u{2069}",
         ] {
-            assert!(DisplayName::parse(&format!("Ann{bad}x")).is_err(), "{bad:?}");
+            assert!(
+                DisplayName::parse(&format!("Ann{bad}x")).is_err(),
+                "{bad:?}"
+            );
             assert!(DisplayName::parse(bad).is_err(), "{bad:?} alone");
         }
         assert!(DisplayName::parse("שלום \u{200f}Ann").is_ok());
