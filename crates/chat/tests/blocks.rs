@@ -100,6 +100,9 @@ async fn a_block_stops_dm_sends_both_ways(backend: Backend) {
     let mut alice_ws = app.connect(&alice).await;
     alice_ws.send_message(&dm, "over the socket", "w2").await;
     alice_ws.expect_error(Some("w2"), "blocked").await;
+    // Nor do typing notices cross the block.
+    bob_ws.send(json!({"type": "typing", "room_id": dm})).await;
+    alice_ws.assert_quiet(Duration::from_millis(300)).await;
     // Nothing was stored after the block (probes sent before the event arrived may
     // have been); Alice's unread count did not move.
     let (_, history) = app.get(&format!("/chat/rooms/{dm}/messages"), &alice).await;
@@ -148,6 +151,12 @@ async fn a_block_stops_dm_sends_both_ways(backend: Backend) {
     assert_eq!(s, 201, "{b}");
     alice_ws.send_message(&dm, "socket again", "w3").await;
     assert_eq!(alice_ws.next_of("ack").await["client_msg_id"], "w3");
+    let mut bob_again = app.connect(&bob).await;
+    bob_again
+        .send(json!({"type": "typing", "room_id": dm}))
+        .await;
+    let typing = alice_ws.next_of("typing").await;
+    assert_eq!(typing["user_id"], bob.id.to_string());
     // The blocked side blocking back is the same.
     app.block(&bob, &alice).await;
     until_status(&app, &dm, &alice, 403).await;

@@ -585,7 +585,19 @@ impl Conn {
             return;
         }
         self.typing_sent.insert(room_id, now);
-        self.ctx.fanout.typing(room_id, self.user);
+        // Not in a DM whose members block each other: checked on a task (one indexed read,
+        // at most once per throttle interval), so the connection loop never waits on the
+        // database for an ephemeral notice; when the check fails the notice is dropped.
+        let (ctx, user) = (self.ctx.clone(), self.user);
+        tokio::spawn(async move {
+            let blocked = match ctx.db.pool().acquire().await {
+                Ok(mut db) => store::dm_blocked(&mut db, room_id).await,
+                Err(e) => Err(e),
+            };
+            if let Ok(false) = blocked {
+                ctx.fanout.typing(room_id, user);
+            }
+        });
     }
 
     async fn on_resume(&mut self, rooms: BTreeMap<Uuid, i64>) {
