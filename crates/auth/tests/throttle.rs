@@ -232,6 +232,32 @@ async fn per_ip_limit_spans_accounts(backend: Backend) {
     }
     let res = app.login_from("10.5.0.1", "pia", PASSWORD, None).await;
     assert_eq!(res.status(), 429, "that address is over its limit");
+    // IPv6 clients are counted by their /64.
+    for n in 0..6 {
+        let res = app
+            .login_from(
+                &format!("2001:db8:1:2::{n}"),
+                &format!("user{n}"),
+                "wrong-guess",
+                None,
+            )
+            .await;
+        assert_eq!(res.status(), 401);
+    }
+    assert_eq!(
+        app.login_from("2001:db8:1:2:ffff::1", "pia", PASSWORD, None)
+            .await
+            .status(),
+        429,
+        "another address of the same /64"
+    );
+    assert_eq!(
+        app.login_from("2001:db8:1:3::1", "pia", PASSWORD, None)
+            .await
+            .status(),
+        200,
+        "another /64"
+    );
     let limit = res.headers()["ratelimit-limit"]
         .to_str()
         .unwrap()

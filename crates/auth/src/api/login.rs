@@ -125,9 +125,9 @@ async fn login(
 struct ThrottleKeys {
     /// `account:<id>`, or `login:<normalised login>` when no account has that login.
     account: String,
-    /// `account_ip:<account key>|<client IP>`.
+    /// `account_ip:<account key>|<client address>`.
     account_ip: String,
-    /// `ip:<client IP>`.
+    /// `ip:<client address>`.
     ip: String,
 }
 
@@ -136,6 +136,15 @@ impl ThrottleKeys {
         let account = match account {
             Some(id) => format!("account:{id}"),
             None => format!("login:{login}"),
+        };
+        // An IPv6 client is counted by its /64: one subscriber or host usually gets a
+        // whole /64 (RFC 6177), i.e. 2^64 addresses to rotate through.
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+            v4 => v4.to_string(),
         };
         Self {
             account_ip: format!("account_ip:{account}|{ip}"),
