@@ -783,7 +783,7 @@ async fn control_characters_are_refused(backend: Backend) {
 /// than `ws_resume_wait_ms`; any frame ends the wait at once.
 async fn live_events_wait_for_the_first_frame_briefly(backend: Backend) {
     let Some(app) = common::start_with(backend, "live_events_wait_briefly", |o| {
-        o.config.ws_resume_wait_ms = 700;
+        o.config.ws_resume_wait_ms = 2_000;
     })
     .await
     else {
@@ -797,7 +797,7 @@ async fn live_events_wait_for_the_first_frame_briefly(backend: Backend) {
     let ev = silent.next_of("event").await;
     assert_eq!(ev["seq"], 3);
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(500), "{waited:?}");
+    assert!(waited >= Duration::from_millis(1_500), "{waited:?}");
     // One that pings gets it right after the ping.
     let mut talking = app.connect(&bob).await;
     app.send(&room, &alice, "two").await;
@@ -805,6 +805,7 @@ async fn live_events_wait_for_the_first_frame_briefly(backend: Backend) {
     let started = std::time::Instant::now();
     let ev = talking.next_of("event").await;
     assert_eq!(ev["seq"], 4);
-    assert!(started.elapsed() < Duration::from_millis(400));
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1_000), "{took:?}");
     app.stop().await;
 }

@@ -425,6 +425,7 @@ impl Conn {
                         }
                         Some(Ok(Message::Text(t))) => self.on_text(t.as_str()).await,
                         Some(Ok(Message::Binary(_))) => {
+                            self.release().await;
                             self.emit(text(&error_frame(None, "malformed_frame", "frames are JSON text"))).await;
                         }
                         Some(Ok(Message::Close(_))) => return,
