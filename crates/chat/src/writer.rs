@@ -251,7 +251,7 @@ async fn write_batch(db: &Db, jobs: Vec<Job>) -> Committed {
             }
             Err(BatchError::Db(e)) => {
                 metrics::counter!("chat_send_batch_failures_total").increment(1);
-                if kit::db::is_unavailable(&e) {
+                if unreachable(&e) {
                     // The database cannot be reached: every send of the batch gets the
                     // same 503 now. One by one, each would wait for a connection again
                     // (300 ms each once the database is known down: 512 sends, 2.5 min).
@@ -286,8 +286,9 @@ async fn write_batch(db: &Db, jobs: Vec<Job>) -> Committed {
                 Err(e) => Outcome::Failed(e),
             },
             Err(BatchError::Db(e)) => {
+                let failed = unreachable(&e);
                 let e = ApiError::from(e);
-                if e.code == "database_unavailable" {
+                if failed {
                     down = Some(copy_error(&e));
                 }
                 Outcome::Failed(e)
@@ -341,6 +342,18 @@ pub fn same_send(existing: Message, room_id: Uuid) -> SendResult {
         ));
     }
     Ok((existing, false))
+}
+
+/// Whether `e` means the database cannot be reached or used now (connection errors, pool
+/// timeout, SQLite busy past its timeout), so that the batch's other sends would fail the
+/// same way. A deadlock or serialization failure (40P01, 40001) is about this batch only:
+/// its sends are still retried one by one.
+fn unreachable(e: &sqlx::Error) -> bool {
+    let transaction_conflict = e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "40001" || c == "40P01");
+    kit::db::is_unavailable(e) && !transaction_conflict
 }
 
 /// The stored messages of raced sends; a database error is the sends' answer (503 when
