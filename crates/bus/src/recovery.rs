@@ -3,21 +3,24 @@
 //! The outbox guarantees an event reaches Redis; Redis does not guarantee to keep it: a
 //! restart without persistence, `appendfsync everysec` losing its last second, a failover
 //! to a replica that was behind, a `FLUSHALL`. Each producer's relay therefore keeps an
-//! **epoch marker** in Redis ([`marker_key`](crate::redis_streams::marker_key), a hash):
-//! - `epoch`: a random id, set by the first relay that finds the marker missing;
-//! - `at`: the start time (epoch ms) of the latest batch a relay published, raised after the
-//!   batch's XADDs (never lowered), so it is lost together with them.
+//! **epoch marker** in Redis:
+//! - the service's epoch ([`epoch_key`](crate::redis_streams::epoch_key)): a random id, set
+//!   by the first relay that finds it missing;
+//! - the relay's own progress ([`progress_key`](crate::redis_streams::progress_key), one key
+//!   per relay process): the start time (epoch ms) of the latest batch it published, raised
+//!   after the batch's XADDs (never lowered), so it is lost together with them. One key per
+//!   relay, because relays sharing an outbox (two chat nodes) would otherwise overwrite the
+//!   evidence of a rewind before the other one looked.
 //!
-//! Before every batch (and every poll, 500 ms, when idle) the relay reads the
-//! marker:
-//! - **missing** (wiped: restart without persistence, FLUSHALL, empty replica): it sets a new
+//! Before every batch (and every poll, 500 ms, when idle) the relay reads both:
+//! - **epoch missing** (wiped: restart without persistence, FLUSHALL, empty replica): it sets a new
 //!   epoch and re-publishes every event published since the point all consumer groups had
 //!   processed when it last looked (sampled every 5 s), but at least the last
 //!   [`DEFAULT_BROADCAST_LOOKBACK`] (so a process starting later still finds the broadcast
 //!   window, e.g. revocations); with no sample (the relay started after the loss) the whole
 //!   outbox retention window (24 h);
-//! - **`at` lower than what this relay wrote** (Redis went back in time: AOF tail or
-//!   replica lag): it re-publishes every event published since the surviving `at`.
+//! - **its progress lower than what it wrote** (Redis went back in time: AOF tail or
+//!   replica lag): it re-publishes every event published since the surviving progress.
 //!
 //! Re-publishing = marking the outbox rows unpublished again ([`outbox::replay_since`]): the
 //! relay sends them in `seq` order, before anything newer, and consumers drop what they had
@@ -32,13 +35,14 @@
 //! A batch cut short by a Redis error published events Redis may not have kept; they are
 //! re-published once it answers again (not counted as a loss).
 //!
-//! Times are compared with [`MARGIN_MS`] of slack: `at` comes from the relays' clocks and the
+//! Times are compared with [`MARGIN_MS`] of slack: progress comes from the relays' clocks and the
 //! consumer-group sample from Redis's, and relays sharing an outbox publish concurrently.
 //!
 //! Limits: only the outbox retention window (24 h) can be re-published; a rewind is
-//! detected by the relays that wrote the lost `at` (a relay whose clock runs more than
-//! [`MARGIN_MS`] ahead of another's can hide that one's rewind); a re-publication longer than
-//! a stream's MAXLEN (~1,000,000 entries) would trim entries consumers have not read yet.
+//! detected by the relays whose progress it lost (if one of two relays sharing an outbox
+//! dies at the same moment, the other re-publishes from its own surviving progress, which
+//! covers the dead one's events only when it was publishing too); a re-publication longer
+//! than a stream's MAXLEN (~1,000,000 entries) would trim entries consumers have not read yet.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,15 +58,20 @@ use crate::{DEFAULT_BROADCAST_LOOKBACK, outbox};
 pub const MARGIN_MS: i64 = 5_000;
 /// How often the consumer groups' progress is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// How often an idle relay refreshes its progress key's expiry.
+const TOUCH_EVERY: Duration = Duration::from_secs(3600);
 
 /// One relay's view of the marker.
 pub(crate) struct Guard {
     service: &'static str,
+    /// This relay's id (its progress key).
+    relay: String,
     redis: Arc<RedisBus>,
     /// The epoch this relay last saw (None: not yet looked).
     epoch: Option<String>,
-    /// The highest `at` this relay wrote (0: none yet).
+    /// The highest progress this relay wrote (0: none yet).
     last_at: i64,
+    last_touch: Instant,
     /// Redis stream time (ms) up to which every consumer group had processed, last sample.
     consumed_ms: Option<i64>,
     last_sample: Option<Instant>,
@@ -89,7 +98,9 @@ impl Guard {
         metrics::counter!("bus_events_replayed_total", "service" => service).increment(0);
         Self {
             service,
+            relay: uuid::Uuid::now_v7().simple().to_string(),
             redis,
+            last_touch: Instant::now(),
             epoch: None,
             last_at: 0,
             consumed_ms: None,
@@ -102,7 +113,7 @@ impl Guard {
     /// The relay publishes only after this succeeded, so nothing new goes out before what a
     /// loss requires to re-send, and no batch's mark can overwrite the evidence unseen.
     pub(crate) async fn check(&mut self, db: &Db) -> anyhow::Result<()> {
-        let (epoch, at) = self.redis.read_marker(self.service).await?;
+        let (epoch, at) = self.redis.read_marker(self.service, &self.relay).await?;
         let now = kit::time::now_ms();
         match (self.epoch.as_deref(), epoch) {
             (_, None) => {
@@ -128,6 +139,7 @@ impl Guard {
                     "epoch marker renewed by another relay of this outbox (it re-publishes)"
                 );
                 self.epoch = Some(seen);
+                // What this relay wrote went with the old epoch.
                 self.last_at = 0;
             }
             (Some(_), Some(_)) => {
@@ -138,7 +150,7 @@ impl Guard {
                     } else {
                         self.since_wipe(now)
                     };
-                    tracing::warn!(service = self.service, marker_at = %kit::time::rfc3339(at), published_at = %kit::time::rfc3339(self.last_at), "Redis lost data (epoch marker went back in time); re-publishing the outbox since then");
+                    tracing::warn!(service = self.service, progress = %kit::time::rfc3339(at), published = %kit::time::rfc3339(self.last_at), "Redis lost data (the relay's progress went back in time); re-publishing the outbox since then");
                     self.schedule(since, Cause::Loss);
                     self.last_at = at;
                 }
@@ -172,6 +184,10 @@ impl Guard {
             }
             return Ok(());
         }
+        if self.last_at > 0 && self.last_touch.elapsed() >= TOUCH_EVERY {
+            self.last_touch = Instant::now();
+            let _ = self.redis.touch_progress(self.service, &self.relay).await;
+        }
         if self.last_sample.is_none_or(|t| t.elapsed() >= SAMPLE_EVERY) {
             self.last_sample = Some(Instant::now());
             if let Ok(consumed) = self.redis.consumed_up_to(self.service).await {
@@ -189,11 +205,12 @@ impl Guard {
         if complete && let Some(epoch) = self.epoch.as_deref() {
             match self
                 .redis
-                .advance_marker(self.service, epoch, self.last_at, started)
+                .advance_marker(self.service, &self.relay, epoch, self.last_at, started)
                 .await
             {
                 Ok(true) => {
                     self.last_at = self.last_at.max(started);
+                    self.last_touch = Instant::now();
                     return;
                 }
                 // The marker changed since the check before this batch: the next check

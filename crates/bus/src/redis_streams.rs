@@ -99,55 +99,72 @@ impl RedisBus {
         Ok(())
     }
 
-    /// The epoch marker of `service`'s relays: `epoch` (random, set once by the first relay
-    /// that finds it missing) and `at` (the start time, epoch ms, of the latest batch a relay
-    /// published). See [`crate::recovery`].
+    /// The epoch marker of `service` ([`epoch_key`]: random, set once by the first relay
+    /// that finds it missing) and the progress of relay `relay` ([`progress_key`]: the start
+    /// time, epoch ms, of the latest batch it published), in one read. See
+    /// [`crate::recovery`].
     pub(crate) async fn read_marker(
         &self,
         service: &str,
+        relay: &str,
     ) -> redis::RedisResult<(Option<String>, Option<i64>)> {
         let read = || async {
             let mut conn = self.conn.clone();
-            redis::cmd("HMGET")
-                .arg(marker_key(service))
-                .arg("epoch")
-                .arg("at")
+            redis::cmd("MGET")
+                .arg(epoch_key(service))
+                .arg(progress_key(service, relay))
                 .query_async::<(Option<String>, Option<i64>)>(&mut conn)
                 .await
         };
         retry_reconnected(read).await
     }
 
-    /// Sets the marker's epoch unless one is set; true when this call set it.
+    /// Sets `service`'s epoch unless one is set; true when this call set it.
     pub(crate) async fn create_epoch(
         &self,
         service: &str,
         epoch: &str,
     ) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
-        conn.hset_nx(marker_key(service), "epoch", epoch).await
+        conn.set_nx(epoch_key(service), epoch).await
     }
 
-    /// Raises the marker's `at` to `at` (never lowers it: relays sharing an outbox write
-    /// concurrently) if the marker still has `epoch` and an `at` of at least `known_at`.
-    /// Returns false, changing nothing, when it does not: Redis lost data since the caller
-    /// last looked, and overwriting the evidence would hide the loss from its next check.
+    /// Raises relay `relay`'s progress to `at` if the epoch is still `epoch` and its progress
+    /// still at least `known_at`. Returns false, changing nothing, when not: Redis lost data
+    /// since the relay last looked, and overwriting the evidence would hide the loss from its
+    /// next check. The progress key expires after [`PROGRESS_TTL`] without a batch or check.
     pub(crate) async fn advance_marker(
         &self,
         service: &str,
+        relay: &str,
         epoch: &str,
         known_at: i64,
         at: i64,
     ) -> redis::RedisResult<bool> {
         let mut conn = self.conn.clone();
         let advanced: i64 = redis::Script::new(ADVANCE_MARKER)
-            .key(marker_key(service))
+            .key(epoch_key(service))
+            .key(progress_key(service, relay))
             .arg(at)
             .arg(epoch)
             .arg(known_at)
+            .arg(PROGRESS_TTL.as_secs())
             .invoke_async(&mut conn)
             .await?;
         Ok(advanced == 1)
+    }
+
+    /// Keeps relay `relay`'s progress key from expiring while the relay is idle.
+    pub(crate) async fn touch_progress(
+        &self,
+        service: &str,
+        relay: &str,
+    ) -> redis::RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let _: bool = conn
+            .expire(progress_key(service, relay), PROGRESS_TTL.as_secs() as i64)
+            .await?;
+        Ok(())
     }
 
     /// The stream id time (ms) up to which every consumer group of `service`'s stream has
@@ -503,23 +520,38 @@ where
     }
 }
 
-/// Raises the marker hash's `at` to ARGV[1] (if higher) when its `epoch` is ARGV[2] and its
-/// `at` is at least ARGV[3]; returns 0 (and writes nothing) otherwise.
+/// KEYS: epoch, progress. ARGV: at, epoch, known_at, ttl (s). Raises the progress to `at`
+/// (if higher; refreshing its expiry either way) when the epoch is ARGV[2] and the progress
+/// at least ARGV[3]; returns 0 (and writes nothing) otherwise.
 const ADVANCE_MARKER: &str = r"
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-local current = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
-if epoch ~= ARGV[2] or current < tonumber(ARGV[3]) then
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then
+  return 0
+end
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+if current < tonumber(ARGV[3]) then
   return 0
 end
 if tonumber(ARGV[1]) > current then
-  redis.call('HSET', KEYS[1], 'at', ARGV[1])
+  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[4])
+else
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
 end
 return 1
 ";
 
-/// Redis key of `service`'s epoch marker.
-pub fn marker_key(service: &str) -> String {
-    format!("intellicolab:bus:marker:{service}")
+/// A relay's progress key outlives the relay by this long (a restarted process is a new
+/// relay with a new key); a live relay refreshes it at least hourly.
+pub(crate) const PROGRESS_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Redis key of `service`'s epoch (the `{service}` hash tag keeps a service's marker keys
+/// in one Cluster slot, for the script that reads both).
+pub fn epoch_key(service: &str) -> String {
+    format!("intellicolab:bus:{{{service}}}:epoch")
+}
+
+/// Redis key of one relay's progress (see [`epoch_key`]).
+pub fn progress_key(service: &str, relay: &str) -> String {
+    format!("intellicolab:bus:{{{service}}}:progress:{relay}")
 }
 
 /// A broadcast reader's position in one stream: the id of the last entry handled

@@ -70,13 +70,14 @@ async fn apply(db: &Db, event: &Envelope) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts a consumer group member (its own Redis connection, like another process).
-async fn start_consumer(url: &str, service: &str, db: &Db) -> CancellationToken {
+/// Starts a member of consumer group `group` (its own Redis connection, like another
+/// process).
+async fn start_consumer(url: &str, group: &str, service: &str, db: &Db) -> CancellationToken {
     let bus = Bus::redis(url).await.unwrap();
     let stop = CancellationToken::new();
     let db = db.clone();
     bus.subscribe(
-        Subscription::new("consumer", &[service]),
+        Subscription::new(group, &[service]),
         bus::handler(move |e| {
             let db = db.clone();
             async move { apply(&db, &e).await }
@@ -180,7 +181,7 @@ async fn starts_while_redis_is_down_and_publishes_once_it_is_up(backend: Backend
     let (outbox, _relay) = outbox::Relay::spawn(service, db.clone(), bus.clone(), stop.clone());
     let cdir = tempfile::tempdir().unwrap();
     let cdb = consumer_db(&cdir).await;
-    let consumer = start_consumer(&url, service, &cdb).await;
+    let consumer = start_consumer(&url, "consumer", service, &cdb).await;
     let mut ids = Vec::new();
     for n in 0..10 {
         ids.push(produce(&db, &outbox, service, n).await);
@@ -212,7 +213,9 @@ enum Fault {
 
 /// Events flow (phase 1, consumed); the consumer stops; more events are published (phase 2,
 /// in Redis, unconsumed); while a producer keeps committing (phase 3), Redis loses its data;
-/// the consumer comes back. Every event must be applied exactly once.
+/// the consumer comes back. Every event must be applied exactly once. A second consuming
+/// service (its own group and inbox) reads throughout, so its group vanishes under it; on
+/// PostgreSQL a second relay shares the outbox (two nodes of one service).
 async fn no_event_lost(backend: Backend, test: &str, fault: Fault) {
     let started = match fault {
         Fault::AofRewind => PrivateRedis::start_aof(test),
@@ -229,9 +232,16 @@ async fn no_event_lost(backend: Backend, test: &str, fault: Fault) {
     let stop = CancellationToken::new();
     let bus = Bus::redis(&url).await.unwrap();
     let (outbox, _relay) = outbox::Relay::spawn(service, db.clone(), bus.clone(), stop.clone());
+    if backend == Backend::Postgres {
+        let node_b = Bus::redis(&url).await.unwrap();
+        outbox::Relay::spawn(service, db.clone(), node_b, stop.clone());
+    }
     let cdir = tempfile::tempdir().unwrap();
     let cdb = consumer_db(&cdir).await;
-    let consumer = start_consumer(&url, service, &cdb).await;
+    let consumer = start_consumer(&url, "consumer", service, &cdb).await;
+    let odir = tempfile::tempdir().unwrap();
+    let other_db = consumer_db(&odir).await;
+    let other = start_consumer(&url, "other", service, &other_db).await;
     let seen = start_broadcast(&url, service, stop.clone()).await;
 
     let mut ids = Vec::new();
@@ -274,7 +284,7 @@ async fn no_event_lost(backend: Backend, test: &str, fault: Fault) {
         }
         Fault::AofRewind => redis.restart_from(checkpoint.as_ref().unwrap()),
     }
-    let consumer = start_consumer(&url, service, &cdb).await;
+    let consumer = start_consumer(&url, "consumer", service, &cdb).await;
     let took = wait_applied(&cdb, &before_fault, "events published before the fault").await;
     println!(
         "[{backend:?}] {fault:?}: every event published before the loss applied {took:?} after Redis was back"
@@ -283,10 +293,13 @@ async fn no_event_lost(backend: Backend, test: &str, fault: Fault) {
     let took_all = wait_applied(&cdb, &ids, "every event").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let got = applied(&cdb).await;
-    let distinct: HashSet<&String> = got.iter().collect();
-    assert_eq!(distinct.len(), got.len(), "an event applied twice");
-    assert_eq!(got.len(), ids.len(), "every event applied once");
+    wait_applied(&other_db, &ids, "the consumer that read throughout").await;
+    for db in [&cdb, &other_db] {
+        let got = applied(db).await;
+        let distinct: HashSet<&String> = got.iter().collect();
+        assert_eq!(distinct.len(), got.len(), "an event applied twice");
+        assert_eq!(got.len(), ids.len(), "every event applied once");
+    }
     for _ in 0..200 {
         let broadcast: HashSet<uuid::Uuid> = seen.lock().unwrap().iter().copied().collect();
         if ids.iter().all(|i| broadcast.contains(i)) {
@@ -303,6 +316,7 @@ async fn no_event_lost(backend: Backend, test: &str, fault: Fault) {
     );
     stop.cancel();
     consumer.cancel();
+    other.cancel();
 }
 
 async fn no_event_lost_when_redis_is_flushed(backend: Backend) {
