@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{PASSWORD, spawn_with, token};
 use kit::db::Backend;
+use serde_json::json;
 
 kit::backend_tests!(
     distributed_guesser_is_bounded_and_the_victim_still_logs_in,
@@ -18,6 +19,7 @@ kit::backend_tests!(
     username_and_email_share_the_account_slowdown,
     per_ip_limit_spans_accounts,
     a_failing_device_token_stops_helping,
+    current_password_checks_count_as_failed_logins,
 );
 
 async fn distributed_guesser_is_bounded_and_the_victim_still_logs_in(backend: Backend) {
@@ -319,5 +321,64 @@ async fn a_failing_device_token_stops_helping(backend: Backend) {
             .status(),
         429
     );
+    app.stop().await;
+}
+
+/// With a stolen access token, `POST /auth/email` and `POST /auth/password` must not be a
+/// password-guessing oracle without limits: their wrong current passwords count as failed
+/// logins of the account.
+async fn current_password_checks_count_as_failed_logins(backend: Backend) {
+    let Some(app) = spawn_with(backend, "current_password_throttled", |c| {
+        c.login_max_failures_per_account = 100;
+        c.login_max_failures_per_account_ip = 4;
+        c.login_window_secs = 600;
+    })
+    .await
+    else {
+        return;
+    };
+    let t = app.register("sara").await;
+    let access = token(&t, "access_token");
+    let call = |path: &'static str, ip: &'static str, password: &'static str| {
+        let app = &app;
+        let access = access.clone();
+        async move {
+            let body = if path == "/auth/email" {
+                json!({"email": "sara@new.example", "current_password": password})
+            } else {
+                json!({"current_password": password, "new_password": "a new phrase!"})
+            };
+            app.http
+                .post(format!("{}{path}", app.url))
+                .header("x-forwarded-for", ip)
+                .bearer_auth(access)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for path in ["/auth/email", "/auth/password", "/auth/email"] {
+        assert_eq!(call(path, "10.7.0.1", "guess-guess").await, 403, "{path}");
+    }
+    assert_eq!(
+        app.login_from("10.7.0.1", "sara", "guess-guess", None)
+            .await
+            .status(),
+        401,
+        "the fourth failure, by login"
+    );
+    assert_eq!(call("/auth/email", "10.7.0.1", PASSWORD).await, 429);
+    assert_eq!(call("/auth/password", "10.7.0.1", PASSWORD).await, 429);
+    assert_eq!(
+        app.login_from("10.7.0.1", "sara", PASSWORD, None)
+            .await
+            .status(),
+        429
+    );
+    // The owner elsewhere is not refused.
+    assert_eq!(call("/auth/email", "10.7.0.2", PASSWORD).await, 202);
     app.stop().await;
 }

@@ -7,10 +7,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use kit::http::Json;
+use kit::net::ClientIp;
 use kit::{ApiError, ApiResult};
 use serde::Deserialize;
 
 use super::CurrentSession;
+use super::throttle::check_current_password;
 use crate::domain::Email;
 use crate::events::{self, UserUpdated};
 use crate::state::ApiContext;
@@ -37,17 +39,14 @@ fn email_taken() -> ApiError {
 async fn request_change(
     State(ctx): State<ApiContext>,
     caller: CurrentSession,
+    ClientIp(ip): ClientIp,
     Json(body): Json<ChangeBody>,
 ) -> ApiResult<StatusCode> {
     let email = Email::parse(&body.email).map_err(|e| ApiError::validation_many(vec![e]))?;
     let user = store::users::by_id(ctx.db.pool(), caller.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("account not found"))?;
-    if !ctx
-        .hasher
-        .verify(&body.current_password, Some(&user.password_hash))
-        .await?
-    {
+    if !check_current_password(&ctx, &user, &body.current_password, ip).await? {
         return Err(ApiError::forbidden(
             "invalid_credentials",
             "the current password is incorrect",

@@ -7,6 +7,7 @@ mod keys;
 mod login;
 mod password;
 mod sessions;
+mod throttle;
 
 use axum::Router;
 use axum::extract::FromRequestParts;

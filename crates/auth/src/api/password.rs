@@ -5,9 +5,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use kit::http::Json;
+use kit::net::ClientIp;
 use kit::{ApiError, ApiResult};
 use serde::Deserialize;
 
+use super::throttle::check_current_password;
 use super::{CurrentSession, publish_revoked};
 use crate::domain::{Email, Password};
 use crate::events::{self, PasswordChanged};
@@ -31,6 +33,7 @@ struct ChangeBody {
 async fn change(
     State(ctx): State<ApiContext>,
     caller: CurrentSession,
+    ClientIp(ip): ClientIp,
     Json(body): Json<ChangeBody>,
 ) -> ApiResult<StatusCode> {
     let new_password = Password::parse(&body.new_password, "new_password")
@@ -38,11 +41,7 @@ async fn change(
     let user = store::users::by_id(ctx.db.pool(), caller.user_id)
         .await?
         .ok_or_else(|| ApiError::not_found("account not found"))?;
-    if !ctx
-        .hasher
-        .verify(&body.current_password, Some(&user.password_hash))
-        .await?
-    {
+    if !check_current_password(&ctx, &user, &body.current_password, ip).await? {
         return Err(ApiError::forbidden(
             "invalid_credentials",
             "the current password is incorrect",
