@@ -161,6 +161,12 @@ async fn subscribe_loop(
     hub: Arc<Hub>,
     shutdown: CancellationToken,
 ) {
+    // Reconnect backoff: doubles from 500 ms to 2 s while Redis is away (a warn line each
+    // time, not two a second), back to 500 ms once subscribed. Whatever is published
+    // meanwhile is repaired by the resync on (re)subscription.
+    const BACKOFF_MIN: Duration = Duration::from_millis(500);
+    const BACKOFF_MAX: Duration = Duration::from_secs(2);
+    let mut backoff = BACKOFF_MIN;
     loop {
         let connected = async {
             let mut pubsub = client.get_async_pubsub().await?;
@@ -174,6 +180,7 @@ async fn subscribe_loop(
         match pubsub {
             Ok(mut pubsub) => {
                 tracing::info!("subscribed to the chat fan-out channel");
+                backoff = BACKOFF_MIN;
                 // Whatever was published while we were away is in the database.
                 hub.resync().await;
                 let mut stream = pubsub.on_message();
@@ -190,12 +197,15 @@ async fn subscribe_loop(
                 }
                 tracing::warn!("chat fan-out subscription lost; reconnecting");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot subscribe to the chat fan-out channel"),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot subscribe to the chat fan-out channel")
+            }
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.cancelled() => return,
         }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
