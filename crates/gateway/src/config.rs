@@ -219,6 +219,10 @@ pub fn default_routes() -> Vec<RouteConfig> {
         strict(route("/auth/register", "auth", Public)),
         strict(route("/auth/login", "auth", Public)),
         strict(route("/auth/password-reset/", "auth", Public)),
+        // The link mailed to the new address may be opened on any device, logged in or not.
+        strict(route("/auth/email/verify/confirm", "auth", Public)),
+        // Checks the current password: as strict as a login.
+        strict(route("/auth/email", "auth", Token)),
         route("/auth/refresh", "auth", Public),
         jwks,
         route("/auth", "auth", Token),
@@ -351,12 +355,19 @@ request_headers_add = { "x-from" = "gateway" }
     fn default_routes_cover_the_public_api() {
         let routes = default_routes();
         let find = |p: &str| routes.iter().find(|r| r.prefix == p).unwrap();
-        for p in ["/auth/register", "/auth/login", "/auth/password-reset/"] {
+        for p in [
+            "/auth/register",
+            "/auth/login",
+            "/auth/password-reset/",
+            "/auth/email/verify/confirm",
+        ] {
             assert_eq!(find(p).auth, AuthPolicy::Public);
             assert_eq!(find(p).rate_limit.as_deref(), Some("strict"));
         }
         assert_eq!(find("/auth/refresh").auth, AuthPolicy::Public);
         assert_eq!(find("/auth/.well-known/jwks.json").auth, AuthPolicy::Public);
+        assert_eq!(find("/auth/email").auth, AuthPolicy::Token);
+        assert_eq!(find("/auth/email").rate_limit.as_deref(), Some("strict"));
         assert_eq!(find("/auth").auth, AuthPolicy::Token);
         assert!(find("/chat/ws").websocket);
     }

@@ -99,6 +99,40 @@ async fn accounts_through_the_gateway(backend: Backend) {
         .unwrap();
     assert_eq!(sessions["items"][0]["ip"], "127.0.0.1");
 
+    // An email change through the gateway: requested with the password (token needed),
+    // confirmed with the mailed token alone (the link may be opened logged out).
+    let res = api
+        .post_json(
+            "/auth/email",
+            &json!({"email": "alice@new.example", "current_password": "correct horse battery"}),
+        )
+        .await;
+    assert_problem(res, 401, "unauthorized").await;
+    let res = api
+        .post("/auth/email")
+        .bearer_auth(&access)
+        .json(&json!({"email": "alice@new.example", "current_password": "correct horse battery"}))
+        .call()
+        .await;
+    assert_eq!(res.status(), 202);
+    let mail = mailed_to(dir.path(), "alice@new.example").await;
+    let token = mail
+        .lines()
+        .map(str::trim)
+        .find(|l| {
+            l.len() == 43
+                && l.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        })
+        .unwrap_or_else(|| panic!("no token in {mail}"))
+        .to_owned();
+    let res = api
+        .post_json("/auth/email/verify/confirm", &json!({"token": token}))
+        .await;
+    assert_eq!(res.status(), 204);
+    let me: Value = api.get_as("/auth/me", &access).await.json().await.unwrap();
+    assert_eq!(me["email"], "alice@new.example");
+
     // Logout: the session.revoked event reaches the gateway (asynchronously, through the
     // outbox), which then refuses the token itself — the echo upstream behind /users
     // accepts anything, so the 401 can only come from the edge.
@@ -113,4 +147,21 @@ async fn accounts_through_the_gateway(backend: Backend) {
     .await;
     gw.stop().await;
     auth.stop().await;
+}
+
+/// The first mail to `to` in the auth service's `.eml` outbox (waits up to 5 s).
+async fn mailed_to(data_dir: &std::path::Path, to: &str) -> String {
+    let header = format!("To: {to}");
+    for _ in 0..50 {
+        if let Ok(dir) = std::fs::read_dir(data_dir.join("outbox")) {
+            for f in dir.flatten() {
+                let mail = std::fs::read_to_string(f.path()).unwrap_or_default();
+                if mail.lines().any(|l| l == header) {
+                    return mail;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no mail to {to}");
 }
