@@ -19,7 +19,12 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Names only the Redis Streams bus exports (the in-process bus has no consumer groups).
-const REDIS_ONLY: &[&str] = &["bus_consumer_pending"];
+const REDIS_ONLY: &[&str] = &[
+    "bus_consumer_pending",
+    // The Redis data-loss guard of each relay (nothing to lose with the in-process bus).
+    "bus_redis_data_loss_detected_total",
+    "bus_events_replayed_total",
+];
 
 /// Names that only appear after something no test can bring about on purpose and that the
 /// code does not create at startup yet. When one of them starts being exported, the test
