@@ -43,6 +43,7 @@ async fn secrets_never_reach_the_logs() {
     let mut secrets = vec![password.to_owned(), new_password.to_owned()];
     secrets.push(reg["access_token"].as_str().unwrap().to_owned());
     secrets.push(reg["refresh_token"].as_str().unwrap().to_owned());
+    secrets.push(reg["device_token"].as_str().unwrap().to_owned());
     post(
         "/auth/login",
         json!({"login": "sam", "password": "wrong-guess-123"}),
@@ -128,6 +129,56 @@ async fn secrets_never_reach_the_logs() {
     .unwrap();
     secrets.push(reset);
     secrets.push("Third-Secret-Phrase#".to_owned());
+
+    // A login presenting its device token, then an email change: the device token and the
+    // token mailed to the new address stay out of the logs too.
+    let login: Value = post(
+        "/auth/login",
+        json!({"login": "sam", "password": "Third-Secret-Phrase#", "device_token": reg["device_token"]}),
+        None,
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let access = login["access_token"].as_str().unwrap().to_owned();
+    secrets.push(access.clone());
+    secrets.push(login["refresh_token"].as_str().unwrap().to_owned());
+    secrets.push(login["device_token"].as_str().unwrap().to_owned());
+    let res = post(
+        "/auth/email",
+        json!({"email": "sam.new@example.com", "current_password": "Third-Secret-Phrase#"}),
+        Some(access),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 202);
+    let mut change = None;
+    for _ in 0..100 {
+        change = std::fs::read_dir(&outbox).unwrap().find_map(|f| {
+            let mail = std::fs::read_to_string(f.unwrap().path()).unwrap();
+            mail.lines()
+                .any(|l| l == "To: sam.new@example.com")
+                .then_some(mail)
+        });
+        if change.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let change = change.expect("the confirmation mail to the new address");
+    let token = change
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 43 && !l.contains(' '))
+        .unwrap()
+        .to_owned();
+    let res = post("/auth/email/verify/confirm", json!({"token": token}), None)
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    secrets.push(token);
 
     assert!(proc.terminate().success(), "graceful shutdown on SIGTERM");
     let logs = proc.logs();
