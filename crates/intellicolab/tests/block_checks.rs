@@ -2,14 +2,19 @@
 //! opens a DM or adds someone to a room. Tested against the real binary, through the
 //! gateway like a client: in one process (`serve all`) and with one process per service,
 //! where stopping the user service must make DM creation answer 503 — never a silent allow.
+//! A block also stops sends in an existing DM, both ways, over HTTP and the WebSocket,
+//! within 100 ms of the block's 204 (issue 14, item 1).
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use support::{Account, Client, Ports, Proc};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const PROBLEM: &str = "application/problem+json";
 
@@ -295,4 +300,198 @@ async fn without_the_user_service_a_dm_is_refused_with_503() {
         .await;
     assert_eq!(s, 200, "{rooms}");
     assert_eq!(rooms["items"].as_array().unwrap().len(), 1, "{rooms}");
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket through the gateway, after its `ready` frame.
+async fn ws_connect(url: &str, token: &str) -> Ws {
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(req),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let ready = ws_next(&mut ws).await;
+    assert_eq!(ready["type"], "ready", "{ready}");
+    ws
+}
+
+/// The next JSON frame (pings and pongs skipped), within 5 s.
+async fn ws_next(ws: &mut Ws) -> Value {
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("no frame within 5 s");
+        match frame {
+            Some(Ok(WsMessage::Text(t))) => return serde_json::from_str(&t).unwrap(),
+            Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Sends `body` to `room` over the socket and returns the `ack` or `error` frame of it
+/// (events of the room are skipped).
+async fn ws_send(ws: &mut Ws, room: &str, cmid: &str) -> Value {
+    let frame = json!({"type": "send", "room_id": room, "body": cmid, "client_msg_id": cmid});
+    ws.send(WsMessage::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+    loop {
+        let v = ws_next(ws).await;
+        if (v["type"] == "ack" || v["type"] == "error") && v["client_msg_id"] == cmid {
+            return v;
+        }
+    }
+}
+
+/// How long after the block's 204 sends are allowed to still go through (issue 14: "at once";
+/// the event-fed copy in chat is one relay hop away).
+const BLOCK_BOUND: Duration = Duration::from_millis(100);
+/// Poll step while waiting for the block to take effect.
+const POLL_STEP: Duration = Duration::from_millis(5);
+
+/// Alice and Bob share a DM with a message from each (over HTTP and over the socket); Bob
+/// blocks Alice; then every send — HTTP and WebSocket, from either side — is refused with
+/// `blocked` within [`BLOCK_BOUND`] of the 204. Returns the delay until the last of the
+/// four ways was refused.
+async fn block_stops_dm_sends(api: &Client, ws_url: &str, a: &str, b: &str) -> Duration {
+    let (alice, bob) = two_users(api, a, b).await;
+    let (s, dm, _) = open_dm(api, &alice, &bob).await;
+    assert_eq!(s, 201, "{dm}");
+    let dm = dm["id"].as_str().unwrap().to_owned();
+    let mut sockets = vec![
+        ws_connect(ws_url, &alice.access).await,
+        ws_connect(ws_url, &bob.access).await,
+    ];
+    let senders = [&alice, &bob];
+    let http_send = |from: &Account, cmid: String| {
+        let path = format!("/chat/rooms/{dm}/messages");
+        let token = from.access.clone();
+        async move {
+            api.call(
+                "POST",
+                &path,
+                Some(&token),
+                Some(json!({"body": cmid, "client_msg_id": cmid})),
+            )
+            .await
+        }
+    };
+    // Before the block, both ways work for both.
+    for (i, from) in senders.iter().enumerate() {
+        let (s, body, _) = http_send(from, format!("before-http-{i}")).await;
+        assert_eq!(s, 201, "{body}");
+        let ack = ws_send(&mut sockets[i], &dm, &format!("before-ws-{i}")).await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+
+    let (s, body, _) = api
+        .call(
+            "PUT",
+            &format!("/users/me/blocks/{}", alice.id),
+            Some(&bob.access),
+            None,
+        )
+        .await;
+    assert_eq!(s, 204, "{body}");
+    let blocked_at = Instant::now();
+
+    // [alice http, bob http, alice ws, bob ws]: when each was first refused.
+    let mut refused: [Option<Duration>; 4] = [None; 4];
+    let mut attempt = 0;
+    // Bounded: 10 s of 5 ms steps at most (each step also waits for its answers).
+    while refused.iter().any(Option::is_none) && blocked_at.elapsed() < Duration::from_secs(10) {
+        attempt += 1;
+        for (i, from) in senders.iter().enumerate() {
+            if refused[i].is_none() {
+                let (s, body, ct) = http_send(from, format!("after-http-{i}-{attempt}")).await;
+                if s == 403 {
+                    assert_problem(s, &body, &ct, 403, "blocked");
+                    refused[i] = Some(blocked_at.elapsed());
+                } else {
+                    assert_eq!(s, 201, "only 201 (not yet applied) or 403: {body}");
+                }
+            }
+            if refused[2 + i].is_none() {
+                let answer =
+                    ws_send(&mut sockets[i], &dm, &format!("after-ws-{i}-{attempt}")).await;
+                if answer["type"] == "error" {
+                    assert_eq!(answer["code"], "blocked", "{answer}");
+                    refused[2 + i] = Some(blocked_at.elapsed());
+                } else {
+                    assert_eq!(answer["type"], "ack", "{answer}");
+                }
+            }
+        }
+        tokio::time::sleep(POLL_STEP).await;
+    }
+    println!(
+        "block took effect after: alice http {:?}, bob http {:?}, alice ws {:?}, bob ws {:?} ({attempt} rounds)",
+        refused[0], refused[1], refused[2], refused[3]
+    );
+    let worst = refused
+        .iter()
+        .map(|r| r.expect("a send was still accepted 10 s after the block"))
+        .max()
+        .unwrap();
+    assert!(
+        worst <= BLOCK_BOUND,
+        "a DM send was accepted {worst:?} after the block's 204 (bound {BLOCK_BOUND:?}): {refused:?}"
+    );
+    // And it stays refused.
+    for (i, from) in senders.iter().enumerate() {
+        let (s, body, ct) = http_send(from, format!("later-http-{i}")).await;
+        assert_problem(s, &body, &ct, 403, "blocked");
+        let answer = ws_send(&mut sockets[i], &dm, &format!("later-ws-{i}")).await;
+        assert_eq!(
+            (answer["type"].as_str(), answer["code"].as_str()),
+            (Some("error"), Some("blocked")),
+            "{answer}"
+        );
+    }
+    worst
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_stops_dm_sends_both_ways_at_once_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let _system = Proc::start(dir.path(), "all", &["serve", "all"], &ports.env(dir.path()));
+    ports.wait_all_ready().await;
+    let api = Client::new(&ports.gateway_url());
+    let ws_url = format!("ws://127.0.0.1:{}/chat/ws", ports.gateway);
+    let delay = block_stops_dm_sends(&api, &ws_url, "alice", "bob").await;
+    println!("serve all: every DM send refused {delay:?} after the block's 204");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_stops_dm_sends_both_ways_at_once_across_processes() {
+    let test = "a_block_stops_dm_sends_both_ways_at_once_across_processes";
+    // Separate processes hear of the block through Redis (a private one: nothing else's
+    // streams in the way).
+    let Some(redis) = support::cluster::PrivateRedis::start(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ports = Ports::new();
+    let mut env = ports.env(dir.path());
+    env.push(("INTELLICOLAB_REDIS_URL", redis.url()));
+    let serve = |role: &str| Proc::start(dir.path(), role, &["serve", role], &env);
+    let _auth = serve("auth");
+    support::wait_ready(&format!("{}/readyz", ports.auth_url())).await;
+    let _users = serve("users");
+    let _chat = serve("chat");
+    let _gateway = serve("gateway");
+    ports.wait_all_ready().await;
+    let api = Client::new(&ports.gateway_url());
+    let ws_url = format!("ws://127.0.0.1:{}/chat/ws", ports.gateway);
+    let delay = block_stops_dm_sends(&api, &ws_url, "alice", "bob").await;
+    println!("one process per service: every DM send refused {delay:?} after the block's 204");
 }
