@@ -13,8 +13,9 @@ pub struct FieldError {
     pub message: String,
 }
 
-/// An error a client sees. Internal causes are logged, never sent.
-#[derive(Debug)]
+/// An error a client sees. Internal causes are logged, never sent. `Clone`: one failure
+/// can answer several requests (a failed send batch answers each of its sends).
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
