@@ -85,6 +85,11 @@ impl Cluster {
                 "INTELLICOLAB_GATEWAY__LISTEN",
                 format!("127.0.0.1:{gateway_port}"),
             ),
+            // Its default (127.0.0.1:9080) would clash with any other gateway on the host.
+            (
+                "INTELLICOLAB_GATEWAY__ADMIN_LISTEN",
+                format!("127.0.0.1:{}", free_port()),
+            ),
             ("INTELLICOLAB_AUTH_URL", url(auth_port)),
             ("INTELLICOLAB_USERS_URL", url(users_port)),
             ("INTELLICOLAB_GATEWAY__UPSTREAMS__AUTH", url(auth_port)),
@@ -213,6 +218,25 @@ impl Cluster {
     }
     pub fn chat_ws(&self, node: usize) -> String {
         format!("ws://127.0.0.1:{}/chat/ws", self.chat_ports[node])
+    }
+
+    /// Copies every process's log to a directory that outlives the test (the cluster's
+    /// own is removed on drop) and returns its path, for a failure message.
+    pub fn keep_logs(&self, test: &str) -> std::path::PathBuf {
+        let keep = std::env::temp_dir().join(format!("{test}-logs-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&keep);
+        for p in [
+            &self.auth,
+            &self.users,
+            &self.chat[0],
+            &self.chat[1],
+            &self.gateway,
+        ] {
+            if let Some(name) = p.log.file_name() {
+                let _ = std::fs::copy(&p.log, keep.join(name));
+            }
+        }
+        keep
     }
 
     /// Every process's log, for a failure message.
