@@ -6,6 +6,7 @@ import { mountLogin, mountRegister } from './js/views/auth.js';
 import { mountChat } from './js/views/rooms.js';
 import { mountPeople, mountProfile, mountFollowList, mountMe } from './js/views/people.js';
 import { mountSessions } from './js/views/sessions.js';
+import { mountConfirmEmail, mountResetPassword, mountForgotPassword } from './js/views/account.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('main-nav');
@@ -15,20 +16,35 @@ let logoutNotice = null;
 let lastRoute = null;
 
 const PUBLIC_ROUTES = new Set(['login', 'register']);
+/** Pages of mailed links: they work logged in or out (the mail may be opened anywhere). */
+const OPEN_ROUTES = new Set(['confirm-email', 'reset', 'forgot-password']);
 
+/** `#/name/arg?query`: the mailed links carry their token in the query (`#/reset?token=…`). */
 function parseRoute() {
-  const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
-  return { name: parts[0] || '', args: parts.slice(1) };
+  const raw = location.hash.replace(/^#\/?/, '');
+  const q = raw.indexOf('?');
+  const parts = (q < 0 ? raw : raw.slice(0, q)).split('/').filter(Boolean).map(decodeURIComponent);
+  return { name: parts[0] || '', args: parts.slice(1), query: new URLSearchParams(q < 0 ? '' : raw.slice(q + 1)) };
+}
+
+/**
+ * Take the token out of the address bar once read (history, screenshots and the Referer of
+ * a later navigation should not carry it); replaceState does not fire hashchange.
+ */
+function takeToken(name, query) {
+  const token = query.get('token');
+  if (token) history.replaceState(history.state, '', `#/${name}`);
+  return token;
 }
 
 function render() {
-  const { name, args } = parseRoute();
-  if (!auth.loggedIn && !PUBLIC_ROUTES.has(name)) {
+  const { name, args, query } = parseRoute();
+  if (!auth.loggedIn && !PUBLIC_ROUTES.has(name) && !OPEN_ROUTES.has(name)) {
     if (location.hash !== '#/login') { location.replace('#/login'); return; }
   }
   if (auth.loggedIn && (PUBLIC_ROUTES.has(name) || name === '')) { location.replace('#/rooms'); return; }
 
-  const key = `${name}/${args.join('/')}`;
+  const key = `${name}/${args.join('/')}?${query}`;
   if (key === lastRoute && cleanup) return;
   lastRoute = key;
   if (cleanup) { try { cleanup(); } catch (e) { console.error(e); } }
@@ -50,6 +66,9 @@ function render() {
       break;
     case 'me': result = mountMe(main); break;
     case 'sessions': result = mountSessions(main); break;
+    case 'confirm-email': result = mountConfirmEmail(main, { token: takeToken(name, query) }); break;
+    case 'reset': result = mountResetPassword(main, { token: takeToken(name, query) }); break;
+    case 'forgot-password': result = mountForgotPassword(main); break;
     default:
       main.appendChild(h('div', { class: 'page' },
         h('h1', { tabindex: '-1', text: 'Page not found' }),
@@ -107,6 +126,7 @@ auth.addEventListener('logout', (e) => {
   const reason = e.detail?.reason;
   logoutNotice = reason === 'logout' ? 'You have logged out.'
     : reason === 'refresh_token_reused' ? 'Your session was ended for your security. Please log in again.'
+      : reason === 'password_reset' ? 'Your password was changed and every session ended. Log in with your new password.'
       : 'Your session has ended. Please log in again.';
   lastRoute = null;
   if (location.hash === '#/login') render(); else location.hash = '#/login';

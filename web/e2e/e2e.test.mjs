@@ -17,6 +17,9 @@ const OUT = process.env.E2E_OUTPUT || path.join(path.dirname(fileURLToPath(impor
 const TIMEOUT = Number(process.env.E2E_TIMEOUT_MS || 15000);
 const SUFFIX = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
 const PASSWORD = `Corr3ct-Horse-${SUFFIX}`;
+// The system's data directory: auth writes its mails as .eml files to <data dir>/outbox/
+// (no SMTP configured). The mail steps are skipped without it (a system started elsewhere).
+const DATA_DIR = process.env.E2E_DATA_DIR || '';
 
 let browser;
 const pages = {}; // name -> page
@@ -146,6 +149,35 @@ async function searchUntil(page, inputTestId, query, result, tries = 8) {
     }
   }
 }
+
+/**
+ * The link of the newest mail to `to` matching `pattern` (its first group is the path after
+ * the host), from the outbox directory; mails are sent in the background, so poll.
+ */
+async function mailedLink(to, pattern) {
+  const dir = path.join(DATA_DIR, 'outbox');
+  const deadline = Date.now() + TIMEOUT;
+  for (;;) {
+    const files = fs.existsSync(dir) ? fs.readdirSync(dir).filter((f) => f.endsWith('.eml')).sort().reverse() : [];
+    for (const file of files) {
+      let text = fs.readFileSync(path.join(dir, file), 'utf8');
+      // Quoted-printable (used for non-ASCII bodies): soft line breaks and =XX escapes.
+      if (/^Content-Transfer-Encoding: quoted-printable/im.test(text)) {
+        text = text.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_, hex) => String.fromCharCode(parseInt(hex, 16)));
+      }
+      if (!text.split(/\r?\n/).some((line) => /^To:/i.test(line) && line.toLowerCase().includes(to.toLowerCase()))) continue;
+      const m = text.match(pattern);
+      if (m) return m[0];
+    }
+    if (Date.now() > deadline) throw new Error(`no mail to ${to} matching ${pattern} in ${dir} (${files.length} mails)`);
+    await new Promise((r) => setTimeout(r, 100)); // poll interval
+  }
+}
+
+const storedDeviceToken = (page, login) => page.evaluate((who) => {
+  const all = JSON.parse(localStorage.getItem('intellicolab.device_tokens') || '{}');
+  return Object.values(all).find((e) => e.logins.includes(who))?.token ?? null;
+}, login);
 
 async function searchPerson(page, username) {
   await page.click(tid('nav-people'));
@@ -357,8 +389,86 @@ test('two users chat live, survive a dropped connection, follow and block', asyn
     await bob.locator(tid('login-form')).waitFor();
     await bob.locator(tid('auth-notice')).waitFor();
     assert.equal(await bob.evaluate(() => localStorage.getItem('intellicolab.refresh_token')), null);
+    // The device token from bob's registration outlives the session and goes with the login.
+    const device = await storedDeviceToken(bob, bobName);
+    assert.ok(device, 'registration left a device token for bob');
+    const loginRequest = bob.waitForRequest((r) => r.url().endsWith('/auth/login') && r.method() === 'POST');
     await bob.fill(tid('login-username'), bobName);
     await bob.fill(tid('login-password'), PASSWORD);
+    await bob.click(tid('login-submit'));
+    assert.equal((await loginRequest).postDataJSON().device_token, device, 'the login presents the device token');
+    await waitConnected(bob);
+    const renewed = await storedDeviceToken(bob, bobName);
+    assert.ok(renewed && renewed !== device, 'the login replaced the device token with a new one');
+    assert.equal(await storedDeviceToken(bob, `${bobName}@example.com`), renewed, 'found by email too');
+  });
+
+  await step('alice changes her email on her profile and confirms it from the mailed link, logged out', async () => {
+    if (!DATA_DIR) { console.log('    (skipped: E2E_DATA_DIR not set, no outbox to read)'); return; }
+    const oldEmail = `${aliceName}@example.com`;
+    const newEmail = `${aliceName}.new@example.org`;
+    await alice.click(tid('nav-profile'));
+    await alice.locator(`${tid('current-email-value')}:text-is("${oldEmail}")`).waitFor();
+    // A wrong current password is refused (403) and said so at the field.
+    await alice.fill(tid('email-new'), newEmail);
+    await alice.fill(tid('email-password'), `not-${PASSWORD}`);
+    await alice.click(tid('email-submit'));
+    await alice.locator(`${tid('email-form-error')}:has-text("incorrect")`).waitFor();
+    assert.equal(await alice.getAttribute(tid('email-password'), 'aria-invalid'), 'true');
+    await alice.fill(tid('email-password'), PASSWORD);
+    await alice.click(tid('email-submit'));
+    await alice.locator(`${tid('email-change-status')}:has-text("${newEmail}")`).waitFor();
+    assert.equal(await alice.locator(tid('email-form-error')).isHidden(), true);
+    // Nothing changes before the link is opened.
+    await alice.click(tid('nav-rooms'));
+    await alice.click(tid('nav-profile'));
+    await alice.locator(`${tid('current-email-value')}:text-is("${oldEmail}")`).waitFor();
+
+    const link = await mailedLink(newEmail, /http\S+\/#\/confirm-email\?token=[A-Za-z0-9_-]+/);
+    assert.ok(link.startsWith(`${BASE_URL}/#/confirm-email?token=`), `link ${link} points at this system`);
+    // A mail client elsewhere: a browser that is not logged in.
+    const mail = await newUser('mail');
+    await mail.goto(link);
+    await mail.locator(tid('confirm-email-success')).waitFor();
+    assert.equal(new URL(mail.url()).hash, '#/confirm-email', 'the token is taken out of the address bar');
+    // The link is single-use.
+    await mail.goto('about:blank');
+    await mail.goto(link);
+    await mail.locator(`${tid('confirm-email-error')}:has-text("already used")`).waitFor();
+    await mail.context().close();
+    delete pages.mail;
+
+    await alice.click(tid('nav-rooms'));
+    await alice.click(tid('nav-profile'));
+    await alice.locator(`${tid('current-email-value')}:text-is("${newEmail}")`).waitFor();
+  });
+
+  await step('bob resets a forgotten password from the mailed link and logs in with the new one', async () => {
+    if (!DATA_DIR) { console.log('    (skipped: E2E_DATA_DIR not set, no outbox to read)'); return; }
+    const bobEmail = `${bobName}@example.com`;
+    const newPassword = `N3w-Battery-${SUFFIX}`;
+    await bob.click(tid('logout-button'));
+    await bob.click(tid('goto-forgot-password'));
+    await bob.fill(tid('forgot-email'), bobEmail);
+    await bob.click(tid('forgot-submit'));
+    await bob.locator(`${tid('forgot-status')}:has-text("${bobEmail}")`).waitFor();
+    const link = await mailedLink(bobEmail, /http\S+\/#\/reset\?token=[A-Za-z0-9_-]+/);
+    await bob.goto(link);
+    await bob.locator(tid('reset-form')).waitFor();
+    assert.equal(new URL(bob.url()).hash, '#/reset', 'the token is taken out of the address bar');
+    await bob.fill(tid('reset-password'), newPassword);
+    await bob.fill(tid('reset-password-repeat'), `${newPassword}x`);
+    await bob.click(tid('reset-submit'));
+    await bob.locator(`${tid('reset-form')} .field-error:has-text("differ")`).waitFor();
+    await bob.fill(tid('reset-password-repeat'), newPassword);
+    await bob.click(tid('reset-submit'));
+    await bob.locator(tid('reset-success')).waitFor();
+    await bob.click(tid('goto-login'));
+    await bob.fill(tid('login-username'), bobName);
+    await bob.fill(tid('login-password'), PASSWORD);
+    await bob.click(tid('login-submit'));
+    await bob.locator(`${tid('form-error')}:visible`).waitFor();
+    await bob.fill(tid('login-password'), newPassword);
     await bob.click(tid('login-submit'));
     await waitConnected(bob);
   });

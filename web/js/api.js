@@ -2,6 +2,14 @@
 // access/refresh token life cycle (refresh before expiry, rotation, reuse => logout).
 
 const REFRESH_KEY = 'intellicolab.refresh_token';
+/**
+ * Device tokens (OWASP "device cookies"), one per account that logged in here:
+ * `{ [user_id]: { token, logins: [username, email], at } }`. A login presenting the
+ * account's token is not slowed down by someone else guessing that account's password.
+ */
+const DEVICE_KEY = 'intellicolab.device_tokens';
+/** Accounts remembered per browser; the least recently used is forgotten beyond this. */
+const DEVICE_MAX_ACCOUNTS = 10;
 const REFRESH_LOCK = 'intellicolab-refresh';
 /** Refresh this many seconds before the access token expires. */
 const REFRESH_MARGIN_S = 60;
@@ -76,6 +84,7 @@ class Auth extends EventTarget {
     this.expiresAt = Date.now() + this.lifetime;
     if (tokens.refresh_token) this._storeRefresh(tokens.refresh_token);
     if (tokens.user) this.user = tokens.user;
+    if (tokens.user) rememberDevice(tokens.user, tokens.device_token);
     this._schedule();
     this.dispatchEvent(new CustomEvent(first ? 'login' : 'refreshed', { detail: { user: this.user } }));
   }
@@ -230,6 +239,49 @@ export async function api(path, { method = 'GET', body, query, auth: withAuth = 
   return text ? JSON.parse(text) : null;
 }
 
+function readDevices() {
+  try {
+    const all = JSON.parse(localStorage.getItem(DEVICE_KEY) || '{}');
+    return all && typeof all === 'object' && !Array.isArray(all) ? all : {};
+  } catch { return {}; }
+}
+
+function writeDevices(all) {
+  try { localStorage.setItem(DEVICE_KEY, JSON.stringify(all)); } catch { /* storage disabled: logins just are not fast-tracked */ }
+}
+
+const loginKey = (s) => String(s || '').trim().toLowerCase();
+
+/** The stored device token of the account `login` (a username or an email) names, if any. */
+export function deviceTokenFor(login) {
+  const key = loginKey(login);
+  if (!key) return null;
+  for (const entry of Object.values(readDevices())) {
+    if (entry?.token && Array.isArray(entry.logins) && entry.logins.includes(key)) return entry.token;
+  }
+  return null;
+}
+
+/**
+ * Keep the account's device token (a new one replaces the one presented: the server
+ * deleted that), and the account's current username and email, so a login by either
+ * finds it — also after an email change, which the next refresh's `user` brings.
+ */
+function rememberDevice(user, token) {
+  if (!user?.id) return;
+  const all = readDevices();
+  const entry = all[user.id];
+  if (!token && !entry) return;
+  all[user.id] = {
+    token: token || entry.token,
+    logins: [loginKey(user.username), loginKey(user.email)].filter(Boolean),
+    at: Date.now(),
+  };
+  const ids = Object.keys(all).sort((a, b) => (all[b].at || 0) - (all[a].at || 0));
+  for (const id of ids.slice(DEVICE_MAX_ACCOUNTS)) delete all[id];
+  writeDevices(all);
+}
+
 export async function register({ username, email, password, display_name }) {
   const body = { username, email, password };
   if (display_name) body.display_name = display_name;
@@ -239,7 +291,12 @@ export async function register({ username, email, password, display_name }) {
 }
 
 export async function login({ login: who, password }) {
-  const tokens = await api('/auth/login', { method: 'POST', body: { login: who, password }, auth: false });
+  const body = { login: who, password };
+  // An unknown or expired device token is ignored by the server (the ordinary limits apply),
+  // so there is nothing to forget on failure; a success brings a fresh one.
+  const device = deviceTokenFor(who);
+  if (device) body.device_token = device;
+  const tokens = await api('/auth/login', { method: 'POST', body, auth: false });
   auth.accept(tokens);
   if (!auth.user) auth.user = await api('/auth/me');
   return auth.user;
@@ -256,4 +313,24 @@ export async function restoreSession() {
     if (e instanceof ApiError && e.network) throw e;
     return false;
   }
+}
+
+/** POST /auth/email: mails a confirmation link to `email`; the address changes once it is opened. */
+export async function requestEmailChange({ email, current_password }) {
+  await api('/auth/email', { method: 'POST', body: { email, current_password } });
+}
+
+/** POST /auth/email/verify/confirm (no login needed: the link may be opened anywhere). */
+export async function confirmEmail(token) {
+  await api('/auth/email/verify/confirm', { method: 'POST', body: { token }, auth: false });
+}
+
+/** POST /auth/password-reset/request: 202 whether or not the address has an account. */
+export async function requestPasswordReset(email) {
+  await api('/auth/password-reset/request', { method: 'POST', body: { email }, auth: false });
+}
+
+/** POST /auth/password-reset/confirm: sets the password and ends every session of the account. */
+export async function confirmPasswordReset({ token, new_password }) {
+  await api('/auth/password-reset/confirm', { method: 'POST', body: { token, new_password }, auth: false });
 }

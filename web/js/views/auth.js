@@ -10,6 +10,7 @@ export function mountLogin(main, { notice } = {}) {
     field({ label: 'Username or email', name: 'login', autocomplete: 'username', required: true, testid: 'login-username', attrs: { 'data-autofocus': '' } }),
     field({ label: 'Password', name: 'password', type: 'password', autocomplete: 'current-password', required: true, testid: 'login-password' }),
     h('button', { type: 'submit', class: 'btn btn-primary btn-block', testid: 'login-submit', text: 'Log in' }),
+    h('p', { class: 'muted' }, h('a', { href: '#/forgot-password', testid: 'goto-forgot-password', text: 'Forgot your password?' })),
     h('p', { class: 'muted' }, 'New here? ', h('a', { href: '#/register', testid: 'goto-register', text: 'Create an account' })));
   form.addEventListener('submit', async (e) => {
     e.preventDefault();

@@ -3,6 +3,7 @@
 import { h, replace, clear, field, showFormErrors, clearFormErrors, debounce, toast, avatar, formatDate } from '../dom.js';
 import { api, auth } from '../api.js';
 import { store, fetchAll } from '../store.js';
+import { emailSection } from './account.js';
 
 function personRow(p, extra = null) {
   store.rememberProfile(p);
@@ -221,6 +222,7 @@ export function mountMe(main) {
     h('h1', { tabindex: '-1', text: 'Your profile' }),
     summary,
     form,
+    emailSection(),
     h('section', { class: 'card', 'aria-labelledby': 'blocked-h' }, h('h2', { id: 'blocked-h', text: 'Blocked people' }), blocks)));
 
   const fill = (p) => {
