@@ -11,6 +11,7 @@
 //!   and `user.blocked` / `user.unblocked` (source `users`) into its copy of the blocks,
 //!   which stops DM sends either way; publishes `chat.message.created` through its outbox.
 
+mod access;
 mod api;
 pub mod domain;
 mod fanout;

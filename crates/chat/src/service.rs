@@ -12,23 +12,11 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::access::{blocked, member_access, member_role, room_not_found};
 use crate::domain::{self, Message, Role, Room, RoomEvent, kinds};
 use crate::fanout::Fanout;
 use crate::state::ApiContext;
 use crate::store;
-
-pub fn room_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "room_not_found", "no such room")
-}
-
-fn not_member() -> ApiError {
-    ApiError::forbidden("not_member", "you are not a member of this room")
-}
-
-/// 403 `blocked`: one side of a DM blocks the other.
-pub fn blocked() -> ApiError {
-    ApiError::forbidden("blocked", "one of you blocks the other")
-}
 
 fn user_not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user")
@@ -40,33 +28,6 @@ fn message_not_found() -> ApiError {
         "message_not_found",
         "no such message",
     )
-}
-
-/// The room and the caller's role in it. A private room the caller is not in does
-/// not exist for them (404).
-pub async fn access(
-    conn: &mut sqlx::AnyConnection,
-    room_id: Uuid,
-    user: Uuid,
-) -> Result<(Room, Option<Role>), ApiError> {
-    let room = store::room(conn, room_id)
-        .await?
-        .ok_or_else(room_not_found)?;
-    let role = store::role(conn, room_id, user).await?;
-    if role.is_none() && !room.is_public() {
-        return Err(room_not_found());
-    }
-    Ok((room, role))
-}
-
-/// Like [`access`], but the caller must be a member (403 `not_member` otherwise).
-pub async fn member_access(
-    conn: &mut sqlx::AnyConnection,
-    room_id: Uuid,
-    user: Uuid,
-) -> Result<(Room, Role), ApiError> {
-    let (room, role) = access(conn, room_id, user).await?;
-    Ok((room, role.ok_or_else(not_member)?))
 }
 
 /// Appends a room event with the room's next seq, inside `tx`.
@@ -157,7 +118,7 @@ pub async fn create_room(
 /// Joins a public room (idempotent: a member gets the room again, no new event).
 pub async fn join(ctx: &ApiContext, user: Uuid, room_id: Uuid) -> Result<Room, ApiError> {
     let mut tx = ctx.db.begin().await?;
-    let (room, role) = access(tx.conn(), room_id, user).await?;
+    let (room, role) = crate::access::access(tx.conn(), room_id, user).await?;
     if role.is_some() {
         return Ok(room);
     }
@@ -335,21 +296,6 @@ pub async fn kick(
     )
     .await?;
     commit(ctx, tx, vec![event]).await
-}
-
-/// The role of `target` in `room_id`, or 404 `member_not_found`.
-async fn member_role(
-    conn: &mut sqlx::AnyConnection,
-    room_id: Uuid,
-    target: Uuid,
-) -> Result<Role, ApiError> {
-    store::role(conn, room_id, target).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "member_not_found",
-            "the user is not a member",
-        )
-    })
 }
 
 /// Owner only: makes a member an admin or an admin a member.

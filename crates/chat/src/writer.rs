@@ -27,6 +27,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use crate::access;
 use crate::domain::{Message, RoomEvent, kinds};
 use crate::fanout::Fanout;
 use crate::store;
@@ -437,11 +438,10 @@ async fn try_batch(
         let job = &jobs[i];
         let Some(&dm_blocked) = members.get(&(job.room_id, job.sender)) else {
             // 404 or 403 as the room's visibility says (rare: read one by one).
-            let error =
-                match crate::service::member_access(tx.conn(), job.room_id, job.sender).await {
-                    Err(e) => e,
-                    Ok(_) => ApiError::forbidden("not_member", "you are not a member of this room"),
-                };
+            let error = match access::member_access(tx.conn(), job.room_id, job.sender).await {
+                Err(e) => e,
+                Ok(_) => access::not_member(),
+            };
             done.push((i, Outcome::Failed(error)));
             continue;
         };
@@ -453,7 +453,7 @@ async fn try_batch(
             // A retry of a send stored before a block still gets its message.
             done.push((i, Outcome::Existing(m.clone())));
         } else if dm_blocked {
-            done.push((i, Outcome::Failed(crate::service::blocked())));
+            done.push((i, Outcome::Failed(access::blocked())));
         } else {
             new.push(i);
         }

@@ -11,6 +11,7 @@ use serde_json::Value;
 use token::AuthUser;
 use uuid::Uuid;
 
+use crate::access;
 use crate::domain::{self, Message};
 use crate::service;
 use crate::state::ApiContext;
@@ -89,7 +90,7 @@ async fn history(
         ));
     }
     let mut conn = ctx.db.pool().acquire().await?;
-    service::member_access(&mut conn, id, user.id).await?;
+    access::member_access(&mut conn, id, user.id).await?;
     let (items, has_more) = store::history(&mut conn, id, q.before, q.after, limit).await?;
     Ok(Json(Slice { items, has_more }))
 }
@@ -155,7 +156,7 @@ async fn events(
         ));
     }
     let mut conn = ctx.db.pool().acquire().await?;
-    service::member_access(&mut conn, id, user.id).await?;
+    access::member_access(&mut conn, id, user.id).await?;
     let mut rows = store::events(&mut conn, id, after, None, limit + 1).await?;
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);

@@ -11,6 +11,7 @@ use token::AuthUser;
 use uuid::Uuid;
 
 use super::{Page, page, parse_cursor};
+use crate::access;
 use crate::domain::{self, Member, MyRoom, Room};
 use crate::service;
 use crate::state::ApiContext;
@@ -110,7 +111,7 @@ async fn show(
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<Room>> {
     let mut conn = ctx.db.pool().acquire().await?;
-    let (room, _) = service::access(&mut conn, id, user.id).await?;
+    let (room, _) = access::access(&mut conn, id, user.id).await?;
     Ok(Json(room))
 }
 
@@ -140,7 +141,7 @@ async fn members(
     let limit = domain::parse_limit(q.limit)?;
     let after = parse_cursor(q.cursor.as_deref())?;
     let mut conn = ctx.db.pool().acquire().await?;
-    service::member_access(&mut conn, id, user.id).await?;
+    access::member_access(&mut conn, id, user.id).await?;
     let rows = store::members(&mut conn, id, after, limit + 1).await?;
     Ok(Json(page(rows, limit, |m| m.user_id)))
 }
