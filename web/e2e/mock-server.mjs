@@ -144,13 +144,14 @@ route('POST', '/auth/register', ({ body, req }) => {
   }
   const u = { id: uuid(), username, email: body.email, password: body.password, display_name: body.display_name || username, bio: '', avatar_url: '', created_at: now() };
   users.set(u.id, u);
-  return [201, issue(u, uuid(), req.headers['user-agent'], req.socket.remoteAddress)];
+  // Registration and login hand out a device token, as auth does (refresh does not).
+  return [201, { ...issue(u, uuid(), req.headers['user-agent'], req.socket.remoteAddress), device_token: crypto.randomBytes(32).toString('base64url') }];
 });
 route('POST', '/auth/login', ({ body, req }) => {
   const l = String(body.login || '').toLowerCase();
   const u = [...users.values()].find((x) => x.username === l || x.email.toLowerCase() === l);
   if (!u || u.password !== body.password) throw new Problem(401, 'invalid_credentials', 'Wrong username/email or password.');
-  return [200, issue(u, uuid(), req.headers['user-agent'], req.socket.remoteAddress)];
+  return [200, { ...issue(u, uuid(), req.headers['user-agent'], req.socket.remoteAddress), device_token: crypto.randomBytes(32).toString('base64url') }];
 });
 route('POST', '/auth/refresh', ({ body }) => {
   const t = body.refresh_token;

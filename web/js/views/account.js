@@ -168,6 +168,7 @@ export function mountResetPassword(main, { token } = {}) {
       if (err.code === 'invalid_token') {
         err.detail = 'This reset link is invalid, expired or was already used.';
         showFormErrors(form, err);
+        form.querySelector('[data-testid="reset-again"]')?.remove();
         const again = h('p', { testid: 'reset-again' }, h('a', { href: '#/forgot-password', text: 'Ask for a new reset link' }));
         form.querySelector('.form-error').insertAdjacentElement('afterend', again);
         return;
