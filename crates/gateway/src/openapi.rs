@@ -111,6 +111,26 @@ pub fn merge(parts: &BTreeMap<String, Value>, server_url: &str) -> Value {
             }
         }
     }
+    complete_statuses(&mut paths);
+    for (path, item) in own_paths() {
+        paths.entry(path).or_insert(item);
+    }
+    let target = components
+        .entry("responses".to_owned())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(target) = target {
+        for (name, def) in edge_responses() {
+            target.entry(name).or_insert(def);
+        }
+    }
+    let target = components
+        .entry("schemas".to_owned())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if let Value::Object(target) = target {
+        target
+            .entry(EDGE_PROBLEM.to_owned())
+            .or_insert_with(edge_problem_schema);
+    }
     let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
@@ -126,6 +146,186 @@ pub fn merge(parts: &BTreeMap<String, Value>, server_url: &str) -> Value {
         doc["tags"] = Value::Array(tags);
     }
     doc
+}
+
+/// The schema of the problems described by [`edge_responses`]: what every `ApiError`
+/// serialises to, whichever crate answers (a service's own `Problem` may differ, e.g.
+/// auth's requires `detail`, so the gateway keeps its own name).
+const EDGE_PROBLEM: &str = "GatewayProblem";
+
+fn edge_problem_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["type", "title", "status", "code"],
+        "properties": {
+            "type": { "type": "string" },
+            "title": { "type": "string" },
+            "status": { "type": "integer" },
+            "detail": { "type": "string" },
+            "code": { "type": "string" },
+            "errors": { "type": "array", "items": { "type": "object", "properties": {
+                "field": { "type": "string" }, "message": { "type": "string" } } } },
+        }
+    })
+}
+
+/// Shared responses for the statuses any routed operation can get, whoever answers:
+/// the gateway's edge checks (`admit.rs`: 400 `invalid_path`, 401, 413, 415, 429) or the
+/// service behind it (400 parse errors, 413/415 from `kit::http::Json`, 503 when its
+/// database or a service it asks is down).
+fn edge_responses() -> Vec<(String, Value)> {
+    let problem = |description: &str| {
+        json!({ "description": description, "content": { "application/problem+json": {
+            "schema": { "$ref": format!("#/components/schemas/{EDGE_PROBLEM}") } } } })
+    };
+    let header = |description: &str| json!({ "description": description, "schema": { "type": "integer", "minimum": 0 } });
+    let mut rate_limited = problem(
+        "rate_limited: over the gateway's limit for this route and caller (user, or client IP \
+         without a token). Policy `strict` (10 a minute, bursts of 5) on /auth/register, \
+         /auth/login, /auth/password-reset/*, /auth/email*; `default` (50 a second, bursts \
+         of 100) everywhere else. Services add their own limits (login throttling, message \
+         sends) with the same answer.",
+    );
+    rate_limited["headers"] = json!({
+        "Retry-After": header("seconds to wait"),
+        "RateLimit-Limit": header("the policy's burst"),
+        "RateLimit-Remaining": header("requests left now"),
+        "RateLimit-Reset": header("seconds until the limit is full again"),
+    });
+    let mut unavailable = problem(
+        "database_unavailable or dependency_unavailable (the service's database, or a service \
+         it asks, is down), or no instance of the upstream is available: retry after \
+         Retry-After (see the client retry rule in docs/api.md)",
+    );
+    unavailable["headers"] = json!({ "Retry-After": header("seconds to wait") });
+    vec![
+        (
+            "BadRequest".to_owned(),
+            problem(
+                "Malformed or invalid input: validation_failed (with errors[]), malformed_json, \
+                 invalid_id, invalid_query, invalid_path (dot segments or encoded separators)",
+            ),
+        ),
+        (
+            "Unauthorized".to_owned(),
+            problem("unauthorized, invalid_token, token_expired or session_revoked"),
+        ),
+        (
+            "PayloadTooLarge".to_owned(),
+            problem("payload_too_large: request bodies are limited to 1 MiB by default"),
+        ),
+        (
+            "UnsupportedMediaType".to_owned(),
+            problem("unsupported_media_type: request bodies must be application/json"),
+        ),
+        ("RateLimited".to_owned(), rate_limited),
+        ("Unavailable".to_owned(), unavailable),
+    ]
+}
+
+/// Adds to every routed operation the statuses it can get without describing them
+/// itself: 429 and 503 everywhere (every route has a rate-limit policy, `default`
+/// unless named, and every service has a database), 413 and 415 with a request body,
+/// 401 when it needs a token, 400 when it parses input (parameters or a body). An
+/// operation's own description of a status wins.
+fn complete_statuses(paths: &mut Map<String, Value>) {
+    for item in paths.values_mut() {
+        let Value::Object(item) = item else {
+            continue;
+        };
+        for (method, op) in item.iter_mut() {
+            if !matches!(
+                method.as_str(),
+                "get" | "put" | "post" | "delete" | "patch" | "head" | "options"
+            ) {
+                continue;
+            }
+            let has_body = op.get("requestBody").is_some();
+            let has_params = op
+                .get("parameters")
+                .and_then(Value::as_array)
+                .is_some_and(|p| !p.is_empty());
+            let needs_token = op
+                .get("security")
+                .and_then(Value::as_array)
+                .is_some_and(|s| {
+                    s.iter()
+                        .any(|r| r.as_object().is_some_and(|r| !r.is_empty()))
+                });
+            let Some(Value::Object(responses)) = op.get_mut("responses") else {
+                continue;
+            };
+            let mut add = |status: &str, name: &str| {
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| json!({ "$ref": format!("#/components/responses/{name}") }));
+            };
+            if has_body || has_params {
+                add("400", "BadRequest");
+            }
+            if needs_token {
+                add("401", "Unauthorized");
+            }
+            if has_body {
+                add("413", "PayloadTooLarge");
+                add("415", "UnsupportedMediaType");
+            }
+            add("429", "RateLimited");
+            add("503", "Unavailable");
+        }
+    }
+}
+
+/// The gateway's own public endpoints (`own.rs`); no rate limit applies to them.
+fn own_paths() -> Vec<(String, Value)> {
+    let op = |summary: &str, description: &str, responses: Value| {
+        json!({ "get": { "tags": ["gateway"], "summary": summary, "description": description,
+            "security": [], "responses": responses } })
+    };
+    vec![
+        (
+            "/healthz".to_owned(),
+            op(
+                "Liveness",
+                "The gateway process is alive.",
+                json!({ "200": { "description": "Alive", "content": { "text/plain": {
+                    "schema": { "type": "string", "const": "ok" } } } } }),
+            ),
+        ),
+        (
+            "/readyz".to_owned(),
+            op(
+                "Readiness",
+                "Ready whenever the gateway runs: `status` is `degraded` while some upstream \
+                 cluster has no available instance (its routes answer 503 with Retry-After).",
+                json!({ "200": { "description": "Ready", "content": { "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["status", "upstreams"],
+                        "properties": {
+                            "status": { "enum": ["ready", "degraded"] },
+                            "upstreams": { "type": "object", "additionalProperties": {
+                                "type": "object",
+                                "required": ["available", "instances"],
+                                "properties": {
+                                    "available": { "type": "integer", "minimum": 0 },
+                                    "instances": { "type": "integer", "minimum": 0 },
+                                }
+                            } },
+                        }
+                    } } } } }),
+            ),
+        ),
+        (
+            "/openapi.json".to_owned(),
+            op(
+                "This document",
+                "The services' documents merged; refreshed every minute.",
+                json!({ "200": { "description": "OpenAPI 3.1", "content": { "application/json": {
+                    "schema": { "type": "object" } } } } }),
+            ),
+        ),
+    ]
 }
 
 fn rewrite_refs(v: &mut Value, renames: &[(String, String)]) {
@@ -236,5 +436,54 @@ mod tests {
             "#/components/schemas/users_Problem"
         );
         assert_eq!(doc["servers"][0]["url"], "/");
+    }
+
+    #[test]
+    fn every_operation_lists_the_statuses_the_edge_and_dependencies_give() {
+        let a = json!({"paths": {
+            "/auth/login": {"post": {"requestBody": {"content": {}}, "responses": {"200": {"description": "ok"}, "429": {"description": "throttled logins"}}}},
+            "/users/{id}": {"get": {"security": [{"bearer": []}], "parameters": [{"name": "id", "in": "path"}], "responses": {"200": {"description": "ok"}}}},
+            "/users/me": {"get": {"security": [{"bearer": []}], "parameters": [], "responses": {"200": {"description": "ok"}}}},
+        }});
+        let doc = merge(&BTreeMap::from([("auth".to_owned(), a)]), "/");
+        let statuses = |path: &str, method: &str| -> Vec<String> {
+            let mut s: Vec<String> = doc["paths"][path][method]["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect();
+            s.sort();
+            s
+        };
+        assert_eq!(
+            statuses("/auth/login", "post"),
+            ["200", "400", "413", "415", "429", "503"]
+        );
+        // The service's own description wins.
+        assert_eq!(
+            doc["paths"]["/auth/login"]["post"]["responses"]["429"]["description"],
+            "throttled logins"
+        );
+        assert_eq!(
+            statuses("/users/{id}", "get"),
+            ["200", "400", "401", "429", "503"]
+        );
+        assert_eq!(statuses("/users/me", "get"), ["200", "401", "429", "503"]);
+        for name in [
+            "BadRequest",
+            "Unauthorized",
+            "PayloadTooLarge",
+            "UnsupportedMediaType",
+            "RateLimited",
+            "Unavailable",
+        ] {
+            assert!(doc["components"]["responses"][name].is_object(), "{name}");
+        }
+        assert!(doc["components"]["schemas"][EDGE_PROBLEM].is_object());
+        // The gateway's own endpoints: no token, no rate limit.
+        assert_eq!(statuses("/readyz", "get"), ["200"]);
+        assert!(doc["paths"]["/healthz"]["get"].is_object());
+        assert!(doc["paths"]["/openapi.json"]["get"].is_object());
     }
 }
