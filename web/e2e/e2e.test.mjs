@@ -441,6 +441,9 @@ test('two users chat live, survive a dropped connection, follow and block', asyn
     await alice.click(tid('nav-rooms'));
     await alice.click(tid('nav-profile'));
     await alice.locator(`${tid('current-email-value')}:text-is("${newEmail}")`).waitFor();
+    // A later login by the new address presents alice's device token too.
+    assert.ok(await storedDeviceToken(alice, newEmail), 'the device token is found by the new email');
+    assert.equal(await storedDeviceToken(alice, oldEmail), null, 'and no longer by the old one');
   });
 
   await step('bob resets a forgotten password from the mailed link and logs in with the new one', async () => {

@@ -267,7 +267,7 @@ export function deviceTokenFor(login) {
  * deleted that), and the account's current username and email, so a login by either
  * finds it — also after an email change, which the next refresh's `user` brings.
  */
-function rememberDevice(user, token) {
+export function rememberDevice(user, token) {
   if (!user?.id) return;
   const all = readDevices();
   const entry = all[user.id];

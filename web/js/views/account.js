@@ -2,7 +2,7 @@
 // link mailed to the new address), and the pages of the mailed links — confirm an email
 // change, reset a forgotten password — which work logged in or out.
 import { h, field, replace, showFormErrors, clearFormErrors, announce } from '../dom.js';
-import { api, auth, requestEmailChange, confirmEmail, requestPasswordReset, confirmPasswordReset } from '../api.js';
+import { api, auth, rememberDevice, requestEmailChange, confirmEmail, requestPasswordReset, confirmPasswordReset } from '../api.js';
 
 const message = (err, fallback) => (err?.humanMessage ? err.humanMessage() : fallback);
 
@@ -25,6 +25,7 @@ export function emailSection() {
     try {
       const me = await api('/auth/me');
       if (auth.user) auth.user.email = me.email;
+      rememberDevice(me); // a login by the new address finds this account's device token
       showCurrent(me.email);
     } catch (err) {
       replace(current, h('span', { role: 'alert', text: message(err, 'Could not load your email address.') }));
@@ -107,8 +108,10 @@ export function mountConfirmEmail(main, { token } = {}) {
     let email = null;
     if (auth.loggedIn) {
       try {
-        email = (await api('/auth/me')).email;
+        const me = await api('/auth/me');
+        email = me.email;
         if (auth.user) auth.user.email = email;
+        rememberDevice(me); // a login by the new address finds this account's device token
       } catch { /* the confirmation stands; the profile shows the address */ }
     }
     if (disposed) return;
