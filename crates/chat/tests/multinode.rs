@@ -1,6 +1,7 @@
 //! Two chat nodes sharing one PostgreSQL database and one Redis: clients on either node
 //! get every event of their rooms in order, and a lost pub/sub message is repaired from
-//! the database. (SQLite is one file per process, so this needs PostgreSQL.)
+//! the database. (SQLite is one file per process, so this needs PostgreSQL.) Nodes also
+//! start while Redis is down, serve, and join the fan-out once it is back (issue 14, item 14).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -16,6 +17,7 @@ kit::backend_tests!(
     lost_announcements_are_repaired,
     redis_restart_during_traffic,
     resume_on_one_node_while_another_takes_sends,
+    nodes_start_while_redis_is_down_and_fan_out_once_it_is_back,
 );
 
 fn channel() -> String {
@@ -314,6 +316,208 @@ async fn resume_on_one_node_while_another_takes_sends(backend: Backend) {
     let last = 2 + 30 + 60;
     let events = events_until(&mut bob_ws, &room, last).await;
     assert_eq!(seqs(&events), (3..=last).collect::<Vec<_>>());
+    b.stop().await;
+    a.stop().await;
+}
+
+/// A chat node on the Redis bus and Redis fan-out (as `intellicolab serve chat` runs it),
+/// built directly: the harness nodes use the in-process bus.
+struct RedisNode {
+    running: Option<kit::server::Running>,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisNode {
+    async fn start(
+        database_url: Option<String>,
+        issuer: &token::testing::TestIssuer,
+        redis_url: &str,
+        channel: &str,
+        resync_ms: u64,
+    ) -> RedisNode {
+        let dir = tempfile::tempdir().unwrap();
+        let common = kit::config::CommonConfig {
+            auth_url: issuer.auth_url.clone(),
+            data_dir: dir.path().to_owned(),
+            redis_url: Some(redis_url.to_owned()),
+            users_url: common::closed_port_url().await,
+            ..Default::default()
+        };
+        let config = chat::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url,
+            fanout_channel: channel.to_owned(),
+            fanout_resync_ms: resync_ms,
+            send_rate_per_sec: 1000.0,
+            send_burst: 1000,
+            ..Default::default()
+        };
+        // Bounded: a start that waits for Redis would hang here, not fail.
+        let build = async {
+            let bus = bus::Bus::redis(redis_url).await?;
+            chat::build(&common, &config, bus, Default::default()).await
+        };
+        let service = tokio::time::timeout(Duration::from_secs(10), build)
+            .await
+            .expect("the node did not start within 10 s while Redis is down")
+            .expect("the node refused to start while Redis is down");
+        let running = service.spawn();
+        RedisNode {
+            url: running.url(),
+            running: Some(running),
+            _dir: dir,
+        }
+    }
+
+    fn ws_url(&self) -> String {
+        format!("{}/chat/ws", self.url.replacen("http", "ws", 1))
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        u: &common::User,
+    ) -> (u16, serde_json::Value) {
+        let res = reqwest::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&u.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        common::read(res).await
+    }
+
+    async fn send(&self, room: &str, u: &common::User, body: &str) -> i64 {
+        let (s, b) = self
+            .post(
+                &format!("/chat/rooms/{room}/messages"),
+                json!({"body": body}),
+                u,
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        b["seq"].as_i64().unwrap()
+    }
+
+    async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+    }
+}
+
+/// Two nodes start while their Redis is dead: both listen, `/healthz` 200, `/readyz` 200
+/// reporting the bus degraded; a send on node A reaches a socket on A at once. Redis comes
+/// back (empty): within a bounded time a send on node B reaches the socket on A over the
+/// fan-out (A's periodic resync is set to 10 min, so only the fan-out can deliver it).
+async fn nodes_start_while_redis_is_down_and_fan_out_once_it_is_back(backend: Backend) {
+    let test = "nodes_start_while_redis_is_down_and_fan_out_once_it_is_back";
+    if !common::nodes_can_share(backend, test) {
+        return;
+    }
+    let Some(mut redis) = bus::testing::PrivateRedis::start(test) else {
+        return;
+    };
+    let Some(db) = kit::testing::test_db(backend, test).await else {
+        return;
+    };
+    redis.kill();
+    let issuer = token::testing::TestIssuer::start().await;
+    let channel = channel();
+    let resync_ms = 600_000;
+    let a = RedisNode::start(db.url.clone(), &issuer, &redis.url(), &channel, resync_ms).await;
+    let b = RedisNode::start(db.url.clone(), &issuer, &redis.url(), &channel, resync_ms).await;
+    let http = reqwest::Client::new();
+    for node in [&a, &b] {
+        let res = http
+            .get(format!("{}/healthz", node.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}/healthz", node.url);
+        let (s, body) = common::read(
+            http.get(format!("{}/readyz", node.url))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, 200, "ready to serve without Redis: {body}");
+        assert_eq!(body["status"], "degraded", "{body}");
+        assert_eq!(body["checks"]["database"], "ok", "{body}");
+        assert_ne!(body["checks"]["bus"], "ok", "{body}");
+    }
+
+    let user = |name: &str| {
+        let id = uuid::Uuid::now_v7();
+        common::User {
+            id,
+            name: name.to_owned(),
+            token: issuer.token(id, name),
+        }
+    };
+    let (alice, bob) = (user("alice"), user("bob"));
+    let (s, room) = a
+        .post(
+            "/chat/rooms",
+            json!({"name": "r", "visibility": "public"}),
+            &alice,
+        )
+        .await;
+    assert_eq!(s, 201, "{room}");
+    let room = room["id"].as_str().unwrap().to_owned();
+    let (s, joined) = b
+        .post(&format!("/chat/rooms/{room}/join"), json!({}), &bob)
+        .await;
+    assert_eq!(s, 200, "{joined}");
+    let mut bob_ws = common::Ws::connect(&a.ws_url(), &bob.token).await;
+    // A local send reaches the local socket without Redis.
+    let seq = a.send(&room, &alice, "on A, Redis down").await;
+    let e = bob_ws.next_of("event").await;
+    assert_eq!(
+        (e["seq"].as_i64(), e["event"]["message"]["body"].as_str()),
+        (Some(seq), Some("on A, Redis down")),
+        "{e}"
+    );
+
+    tokio::task::block_in_place(|| redis.restart());
+    let back = std::time::Instant::now();
+    // B's sends reach A only over the fan-out, once both nodes' connections are back
+    // (subscriber back-off: at most 2 s between attempts). 20 s bound, one send per try.
+    let mut last_seq = seq;
+    let mut ws_seqs = vec![seq];
+    let mut arrived = None;
+    for i in 0..100 {
+        last_seq = b.send(&room, &alice, &format!("on B {i}")).await;
+        while let Some(v) = bob_ws.try_next_json(Duration::from_millis(200)).await {
+            if v["type"] == "event" && v["room_id"] == room.as_str() {
+                ws_seqs.push(v["seq"].as_i64().unwrap());
+                arrived.get_or_insert(back.elapsed());
+            }
+        }
+        if arrived.is_some() || back.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    let arrived =
+        arrived.expect("no send on node B reached node A's socket within 20 s of Redis's return");
+    println!("fan-out from B to A works again {arrived:?} after Redis came back");
+    // From then on B's sends arrive, and the gap (sends before A resubscribed) is repaired
+    // from the database: every seq since the local one, once, in order.
+    let final_seq = b.send(&room, &alice, "last").await;
+    assert!(final_seq > last_seq);
+    if ws_seqs.last() != Some(&final_seq) {
+        let events = events_until(&mut bob_ws, &room, final_seq).await;
+        ws_seqs.extend(seqs(&events));
+    }
+    assert_eq!(
+        ws_seqs,
+        (seq..=final_seq).collect::<Vec<_>>(),
+        "gap-free, in order, once"
+    );
     b.stop().await;
     a.stop().await;
 }
