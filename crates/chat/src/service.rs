@@ -50,6 +50,28 @@ async fn append(
     Ok(event)
 }
 
+/// Adds `user` to `room` with `role` and appends their `member.joined` event (with
+/// `invited_by` when someone else added them), inside `tx`. None: they already were a
+/// member, and nothing is appended.
+async fn add_member(
+    tx: &mut Tx,
+    room: Uuid,
+    user: Uuid,
+    role: Role,
+    invited_by: Option<Uuid>,
+) -> Result<Option<RoomEvent>, sqlx::Error> {
+    if !store::add_member(tx.conn(), room, user, role, kit::time::now_ms()).await? {
+        return Ok(None);
+    }
+    let mut payload = json!({"user_id": user, "role": role.as_str()});
+    if let Some(inviter) = invited_by {
+        payload["invited_by"] = json!(inviter);
+    }
+    append(tx, room, kinds::MEMBER_JOINED, payload, None)
+        .await
+        .map(Some)
+}
+
 /// Commits, then fans the events out (never before: only durable events are announced).
 async fn commit(ctx: &ApiContext, tx: Tx, events: Vec<RoomEvent>) -> Result<(), ApiError> {
     tx.commit().await?;
@@ -99,19 +121,11 @@ pub async fn create_room(
         },
     )
     .await?;
-    store::add_member(tx.conn(), id, owner, Role::Owner, kit::time::now_ms()).await?;
-    let joined = append(
-        &mut tx,
-        id,
-        kinds::MEMBER_JOINED,
-        json!({"user_id": owner, "role": "owner"}),
-        None,
-    )
-    .await?;
+    let joined = add_member(&mut tx, id, owner, Role::Owner, None).await?;
     let room = store::room(tx.conn(), id)
         .await?
         .ok_or_else(|| ApiError::internal("room vanished"))?;
-    commit(ctx, tx, vec![joined]).await?;
+    commit(ctx, tx, joined.into_iter().collect()).await?;
     Ok(room)
 }
 
@@ -125,19 +139,10 @@ pub async fn join(ctx: &ApiContext, user: Uuid, room_id: Uuid) -> Result<Room, A
     if !room.is_public() || room.is_dm() {
         return Err(room_not_found());
     }
-    let mut events = Vec::new();
-    if store::add_member(tx.conn(), room_id, user, Role::Member, kit::time::now_ms()).await? {
-        events.push(
-            append(
-                &mut tx,
-                room_id,
-                kinds::MEMBER_JOINED,
-                json!({"user_id": user, "role": "member"}),
-                None,
-            )
-            .await?,
-        );
-    }
+    let events: Vec<RoomEvent> = add_member(&mut tx, room_id, user, Role::Member, None)
+        .await?
+        .into_iter()
+        .collect();
     let room = store::room(tx.conn(), room_id)
         .await?
         .ok_or_else(room_not_found)?;
@@ -214,28 +219,13 @@ pub async fn invite(
     // Checked again inside the transaction: roles may have changed meanwhile.
     let (room, role) = member_access(tx.conn(), room_id, inviter).await?;
     check_can_add(&room, role, inviter, target)?;
-    if !store::add_member(
-        tx.conn(),
-        room_id,
-        target,
-        Role::Member,
-        kit::time::now_ms(),
-    )
-    .await?
-    {
+    let Some(event) = add_member(&mut tx, room_id, target, Role::Member, Some(inviter)).await?
+    else {
         return Err(ApiError::conflict(
             "already_member",
             "the user is already a member",
         ));
-    }
-    let event = append(
-        &mut tx,
-        room_id,
-        kinds::MEMBER_JOINED,
-        json!({"user_id": target, "role": "member", "invited_by": inviter}),
-        None,
-    )
-    .await?;
+    };
     commit(ctx, tx, vec![event]).await
 }
 
@@ -402,26 +392,7 @@ pub async fn open_dm(ctx: &ApiContext, user: Uuid, other: Uuid) -> Result<(Room,
         };
         let mut events = Vec::new();
         for member in [user, other] {
-            if store::add_member(
-                tx.conn(),
-                room_id,
-                member,
-                Role::Member,
-                kit::time::now_ms(),
-            )
-            .await?
-            {
-                events.push(
-                    append(
-                        &mut tx,
-                        room_id,
-                        kinds::MEMBER_JOINED,
-                        json!({"user_id": member, "role": "member"}),
-                        None,
-                    )
-                    .await?,
-                );
-            }
+            events.extend(add_member(&mut tx, room_id, member, Role::Member, None).await?);
         }
         let room = store::room(tx.conn(), room_id)
             .await?
