@@ -120,7 +120,9 @@ EOF
 CHECKS="not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 run_st() {
   local token=$1 time=$2; shift 2
-  "$ST" run "$BASE/openapi.json" \
+  # From the temporary dir: schemathesis and hypothesis keep their caches in the
+  # working directory (.schemathesis/, .hypothesis/), not in the checkout.
+  (cd "$WORK" && "$ST" run "$BASE/openapi.json" \
     --checks "$CHECKS" \
     --max-examples "$MAX_EXAMPLES" \
     --max-time "$time" \
@@ -130,7 +132,7 @@ run_st() {
     --suppress-health-check all \
     --warnings off \
     -H "Authorization: Bearer $token" \
-    "$@"
+    "$@")
 }
 
 status=0

@@ -233,6 +233,11 @@ fn complete_statuses(paths: &mut Map<String, Value>) {
         let Value::Object(item) = item else {
             continue;
         };
+        // Parameters may be declared for the whole path (`/auth/sessions/{id}`).
+        let path_params = item
+            .get("parameters")
+            .and_then(Value::as_array)
+            .is_some_and(|p| !p.is_empty());
         for (method, op) in item.iter_mut() {
             if !matches!(
                 method.as_str(),
@@ -241,10 +246,11 @@ fn complete_statuses(paths: &mut Map<String, Value>) {
                 continue;
             }
             let has_body = op.get("requestBody").is_some();
-            let has_params = op
-                .get("parameters")
-                .and_then(Value::as_array)
-                .is_some_and(|p| !p.is_empty());
+            let has_params = path_params
+                || op
+                    .get("parameters")
+                    .and_then(Value::as_array)
+                    .is_some_and(|p| !p.is_empty());
             let needs_token = op
                 .get("security")
                 .and_then(Value::as_array)
