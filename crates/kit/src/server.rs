@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::db::{Db, Migration};
 use crate::http::{self, DEFAULT_BODY_LIMIT};
 use crate::net::TrustedProxies;
 
@@ -73,7 +75,7 @@ pub fn starting_up() -> bool {
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);
 
 /// The readiness of a service with a database (required) and a bus (optional).
-pub fn readiness<B, F>(db: crate::db::Db, bus_ping: B) -> ReadyCheck
+pub fn readiness<B, F>(db: Db, bus_ping: B) -> ReadyCheck
 where
     B: Fn() -> F + Send + Sync + 'static,
     F: Future<Output = anyhow::Result<()>> + Send + 'static,
@@ -181,6 +183,56 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))
+}
+
+/// Where a service keeps its data and where it listens: the start-up every service with
+/// a database shares, in one order (see [`Setup::start`]).
+pub struct Setup<'a> {
+    /// Service name: the SQLite file `<data_dir>/<name>.db`.
+    pub name: &'static str,
+    /// `postgres://…`; unset (or blank) = SQLite under `data_dir`.
+    pub database_url: Option<&'a str>,
+    pub data_dir: &'a Path,
+    /// Applied in order: `bus::inbox::MIGRATION` first (kit cannot name the bus crate, so
+    /// each service's list starts with it), then the service's own.
+    pub migrations: &'a [Migration],
+    pub listen: SocketAddr,
+}
+
+/// What [`Setup::start`] leaves ready for a service's `build()`.
+pub struct Started {
+    pub db: Db,
+    /// Already bound, so a busy port fails `build()` before any task runs.
+    pub listener: TcpListener,
+    pub ready: ReadyCheck,
+}
+
+impl Setup<'_> {
+    /// Opens the database and applies the migrations (also what `migrate` commands run).
+    pub async fn open_db(&self) -> anyhow::Result<Db> {
+        let db = Db::open(self.database_url, self.data_dir, self.name).await?;
+        db.migrate(self.migrations).await?;
+        Ok(db)
+    }
+
+    /// Database → migrations → readiness check (database required, `bus_ping` optional,
+    /// see [`readiness`]) → bind. The caller spawns its background tasks (relay,
+    /// consumers) only after this returns: bound first, a port in use leaves nothing
+    /// running behind a failed start.
+    pub async fn start<B, F>(&self, bus_ping: B) -> anyhow::Result<Started>
+    where
+        B: Fn() -> F + Send + Sync + 'static,
+        F: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let db = self.open_db().await?;
+        let ready = readiness(db.clone(), bus_ping);
+        let listener = bind(self.listen).await?;
+        Ok(Started {
+            db,
+            listener,
+            ready,
+        })
+    }
 }
 
 /// Small request/response exchanges on keep-alive connections must not wait for Nagle.
