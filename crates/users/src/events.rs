@@ -1,5 +1,6 @@
-//! Consumption of the auth service's events: profiles follow `user.registered` and
-//! `user.updated`; `session.revoked` makes this service's verifier reject the session.
+//! Events of the user service: the ones it publishes (source [`SOURCE`], through its
+//! outbox), and its consumption of the auth service's: profiles follow `user.registered`
+//! and `user.updated`; `session.revoked` makes this service's verifier reject the session.
 //!
 //! Each profile effect runs in one transaction with its `processed_events` row
 //! (`bus::inbox::begin_once`), so redelivery is harmless. Order does not matter either:
@@ -12,12 +13,49 @@ use bus::{Envelope, Subscription};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::Profile;
 use crate::search::feed::Changes;
 use crate::state::ApiContext;
-use crate::store::{self, IdentityChange};
+use crate::store::profiles::{self, IdentityChange};
+
+/// Source name of the events this service publishes.
+pub const SOURCE: &str = "users";
 
 /// Consumer group of this service on the bus.
 pub const GROUP: &str = "users";
+
+/// `profile.updated`: the profile as it is after the change.
+pub fn profile_updated(p: &Profile) -> Envelope {
+    Envelope::new(
+        SOURCE,
+        "profile.updated",
+        serde_json::json!({
+            "user_id": p.id,
+            "username": p.username,
+            "display_name": p.display_name,
+            "bio": p.bio,
+            "avatar_url": p.avatar_url,
+        }),
+    )
+}
+
+/// `user.followed` / `user.unfollowed`.
+pub fn follow(kind: &str, follower: uuid::Uuid, followee: uuid::Uuid) -> Envelope {
+    Envelope::new(
+        SOURCE,
+        kind,
+        serde_json::json!({ "follower_id": follower, "followee_id": followee }),
+    )
+}
+
+/// `user.blocked` / `user.unblocked`.
+pub fn block(kind: &str, blocker: uuid::Uuid, blocked: uuid::Uuid) -> Envelope {
+    Envelope::new(
+        SOURCE,
+        kind,
+        serde_json::json!({ "blocker_id": blocker, "blocked_id": blocked }),
+    )
+}
 
 #[derive(Debug, Deserialize)]
 struct Registered {
@@ -98,7 +136,7 @@ pub async fn handle(ctx: &ApiContext, event: &Envelope) -> anyhow::Result<()> {
                     .and_then(parse_time_ms)
                     .unwrap_or_else(kit::time::now_ms);
                 let change = IdentityChange {
-                    id: &p.user_id.to_string(),
+                    id: p.user_id,
                     version: &event.id.to_string(),
                     username: Some(&p.username),
                     display_name: p.display_name.as_deref(),
@@ -111,7 +149,7 @@ pub async fn handle(ctx: &ApiContext, event: &Envelope) -> anyhow::Result<()> {
         "user.updated" => match event.payload::<Updated>() {
             Ok(p) => {
                 let change = IdentityChange {
-                    id: &p.user_id.to_string(),
+                    id: p.user_id,
                     version: &event.id.to_string(),
                     username: p.username.as_deref(),
                     display_name: p.display_name.as_deref(),
@@ -141,13 +179,13 @@ async fn apply(
         return Ok(());
     };
     let mut changes = Changes::default();
-    let changed = store::apply_identity(&mut tx, ctx.db.backend(), change, &mut changes).await?;
+    let changed = profiles::apply_identity(&mut tx, ctx.db.backend(), change, &mut changes).await?;
     let mut announced = false;
     if changed
         && announce
-        && let Some(profile) = store::get_profile(tx.conn(), change.id).await?
+        && let Some(profile) = profiles::get(tx.conn(), change.id).await?
     {
-        bus::outbox::enqueue(&mut tx, &crate::api::profile_updated_event(&profile)).await?;
+        bus::outbox::enqueue(&mut tx, &profile_updated(&profile)).await?;
         announced = true;
     }
     tx.commit().await?;

@@ -30,7 +30,6 @@ pub mod store;
 
 use std::net::SocketAddr;
 
-use kit::db::{Db, Migration};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -52,33 +51,22 @@ impl Default for Config {
     }
 }
 
-/// Service name: database file, metrics label, outbox relay.
+/// Service name: database file, metrics label.
 pub const NAME: &str = "users";
 
-pub const MIGRATIONS: &[Migration] = &[
-    bus::inbox::MIGRATION,
-    Migration {
-        id: "users-0001-init",
-        sqlite: include_str!("../migrations/0001_init.sqlite.sql"),
-        postgres: include_str!("../migrations/0001_init.postgres.sql"),
-    },
-    Migration {
-        id: "users-0002-search-index",
-        sqlite: include_str!("../migrations/0002_search_index.sqlite.sql"),
-        postgres: include_str!("../migrations/0002_search_index.postgres.sql"),
-    },
-];
-
-async fn open(common: &kit::config::CommonConfig, config: &Config) -> anyhow::Result<Db> {
-    let db = Db::open(config.database_url.as_deref(), &common.data_dir, NAME).await?;
-    db.migrate(MIGRATIONS).await?;
-    Ok(db)
+fn setup<'a>(common: &'a kit::config::CommonConfig, config: &'a Config) -> kit::server::Setup<'a> {
+    kit::server::Setup {
+        name: NAME,
+        database_url: config.database_url.as_deref(),
+        data_dir: &common.data_dir,
+        migrations: store::MIGRATIONS,
+        listen: config.listen,
+    }
 }
 
 /// Applies the service's migrations and returns.
 pub async fn migrate(common: &kit::config::CommonConfig, config: &Config) -> anyhow::Result<()> {
-    let db = open(common, config).await?;
-    db.close().await;
+    setup(common, config).open_db().await?.close().await;
     Ok(())
 }
 
@@ -89,15 +77,24 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> anyhow::Result<kit::server::Service> {
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
-    let db = open(common, config).await?;
+    let ping = bus.clone();
+    let kit::server::Started {
+        db,
+        listener,
+        ready,
+    } = setup(common, config)
+        .start(move || {
+            let bus = ping.clone();
+            async move { bus.ping().await }
+        })
+        .await?;
     let (search, feed) = search::feed::load(&db).await?;
-    // Bind before starting background tasks, so a busy port leaves nothing running.
-    let listener = kit::server::bind(config.listen).await?;
+    // Everything that can fail is done: only now start the background tasks.
     let shutdown = shutdown.child_token();
     let verifier = token::Verifier::from_url(common.jwks_url());
     token::Verifier::spawn_revocation_sync(&common.auth_url);
     let (outbox, relay) =
-        bus::outbox::Relay::spawn(NAME, db.clone(), bus.clone(), shutdown.clone());
+        bus::outbox::Relay::spawn(events::SOURCE, db.clone(), bus.clone(), shutdown.clone());
     let feed = feed.spawn(shutdown.clone());
     let ctx = ApiContext {
         db: db.clone(),
@@ -106,11 +103,6 @@ pub async fn build(
         search,
     };
     let consumer = events::subscribe(ctx.clone(), &bus, shutdown.clone());
-
-    let ready = kit::server::readiness(db.clone(), move || {
-        let bus = bus.clone();
-        async move { bus.ping().await }
-    });
     let router = kit::server::finish_router(NAME, api::router(ctx), ready, trusted);
     Ok(kit::server::Service {
         name: NAME,

@@ -4,18 +4,19 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
-use bus::Envelope;
 use kit::http::{Path, Query};
 use kit::{ApiError, ApiResult};
 use serde::Serialize;
 use token::AuthUser;
 
-use super::{Page, PageParams, SOURCE, ensure_me, user_not_found};
+use super::{Page, PageParams, ensure_me, user_not_found};
 use crate::cursor::{self, EdgeCursor};
 use crate::domain::Profile;
+use crate::events;
 use crate::search::feed::Changes;
 use crate::state::ApiContext;
-use crate::store::{self, EdgeList};
+use crate::store::graph::{self, EdgeList};
+use crate::store::profiles;
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -28,22 +29,6 @@ pub fn router() -> Router<ApiContext> {
         .route("/users/{id}/followers", get(followers))
         .route("/users/{id}/following", get(following))
         .route("/users/suggested", get(suggested))
-}
-
-fn follow_event(kind: &str, follower: &str, followee: &str) -> Envelope {
-    Envelope::new(
-        SOURCE,
-        kind,
-        serde_json::json!({ "follower_id": follower, "followee_id": followee }),
-    )
-}
-
-fn block_event(kind: &str, blocker: &str, blocked: &str) -> Envelope {
-    Envelope::new(
-        SOURCE,
-        kind,
-        serde_json::json!({ "blocker_id": blocker, "blocked_id": blocked }),
-    )
 }
 
 fn blocked() -> ApiError {
@@ -90,56 +75,51 @@ async fn change_edge(
     if id == user.id {
         return Err(op.self_error());
     }
-    let me = if op.creates() {
-        ensure_me(ctx, user).await?.id
-    } else {
-        user.id.to_string()
-    };
-    let target = id.to_string();
+    if op.creates() {
+        ensure_me(ctx, user).await?;
+    }
+    let (me, target) = (user.id, id);
     let mut tx = ctx.db.begin().await?;
-    if !store::lock_pair(&mut tx, ctx.db.backend(), &me, &target).await? {
+    if !graph::lock_pair(&mut tx, ctx.db.backend(), me, target).await? {
         return Err(user_not_found());
     }
     let mut changes = Changes::default();
     let mut events = Vec::new();
     let changed = match op {
         EdgeChange::Follow => {
-            if store::pair_flags(tx.conn(), &me, &target)
-                .await?
-                .any_block()
-            {
+            if graph::pair_flags(tx.conn(), me, target).await?.any_block() {
                 return Err(blocked());
             }
-            let inserted = store::insert_follow(&mut tx, &me, &target, &mut changes).await?;
+            let inserted = graph::insert_follow(&mut tx, me, target, &mut changes).await?;
             if inserted {
-                events.push(follow_event("user.followed", &me, &target));
+                events.push(events::follow("user.followed", me, target));
             }
             inserted
         }
         EdgeChange::Unfollow => {
-            let deleted = store::delete_follow(&mut tx, &me, &target, &mut changes).await?;
+            let deleted = graph::delete_follow(&mut tx, me, target, &mut changes).await?;
             if deleted {
-                events.push(follow_event("user.unfollowed", &me, &target));
+                events.push(events::follow("user.unfollowed", me, target));
             }
             deleted
         }
         EdgeChange::Block => {
-            let inserted = store::insert_block(&mut tx, &me, &target).await?;
+            let inserted = graph::insert_block(tx.conn(), me, target).await?;
             if inserted {
                 // A block ends every follow between the two, in both directions.
-                for (a, b) in [(&me, &target), (&target, &me)] {
-                    if store::delete_follow(&mut tx, a, b, &mut changes).await? {
-                        events.push(follow_event("user.unfollowed", a, b));
+                for (a, b) in [(me, target), (target, me)] {
+                    if graph::delete_follow(&mut tx, a, b, &mut changes).await? {
+                        events.push(events::follow("user.unfollowed", a, b));
                     }
                 }
-                events.push(block_event("user.blocked", &me, &target));
+                events.push(events::block("user.blocked", me, target));
             }
             inserted
         }
         EdgeChange::Unblock => {
-            let deleted = store::delete_block(&mut tx, &me, &target).await?;
+            let deleted = graph::delete_block(tx.conn(), me, target).await?;
             if deleted {
-                events.push(block_event("user.unblocked", &me, &target));
+                events.push(events::block("user.unblocked", me, target));
             }
             deleted
         }
@@ -194,14 +174,14 @@ async fn unblock(
 async fn page(
     ctx: &ApiContext,
     list: EdgeList,
-    anchor: &str,
-    viewer: &str,
+    anchor: uuid::Uuid,
+    viewer: uuid::Uuid,
     params: &PageParams,
 ) -> ApiResult<Page<Profile>> {
     let limit = cursor::limit(params.limit)?;
     let after = EdgeCursor::parse(params.cursor.as_deref())?;
     let (items, next) =
-        store::list_edges(ctx.db.pool(), list, anchor, viewer, &after, limit).await?;
+        graph::list_edges(ctx.db.pool(), list, anchor, viewer, &after, limit).await?;
     Ok(Page {
         items,
         next_cursor: next.map(|c| c.encode()),
@@ -216,20 +196,17 @@ async fn others_page(
     list: EdgeList,
     params: &PageParams,
 ) -> ApiResult<Page<Profile>> {
-    let (me, target) = (user.id.to_string(), id.to_string());
+    let (me, target) = (user.id, id);
     if me != target {
-        let flags = store::pair_flags_pool(ctx.db.pool(), &me, &target).await?;
+        let flags = graph::pair_flags(ctx.db.pool(), me, target).await?;
         if flags.b_blocks_a {
             return Err(user_not_found());
         }
     }
-    if store::get_profile_pool(ctx.db.pool(), &target)
-        .await?
-        .is_none()
-    {
+    if profiles::get(ctx.db.pool(), target).await?.is_none() {
         return Err(user_not_found());
     }
-    page(ctx, list, &target, &me, params).await
+    page(ctx, list, target, me, params).await
 }
 
 async fn followers(
@@ -259,9 +236,9 @@ async fn my_followers(
     user: AuthUser,
     Query(params): Query<PageParams>,
 ) -> ApiResult<kit::http::Json<Page<Profile>>> {
-    let me = user.id.to_string();
+    let me = user.id;
     Ok(kit::http::Json(
-        page(&ctx, EdgeList::Followers, &me, &me, &params).await?,
+        page(&ctx, EdgeList::Followers, me, me, &params).await?,
     ))
 }
 
@@ -270,9 +247,9 @@ async fn my_following(
     user: AuthUser,
     Query(params): Query<PageParams>,
 ) -> ApiResult<kit::http::Json<Page<Profile>>> {
-    let me = user.id.to_string();
+    let me = user.id;
     Ok(kit::http::Json(
-        page(&ctx, EdgeList::Following, &me, &me, &params).await?,
+        page(&ctx, EdgeList::Following, me, me, &params).await?,
     ))
 }
 
@@ -281,9 +258,9 @@ async fn list_friends(
     user: AuthUser,
     Query(params): Query<PageParams>,
 ) -> ApiResult<kit::http::Json<Page<Profile>>> {
-    let me = user.id.to_string();
+    let me = user.id;
     Ok(kit::http::Json(
-        page(&ctx, EdgeList::Friends, &me, &me, &params).await?,
+        page(&ctx, EdgeList::Friends, me, me, &params).await?,
     ))
 }
 
@@ -292,9 +269,9 @@ async fn list_blocks(
     user: AuthUser,
     Query(params): Query<PageParams>,
 ) -> ApiResult<kit::http::Json<Page<Profile>>> {
-    let me = user.id.to_string();
+    let me = user.id;
     Ok(kit::http::Json(
-        page(&ctx, EdgeList::Blocks, &me, &me, &params).await?,
+        page(&ctx, EdgeList::Blocks, me, me, &params).await?,
     ))
 }
 
@@ -319,8 +296,8 @@ async fn suggested(
             (cursor::parse_i64(&p[0])?, p[1].clone())
         }
     };
-    let me = user.id.to_string();
-    let mut rows = store::suggestions(ctx.db.pool(), &me, (after.0, &after.1), limit + 1).await?;
+    let mut rows =
+        graph::suggestions(ctx.db.pool(), user.id, (after.0, &after.1), limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = if more {
@@ -330,7 +307,7 @@ async fn suggested(
         None
     };
     let ids: Vec<String> = rows.iter().map(|(id, _)| id.clone()).collect();
-    let profiles = store::profiles_by_ids(ctx.db.pool(), &ids).await?;
+    let profiles = profiles::by_ids(ctx.db.pool(), &ids).await?;
     let scores: std::collections::HashMap<&str, i64> =
         rows.iter().map(|(id, s)| (id.as_str(), *s)).collect();
     let items = profiles

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::Page;
 use crate::cursor;
 use crate::state::ApiContext;
-use crate::store::{self, PairFlags};
+use crate::store::graph::{self, PairFlags};
 
 /// Largest page of `GET /internal/blocks` (also its default): a backfill wants few round
 /// trips, and 1000 rows of two uuids are ~90 KB of JSON.
@@ -43,8 +43,7 @@ async fn relationships(
     State(ctx): State<ApiContext>,
     Path((a, b)): Path<(uuid::Uuid, uuid::Uuid)>,
 ) -> ApiResult<Json<PairStatus>> {
-    let (flags, a_exists, b_exists) =
-        store::pair_status(ctx.db.pool(), &a.to_string(), &b.to_string()).await?;
+    let (flags, a_exists, b_exists) = graph::pair_status(ctx.db.pool(), a, b).await?;
     Ok(Json(PairStatus {
         flags,
         a_exists,
@@ -81,20 +80,14 @@ async fn blocks(
         None => None,
         Some(c) => {
             let p = cursor::decode("k", 2, c)?;
-            for id in &p {
-                uuid::Uuid::parse_str(id).map_err(|_| {
-                    ApiError::bad_request("invalid_cursor", "the cursor is malformed")
-                })?;
-            }
-            Some((p[0].clone(), p[1].clone()))
+            let id = |s: &str| {
+                uuid::Uuid::parse_str(s)
+                    .map_err(|_| ApiError::bad_request("invalid_cursor", "the cursor is malformed"))
+            };
+            Some((id(&p[0])?, id(&p[1])?))
         }
     };
-    let mut rows = store::blocks_after(
-        ctx.db.pool(),
-        after.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
-        limit + 1,
-    )
-    .await?;
+    let mut rows = graph::blocks_after(ctx.db.pool(), after, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = if more {

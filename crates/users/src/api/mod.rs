@@ -7,7 +7,6 @@ pub mod profiles;
 pub mod search;
 
 use axum::Router;
-use bus::Envelope;
 use kit::{ApiError, ApiResult};
 use serde::{Deserialize, Serialize};
 use token::AuthUser;
@@ -15,10 +14,8 @@ use token::AuthUser;
 use crate::domain::Profile;
 use crate::search::feed::Changes;
 use crate::state::ApiContext;
-use crate::store::{self, IdentityChange};
-
-/// Source name of the events this service publishes.
-pub const SOURCE: &str = "users";
+use crate::store;
+use crate::store::profiles::IdentityChange;
 
 pub fn router(ctx: ApiContext) -> Router {
     Router::new()
@@ -61,8 +58,7 @@ pub fn user_not_found() -> ApiError {
 /// service's `user.registered` event has not arrived yet; the event later fills in the
 /// display name and creation time.
 pub async fn ensure_me(ctx: &ApiContext, user: &AuthUser) -> ApiResult<Profile> {
-    let id = user.id.to_string();
-    if let Some(p) = store::get_profile_pool(ctx.db.pool(), &id).await? {
+    if let Some(p) = store::profiles::get(ctx.db.pool(), user.id).await? {
         return Ok(p);
     }
     if user.username.trim().is_empty() {
@@ -74,30 +70,16 @@ pub async fn ensure_me(ctx: &ApiContext, user: &AuthUser) -> ApiResult<Profile> 
     }
     let mut tx = ctx.db.begin().await?;
     let change = IdentityChange {
-        id: &id,
+        id: user.id,
         version: "",
         username: Some(&user.username),
         display_name: None,
         created_at: None,
     };
     let mut changes = Changes::default();
-    store::apply_identity(&mut tx, ctx.db.backend(), &change, &mut changes).await?;
-    let profile = store::get_profile(tx.conn(), &id).await?;
+    store::profiles::apply_identity(&mut tx, ctx.db.backend(), &change, &mut changes).await?;
+    let profile = store::profiles::get(tx.conn(), user.id).await?;
     tx.commit().await?;
     changes.apply_to(&ctx.search);
     profile.ok_or_else(|| ApiError::internal("profile missing right after its creation"))
-}
-
-pub fn profile_updated_event(p: &Profile) -> Envelope {
-    Envelope::new(
-        SOURCE,
-        "profile.updated",
-        serde_json::json!({
-            "user_id": p.id,
-            "username": p.username,
-            "display_name": p.display_name,
-            "bio": p.bio,
-            "avatar_url": p.avatar_url,
-        }),
-    )
 }

@@ -8,11 +8,12 @@ use kit::{ApiError, ApiResult};
 use serde::Serialize;
 use token::AuthUser;
 
-use super::{ensure_me, profile_updated_event, user_not_found};
+use super::{ensure_me, user_not_found};
 use crate::domain::{Profile, ProfilePatch, Relationship};
+use crate::events;
 use crate::search::feed::Changes;
 use crate::state::ApiContext;
-use crate::store;
+use crate::store::{graph, profiles};
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -36,11 +37,10 @@ async fn patch_me(
     }
     let mut tx = ctx.db.begin().await?;
     let mut changes = Changes::default();
-    let profile =
-        store::patch_profile(&mut tx, ctx.db.backend(), &current.id, &patch, &mut changes)
-            .await?
-            .ok_or_else(|| ApiError::internal("profile vanished during PATCH"))?;
-    bus::outbox::enqueue(&mut tx, &profile_updated_event(&profile)).await?;
+    let profile = profiles::patch(&mut tx, ctx.db.backend(), user.id, &patch, &mut changes)
+        .await?
+        .ok_or_else(|| ApiError::internal("profile vanished during PATCH"))?;
+    bus::outbox::enqueue(&mut tx, &events::profile_updated(&profile)).await?;
     tx.commit().await?;
     changes.apply_to(&ctx.search);
     ctx.outbox.wake();
@@ -59,13 +59,13 @@ async fn get_user(
     user: AuthUser,
     Path(id): Path<uuid::Uuid>,
 ) -> ApiResult<Json<ProfileWithRelationship>> {
-    let (me, target) = (user.id.to_string(), id.to_string());
-    let flags = store::pair_flags_pool(ctx.db.pool(), &me, &target).await?;
+    let (me, target) = (user.id, id);
+    let flags = graph::pair_flags(ctx.db.pool(), me, target).await?;
     // A blocker is invisible to the people it blocks: same answer as for no such user.
     if flags.b_blocks_a {
         return Err(user_not_found());
     }
-    let profile = store::get_profile_pool(ctx.db.pool(), &target)
+    let profile = profiles::get(ctx.db.pool(), target)
         .await?
         .ok_or_else(user_not_found)?;
     let relationship = if me == target {

@@ -17,7 +17,7 @@ use crate::search::feed::parse_id;
 use crate::search::index::SearchIndex;
 use crate::search::{self, RankKey};
 use crate::state::ApiContext;
-use crate::store;
+use crate::store::{graph, profiles};
 
 pub fn router() -> Router<ApiContext> {
     Router::new().route("/users/search", get(search_users))
@@ -99,7 +99,7 @@ pub async fn search_page(
     after: Option<&RankKey>,
     limit: i64,
 ) -> Result<(Vec<Profile>, Option<RankKey>), sqlx::Error> {
-    let hidden = store::blockers_of(db.pool(), caller).await?;
+    let hidden = graph::blockers_of(db.pool(), caller).await?;
     let mut keys = index.page(q, &hidden, after, limit as usize + 1);
     let more = keys.len() > limit as usize;
     keys.truncate(limit as usize);
@@ -108,6 +108,6 @@ pub async fn search_page(
         .iter()
         .map(|k| uuid::Uuid::from_u128(k.id).to_string())
         .collect();
-    let items = store::profiles_by_ids(db.pool(), &ids).await?;
+    let items = profiles::by_ids(db.pool(), &ids).await?;
     Ok((items, next))
 }

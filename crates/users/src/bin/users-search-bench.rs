@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| dir.path().to_path_buf());
     let db = Db::open(url.as_deref(), &data_dir, users::NAME).await?;
-    db.migrate(users::MIGRATIONS).await?;
+    db.migrate(users::store::MIGRATIONS).await?;
     let existing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM profiles")
         .fetch_one(db.pool())
         .await?;
