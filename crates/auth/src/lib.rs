@@ -81,18 +81,34 @@ impl Default for Config {
     }
 }
 
-async fn open_db(
-    common: &kit::config::CommonConfig,
-    config: &Config,
-) -> anyhow::Result<kit::db::Db> {
-    let db = kit::db::Db::open(config.database_url.as_deref(), &common.data_dir, "auth").await?;
-    db.migrate(store::MIGRATIONS).await?;
-    Ok(db)
+impl Config {
+    /// Refuses values below their minimum, naming the key (at load, instead of silently
+    /// raising them when a login is slowed down).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        // 0 turns the slowdown off; a negative delay has no meaning.
+        if self.login_slowdown_max_ms < 0 {
+            anyhow::bail!(
+                "invalid configuration: auth.login_slowdown_max_ms = {}, the minimum is 0",
+                self.login_slowdown_max_ms
+            );
+        }
+        Ok(())
+    }
+}
+
+fn setup<'a>(common: &'a kit::config::CommonConfig, config: &'a Config) -> kit::server::Setup<'a> {
+    kit::server::Setup {
+        name: "auth",
+        database_url: config.database_url.as_deref(),
+        data_dir: &common.data_dir,
+        migrations: store::MIGRATIONS,
+        listen: config.listen,
+    }
 }
 
 /// Applies the auth database migrations.
 pub async fn migrate(common: &kit::config::CommonConfig, config: &Config) -> anyhow::Result<()> {
-    open_db(common, config).await?.close().await;
+    setup(common, config).open_db().await?.close().await;
     Ok(())
 }
 
@@ -102,20 +118,32 @@ pub async fn build(
     bus: bus::Bus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<kit::server::Service> {
-    let shutdown = shutdown.child_token();
+    config.validate()?;
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
-    let db = open_db(common, config).await?;
+    let ping = bus.clone();
+    let kit::server::Started {
+        db,
+        listener,
+        ready,
+    } = setup(common, config)
+        .start(move || {
+            let bus = ping.clone();
+            async move { bus.ping().await }
+        })
+        .await?;
+    let shutdown = shutdown.child_token();
     let keys = Arc::new(token::KeySet::load_or_generate(
         &common.data_dir.join("keys"),
     )?);
     let verifier = token::Verifier::from_jwks(&keys.jwks())?;
-    let (outbox, relay) =
-        bus::outbox::Relay::spawn(events::SOURCE, db.clone(), bus.clone(), shutdown.clone());
     let mailer = mail::Mailer::new(
         config.smtp_url.as_deref(),
         &config.mail_from,
         common.data_dir.join("outbox"),
     )?;
+    // Everything that can fail is done: only now start the relay.
+    let (outbox, relay) =
+        bus::outbox::Relay::spawn(events::SOURCE, db.clone(), bus.clone(), shutdown.clone());
     let ctx = ApiContext {
         db: db.clone(),
         keys,
@@ -125,14 +153,10 @@ pub async fn build(
         hasher: hashing::Hasher::default(),
         mailer: Arc::new(mailer),
     };
-    let ready = kit::server::readiness(db.clone(), move || {
-        let bus = bus.clone();
-        async move { bus.ping().await }
-    });
     let router = kit::server::finish_router("auth", api::router(ctx), ready, trusted);
     Ok(kit::server::Service {
         name: "auth",
-        listener: kit::server::bind(config.listen).await?,
+        listener,
         router,
         shutdown,
         background: vec![relay],

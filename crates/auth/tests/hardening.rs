@@ -384,3 +384,27 @@ fn capture(bus: &bus::Bus) -> Arc<Mutex<Vec<bus::Envelope>>> {
     );
     seen
 }
+
+/// A negative `login_slowdown_max_ms` used to be read as 0 silently; now the service
+/// refuses to start and names the key and its minimum.
+#[tokio::test]
+async fn a_negative_login_slowdown_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let common = kit::config::CommonConfig {
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    let config = auth::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        login_slowdown_max_ms: -1,
+        ..Default::default()
+    };
+    let err = match auth::build(&common, &config, bus::Bus::memory(), Default::default()).await {
+        Ok(_) => panic!("a negative login slowdown was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("auth.login_slowdown_max_ms") && err.contains("minimum is 0"),
+        "{err}"
+    );
+}

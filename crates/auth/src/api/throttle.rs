@@ -121,7 +121,7 @@ pub async fn admit(ctx: &ApiContext, keys: &ThrottleKeys, device: Option<&str>) 
     let over = (account_failures - config.login_max_failures_per_account).clamp(0, 16) as u32;
     let delay_ms = SLOWDOWN_BASE_MS
         .saturating_mul(1 << over)
-        .min(config.login_slowdown_max_ms.max(0) as u64);
+        .min(config.login_slowdown_max_ms as u64);
     Ok(Gate::Slowed { delay_ms })
 }
 
