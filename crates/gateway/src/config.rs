@@ -251,7 +251,30 @@ impl Default for RateLimitPolicy {
     }
 }
 
+/// Shortest active health-check period: a shorter one would load every instance's
+/// `/readyz` (and its database probe) more than 10 times a second per gateway.
+pub const MIN_HEALTH_CHECK_INTERVAL_MS: u64 = 100;
+/// Shortest health-check timeout: a local `/readyz` answers in about 1 ms, but a probe
+/// given less than 50 ms would eject healthy instances on a scheduling hiccup.
+pub const MIN_HEALTH_CHECK_TIMEOUT_MS: u64 = 50;
+
 impl Config {
+    /// Refuses values below their minimum, naming the key (at load, instead of silently
+    /// raising them when the gateway starts).
+    pub fn validate(&self) -> anyhow::Result<()> {
+        at_least(
+            "gateway.health_check_interval_ms",
+            self.health_check_interval_ms,
+            MIN_HEALTH_CHECK_INTERVAL_MS,
+        )?;
+        at_least(
+            "gateway.health_check_timeout_ms",
+            self.health_check_timeout_ms,
+            MIN_HEALTH_CHECK_TIMEOUT_MS,
+        )?;
+        Ok(())
+    }
+
     /// The configured policies over the built-in ones: configuring only `default` (as the
     /// environment does) keeps `strict`.
     pub fn effective_rate_limits(&self) -> BTreeMap<String, RateLimitPolicy> {
@@ -259,6 +282,13 @@ impl Config {
         all.extend(self.rate_limits.iter().map(|(k, v)| (k.clone(), *v)));
         all
     }
+}
+
+fn at_least(key: &str, value: u64, min: u64) -> anyhow::Result<()> {
+    if value < min {
+        anyhow::bail!("invalid configuration: {key} = {value}, the minimum is {min}");
+    }
+    Ok(())
 }
 
 pub fn default_rate_limits() -> BTreeMap<String, RateLimitPolicy> {

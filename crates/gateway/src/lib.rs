@@ -69,9 +69,9 @@ pub async fn build_with_admin(
     bus: bus::Bus,
     shutdown: CancellationToken,
 ) -> anyhow::Result<(kit::server::Service, Option<std::net::SocketAddr>)> {
+    config.validate()?;
     // The recorder must exist before metric handles are registered.
     kit::telemetry::metrics_handle();
-    let shutdown = shutdown.child_token();
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
     let client = client::http_client(config);
     let limit_redis = match config.rate_limit_backend {
@@ -109,6 +109,10 @@ pub async fn build_with_admin(
         routes.push(state::Route::new(r, cluster, &limiter)?);
     }
     routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    // Bind before starting any task (revocation sync, health checks, the admin
+    // listener), as every service does: a port in use leaves nothing running behind it.
+    let listener = kit::server::bind(config.listen).await?;
+    let shutdown = shutdown.child_token();
 
     let auth = Arc::new(edge_auth::EdgeAuth::new(
         token::Verifier::from_url_with_cache(common.jwks_url(), TOKEN_CACHE_CAPACITY),
@@ -155,8 +159,8 @@ pub async fn build_with_admin(
         tokio::spawn(upstream::health_check_loop(
             clusters.clone(),
             client.clone(),
-            Duration::from_millis(config.health_check_interval_ms.max(100)),
-            Duration::from_millis(config.health_check_timeout_ms.max(50)),
+            Duration::from_millis(config.health_check_interval_ms),
+            Duration::from_millis(config.health_check_timeout_ms),
             shutdown.clone(),
         )),
         tokio::spawn(openapi::refresh_loop(
@@ -198,7 +202,7 @@ pub async fn build_with_admin(
     Ok((
         kit::server::Service {
             name: "gateway",
-            listener: kit::server::bind(config.listen).await?,
+            listener,
             router,
             shutdown,
             background,
@@ -233,4 +237,55 @@ impl Predicate for JsonAbove {
 /// No database: nothing to migrate.
 pub async fn migrate(_common: &kit::config::CommonConfig, _config: &Config) -> anyhow::Result<()> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quiet_config() -> Config {
+        Config {
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_listen: None,
+            ..Config::default()
+        }
+    }
+
+    /// A health-check interval below 100 ms used to be raised to 100 ms silently; now the
+    /// gateway refuses to start and says which key is wrong and what the minimum is.
+    #[tokio::test]
+    async fn a_health_check_interval_below_its_minimum_is_refused_at_start() {
+        let common = kit::config::CommonConfig::default();
+        let config = Config {
+            health_check_interval_ms: 20,
+            ..quiet_config()
+        };
+        let err = match build(
+            &common,
+            &config,
+            bus::Bus::memory(),
+            CancellationToken::new(),
+        )
+        .await
+        {
+            Ok(_) => panic!("a 20 ms health-check interval was accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            err.contains("gateway.health_check_interval_ms") && err.contains("100"),
+            "{err}"
+        );
+        // The minimum itself is fine.
+        let config = Config {
+            health_check_interval_ms: 100,
+            health_check_timeout_ms: 50,
+            ..quiet_config()
+        };
+        let shutdown = CancellationToken::new();
+        let service = build(&common, &config, bus::Bus::memory(), shutdown.clone())
+            .await
+            .unwrap();
+        shutdown.cancel();
+        drop(service);
+    }
 }
