@@ -5,7 +5,7 @@
 //! re-published ([`replay_since`]) — automatically when Redis lost data (see
 //! [`crate::recovery`]), or by hand (`intellicolab replay-events`).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use kit::db::{Backend, Db, Tx};
@@ -25,15 +25,92 @@ const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Writes `event` into the outbox as part of `tx`.
 pub async fn enqueue(tx: &mut Tx, event: &Envelope) -> Result<(), sqlx::Error> {
-    let payload = serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     sqlx::query("INSERT INTO outbox (id, kind, payload, created_at) VALUES ($1, $2, $3, $4)")
         .bind(event.id.to_string())
         .bind(&event.kind)
-        .bind(payload)
+        .bind(payload(event)?)
         .bind(kit::time::now_ms())
         .execute(tx.conn())
         .await?;
     Ok(())
+}
+
+/// Writes `events` into the outbox as part of the transaction whose connection is
+/// `conn` (`tx.conn()`): one statement per batch on PostgreSQL ([`pg_insert_json`]), one
+/// per 200 rows on SQLite (multi-row VALUES, well under its 32 766 bind parameters).
+pub async fn enqueue_many(
+    conn: &mut sqlx::AnyConnection,
+    events: &[Envelope],
+) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let now = kit::time::now_ms();
+    if conn.backend_name() == "PostgreSQL" {
+        sqlx::query(PG_INSERT.as_str())
+            .bind(json_rows(events)?)
+            .bind(now)
+            .execute(conn)
+            .await?;
+        return Ok(());
+    }
+    for chunk in events.chunks(200) {
+        let rows = (0..chunk.len())
+            .map(|i| {
+                format!(
+                    "(${}, ${}, ${}, ${})",
+                    4 * i + 1,
+                    4 * i + 2,
+                    4 * i + 3,
+                    4 * i + 4
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("INSERT INTO outbox (id, kind, payload, created_at) VALUES {rows}");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            q = q
+                .bind(e.id.to_string())
+                .bind(e.kind.as_str())
+                .bind(payload(e)?)
+                .bind(now);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// PostgreSQL: a statement that inserts the outbox rows [`json_rows`] encodes, bound as
+/// `$rows`, with `created_at` bound as `$created_at`. The same text for every batch size
+/// (parsed and planned once per connection). A producer that writes its own rows in one
+/// statement can embed it as a data-modifying CTE, saving a round trip per batch.
+pub fn pg_insert_json(rows: usize, created_at: usize) -> String {
+    format!(
+        "INSERT INTO outbox (id, kind, payload, created_at)
+         SELECT id, kind, payload, ${created_at}
+         FROM json_to_recordset(${rows}::json) AS x(id text, kind text, payload text)"
+    )
+}
+
+static PG_INSERT: LazyLock<String> = LazyLock::new(|| pg_insert_json(1, 2));
+
+/// The JSON array of outbox rows (`id`, `kind`, `payload`) that [`pg_insert_json`] reads.
+pub fn json_rows(events: &[Envelope]) -> Result<String, sqlx::Error> {
+    let rows = events
+        .iter()
+        .map(|e| {
+            Ok(serde_json::json!({
+                "id": e.id, "kind": e.kind, "payload": payload(e)?,
+            }))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+}
+
+/// An outbox row's `payload`: the whole envelope as JSON text.
+fn payload(event: &Envelope) -> Result<String, sqlx::Error> {
+    serde_json::to_string(event).map_err(|e| sqlx::Error::Encode(Box::new(e)))
 }
 
 /// Wakes the relay after a commit so events go out without waiting for the poll.
@@ -333,8 +410,45 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
-    use super::parse_since;
+    use kit::db::{Backend, Db};
+
+    use super::{enqueue_many, parse_since};
+    use crate::Envelope;
+
+    kit::backend_tests!(enqueue_many_stores_every_event_in_order);
+
+    /// 250 events: two statements on SQLite (200 rows each at most), one on PostgreSQL.
+    async fn enqueue_many_stores_every_event_in_order(backend: Backend) {
+        let Some(handle) = kit::testing::test_db(backend, "enqueue_many").await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(handle.url.as_deref(), dir.path(), "bus")
+            .await
+            .unwrap();
+        db.migrate(&[crate::inbox::MIGRATION]).await.unwrap();
+        let events: Vec<Envelope> = (0..250)
+            .map(|n| Envelope::new("test", "thing.happened", serde_json::json!({ "n": n })))
+            .collect();
+        let mut tx = db.begin().await.unwrap();
+        enqueue_many(tx.conn(), &events).await.unwrap();
+        enqueue_many(tx.conn(), &[]).await.unwrap();
+        tx.commit().await.unwrap();
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT id, payload, created_at FROM outbox WHERE published_at IS NULL ORDER BY seq",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), events.len());
+        for ((id, payload, created_at), event) in rows.iter().zip(&events) {
+            assert_eq!(id, &event.id.to_string());
+            assert_eq!(&serde_json::from_str::<Envelope>(payload).unwrap(), event);
+            assert!(*created_at > 0);
+        }
+    }
 
     #[test]
     fn since_takes_epoch_ms_and_rfc3339() {
