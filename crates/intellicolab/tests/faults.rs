@@ -880,7 +880,10 @@ async fn run(test: &str, fault: Fault) {
             // 2 s) to be taken back before the other one dies.
             for node in [0, 1] {
                 let retries = load.retries.load(Ordering::SeqCst);
+                let watched = open_watched(&load, &senders[0]).await;
+                let watched = stuff(watched).await;
                 cluster.proc_mut(Role::Chat(node)).kill9();
+                let watch = tokio::spawn(closed_in_time(load.clone(), watched, node));
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 // With one node gone, the other serves: no restart needed for that.
                 let when = format!("after killing node {node}");
@@ -893,6 +896,7 @@ async fn run(test: &str, fault: Fault) {
                     "node {node} killed: {} sends repeated",
                     load.retries.load(Ordering::SeqCst) - retries
                 );
+                watch.await.unwrap();
             }
         }
         Fault::StopRedis => {
@@ -1102,6 +1106,84 @@ async fn run(test: &str, fault: Fault) {
             cluster.logs_tail(30)
         );
     }
+}
+
+/// WebSockets through the gateway (spread over both nodes) that only watch a kill.
+const WATCHED: usize = 6;
+
+async fn open_watched(load: &Load, who: &Account) -> Vec<Ws> {
+    let mut out = Vec::new();
+    for _ in 0..WATCHED {
+        if let Some(mut ws) = ws_connect(load.obs(), &load.ws_url, &who.access).await
+            && let Ok(Some(v)) = next_frame(load.obs(), &mut ws, SLOW).await
+            && v["type"] == "ready"
+        {
+            out.push(ws);
+        }
+    }
+    out
+}
+
+/// Sends each watched socket ~200 KiB of `ping`s, so that the node is still reading them
+/// when it dies: its kernel then resets the connection (unread data) instead of closing
+/// it — the case where a relay that only handles a clean end leaves the client hanging.
+async fn stuff(mut watched: Vec<Ws>) -> Vec<Ws> {
+    let pad = "x".repeat(20 * 1024);
+    let ping = json!({"type": "ping", "pad": pad}).to_string();
+    for ws in &mut watched {
+        for _ in 0..10 {
+            let _ = ws.send(WsMessage::Text(ping.clone().into())).await;
+        }
+    }
+    watched
+}
+
+/// After a kill, each watched socket is either closed within [`SLOW`] (it was on the
+/// dead node) or still served (it answers a `ping`). One that stays silent and open, and
+/// only ends when the client writes again, was left hanging by the gateway: its client
+/// would wait forever for the `ack` of a send made just before the kill.
+async fn closed_in_time(load: Arc<Load>, watched: Vec<Ws>, node: usize) {
+    let checks = watched.into_iter().map(|mut ws| {
+        let load = load.clone();
+        async move {
+            let started = Instant::now();
+            // Pongs and errors for the pings sent before the kill may still come.
+            loop {
+                let left = SLOW.saturating_sub(started.elapsed());
+                match next_frame(load.obs(), &mut ws, left).await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => return,
+                    Err(()) => break,
+                }
+            }
+            let ping = json!({"type": "ping"}).to_string();
+            if ws.send(WsMessage::Text(ping.into())).await.is_err() {
+                return;
+            }
+            loop {
+                match next_frame(load.obs(), &mut ws, SLOW).await {
+                    Ok(Some(v)) if v["type"] == "pong" => return,
+                    Ok(Some(_)) => continue,
+                    Ok(None) => {
+                        load.obs().violation(format!(
+                            "a WebSocket through the gateway stayed open and silent {SLOW:?} \
+                             after its chat node {node} was killed, and closed only when \
+                             the client wrote again"
+                        ));
+                        return;
+                    }
+                    Err(()) => {
+                        load.obs().violation(format!(
+                            "a WebSocket through the gateway answers nothing after chat \
+                             node {node} was killed"
+                        ));
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    futures::future::join_all(checks).await;
 }
 
 /// Polls until a send, `/users/me` and `/chat/rooms` all succeed through the gateway;
