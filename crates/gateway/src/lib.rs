@@ -251,10 +251,34 @@ mod tests {
         }
     }
 
+    /// Start-up failures, in one test because the first part needs a process where no
+    /// gateway has started yet (a started one registers a process-wide start-up gate).
+    ///
+    /// A busy port fails `build()` before any task starts: the revocation sync used to be
+    /// spawned first, and its start-up gate (auth unreachable here) kept every service of
+    /// the process answering 503 on `/readyz` for good.
+    ///
     /// A health-check interval below 100 ms used to be raised to 100 ms silently; now the
     /// gateway refuses to start and says which key is wrong and what the minimum is.
     #[tokio::test]
-    async fn a_health_check_interval_below_its_minimum_is_refused_at_start() {
+    async fn start_up_failures_leave_nothing_running_and_name_the_bad_key() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let unreachable_auth = kit::config::CommonConfig {
+            auth_url: "http://127.0.0.1:9".to_owned(),
+            ..Default::default()
+        };
+        let config = Config {
+            listen: taken.local_addr().unwrap(),
+            ..quiet_config()
+        };
+        let shutdown = CancellationToken::new();
+        let built = build(&unreachable_auth, &config, bus::Bus::memory(), shutdown).await;
+        assert!(built.is_err(), "bound a port that is in use");
+        assert!(
+            !kit::server::starting_up(),
+            "a failed start left the revocation sync running"
+        );
+
         let common = kit::config::CommonConfig::default();
         let config = Config {
             health_check_interval_ms: 20,
