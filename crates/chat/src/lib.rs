@@ -100,18 +100,22 @@ impl Default for Config {
     }
 }
 
-async fn open_db(
-    common: &kit::config::CommonConfig,
-    config: &Config,
-) -> anyhow::Result<kit::db::Db> {
-    let db = kit::db::Db::open(config.database_url.as_deref(), &common.data_dir, "chat").await?;
-    db.migrate(store::MIGRATIONS).await?;
-    Ok(db)
+fn setup<'a>(
+    common: &'a kit::config::CommonConfig,
+    config: &'a Config,
+) -> kit::server::Setup<'a> {
+    kit::server::Setup {
+        name: "chat",
+        database_url: config.database_url.as_deref(),
+        data_dir: &common.data_dir,
+        migrations: store::MIGRATIONS,
+        listen: config.listen,
+    }
 }
 
 /// Applies the chat database migrations.
 pub async fn migrate(common: &kit::config::CommonConfig, config: &Config) -> anyhow::Result<()> {
-    open_db(common, config).await?.close().await;
+    setup(common, config).open_db().await?.close().await;
     Ok(())
 }
 
@@ -125,7 +129,18 @@ pub async fn build(
     kit::telemetry::metrics_handle();
     let shutdown = shutdown.child_token();
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
-    let db = open_db(common, config).await?;
+    // Database, migrations, readiness and the bound listener before any task starts.
+    let ping = bus.clone();
+    let kit::server::Started {
+        db,
+        listener,
+        ready,
+    } = setup(common, config)
+        .start(move || {
+            let bus = ping.clone();
+            async move { bus.ping().await }
+        })
+        .await?;
     let verifier = token::Verifier::from_url(common.jwks_url());
     token::Verifier::spawn_revocation_sync(&common.auth_url);
     let hub = Arc::new(hub::Hub::new(db.clone()));
@@ -188,14 +203,10 @@ pub async fn build(
         writer,
         shutdown: shutdown.clone(),
     };
-    let ready = kit::server::readiness(db.clone(), move || {
-        let bus = bus.clone();
-        async move { bus.ping().await }
-    });
     let router = kit::server::finish_router("chat", api::router(ctx), ready, trusted);
     Ok(kit::server::Service {
         name: "chat",
-        listener: kit::server::bind(config.listen).await?,
+        listener,
         router,
         shutdown,
         background,
