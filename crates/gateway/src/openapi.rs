@@ -112,9 +112,6 @@ pub fn merge(parts: &BTreeMap<String, Value>, server_url: &str) -> Value {
         }
     }
     complete_statuses(&mut paths);
-    for (path, item) in own_paths() {
-        paths.entry(path).or_insert(item);
-    }
     let target = components
         .entry("responses".to_owned())
         .or_insert_with(|| Value::Object(Map::new()));
@@ -282,58 +279,6 @@ fn complete_statuses(paths: &mut Map<String, Value>) {
     }
 }
 
-/// The gateway's own public endpoints (`own.rs`); no rate limit applies to them.
-fn own_paths() -> Vec<(String, Value)> {
-    let op = |summary: &str, description: &str, responses: Value| {
-        json!({ "get": { "tags": ["gateway"], "summary": summary, "description": description,
-            "security": [], "responses": responses } })
-    };
-    vec![
-        (
-            "/healthz".to_owned(),
-            op(
-                "Liveness",
-                "The gateway process is alive.",
-                json!({ "200": { "description": "Alive", "content": { "text/plain": {
-                    "schema": { "type": "string", "const": "ok" } } } } }),
-            ),
-        ),
-        (
-            "/readyz".to_owned(),
-            op(
-                "Readiness",
-                "Ready whenever the gateway runs: `status` is `degraded` while some upstream \
-                 cluster has no available instance (its routes answer 503 with Retry-After).",
-                json!({ "200": { "description": "Ready", "content": { "application/json": {
-                    "schema": {
-                        "type": "object",
-                        "required": ["status", "upstreams"],
-                        "properties": {
-                            "status": { "enum": ["ready", "degraded"] },
-                            "upstreams": { "type": "object", "additionalProperties": {
-                                "type": "object",
-                                "required": ["available", "instances"],
-                                "properties": {
-                                    "available": { "type": "integer", "minimum": 0 },
-                                    "instances": { "type": "integer", "minimum": 0 },
-                                }
-                            } },
-                        }
-                    } } } } }),
-            ),
-        ),
-        (
-            "/openapi.json".to_owned(),
-            op(
-                "This document",
-                "The services' documents merged; refreshed every minute.",
-                json!({ "200": { "description": "OpenAPI 3.1", "content": { "application/json": {
-                    "schema": { "type": "object" } } } } }),
-            ),
-        ),
-    ]
-}
-
 fn rewrite_refs(v: &mut Value, renames: &[(String, String)]) {
     match v {
         Value::Object(map) => {
@@ -487,9 +432,5 @@ mod tests {
             assert!(doc["components"]["responses"][name].is_object(), "{name}");
         }
         assert!(doc["components"]["schemas"][EDGE_PROBLEM].is_object());
-        // The gateway's own endpoints: no token, no rate limit.
-        assert_eq!(statuses("/readyz", "get"), ["200"]);
-        assert!(doc["paths"]["/healthz"]["get"].is_object());
-        assert!(doc["paths"]["/openapi.json"]["get"].is_object());
     }
 }

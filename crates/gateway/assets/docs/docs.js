@@ -11,12 +11,15 @@ const el = (tag, attrs = {}, ...children) => {
   return node;
 };
 
-const deref = (spec, schema) => {
-  if (schema && schema.$ref && schema.$ref.startsWith("#/components/schemas/")) {
-    const name = schema.$ref.slice("#/components/schemas/".length);
-    return (spec.components && spec.components.schemas && spec.components.schemas[name]) || schema;
+// Follows a local `$ref` of any component kind: schemas, and the shared responses
+// (`#/components/responses/RateLimited`) the gateway adds to every operation.
+const deref = (spec, node) => {
+  const m = node && typeof node.$ref === "string" && node.$ref.match(/^#\/components\/([^/]+)\/([^/]+)$/);
+  if (m) {
+    const kind = spec.components && spec.components[m[1]];
+    return (kind && kind[m[2]]) || node;
   }
-  return schema;
+  return node;
 };
 
 const example = (spec, schema, depth = 0) => {
@@ -37,8 +40,9 @@ const example = (spec, schema, depth = 0) => {
   return null;
 };
 
-function renderOperation(spec, path, method, op) {
-  const params = (op.parameters || []).map((p) => deref(spec, p));
+function renderOperation(spec, path, method, op, pathParams = []) {
+  // Parameters declared for the whole path (`/auth/sessions/{id}`) apply too.
+  const params = [...pathParams, ...(op.parameters || [])].map((p) => deref(spec, p));
   const inputs = {};
   const body = el("div", { class: "body" });
   if (op.description) body.append(el("p", {}, op.description));
@@ -121,7 +125,7 @@ async function main() {
       if (!op) continue;
       const tag = (op.tags && op.tags[0]) || path.split("/")[1] || "other";
       if (!groups.has(tag)) groups.set(tag, []);
-      groups.get(tag).push(renderOperation(spec, path, method, op));
+      groups.get(tag).push(renderOperation(spec, path, method, op, item.parameters || []));
     }
   }
   ops.replaceChildren();
