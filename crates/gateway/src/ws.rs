@@ -76,7 +76,21 @@ where
     let (upstream_r, upstream_w) = tokio::io::split(upstream);
     let up = pump(client_r, upstream_w, shutdown.clone(), &CLOSE_TO_SERVER);
     let down = pump(upstream_r, client_w, shutdown.clone(), &CLOSE_TO_CLIENT);
-    let both = async { tokio::join!(up, down) };
+    // A direction that ends cleanly (EOF after the Close handshake) leaves the other to
+    // finish; one that fails (a killed chat node resets its socket) ends the relay, and
+    // dropping both halves closes the other side too — otherwise a client whose upstream
+    // vanished would sit on an open, silent connection until it next wrote (seen in the
+    // kill -9 fault drill).
+    let both = async {
+        tokio::pin!(up, down);
+        let (mut up_done, mut down_done) = (false, false);
+        while !(up_done && down_done) {
+            tokio::select! {
+                r = &mut up, if !up_done => { up_done = true; if r.is_err() { return; } }
+                r = &mut down, if !down_done => { down_done = true; if r.is_err() { return; } }
+            }
+        }
+    };
     tokio::pin!(both);
     tokio::select! {
         _ = &mut both => {}
@@ -85,7 +99,9 @@ where
 }
 
 /// Copies one direction until EOF; on shutdown, finishes the current frame, then sends
-/// `close` and ends the direction.
+/// `close` and ends the direction. When reading fails (the peer reset the connection),
+/// the writer still gets `close` at a frame boundary — 1001 "going away", so a client
+/// reconnects and resumes — before the direction ends with the error.
 async fn pump<R, W>(
     mut r: R,
     mut w: W,
@@ -107,7 +123,17 @@ where
                 let _ = w.shutdown().await;
                 return Ok(());
             }
-            n = r.read(&mut buf) => n?,
+            n = r.read(&mut buf) => match n {
+                Ok(n) => n,
+                Err(e) => {
+                    if frames.at_boundary() {
+                        let _ = w.write_all(close).await;
+                        let _ = w.flush().await;
+                    }
+                    let _ = w.shutdown().await;
+                    return Err(e);
+                }
+            },
         };
         if n == 0 {
             let _ = w.shutdown().await;
@@ -192,5 +218,58 @@ mod tests {
         assert!(!t.at_boundary());
         t.feed(&stream[100..]);
         assert!(t.at_boundary());
+    }
+
+    /// An upstream whose every read fails as a reset socket does (its process was killed).
+    struct ResetUpstream;
+
+    impl AsyncRead for ResetUpstream {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
+        }
+    }
+
+    impl AsyncWrite for ResetUpstream {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A killed upstream must not leave the client on an open, silent connection: the
+    /// client gets a Close 1001 and then the end of the stream, without writing anything.
+    #[tokio::test]
+    async fn a_reset_upstream_closes_the_client_side() {
+        let (mut client, gateway_side) = tokio::io::duplex(1024);
+        let relay = tokio::spawn(relay(gateway_side, ResetUpstream, CancellationToken::new()));
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), client.read_to_end(&mut got));
+        assert!(read.await.is_ok(), "the client side was left open");
+        assert_eq!(got, CLOSE_TO_CLIENT);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), relay)
+                .await
+                .is_ok(),
+            "the relay ended"
+        );
     }
 }
