@@ -262,10 +262,7 @@ impl Hub {
         let Some(mut after) = *last else { return };
         metrics::counter!("chat_fanout_gap_fills_total").increment(1);
         loop {
-            let page = match self.db.pool().acquire().await {
-                Ok(mut conn) => store::events(&mut conn, room, after, Some(before), GAP_PAGE).await,
-                Err(e) => Err(e),
-            };
+            let page = store::events(self.db.pool(), room, after, Some(before), GAP_PAGE).await;
             let page = match page {
                 Ok(p) => p,
                 Err(e) => {

@@ -14,6 +14,7 @@
 mod access;
 mod api;
 pub mod domain;
+mod events;
 mod fanout;
 pub mod hub;
 mod ratelimit;
@@ -31,8 +32,6 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 pub use state::ApiContext;
-
-pub const SOURCE: &str = "chat";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -100,10 +99,38 @@ impl Default for Config {
     }
 }
 
-fn setup<'a>(
-    common: &'a kit::config::CommonConfig,
-    config: &'a Config,
-) -> kit::server::Setup<'a> {
+impl Config {
+    /// Rejects a value below its minimum with an error naming the key and the minimum,
+    /// instead of silently running with another value. Called by [`build`].
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let checks: [(&str, u64, u64); 8] = [
+            // A resync reads the last seq of every room the node serves: more often than
+            // 10 times a second is load, not freshness (lost pub/sub messages are rare).
+            ("fanout_resync_ms", self.fanout_resync_ms, 100),
+            // 0 would fail every relationship check (invites, DMs) at once.
+            ("users_timeout_ms", self.users_timeout_ms, 1),
+            // A `send` frame with its JSON framing takes a few hundred bytes: below 1 KiB
+            // clients would be closed with 1009 for ordinary frames.
+            ("ws_max_frame_bytes", self.ws_max_frame_bytes as u64, 1024),
+            // Queues of 0 cannot exist (a bounded channel needs room for one item).
+            ("ws_outbound_queue", self.ws_outbound_queue as u64, 1),
+            ("ws_inbox_queue", self.ws_inbox_queue as u64, 1),
+            // tokio's interval panics on 0 (heartbeat); 0 ms/s would fail every socket
+            // write or close every connection at once (timeouts).
+            ("ws_send_timeout_ms", self.ws_send_timeout_ms, 1),
+            ("ws_heartbeat_secs", self.ws_heartbeat_secs, 1),
+            ("ws_idle_timeout_secs", self.ws_idle_timeout_secs, 1),
+        ];
+        for (key, value, min) in checks {
+            if value < min {
+                anyhow::bail!("invalid configuration: chat.{key} = {value}, the minimum is {min}");
+            }
+        }
+        Ok(())
+    }
+}
+
+fn setup<'a>(common: &'a kit::config::CommonConfig, config: &'a Config) -> kit::server::Setup<'a> {
     kit::server::Setup {
         name: "chat",
         database_url: config.database_url.as_deref(),
@@ -127,6 +154,7 @@ pub async fn build(
 ) -> anyhow::Result<kit::server::Service> {
     // The recorder must exist before metric handles are registered (the send writer's).
     kit::telemetry::metrics_handle();
+    config.validate()?;
     let shutdown = shutdown.child_token();
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
     // Database, migrations, readiness and the bound listener before any task starts.
@@ -148,14 +176,14 @@ pub async fn build(
         hub.clone(),
         common.redis_url(),
         config.fanout_channel.clone(),
-        Duration::from_millis(config.fanout_resync_ms.max(100)),
+        Duration::from_millis(config.fanout_resync_ms),
         shutdown.clone(),
     )
     .await?;
     let (outbox, relay) =
-        bus::outbox::Relay::spawn(SOURCE, db.clone(), bus.clone(), shutdown.clone());
+        bus::outbox::Relay::spawn(events::SOURCE, db.clone(), bus.clone(), shutdown.clone());
     background.push(relay);
-    background.push(service::consume_auth_events(
+    background.push(events::consume_auth_events(
         &bus,
         verifier.clone(),
         fanout.clone(),
@@ -163,14 +191,14 @@ pub async fn build(
     ));
     let users = Arc::new(users_client::UsersClient::new(
         &common.users_url,
-        Duration::from_millis(config.users_timeout_ms.max(1)),
+        Duration::from_millis(config.users_timeout_ms),
     ));
-    background.push(service::consume_users_events(
+    background.push(events::consume_users_events(
         &bus,
         db.clone(),
         shutdown.clone(),
     ));
-    background.push(service::backfill_blocks(
+    background.push(events::backfill_blocks(
         db.clone(),
         users.clone(),
         shutdown.clone(),

@@ -1,8 +1,13 @@
 //! SQL of the chat service (portable: SQLite and PostgreSQL through sqlx `Any`).
+//! As in auth, a function of one statement takes any executor (the pool for reads, a
+//! transaction's `tx.conn()` for writes that go with other writes); one that runs
+//! several statements (chunked batches, read-then-update) takes the connection.
+
+use std::sync::LazyLock;
 
 use kit::db::Migration;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::{Any, AnyConnection, Executor, Row};
 use uuid::Uuid;
 
 use crate::domain::{Member, Message, Role, Room, RoomEvent};
@@ -101,7 +106,10 @@ pub struct NewRoom<'a> {
     pub created_at: i64,
 }
 
-pub async fn insert_room(conn: &mut AnyConnection, r: &NewRoom<'_>) -> Result<()> {
+pub async fn insert_room<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    r: &NewRoom<'_>,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO rooms (id, kind, name, topic, visibility, owner_id, dm_key, created_at, last_seq)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0)",
@@ -114,50 +122,57 @@ pub async fn insert_room(conn: &mut AnyConnection, r: &NewRoom<'_>) -> Result<()
     .bind(r.owner_id.to_string())
     .bind(r.dm_key)
     .bind(r.created_at)
-    .execute(conn)
+    .execute(ex)
     .await?;
     Ok(())
 }
 
-pub async fn room(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Room>> {
+pub async fn room<'e, E: Executor<'e, Database = Any>>(ex: E, id: Uuid) -> Result<Option<Room>> {
     let sql = format!("SELECT {ROOM_COLS} FROM rooms r WHERE r.id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
-        .fetch_optional(conn)
+        .fetch_optional(ex)
         .await?;
     row.as_ref().map(room_from).transpose()
 }
 
-pub async fn room_by_dm_key(conn: &mut AnyConnection, key: &str) -> Result<Option<Room>> {
+pub async fn room_by_dm_key<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    key: &str,
+) -> Result<Option<Room>> {
     let sql = format!("SELECT {ROOM_COLS} FROM rooms r WHERE r.dm_key = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(key)
-        .fetch_optional(conn)
+        .fetch_optional(ex)
         .await?;
     row.as_ref().map(room_from).transpose()
 }
 
-pub async fn set_owner(conn: &mut AnyConnection, room: Uuid, owner: Uuid) -> Result<()> {
+pub async fn set_owner<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    room: Uuid,
+    owner: Uuid,
+) -> Result<()> {
     sqlx::query("UPDATE rooms SET owner_id = $1 WHERE id = $2")
         .bind(owner.to_string())
         .bind(room.to_string())
-        .execute(conn)
+        .execute(ex)
         .await?;
     Ok(())
 }
 
 /// Takes the room's next seq. The row lock (PostgreSQL) / write lock (SQLite) it takes
 /// is held until commit, so seqs commit in order and without holes.
-pub async fn next_seq(conn: &mut AnyConnection, room: Uuid) -> Result<i64> {
+pub async fn next_seq<'e, E: Executor<'e, Database = Any>>(ex: E, room: Uuid) -> Result<i64> {
     sqlx::query_scalar("UPDATE rooms SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq")
         .bind(room.to_string())
-        .fetch_one(conn)
+        .fetch_one(ex)
         .await
 }
 
 /// The caller's rooms with role, read marker, unread count; `after` is an id cursor.
-pub async fn my_rooms(
-    conn: &mut AnyConnection,
+pub async fn my_rooms<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
     user: Uuid,
     after: Option<Uuid>,
     limit: i64,
@@ -174,7 +189,7 @@ pub async fn my_rooms(
         .bind(user.to_string())
         .bind(after.map(|u| u.to_string()).unwrap_or_default())
         .bind(limit)
-        .fetch_all(conn)
+        .fetch_all(ex)
         .await?;
     rows.iter()
         .map(|row| {
@@ -190,8 +205,8 @@ pub async fn my_rooms(
 }
 
 /// Public channels whose name contains `q` (case-insensitive).
-pub async fn discover(
-    conn: &mut AnyConnection,
+pub async fn discover<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
     q: &str,
     after: Option<Uuid>,
     limit: i64,
@@ -211,7 +226,7 @@ pub async fn discover(
         .bind(after.map(|u| u.to_string()).unwrap_or_default())
         .bind(format!("%{escaped}%"))
         .bind(limit)
-        .fetch_all(conn)
+        .fetch_all(ex)
         .await?;
     rows.iter().map(room_from).collect()
 }
@@ -238,19 +253,23 @@ pub async fn last_seqs(conn: &mut AnyConnection, rooms: &[Uuid]) -> Result<Vec<(
 
 // ---- members -----------------------------------------------------------------------
 
-pub async fn role(conn: &mut AnyConnection, room: Uuid, user: Uuid) -> Result<Option<Role>> {
+pub async fn role<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    room: Uuid,
+    user: Uuid,
+) -> Result<Option<Role>> {
     let role: Option<String> =
         sqlx::query_scalar("SELECT role FROM members WHERE room_id = $1 AND user_id = $2")
             .bind(room.to_string())
             .bind(user.to_string())
-            .fetch_optional(conn)
+            .fetch_optional(ex)
             .await?;
     Ok(role.as_deref().and_then(Role::parse))
 }
 
 /// Adds a member; false when they already were one.
-pub async fn add_member(
-    conn: &mut AnyConnection,
+pub async fn add_member<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
     room: Uuid,
     user: Uuid,
     role: Role,
@@ -264,46 +283,58 @@ pub async fn add_member(
     .bind(user.to_string())
     .bind(role.as_str())
     .bind(now)
-    .execute(conn)
+    .execute(ex)
     .await?
     .rows_affected();
     Ok(n == 1)
 }
 
-pub async fn remove_member(conn: &mut AnyConnection, room: Uuid, user: Uuid) -> Result<bool> {
+pub async fn remove_member<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    room: Uuid,
+    user: Uuid,
+) -> Result<bool> {
     let n = sqlx::query("DELETE FROM members WHERE room_id = $1 AND user_id = $2")
         .bind(room.to_string())
         .bind(user.to_string())
-        .execute(conn)
+        .execute(ex)
         .await?
         .rows_affected();
     Ok(n == 1)
 }
 
-pub async fn set_role(conn: &mut AnyConnection, room: Uuid, user: Uuid, role: Role) -> Result<()> {
+pub async fn set_role<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    room: Uuid,
+    user: Uuid,
+    role: Role,
+) -> Result<()> {
     sqlx::query("UPDATE members SET role = $1 WHERE room_id = $2 AND user_id = $3")
         .bind(role.as_str())
         .bind(room.to_string())
         .bind(user.to_string())
-        .execute(conn)
+        .execute(ex)
         .await?;
     Ok(())
 }
 
 /// The longest-standing member, admins first (the next owner when the owner leaves).
-pub async fn successor(conn: &mut AnyConnection, room: Uuid) -> Result<Option<Uuid>> {
+pub async fn successor<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    room: Uuid,
+) -> Result<Option<Uuid>> {
     let id: Option<String> = sqlx::query_scalar(
         "SELECT user_id FROM members WHERE room_id = $1
          ORDER BY CASE role WHEN 'admin' THEN 0 ELSE 1 END, joined_at, user_id LIMIT 1",
     )
     .bind(room.to_string())
-    .fetch_optional(conn)
+    .fetch_optional(ex)
     .await?;
     Ok(id.and_then(|s| s.parse().ok()))
 }
 
-pub async fn members(
-    conn: &mut AnyConnection,
+pub async fn members<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
     room: Uuid,
     after: Option<Uuid>,
     limit: i64,
@@ -315,7 +346,7 @@ pub async fn members(
     .bind(room.to_string())
     .bind(after.map(|u| u.to_string()).unwrap_or_default())
     .bind(limit)
-    .fetch_all(conn)
+    .fetch_all(ex)
     .await?;
     rows.iter()
         .map(|row| {
@@ -330,16 +361,24 @@ pub async fn members(
 }
 
 /// Ids of the rooms `user` is a member of.
-pub async fn room_ids_of(conn: &mut AnyConnection, user: Uuid) -> Result<Vec<Uuid>> {
+pub async fn room_ids_of<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    user: Uuid,
+) -> Result<Vec<Uuid>> {
     let rows = sqlx::query("SELECT room_id FROM members WHERE user_id = $1")
         .bind(user.to_string())
-        .fetch_all(&mut *conn)
+        .fetch_all(ex)
         .await?;
     rows.iter().map(|r| uuid(r, "room_id")).collect()
 }
 
 /// Moves the read marker forward (never back), capped at the room's last seq.
-pub async fn mark_read(conn: &mut AnyConnection, room: Uuid, user: Uuid, seq: i64) -> Result<()> {
+pub async fn mark_read<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    room: Uuid,
+    user: Uuid,
+    seq: i64,
+) -> Result<()> {
     sqlx::query(
         "UPDATE members SET read_seq = (SELECT CASE WHEN $1 < r.last_seq THEN $1 ELSE r.last_seq END
                                          FROM rooms r WHERE r.id = $2)
@@ -348,24 +387,27 @@ pub async fn mark_read(conn: &mut AnyConnection, room: Uuid, user: Uuid, seq: i6
     .bind(seq)
     .bind(room.to_string())
     .bind(user.to_string())
-    .execute(conn)
+    .execute(ex)
     .await?;
     Ok(())
 }
 
 // ---- messages ----------------------------------------------------------------------
 
-pub async fn message(conn: &mut AnyConnection, id: Uuid) -> Result<Option<Message>> {
+pub async fn message<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    id: Uuid,
+) -> Result<Option<Message>> {
     let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE id = $1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
-        .fetch_optional(conn)
+        .fetch_optional(ex)
         .await?;
     row.as_ref().map(message_from).transpose()
 }
 
-pub async fn update_message(
-    conn: &mut AnyConnection,
+pub async fn update_message<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
     id: Uuid,
     body: &str,
     edited_at: Option<i64>,
@@ -376,25 +418,28 @@ pub async fn update_message(
         .bind(edited_at)
         .bind(i64::from(deleted))
         .bind(id.to_string())
-        .execute(conn)
+        .execute(ex)
         .await?;
     Ok(())
 }
 
-pub async fn last_message(conn: &mut AnyConnection, room: Uuid) -> Result<Option<Message>> {
+pub async fn last_message<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    room: Uuid,
+) -> Result<Option<Message>> {
     let sql =
         format!("SELECT {MESSAGE_COLS} FROM messages WHERE room_id = $1 ORDER BY seq DESC LIMIT 1");
     let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(room.to_string())
-        .fetch_optional(conn)
+        .fetch_optional(ex)
         .await?;
     row.as_ref().map(message_from).transpose()
 }
 
 /// A page of messages in ascending seq order, and whether more exist in the direction
 /// of the query (older without `after`, newer with it).
-pub async fn history(
-    conn: &mut AnyConnection,
+pub async fn history<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
     room: Uuid,
     before: Option<i64>,
     after: Option<i64>,
@@ -422,7 +467,7 @@ pub async fn history(
         .bind(lower)
         .bind(upper)
         .bind(limit + 1)
-        .fetch_all(conn)
+        .fetch_all(ex)
         .await?;
     let mut items = rows.iter().map(message_from).collect::<Result<Vec<_>>>()?;
     let has_more = items.len() as i64 > limit;
@@ -435,8 +480,8 @@ pub async fn history(
 
 // ---- room events -------------------------------------------------------------------
 
-pub async fn insert_event(
-    conn: &mut AnyConnection,
+pub async fn insert_event<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
     e: &RoomEvent,
     message_id: Option<Uuid>,
 ) -> Result<()> {
@@ -450,29 +495,29 @@ pub async fn insert_event(
     .bind(e.payload.to_string())
     .bind(message_id.map(|u| u.to_string()))
     .bind(e.created_at)
-    .execute(conn)
+    .execute(ex)
     .await?;
     Ok(())
 }
 
 /// Rewrites the payload of every earlier event of a message (a deleted body must not
 /// stay readable through the event log).
-pub async fn scrub_message_events(
-    conn: &mut AnyConnection,
+pub async fn scrub_message_events<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
     message_id: Uuid,
     payload: &serde_json::Value,
 ) -> Result<()> {
     sqlx::query("UPDATE room_events SET payload = $1 WHERE message_id = $2")
         .bind(payload.to_string())
         .bind(message_id.to_string())
-        .execute(conn)
+        .execute(ex)
         .await?;
     Ok(())
 }
 
 /// Events with `after < seq < before`, ascending, at most `limit`.
-pub async fn events(
-    conn: &mut AnyConnection,
+pub async fn events<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
     room: Uuid,
     after: i64,
     before: Option<i64>,
@@ -486,7 +531,7 @@ pub async fn events(
     .bind(after)
     .bind(before.unwrap_or(i64::MAX))
     .bind(limit)
-    .fetch_all(conn)
+    .fetch_all(ex)
     .await?;
     rows.iter().map(event_from).collect()
 }
@@ -621,13 +666,13 @@ pub async fn apply_block(
 }
 
 /// Whether `room` is a DM whose members block each other (either way).
-pub async fn dm_blocked(conn: &mut AnyConnection, room: Uuid) -> Result<bool> {
+pub async fn dm_blocked<'e, E: Executor<'e, Database = Any>>(ex: E, room: Uuid) -> Result<bool> {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM rooms r JOIN blocks b ON b.pair_key = r.dm_key
          WHERE r.id = $1 AND b.active = 1",
     )
     .bind(room.to_string())
-    .fetch_one(conn)
+    .fetch_one(ex)
     .await?;
     Ok(n > 0)
 }
@@ -654,21 +699,21 @@ pub async fn backfill_blocks(conn: &mut AnyConnection, edges: &[(Uuid, Uuid)]) -
 }
 
 /// Whether the one-time job `name` is done.
-pub async fn sync_done(conn: &mut AnyConnection, name: &str) -> Result<bool> {
+pub async fn sync_done<'e, E: Executor<'e, Database = Any>>(ex: E, name: &str) -> Result<bool> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_state WHERE name = $1")
         .bind(name)
-        .fetch_one(conn)
+        .fetch_one(ex)
         .await?;
     Ok(n > 0)
 }
 
-pub async fn mark_synced(conn: &mut AnyConnection, name: &str) -> Result<()> {
+pub async fn mark_synced<'e, E: Executor<'e, Database = Any>>(ex: E, name: &str) -> Result<()> {
     sqlx::query(
         "INSERT INTO sync_state (name, done_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
     )
     .bind(name)
     .bind(kit::time::now_ms())
-    .execute(conn)
+    .execute(ex)
     .await?;
     Ok(())
 }
@@ -740,6 +785,31 @@ pub async fn take_seqs(
     Ok(out)
 }
 
+/// The PostgreSQL statement of [`insert_sends`]: messages (`$1`), room events (`$2`) and
+/// outbox rows (`$3`, created at `$4`) as JSON arrays. The outbox part is the bus's own
+/// statement ([`bus::outbox::pg_insert_json`]) as a third CTE rather than a call to
+/// `bus::outbox::enqueue_many`: that would be a second round trip per batch, and the
+/// send path is the hot path (chat need not know the outbox's table layout either way).
+static INSERT_SENDS_PG: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH m AS (
+             INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted)
+             SELECT id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, NULL, 0
+             FROM json_to_recordset($1::json) AS x(id text, room_id text, seq bigint, sender_id text,
+                  body text, client_msg_id text, reply_to text, created_at bigint)
+             ON CONFLICT (sender_id, client_msg_id) DO NOTHING
+             RETURNING id),
+         e AS (
+             INSERT INTO room_events (room_id, seq, kind, payload, message_id, created_at)
+             SELECT room_id, seq, kind, payload, message_id, created_at
+             FROM json_to_recordset($2::json) AS x(room_id text, seq bigint, kind text, payload text,
+                  message_id text, created_at bigint)),
+         o AS ({})
+         SELECT id FROM m",
+        bus::outbox::pg_insert_json(3, 4)
+    )
+});
+
 /// Stores a batch of new messages with their room events and outbox rows (the three
 /// slices are parallel: one entry per message). On PostgreSQL the three inserts are ONE
 /// statement (data-modifying CTEs) whose rows arrive as three JSON arrays: one round
@@ -756,7 +826,7 @@ pub async fn insert_sends(
     if conn.backend_name() != "PostgreSQL" {
         let inserted = insert_messages(conn, messages).await?;
         insert_events(conn, events).await?;
-        enqueue_outbox(conn, outbox).await?;
+        bus::outbox::enqueue_many(conn, outbox).await?;
         return Ok(inserted);
     }
     let encode = |e: serde_json::Error| sqlx::Error::Encode(Box::new(e));
@@ -780,39 +850,13 @@ pub async fn insert_sends(
             })
         })
         .collect();
-    let outbox_rows = outbox
-        .iter()
-        .map(|e| {
-            Ok(serde_json::json!({
-                "id": e.id, "kind": e.kind, "payload": serde_json::to_string(e).map_err(encode)?,
-            }))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let rows = sqlx::query(
-        "WITH m AS (
-             INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted)
-             SELECT id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, NULL, 0
-             FROM json_to_recordset($1::json) AS x(id text, room_id text, seq bigint, sender_id text,
-                  body text, client_msg_id text, reply_to text, created_at bigint)
-             ON CONFLICT (sender_id, client_msg_id) DO NOTHING
-             RETURNING id),
-         e AS (
-             INSERT INTO room_events (room_id, seq, kind, payload, message_id, created_at)
-             SELECT room_id, seq, kind, payload, message_id, created_at
-             FROM json_to_recordset($2::json) AS x(room_id text, seq bigint, kind text, payload text,
-                  message_id text, created_at bigint)),
-         o AS (
-             INSERT INTO outbox (id, kind, payload, created_at)
-             SELECT id, kind, payload, $4
-             FROM json_to_recordset($3::json) AS x(id text, kind text, payload text))
-         SELECT id FROM m",
-    )
-    .bind(serde_json::to_string(&message_rows).map_err(encode)?)
-    .bind(serde_json::to_string(&event_rows).map_err(encode)?)
-    .bind(serde_json::to_string(&outbox_rows).map_err(encode)?)
-    .bind(kit::time::now_ms())
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows = sqlx::query(INSERT_SENDS_PG.as_str())
+        .bind(serde_json::to_string(&message_rows).map_err(encode)?)
+        .bind(serde_json::to_string(&event_rows).map_err(encode)?)
+        .bind(bus::outbox::json_rows(outbox)?)
+        .bind(kit::time::now_ms())
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter().map(|row| uuid(row, "id")).collect()
 }
 
@@ -869,29 +913,6 @@ pub async fn insert_events(
                 .bind(e.payload.to_string())
                 .bind(message_id.map(|u| u.to_string()))
                 .bind(e.created_at);
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
-/// Enqueues bus events in the outbox (the rows `bus::outbox::enqueue` writes, many per
-/// statement).
-pub async fn enqueue_outbox(conn: &mut AnyConnection, events: &[bus::Envelope]) -> Result<()> {
-    let now = kit::time::now_ms();
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO outbox (id, kind, payload, created_at) VALUES {}",
-            placeholders(chunk.len(), 4, 1)
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for e in chunk {
-            let payload = serde_json::to_string(e).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            q = q
-                .bind(e.id.to_string())
-                .bind(e.kind.as_str())
-                .bind(payload)
-                .bind(now);
         }
         q.execute(&mut *conn).await?;
     }

@@ -29,6 +29,7 @@ use uuid::Uuid;
 
 use crate::access;
 use crate::domain::{Message, RoomEvent, kinds};
+use crate::events;
 use crate::fanout::Fanout;
 use crate::store;
 
@@ -515,14 +516,14 @@ async fn try_batch(
         .iter()
         .map(|m| {
             bus::Envelope::new(
-                crate::SOURCE,
-                "chat.message.created",
-                json!({
-                    "message_id": m.id,
-                    "room_id": m.room_id,
-                    "seq": m.seq,
-                    "sender_id": m.sender_id,
-                }),
+                events::SOURCE,
+                events::MESSAGE_CREATED,
+                events::MessageCreated {
+                    message_id: m.id,
+                    room_id: m.room_id,
+                    seq: m.seq,
+                    sender_id: m.sender_id,
+                },
             )
         })
         .collect();
@@ -688,7 +689,7 @@ mod tests {
         };
         let events = [event(&raced), event(&fresh)];
         let envelopes: Vec<bus::Envelope> = (0..2)
-            .map(|i| bus::Envelope::new(crate::SOURCE, "chat.message.created", json!({ "i": i })))
+            .map(|i| bus::Envelope::new(events::SOURCE, events::MESSAGE_CREATED, json!({ "i": i })))
             .collect();
         let mut tx = f.db.begin().await.unwrap();
         let inserted = store::insert_sends(
@@ -771,12 +772,14 @@ mod tests {
         assert_eq!(busy_events, (1..=50).collect::<Vec<_>>());
 
         let mut conn = f.db.pool().acquire().await.unwrap();
-        let stored = store::events(&mut conn, busy, 0, None, 1000).await.unwrap();
+        let stored = store::events(&mut *conn, busy, 0, None, 1000)
+            .await
+            .unwrap();
         assert_eq!(
             stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
             (1..=50).collect::<Vec<_>>()
         );
-        let (history, _) = store::history(&mut conn, busy, None, None, 1000)
+        let (history, _) = store::history(&mut *conn, busy, None, None, 1000)
             .await
             .unwrap();
         assert_eq!(history.len(), 50);
@@ -845,7 +848,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(count, 3);
-        let seqs: Vec<i64> = store::events(&mut conn, r, 0, None, 100)
+        let seqs: Vec<i64> = store::events(&mut *conn, r, 0, None, 100)
             .await
             .unwrap()
             .iter()

@@ -23,6 +23,7 @@ kit::backend_tests!(
     slow_consumer_is_closed_and_can_resume,
     revoked_session_is_disconnected,
     oversized_frame_closes,
+    oversized_message_in_fragments_closes_1009,
     websocket_send_is_rate_limited,
     heartbeat_and_idle_timeout,
     expired_token_closes_the_socket,
@@ -532,6 +533,34 @@ async fn revoked_session_is_disconnected(backend: Backend) {
     match tokio_tungstenite::connect_async(format!("{}?access_token={t1}", app.ws_url())).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 401),
         other => panic!("expected 401, got {other:?}"),
+    }
+    app.stop().await;
+}
+
+/// A message over `ws_max_frame_bytes` in fragments that are each under it: the server
+/// reads every byte before tungstenite reports the capacity error, so the close frame
+/// arrives (no reset of unread data) and must carry 1009.
+async fn oversized_message_in_fragments_closes_1009(backend: Backend) {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let Some(app) = common::start(backend, "oversized_message_in_fragments").await else {
+        return;
+    };
+    let alice = app.user("alice").await;
+    let mut a = app.connect(&alice).await;
+    // 40 KiB + 40 KiB: each fragment fits the 64 KiB default, the message does not.
+    let half = "x".repeat(40 * 1024);
+    let first = Frame::message(half.clone(), OpCode::Data(Data::Text), false);
+    let last = Frame::message(half, OpCode::Data(Data::Continue), true);
+    futures::SinkExt::send(&mut a.stream, WsMessage::Frame(first))
+        .await
+        .unwrap();
+    futures::SinkExt::send(&mut a.stream, WsMessage::Frame(last))
+        .await
+        .unwrap();
+    match a.closed(Duration::from_secs(5)).await {
+        Closed::Code(code) => assert_eq!(code, 1009),
+        Closed::NoFrame => panic!("closed without a close frame"),
     }
     app.stop().await;
 }

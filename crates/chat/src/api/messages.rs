@@ -91,7 +91,7 @@ async fn history(
     }
     let mut conn = ctx.db.pool().acquire().await?;
     access::member_access(&mut conn, id, user.id).await?;
-    let (items, has_more) = store::history(&mut conn, id, q.before, q.after, limit).await?;
+    let (items, has_more) = store::history(&mut *conn, id, q.before, q.after, limit).await?;
     Ok(Json(Slice { items, has_more }))
 }
 
@@ -157,7 +157,7 @@ async fn events(
     }
     let mut conn = ctx.db.pool().acquire().await?;
     access::member_access(&mut conn, id, user.id).await?;
-    let mut rows = store::events(&mut conn, id, after, None, limit + 1).await?;
+    let mut rows = store::events(&mut *conn, id, after, None, limit + 1).await?;
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     Ok(Json(Slice {

@@ -71,11 +71,11 @@ async fn mine(
     let limit = domain::parse_limit(q.limit)?;
     let after = parse_cursor(q.cursor.as_deref())?;
     let mut conn = ctx.db.pool().acquire().await?;
-    let rows = store::my_rooms(&mut conn, user.id, after, limit + 1).await?;
+    let rows = store::my_rooms(&mut *conn, user.id, after, limit + 1).await?;
     let mut items = Vec::with_capacity(rows.len());
     for (room, role, read_seq, unread_count) in rows {
         let last_message = if (items.len() as i64) < limit {
-            store::last_message(&mut conn, room.id).await?
+            store::last_message(&mut *conn, room.id).await?
         } else {
             None
         };
@@ -100,8 +100,7 @@ async fn discover(
     if q.q.chars().count() > domain::MAX_NAME_CHARS {
         return Err(kit::ApiError::validation("q", "is too long"));
     }
-    let mut conn = ctx.db.pool().acquire().await?;
-    let rooms = store::discover(&mut conn, q.q.trim(), after, limit + 1).await?;
+    let rooms = store::discover(ctx.db.pool(), q.q.trim(), after, limit + 1).await?;
     Ok(Json(page(rooms, limit, |r| r.id)))
 }
 
@@ -142,7 +141,7 @@ async fn members(
     let after = parse_cursor(q.cursor.as_deref())?;
     let mut conn = ctx.db.pool().acquire().await?;
     access::member_access(&mut conn, id, user.id).await?;
-    let rows = store::members(&mut conn, id, after, limit + 1).await?;
+    let rows = store::members(&mut *conn, id, after, limit + 1).await?;
     Ok(Json(page(rows, limit, |m| m.user_id)))
 }
 

@@ -88,7 +88,7 @@ async fn upgrade(
         .await
         .map_err(token::extract::rejection)?;
     let Upgrade(ws) = ws?;
-    let max = ctx.config.ws_max_frame_bytes.max(1024);
+    let max = ctx.config.ws_max_frame_bytes;
     Ok(ws
         // Small socket buffers: tungstenite defaults to 128 KiB for reading (allocated per
         // connection and re-zeroed up to its capacity on every read attempt) and 128 KiB
@@ -154,10 +154,19 @@ async fn refuse(mut socket: WebSocket, code: u16, reason: &'static str) {
     .await;
 }
 
+/// Whether a read failed because a client frame or message is over `ws_max_frame_bytes`:
+/// tungstenite's capacity error, which axum wraps.
+fn too_big(e: axum::Error) -> bool {
+    matches!(
+        e.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
 async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
     let cfg = ctx.config.clone();
-    let (out_tx, out_rx) = mpsc::channel::<Message>(cfg.ws_outbound_queue.max(1));
-    let (inbox_tx, inbox_rx) = mpsc::channel::<Inbox>(cfg.ws_inbox_queue.max(1));
+    let (out_tx, out_rx) = mpsc::channel::<Message>(cfg.ws_outbound_queue);
+    let (inbox_tx, inbox_rx) = mpsc::channel::<Inbox>(cfg.ws_inbox_queue);
     let closer = Closer::default();
     let hub = ctx.fanout.hub.clone();
     let registered = hub.register(
@@ -181,9 +190,9 @@ async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
         sink,
         out_rx,
         closer.clone(),
-        Duration::from_secs(cfg.ws_heartbeat_secs.max(1)),
+        Duration::from_secs(cfg.ws_heartbeat_secs),
     ));
-    let send_timeout = Duration::from_millis(cfg.ws_send_timeout_ms.max(1));
+    let send_timeout = Duration::from_millis(cfg.ws_send_timeout_ms);
     let mut conn = Conn {
         ctx: ctx.clone(),
         user: claims.sub,
@@ -358,7 +367,7 @@ impl Conn {
     /// is missed), then reads where each room stands (the cursors), then says `ready`.
     async fn setup(&mut self) -> Result<(), sqlx::Error> {
         let mut db = self.ctx.db.pool().acquire().await?;
-        let rooms = store::room_ids_of(&mut db, self.user).await?;
+        let rooms = store::room_ids_of(&mut *db, self.user).await?;
         self.ctx.fanout.hub.subscribe(self.hub_id, &rooms);
         let seqs = store::last_seqs(&mut db, &rooms).await?;
         drop(db);
@@ -392,7 +401,7 @@ impl Conn {
         exp: i64,
     ) {
         let cfg = self.ctx.config.clone();
-        let idle = Duration::from_secs(cfg.ws_idle_timeout_secs.max(1));
+        let idle = Duration::from_secs(cfg.ws_idle_timeout_secs);
         let mut last_seen = Instant::now();
         let mut idle_check = tokio::time::interval(idle / 4);
         let expires_in = (exp - kit::time::now_ms() / 1000).max(0) as u64;
@@ -416,9 +425,7 @@ impl Conn {
                     match frame {
                         None => return,
                         Some(Err(e)) => {
-                            let too_big = e.to_string().contains("too long")
-                                || e.to_string().contains("Space limit");
-                            if too_big {
+                            if too_big(e) {
                                 self.closer.close(1009, "frame too large");
                             }
                             return;
@@ -591,10 +598,7 @@ impl Conn {
         // database for an ephemeral notice; when the check fails the notice is dropped.
         let (ctx, user) = (self.ctx.clone(), self.user);
         tokio::spawn(async move {
-            let blocked = match ctx.db.pool().acquire().await {
-                Ok(mut db) => store::dm_blocked(&mut db, room_id).await,
-                Err(e) => Err(e),
-            };
+            let blocked = store::dm_blocked(ctx.db.pool(), room_id).await;
             if let Ok(false) = blocked {
                 ctx.fanout.typing(room_id, user);
             }
@@ -621,10 +625,7 @@ impl Conn {
             let Some(&after) = self.cursors.get(&room) else {
                 return;
             };
-            let page = match self.ctx.db.pool().acquire().await {
-                Ok(mut db) => store::events(&mut db, room, after, before, CATCH_UP_PAGE).await,
-                Err(e) => Err(e),
-            };
+            let page = store::events(self.ctx.db.pool(), room, after, before, CATCH_UP_PAGE).await;
             let page = match page {
                 Ok(p) => p,
                 Err(e) => {
@@ -653,7 +654,7 @@ impl Conn {
             held.push(item);
             // Bounded like the inbox: a client that lets this much pile up before its
             // first frame gets what is held now.
-            if held.len() >= self.ctx.config.ws_inbox_queue.max(1) {
+            if held.len() >= self.ctx.config.ws_inbox_queue {
                 self.release().await;
             }
             return;
