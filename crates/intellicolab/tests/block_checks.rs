@@ -204,6 +204,10 @@ async fn without_the_user_service_a_dm_is_refused_with_503() {
     let api = Client::new(&ports.gateway_url());
     let (alice, bob) = two_users(&api, "alice", "bob").await;
     let carol = api.register("carol").await;
+    // A DM to an account without a profile is 404 (issue 14), and these processes share no
+    // bus: make sure the user service has Carol's profile, as `two_users` does.
+    let (s, me, _) = api.call("GET", "/users/me", Some(&carol.access), None).await;
+    assert_eq!(s, 200, "{me}");
 
     // The relationship check crosses processes: a block is seen by the chat service.
     let (s, body, _) = api
@@ -366,7 +370,7 @@ async fn block_stops_dm_sends(api: &Client, ws_url: &str, a: &str, b: &str) -> D
     let (s, dm, _) = open_dm(api, &alice, &bob).await;
     assert_eq!(s, 201, "{dm}");
     let dm = dm["id"].as_str().unwrap().to_owned();
-    let mut sockets = vec![
+    let mut sockets = [
         ws_connect(ws_url, &alice.access).await,
         ws_connect(ws_url, &bob.access).await,
     ];

@@ -228,7 +228,7 @@ async fn replayed_user_events_are_redelivered_without_a_second_effect(backend: B
         let (dm, bob) = (dm_ref, bob_ref);
         let cmid = format!("while-blocked-{n}");
         async move {
-            match dm_send(api, &dm, &bob, &cmid).await {
+            match dm_send(api, dm, bob, &cmid).await {
                 (403, b) if b["code"] == "blocked" => Ok(()),
                 (s, b) => Err(format!("{s} {b}")),
             }
@@ -243,7 +243,7 @@ async fn replayed_user_events_are_redelivered_without_a_second_effect(backend: B
         let (dm, bob) = (dm_ref, bob_ref);
         let cmid = format!("after-unblock-{n}");
         async move {
-            match dm_send(api, &dm, &bob, &cmid).await {
+            match dm_send(api, dm, bob, &cmid).await {
                 (201, _) => Ok(()),
                 (s, b) => Err(format!("{s} {b}")),
             }
