@@ -54,6 +54,9 @@ impl Default for Config {
 /// Service name: database file, metrics label.
 pub const NAME: &str = "users";
 
+/// The benchmarks (`crates/bench`) migrate a users database of their own.
+pub use store::MIGRATIONS;
+
 fn setup<'a>(common: &'a kit::config::CommonConfig, config: &'a Config) -> kit::server::Setup<'a> {
     kit::server::Setup {
         name: NAME,
