@@ -14,6 +14,7 @@ pub mod ratelimit;
 pub mod server;
 pub mod telemetry;
 pub mod testing;
+pub mod text;
 pub mod time;
 pub mod trace;
 
