@@ -206,7 +206,9 @@ async fn without_the_user_service_a_dm_is_refused_with_503() {
     let carol = api.register("carol").await;
     // A DM to an account without a profile is 404 (issue 14), and these processes share no
     // bus: make sure the user service has Carol's profile, as `two_users` does.
-    let (s, me, _) = api.call("GET", "/users/me", Some(&carol.access), None).await;
+    let (s, me, _) = api
+        .call("GET", "/users/me", Some(&carol.access), None)
+        .await;
     assert_eq!(s, 200, "{me}");
 
     // The relationship check crosses processes: a block is seen by the chat service.
