@@ -154,28 +154,6 @@ impl RoomEvent {
     }
 }
 
-/// Whether `c` is a bidirectional override or isolate (U+202A–U+202E, U+2066–U+2069):
-/// they can make a name display as something else (e.g. reversed) than what it is.
-fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
-}
-
-/// Whether `text` has a control character (Unicode `Cc`: C0, DEL, C1) other than a line
-/// feed, a tab, or a carriage return right before a line feed (CRLF from a textarea).
-fn has_forbidden_control(text: &str) -> bool {
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if !c.is_control() || c == '\n' || c == '\t' {
-            continue;
-        }
-        if c == '\r' && chars.peek() == Some(&'\n') {
-            continue;
-        }
-        return true;
-    }
-    false
-}
-
 /// Trims and checks a message body: 1–4000 Unicode characters, no control characters
 /// but line feeds and tabs (a NUL truncates the text in C clients and some databases).
 pub fn parse_body(raw: &str) -> Result<String, ApiError> {
@@ -184,7 +162,7 @@ pub fn parse_body(raw: &str) -> Result<String, ApiError> {
     if n == 0 {
         return Err(ApiError::validation("body", "must not be empty"));
     }
-    if has_forbidden_control(body) {
+    if kit::text::has_control(body, true) {
         return Err(ApiError::validation(
             "body",
             "must not contain control characters other than line feeds and tabs",
@@ -219,7 +197,7 @@ pub fn parse_client_msg_id(raw: Option<&str>) -> Result<Option<String>, ApiError
 pub fn parse_name(raw: &str) -> Result<String, ApiError> {
     let name = raw.trim();
     let n = name.chars().count();
-    if n == 0 || n > MAX_NAME_CHARS || name.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+    if n == 0 || n > MAX_NAME_CHARS || !kit::text::is_clean_label(name) {
         return Err(ApiError::validation(
             "name",
             format!(
@@ -240,7 +218,7 @@ pub fn parse_topic(raw: Option<&str>) -> Result<String, ApiError> {
             format!("must be at most {MAX_TOPIC_CHARS} characters"),
         ));
     }
-    if has_forbidden_control(topic) || topic.chars().any(is_bidi_control) {
+    if kit::text::has_control(topic, true) || topic.chars().any(kit::text::is_bidi_control) {
         return Err(ApiError::validation(
             "topic",
             "must not contain control characters (but line feeds and tabs) or bidirectional overrides",
