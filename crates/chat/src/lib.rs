@@ -170,7 +170,11 @@ pub async fn build(
         })
         .await?;
     let verifier = token::Verifier::from_url(common.jwks_url());
-    token::Verifier::spawn_revocation_sync(&common.auth_url);
+    let ready = kit::server::gated(
+        ready,
+        token::Verifier::spawn_revocation_sync(&common.auth_url),
+        "revoked sessions not loaded from auth yet",
+    );
     let hub = Arc::new(hub::Hub::new(db.clone()));
     let (fanout, mut background) = fanout::Fanout::start(
         hub.clone(),

@@ -32,42 +32,40 @@ pub type ReadyFuture = Pin<Box<dyn Future<Output = Readiness> + Send>>;
 /// Readiness probe: "can this instance serve requests now".
 pub type ReadyCheck = Arc<dyn Fn() -> ReadyFuture + Send + Sync>;
 
-/// Start-up work that must finish before any service of this process reports ready
-/// (loading the revoked sessions: a restarted process must not accept a logged-out token
-/// in between). Registered with [`StartupGate::new`], released with [`StartupGate::open`].
-pub struct StartupGate(std::sync::atomic::AtomicBool);
-
-static PENDING_GATES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Start-up work a service must finish before it reports ready (loading the ended
+/// sessions from auth: a restarted service must not accept a logged-out token in between).
+/// Created closed; [`StartupGate::open`] releases it; [`gated`] makes a readiness check wait
+/// for it. One per service, not per process: another service starting in the same process
+/// (tests start many) does not hold this one's readiness.
+#[derive(Clone, Default)]
+pub struct StartupGate(Arc<std::sync::atomic::AtomicBool>);
 
 impl StartupGate {
     pub fn new() -> Self {
-        PENDING_GATES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Self(std::sync::atomic::AtomicBool::new(false))
+        Self::default()
     }
 
-    /// Releases this gate (once; later calls do nothing).
     pub fn open(&self) {
-        if !self.0.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            PENDING_GATES.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        }
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
-impl Default for StartupGate {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for StartupGate {
-    fn drop(&mut self) {
-        self.open();
-    }
-}
-
-/// Whether some start-up work of this process has not finished yet.
-pub fn starting_up() -> bool {
-    PENDING_GATES.load(std::sync::atomic::Ordering::SeqCst) != 0
+/// `ready`, failing as `starting: <what>` until `gate` is open.
+pub fn gated(ready: ReadyCheck, gate: StartupGate, what: &'static str) -> ReadyCheck {
+    Arc::new(move || {
+        let (check, open) = (ready(), gate.is_open());
+        Box::pin(async move {
+            let mut r = check.await;
+            if !open {
+                r.required.push(("starting", Err(what.to_owned())));
+            }
+            r
+        })
+    })
 }
 
 /// A probe answers within this bound or counts as failed: Kubernetes' default probe
@@ -148,14 +146,11 @@ async fn readyz(service: &'static str, check: ReadyCheck) -> Response {
         };
         checks.insert((*name).to_owned(), v.into());
     }
-    let mut failed: Vec<String> = r
+    let failed: Vec<String> = r
         .required
         .iter()
         .filter_map(|(name, res)| res.as_ref().err().map(|why| format!("{name}: {why}")))
         .collect();
-    if starting_up() {
-        failed.push("starting: revoked sessions not loaded from auth yet".to_owned());
-    }
     if !failed.is_empty() {
         return crate::error::ApiError::unavailable("not_ready", failed.join("; ")).into_response();
     }

@@ -332,11 +332,13 @@ impl Verifier {
     /// started before auth learns them as soon as auth is up; meanwhile `session.revoked`
     /// events keep arriving). Without this a restarted process would accept a logged-out
     /// token until it expired: the in-process bus keeps nothing across restarts.
-    pub fn spawn_revocation_sync(auth_url: &str) -> tokio::task::JoinHandle<()> {
+    ///
+    /// Returns the gate the service's readiness waits on (see [`kit::server::gated`]): no
+    /// traffic is routed to a restarted service that would still accept an ended session.
+    pub fn spawn_revocation_sync(auth_url: &str) -> kit::server::StartupGate {
         let url = format!("{}{REVOCATIONS_PATH}", auth_url.trim_end_matches('/'));
-        // Readiness waits for this load (kit::server::readyz), so no traffic is routed to
-        // a restarted process that would still accept an ended session.
         let gate = kit::server::StartupGate::new();
+        let opens = gate.clone();
         tokio::spawn(async move {
             let http = reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
@@ -347,7 +349,7 @@ impl Verifier {
                 match fetch_revocations(&http, &url).await {
                     Ok(n) => {
                         tracing::info!(sessions = n, "revoked sessions loaded from auth");
-                        gate.open();
+                        opens.open();
                         return;
                     }
                     Err(e) => {
@@ -360,7 +362,8 @@ impl Verifier {
                     }
                 }
             }
-        })
+        });
+        gate
     }
 }
 

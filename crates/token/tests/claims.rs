@@ -64,9 +64,13 @@ async fn revocations_are_loaded_from_auth_once_it_answers() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let sync = Verifier::spawn_revocation_sync(&format!("http://{addr}"));
+    let loaded = Verifier::spawn_revocation_sync(&format!("http://{addr}"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(verifier.verify(&token).await.is_ok(), "nothing loaded yet");
+    assert!(
+        !loaded.is_open(),
+        "readiness waits while auth does not answer"
+    );
 
     let now = kit::time::now_ms() / 1000;
     let body = serde_json::json!({ "items": [
@@ -83,10 +87,13 @@ async fn revocations_are_loaded_from_auth_once_it_answers() {
     );
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    tokio::time::timeout(Duration::from_secs(5), sync)
-        .await
-        .expect("sync finished")
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !loaded.is_open() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("loaded once auth answers");
     assert_eq!(verifier.verify(&token).await, Err(TokenError::Revoked));
     assert!(verifier.verify(&old_token).await.is_ok());
 }

@@ -95,7 +95,11 @@ pub async fn build(
     // Everything that can fail is done: only now start the background tasks.
     let shutdown = shutdown.child_token();
     let verifier = token::Verifier::from_url(common.jwks_url());
-    token::Verifier::spawn_revocation_sync(&common.auth_url);
+    let ready = kit::server::gated(
+        ready,
+        token::Verifier::spawn_revocation_sync(&common.auth_url),
+        "revoked sessions not loaded from auth yet",
+    );
     let (outbox, relay) =
         bus::outbox::Relay::spawn(events::SOURCE, db.clone(), bus.clone(), shutdown.clone());
     let feed = feed.spawn(shutdown.clone());
