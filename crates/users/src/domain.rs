@@ -67,7 +67,7 @@ impl ProfilePatch {
             let n = d.chars().count();
             if n == 0 || n > DISPLAY_NAME_MAX_CHARS {
                 err("display_name", "must be 1–64 characters after trimming");
-            } else if d.chars().any(|c| is_forbidden(c, false)) {
+            } else if !kit::text::is_clean_label(d) {
                 err(
                     "display_name",
                     "must not contain control characters or bidirectional overrides",
@@ -80,7 +80,7 @@ impl ProfilePatch {
         if let Some(b) = &bio {
             if b.chars().count() > BIO_MAX_CHARS {
                 err("bio", "must be at most 500 characters");
-            } else if b.chars().any(|c| is_forbidden(c, true)) {
+            } else if kit::text::has_control(b, true) || b.chars().any(kit::text::is_bidi_control) {
                 err(
                     "bio",
                     "must not contain control characters (other than line breaks and tabs) or bidirectional overrides",
@@ -107,19 +107,6 @@ impl ProfilePatch {
             Err(errors)
         }
     }
-}
-
-/// Characters a profile text must not contain: NUL and the other C0 controls, DEL and
-/// the C1 controls (`char::is_control`: U+0000–U+001F, U+007F–U+009F), and the bidi
-/// embeddings, overrides and isolates U+202A–U+202E and U+2066–U+2069, which reorder the
-/// text around them (a name ending in U+202E shows the next text reversed: "Trojan
-/// Source", CVE-2021-42574). `multiline` lets `\n` and `\t` through (bio).
-// A local copy until kit grows a shared `kit::text` check (auth and chat need the same).
-fn is_forbidden(c: char, multiline: bool) -> bool {
-    if multiline && matches!(c, '\n' | '\t') {
-        return false;
-    }
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// `https://host[...]` without whitespace or control characters.

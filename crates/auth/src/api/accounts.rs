@@ -50,7 +50,7 @@ async fn register(
     let display_name = match body
         .display_name
         .as_deref()
-        .filter(|d| !d.trim().is_empty() || d.chars().any(crate::domain::is_forbidden))
+        .filter(|d| !d.trim().is_empty() || !kit::text::is_clean_label(d))
     {
         Some(d) => DisplayName::parse(d)
             .map_err(|e| errors.push(e))

@@ -44,7 +44,7 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         let v = raw.trim();
         let invalid = || field("email", "is not a valid email address");
-        if v.len() > 254 || v.chars().any(|c| c.is_whitespace() || is_forbidden(c)) {
+        if v.len() > 254 || v.chars().any(char::is_whitespace) || !kit::text::is_clean_label(v) {
             return Err(invalid());
         }
         let (local, domain) = v.rsplit_once('@').ok_or_else(invalid)?;
@@ -80,7 +80,7 @@ pub struct DisplayName(String);
 impl DisplayName {
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
         // Checked before trimming: NEL (U+0085) is both a C1 control and white space.
-        if raw.chars().any(is_forbidden) {
+        if !kit::text::is_clean_label(raw) {
             return Err(field(
                 "display_name",
                 "must not contain control characters or bidirectional overrides",
@@ -96,17 +96,6 @@ impl DisplayName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
-
-/// Characters a name must not contain: NUL and the other C0 controls, DEL and the C1
-/// controls (`char::is_control`: U+0000–U+001F, U+007F–U+009F), and the bidi embeddings,
-/// overrides and isolates U+202A–U+202E and U+2066–U+2069, which reorder the text around
-/// them (a name ending in U+202E shows what follows it reversed: "Trojan Source",
-/// CVE-2021-42574). Right-to-left letters and the marks U+200E/U+200F stay allowed.
-// The same rule as the user service's profile texts; a local copy until kit grows a
-// shared `kit::text` check.
-pub fn is_forbidden(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 pub(crate) fn field(name: &str, message: &str) -> FieldError {
