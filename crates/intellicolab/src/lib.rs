@@ -42,6 +42,11 @@ impl Settings {
         if let Some(dir) = data_dir {
             s.common.data_dir = dir;
         }
+        // Every command (also `migrate` and `replay-events`) refuses a configuration a
+        // service would refuse at start, with the key and its minimum.
+        s.auth.validate()?;
+        s.chat.validate()?;
+        s.gateway.validate()?;
         Ok(s)
     }
 
