@@ -4,22 +4,23 @@
 
 use axum::http::StatusCode;
 use kit::ApiError;
+use kit::error::code;
 use uuid::Uuid;
 
 use crate::domain::{Role, Room};
 use crate::store;
 
 pub fn room_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "room_not_found", "no such room")
+    ApiError::new(StatusCode::NOT_FOUND, code::ROOM_NOT_FOUND, "no such room")
 }
 
 pub fn not_member() -> ApiError {
-    ApiError::forbidden("not_member", "you are not a member of this room")
+    ApiError::forbidden(code::NOT_MEMBER, "you are not a member of this room")
 }
 
 /// 403 `blocked`: one side of a DM blocks the other.
 pub fn blocked() -> ApiError {
-    ApiError::forbidden("blocked", "one of you blocks the other")
+    ApiError::forbidden(code::BLOCKED, "one of you blocks the other")
 }
 
 /// The room and the caller's role in it. A private room the caller is not in does
@@ -58,7 +59,7 @@ pub async fn member_role(
     store::role(conn, room_id, target).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "member_not_found",
+            code::MEMBER_NOT_FOUND,
             "the user is not a member",
         )
     })

@@ -5,6 +5,7 @@
 use axum::http::StatusCode;
 use kit::ApiError;
 use kit::db::{Tx, is_unique_violation};
+use kit::error::code;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -14,13 +15,13 @@ use crate::state::ApiContext;
 use crate::store;
 
 fn user_not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user")
+    ApiError::new(StatusCode::NOT_FOUND, code::USER_NOT_FOUND, "no such user")
 }
 
 fn message_not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "message_not_found",
+        code::MESSAGE_NOT_FOUND,
         "no such message",
     )
 }
@@ -195,7 +196,7 @@ pub async fn invite(
         check_can_add(&room, role, inviter, target)?;
         if store::role(&mut *conn, room_id, target).await?.is_some() {
             return Err(ApiError::conflict(
-                "already_member",
+                code::ALREADY_MEMBER,
                 "the user is already a member",
             ));
         }
@@ -206,7 +207,7 @@ pub async fn invite(
     }
     if flags.a_blocks_b {
         return Err(ApiError::forbidden(
-            "blocked",
+            code::BLOCKED,
             "this user does not accept invitations from you",
         ));
     }
@@ -217,7 +218,7 @@ pub async fn invite(
     let Some(event) = add_member(&mut tx, room_id, target, Role::Member, Some(inviter)).await?
     else {
         return Err(ApiError::conflict(
-            "already_member",
+            code::ALREADY_MEMBER,
             "the user is already a member",
         ));
     };
@@ -227,13 +228,13 @@ pub async fn invite(
 fn check_can_add(room: &Room, role: Role, inviter: Uuid, target: Uuid) -> Result<(), ApiError> {
     if room.is_dm() {
         return Err(ApiError::bad_request(
-            "not_a_channel",
+            code::NOT_A_CHANNEL,
             "members cannot be added to a direct conversation",
         ));
     }
     if !role.can_moderate() {
         return Err(ApiError::forbidden(
-            "forbidden",
+            code::FORBIDDEN,
             "only the owner or an admin may add members",
         ));
     }
@@ -254,20 +255,20 @@ pub async fn kick(
     let (room, role) = member_access(tx.conn(), room_id, actor).await?;
     if room.is_dm() || !role.can_moderate() {
         return Err(ApiError::forbidden(
-            "forbidden",
+            code::FORBIDDEN,
             "only the owner or an admin may remove members",
         ));
     }
     if actor == target {
         return Err(ApiError::bad_request(
-            "use_leave",
+            code::USE_LEAVE,
             "to remove yourself, leave the room",
         ));
     }
     let target_role = member_role(tx.conn(), room_id, target).await?;
     if target_role == Role::Owner || (role == Role::Admin && target_role == Role::Admin) {
         return Err(ApiError::forbidden(
-            "forbidden",
+            code::FORBIDDEN,
             "you may not remove this member",
         ));
     }
@@ -305,14 +306,14 @@ pub async fn set_role(
     let (room, role) = member_access(tx.conn(), room_id, actor).await?;
     if room.is_dm() || role != Role::Owner {
         return Err(ApiError::forbidden(
-            "forbidden",
+            code::FORBIDDEN,
             "only the owner may change roles",
         ));
     }
     let current = member_role(tx.conn(), room_id, target).await?;
     if current == Role::Owner {
         return Err(ApiError::forbidden(
-            "forbidden",
+            code::FORBIDDEN,
             "the owner's role cannot be changed",
         ));
     }
@@ -476,13 +477,13 @@ pub async fn edit_message(
     let (mut message, _) = message_in_room(&mut tx, room_id, id, user).await?;
     if message.sender_id != user {
         return Err(ApiError::forbidden(
-            "not_sender",
+            code::NOT_SENDER,
             "only the sender may edit a message",
         ));
     }
     if message.deleted {
         return Err(ApiError::conflict(
-            "message_deleted",
+            code::MESSAGE_DELETED,
             "the message was deleted",
         ));
     }
@@ -518,7 +519,7 @@ pub async fn delete_message(
     let (mut message, role) = message_in_room(&mut tx, room_id, id, user).await?;
     if message.sender_id != user && !role.can_moderate() {
         return Err(ApiError::forbidden(
-            "forbidden",
+            code::FORBIDDEN,
             "only the sender or the room's owner or admins may delete a message",
         ));
     }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kit::ApiError;
+use kit::error::code;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -60,7 +61,7 @@ pub struct UsersClient {
 
 fn unavailable() -> ApiError {
     ApiError::unavailable(
-        "dependency_unavailable",
+        code::DEPENDENCY_UNAVAILABLE,
         "the user service is unavailable; try again later",
     )
 }

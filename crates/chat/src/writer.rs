@@ -23,6 +23,7 @@ use std::hash::BuildHasher;
 
 use kit::ApiError;
 use kit::db::{Backend, Db};
+use kit::error::code;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -126,17 +127,9 @@ impl Pending {
 
 fn unavailable() -> ApiError {
     ApiError::unavailable(
-        "shutting_down",
+        code::SHUTTING_DOWN,
         "the message was not stored: the service is shutting down",
     )
-}
-
-/// The same error for another send (with its headers: a 503's `Retry-After`).
-fn copy_error(e: &ApiError) -> ApiError {
-    let mut copy = ApiError::new(e.status, e.code, e.detail.clone());
-    copy.errors = e.errors.clone();
-    copy.headers = e.headers.clone();
-    copy
 }
 
 /// A batch that committed: events to publish (seq order per room), then the answers.
@@ -246,7 +239,7 @@ async fn write_batch(db: &Db, jobs: Vec<Job>) -> Committed {
                                 "a client_msg_id conflict without a stored message",
                             )),
                         },
-                        Err(e) => Outcome::Failed(copy_error(e)),
+                        Err(e) => Outcome::Failed(e.clone()),
                     });
                 }
                 pending.retain(|i| outcomes[*i].is_none());
@@ -272,7 +265,7 @@ async fn write_batch(db: &Db, jobs: Vec<Job>) -> Committed {
             continue;
         }
         if let Some(e) = &down {
-            outcomes[i] = Some(Outcome::Failed(copy_error(e)));
+            outcomes[i] = Some(Outcome::Failed(e.clone()));
             continue;
         }
         let outcome = match try_batch(db, &leaders, &[i]).await {
@@ -291,7 +284,7 @@ async fn write_batch(db: &Db, jobs: Vec<Job>) -> Committed {
                 let failed = unreachable(&e);
                 let e = ApiError::from(e);
                 if failed {
-                    down = Some(copy_error(&e));
+                    down = Some(e.clone());
                 }
                 Outcome::Failed(e)
             }
@@ -320,7 +313,7 @@ async fn write_batch(db: &Db, jobs: Vec<Job>) -> Committed {
     for (leader, job) in followers {
         let result = match &results[leader] {
             Ok((m, _)) => same_send(m.clone(), job.room_id),
-            Err(e) => Err(copy_error(e)),
+            Err(e) => Err(e.clone()),
         };
         replies.push((job.reply, result));
     }
@@ -339,7 +332,7 @@ async fn write_batch(db: &Db, jobs: Vec<Job>) -> Committed {
 pub fn same_send(existing: Message, room_id: Uuid) -> SendResult {
     if existing.room_id != room_id {
         return Err(ApiError::conflict(
-            "client_msg_id_conflict",
+            code::CLIENT_MSG_ID_CONFLICT,
             "this client_msg_id was already used for a message in another room",
         ));
     }

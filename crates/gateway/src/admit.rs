@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 use kit::ApiError;
+use kit::error::code;
 use token::TokenError;
 
 use crate::config::AuthPolicy;
@@ -37,7 +38,7 @@ pub(crate) async fn admit(
     if suspicious_path(path) {
         return Err(problem(
             StatusCode::BAD_REQUEST,
-            "invalid_path",
+            code::INVALID_PATH,
             "dot segments and encoded separators are not allowed in paths",
         ));
     }
@@ -48,7 +49,7 @@ pub(crate) async fn admit(
     if !route.allows(&req.method) {
         let mut res = problem(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            code::METHOD_NOT_ALLOWED,
             "method not allowed on this route",
         );
         res.headers_mut().insert(header::ALLOW, route.allow.clone());
@@ -70,7 +71,7 @@ pub(crate) async fn admit(
         {
             return Err(problem(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                code::UNSUPPORTED_MEDIA_TYPE,
                 "expected Content-Type: application/json",
             ));
         }

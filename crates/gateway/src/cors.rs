@@ -53,7 +53,7 @@ impl Cors {
         if !self.allowed(origin) {
             return Some(
                 kit::ApiError::forbidden(
-                    "cors_origin_not_allowed",
+                    kit::error::code::CORS_ORIGIN_NOT_ALLOWED,
                     "this origin may not call the API",
                 )
                 .into_response(),

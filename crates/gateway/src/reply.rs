@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use http::header::{self, HeaderValue};
 use kit::ApiError;
+use kit::error::code;
 
 use crate::headers::RATELIMIT_RESET;
 use crate::ratelimit::Decision;
@@ -19,7 +20,7 @@ pub(crate) fn problem(status: StatusCode, code: &'static str, detail: &str) -> R
 pub(crate) fn payload_too_large(body_limit: u64) -> Response {
     problem(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        code::PAYLOAD_TOO_LARGE,
         &format!("request bodies are limited to {body_limit} bytes"),
     )
 }
@@ -39,17 +40,17 @@ pub(crate) fn rate_limited(d: &Decision) -> Response {
 pub(crate) fn failure_response(e: SendError, body_limit: u64) -> Response {
     match e {
         SendError::Overloaded => ApiError::unavailable(
-            "upstream_overloaded",
+            code::UPSTREAM_OVERLOADED,
             "the service is at capacity; retry shortly",
         )
         .into_response(),
         SendError::Unavailable => ApiError::unavailable(
-            "upstream_unavailable",
+            code::UPSTREAM_UNAVAILABLE,
             "the service is unavailable; retry shortly",
         )
         .into_response(),
         SendError::Timeout => ApiError::unavailable(
-            "upstream_timeout",
+            code::UPSTREAM_TIMEOUT,
             "the service did not answer in time; retry shortly",
         )
         .into_response(),

@@ -7,6 +7,140 @@ use serde::Serialize;
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// Declares each code once, as a constant, and lists them all in [`code::ALL`] so the
+/// catalogue's test sees every constant (a code added here cannot be left out of it).
+macro_rules! catalogue {
+    ($($(#[$doc:meta])* $name:ident = $wire:literal;)+) => {
+        $($(#[$doc])* pub const $name: &str = $wire;)+
+        /// Every code above, in declaration order.
+        pub const ALL: &[&str] = &[$($name),+];
+    };
+}
+
+/// The catalogue of `code`s every service sends, in problem+json bodies (`ApiError::code`)
+/// and in the chat WebSocket's `error` frames. The wire strings are a stable contract
+/// (clients branch on them; docs/api.md lists them): never change one, add a new code instead.
+pub mod code {
+    catalogue! {
+        // Shared: request parsing and the HTTP layer (kit::http, kit::error, kit::server).
+
+        /// 400: a body field or parameter breaks a rule; `errors[]` names the fields.
+        VALIDATION_FAILED = "validation_failed";
+        /// 400: the body is not syntactically valid JSON.
+        MALFORMED_JSON = "malformed_json";
+        /// 400: the body could not be read as the expected JSON for another reason.
+        MALFORMED_BODY = "malformed_body";
+        /// 400: a path id (e.g. a UUID) does not parse.
+        INVALID_ID = "invalid_id";
+        /// 400: the query string does not parse or its values conflict.
+        INVALID_QUERY = "invalid_query";
+        /// 400: a pagination cursor is malformed or not one this route issued.
+        INVALID_CURSOR = "invalid_cursor";
+        /// 404: no such route or resource (`ApiError::not_found`).
+        NOT_FOUND = "not_found";
+        /// 405: the route exists, not for this method (with `Allow`).
+        METHOD_NOT_ALLOWED = "method_not_allowed";
+        /// 413: the request body is over the size limit.
+        PAYLOAD_TOO_LARGE = "payload_too_large";
+        /// 415: a body was sent without `Content-Type: application/json`.
+        UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type";
+        /// 429 (or a WebSocket `error` frame with `retry_after_ms`): over a rate limit.
+        RATE_LIMITED = "rate_limited";
+        /// 500: an unexpected failure; the cause is logged, never sent.
+        INTERNAL = "internal";
+        /// 503: the service's database cannot be reached (pool timeout, I/O, connection lost).
+        DATABASE_UNAVAILABLE = "database_unavailable";
+        /// 503 on `/ready`: a dependency did not answer the readiness check.
+        NOT_READY = "not_ready";
+
+        // Bearer tokens (token::extract::rejection).
+
+        /// 401: no bearer token was sent.
+        UNAUTHORIZED = "unauthorized";
+        /// 401: the access token is malformed or its signature does not verify; also 400/401
+        /// in auth for a bad refresh, reset or email-verification token.
+        INVALID_TOKEN = "invalid_token";
+        /// 401: the access token has expired.
+        TOKEN_EXPIRED = "token_expired";
+        /// 401: the token's session was revoked (logout, password change).
+        SESSION_REVOKED = "session_revoked";
+        /// 503: the token keys (JWKS) cannot be fetched from auth.
+        AUTH_UNAVAILABLE = "auth_unavailable";
+
+        // Gateway: edge checks and upstream faults.
+
+        /// 400: the path has dot segments or encoded separators.
+        INVALID_PATH = "invalid_path";
+        /// 403: a CORS request from an origin not on the allow list.
+        CORS_ORIGIN_NOT_ALLOWED = "cors_origin_not_allowed";
+        /// 503: every instance of the upstream is at its concurrency limit.
+        UPSTREAM_OVERLOADED = "upstream_overloaded";
+        /// 503: no instance of the upstream could be reached.
+        UPSTREAM_UNAVAILABLE = "upstream_unavailable";
+        /// 503: the upstream did not answer within the timeout.
+        UPSTREAM_TIMEOUT = "upstream_timeout";
+
+        // Auth.
+
+        /// 409: the username is already registered.
+        USERNAME_TAKEN = "username_taken";
+        /// 409: the email address is already registered.
+        EMAIL_TAKEN = "email_taken";
+        /// 401 on login, 403 on a password/email change: wrong username, email or password.
+        INVALID_CREDENTIALS = "invalid_credentials";
+        /// 401: a refresh token was used twice; its whole session is revoked.
+        REFRESH_TOKEN_REUSED = "refresh_token_reused";
+
+        // Users.
+
+        /// 404: no such user (users), or a user id chat cannot resolve.
+        USER_NOT_FOUND = "user_not_found";
+        /// 404: the user exists but has no profile yet.
+        PROFILE_NOT_FOUND = "profile_not_found";
+        /// 403: one of the two users blocks the other (follow, DM, room invite).
+        BLOCKED = "blocked";
+        /// 400: a user tried to follow themselves.
+        CANNOT_FOLLOW_SELF = "cannot_follow_self";
+        /// 400: a user tried to block themselves.
+        CANNOT_BLOCK_SELF = "cannot_block_self";
+
+        // Chat.
+
+        /// 404: no such room (or one the caller may not see).
+        ROOM_NOT_FOUND = "room_not_found";
+        /// 404: the user is not a member of the room.
+        MEMBER_NOT_FOUND = "member_not_found";
+        /// 404: no such message in the room.
+        MESSAGE_NOT_FOUND = "message_not_found";
+        /// 403 (or a WebSocket `error` frame): the caller is not a member of the room.
+        NOT_MEMBER = "not_member";
+        /// 409: the user is already a member of the room.
+        ALREADY_MEMBER = "already_member";
+        /// 400: the operation applies to channels only, not to DMs.
+        NOT_A_CHANNEL = "not_a_channel";
+        /// 403: the caller's role does not allow this (owner/admin only).
+        FORBIDDEN = "forbidden";
+        /// 400: removing oneself from a room goes through leave, not remove-member.
+        USE_LEAVE = "use_leave";
+        /// 403: only the sender may edit a message.
+        NOT_SENDER = "not_sender";
+        /// 409: the message was deleted and cannot be edited.
+        MESSAGE_DELETED = "message_deleted";
+        /// 409: the `client_msg_id` was already used for a different message.
+        CLIENT_MSG_ID_CONFLICT = "client_msg_id_conflict";
+        /// 503: a service chat asks (the user service) is unavailable or its breaker is open.
+        DEPENDENCY_UNAVAILABLE = "dependency_unavailable";
+        /// 503: the node is shutting down and did not store the message.
+        SHUTTING_DOWN = "shutting_down";
+        /// 400: `GET /chat/ws` without a WebSocket upgrade.
+        WEBSOCKET_REQUIRED = "websocket_required";
+        /// WebSocket `error` frame: a frame that is not JSON text or not a known message.
+        MALFORMED_FRAME = "malformed_frame";
+        /// WebSocket close reason (1008): the user already has the maximum of connections.
+        TOO_MANY_CONNECTIONS = "too_many_connections";
+    }
+}
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct FieldError {
     pub field: String,
@@ -41,7 +175,7 @@ impl ApiError {
         let message = message.into();
         let mut e = Self::new(
             StatusCode::BAD_REQUEST,
-            "validation_failed",
+            code::VALIDATION_FAILED,
             message.clone(),
         );
         e.errors.push(FieldError {
@@ -58,7 +192,7 @@ impl ApiError {
             .map(|e| format!("{}: {}", e.field, e.message))
             .collect::<Vec<_>>()
             .join("; ");
-        let mut e = Self::new(StatusCode::BAD_REQUEST, "validation_failed", detail);
+        let mut e = Self::new(StatusCode::BAD_REQUEST, code::VALIDATION_FAILED, detail);
         e.errors = errors;
         e
     }
@@ -73,7 +207,7 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, code, detail)
     }
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+        Self::new(StatusCode::NOT_FOUND, code::NOT_FOUND, detail)
     }
     pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, detail)
@@ -92,7 +226,7 @@ impl ApiError {
         let secs = retry_after_ms.div_ceil(1000).max(1);
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
+            code::RATE_LIMITED,
             format!("too many requests; retry in {secs} s"),
         );
         e.headers.push(("retry-after", secs.to_string()));
@@ -107,7 +241,7 @@ impl ApiError {
         tracing::error!(error = %cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            code::INTERNAL,
             "an internal error occurred",
         )
     }
@@ -174,7 +308,7 @@ impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         if crate::db::is_unavailable(&e) {
             tracing::error!(error = %e, "database unavailable");
-            Self::unavailable("database_unavailable", "the database is unavailable")
+            Self::unavailable(code::DATABASE_UNAVAILABLE, "the database is unavailable")
         } else {
             Self::internal(e)
         }
@@ -184,5 +318,24 @@ impl From<sqlx::Error> for ApiError {
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         Self::internal(format!("{e:#}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::code;
+
+    #[test]
+    fn catalogue_has_unique_snake_case_codes() {
+        let mut seen = std::collections::HashSet::new();
+        for c in code::ALL {
+            assert!(seen.insert(*c), "code {c:?} is in the catalogue twice");
+            // snake_case: lowercase ASCII words joined by single underscores, so the
+            // problem `type` URI (underscores → hyphens) stays a clean path segment.
+            let snake = !c.is_empty()
+                && c.split('_')
+                    .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()));
+            assert!(snake, "code {c:?} is not snake_case");
+        }
     }
 }

@@ -11,7 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, code};
 
 /// Largest request body accepted by default (API.md: 1 MiB, 413 beyond).
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -48,24 +48,26 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            code::UNSUPPORTED_MEDIA_TYPE,
             "expected Content-Type: application/json",
         ),
         JsonRejection::JsonDataError(e) => {
-            ApiError::bad_request("validation_failed", e.body_text())
+            ApiError::bad_request(code::VALIDATION_FAILED, e.body_text())
         }
-        JsonRejection::JsonSyntaxError(e) => ApiError::bad_request("malformed_json", e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => {
+            ApiError::bad_request(code::MALFORMED_JSON, e.body_text())
+        }
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             payload_too_large()
         }
-        other => ApiError::bad_request("malformed_body", other.body_text()),
+        other => ApiError::bad_request(code::MALFORMED_BODY, other.body_text()),
     }
 }
 
 pub fn payload_too_large() -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        code::PAYLOAD_TOO_LARGE,
         format!("request bodies are limited to {DEFAULT_BODY_LIMIT} bytes"),
     )
 }
@@ -84,7 +86,7 @@ where
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
             Err(PathRejection::FailedToDeserializePathParams(e)) => {
-                Err(ApiError::bad_request("invalid_id", e.body_text()))
+                Err(ApiError::bad_request(code::INVALID_ID, e.body_text()))
             }
             Err(e) => Err(ApiError::internal(e.body_text())),
         }
@@ -105,9 +107,9 @@ where
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {
-                Err(ApiError::bad_request("invalid_query", e.body_text()))
+                Err(ApiError::bad_request(code::INVALID_QUERY, e.body_text()))
             }
-            Err(e) => Err(ApiError::bad_request("invalid_query", e.body_text())),
+            Err(e) => Err(ApiError::bad_request(code::INVALID_QUERY, e.body_text())),
         }
     }
 }
@@ -224,7 +226,7 @@ pub async fn problem_statuses(req: Request, next: Next) -> Response {
             let allow = res.headers().get(axum::http::header::ALLOW).cloned();
             let mut r = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                code::METHOD_NOT_ALLOWED,
                 "method not allowed on this route",
             )
             .into_response();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use kit::ApiError;
+use kit::error::code;
 
 use crate::{Claims, TokenError, Verifier};
 
@@ -39,18 +40,20 @@ pub fn bearer(value: &str) -> Option<&str> {
 /// Maps a verification failure to the 401/503 problem a client sees.
 pub fn rejection(e: TokenError) -> ApiError {
     let mut err = match e {
-        TokenError::Missing => ApiError::unauthorized("unauthorized", "a bearer token is required"),
+        TokenError::Missing => {
+            ApiError::unauthorized(code::UNAUTHORIZED, "a bearer token is required")
+        }
         TokenError::Invalid => {
-            ApiError::unauthorized("invalid_token", "the access token is invalid")
+            ApiError::unauthorized(code::INVALID_TOKEN, "the access token is invalid")
         }
         TokenError::Expired => {
-            ApiError::unauthorized("token_expired", "the access token has expired")
+            ApiError::unauthorized(code::TOKEN_EXPIRED, "the access token has expired")
         }
         TokenError::Revoked => {
-            ApiError::unauthorized("session_revoked", "the session of this token has ended")
+            ApiError::unauthorized(code::SESSION_REVOKED, "the session of this token has ended")
         }
         TokenError::KeysUnavailable => {
-            return ApiError::unavailable("auth_unavailable", "token keys cannot be fetched");
+            return ApiError::unavailable(code::AUTH_UNAVAILABLE, "token keys cannot be fetched");
         }
     };
     err.headers.push(("www-authenticate", "Bearer".to_owned()));

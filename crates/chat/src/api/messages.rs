@@ -4,6 +4,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, patch, post};
+use kit::error::code;
 use kit::http::{Json, Path, Query};
 use kit::{ApiError, ApiResult};
 use serde::{Deserialize, Serialize};
@@ -85,7 +86,7 @@ async fn history(
     let limit = domain::parse_limit(q.limit)?;
     if q.before.is_some_and(|b| b < 0) || q.after.is_some_and(|a| a < 0) {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            code::INVALID_QUERY,
             "before and after are seq values (0 or more)",
         ));
     }
@@ -151,7 +152,7 @@ async fn events(
     let after = q.after.unwrap_or(0);
     if after < 0 {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            code::INVALID_QUERY,
             "after is a seq value (0 or more)",
         ));
     }

@@ -7,6 +7,7 @@ mod ws;
 
 use axum::Router;
 use kit::ApiError;
+use kit::error::code;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -35,7 +36,7 @@ pub fn parse_cursor(raw: Option<&str>) -> Result<Option<Uuid>, ApiError> {
         Some(s) => s
             .parse()
             .map(Some)
-            .map_err(|_| ApiError::bad_request("invalid_cursor", "the cursor is not valid")),
+            .map_err(|_| ApiError::bad_request(code::INVALID_CURSOR, "the cursor is not valid")),
     }
 }
 

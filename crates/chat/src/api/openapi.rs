@@ -3,6 +3,7 @@
 
 use axum::Router;
 use axum::routing::get;
+use kit::error::code;
 use serde_json::{Value, json};
 
 use crate::state::ApiContext;
@@ -128,14 +129,14 @@ pub fn document() -> Value {
             "/chat/rooms/{id}/leave": {
                 "post": op("Leave a room (an owner's role passes to the longest-standing admin, else member)", vec![room_id()], None, json!({
                     "204": { "description": "Left" },
-                    "403": problem("not_member"),
+                    "403": problem(code::NOT_MEMBER),
                     "404": hidden_room(),
                 })),
             },
             "/chat/rooms/{id}/members": {
                 "get": op("Members (members only)", members_params, None, json!({
                     "200": ok("A page of members", "MemberPage"),
-                    "403": problem("not_member"),
+                    "403": problem(code::NOT_MEMBER),
                     "404": hidden_room(),
                 })),
                 "post": op("Add a member (owner/admin only)", vec![room_id()], Some(body("UserRef")), json!({
@@ -143,7 +144,7 @@ pub fn document() -> Value {
                     "400": problem("validation_failed, not_a_channel (DMs)"),
                     "403": problem("forbidden (not owner/admin), not_member, blocked (the invitee blocks the inviter)"),
                     "404": problem("room_not_found, user_not_found (no such user)"),
-                    "409": problem("already_member"),
+                    "409": problem(code::ALREADY_MEMBER),
                     "503": problem("dependency_unavailable: the user service cannot be asked"),
                 })),
             },
@@ -182,7 +183,7 @@ pub fn document() -> Value {
                 })),
                 "get": op("Message history, ascending seq", history_params, None, json!({
                     "200": ok("Messages", "MessageSlice"),
-                    "403": problem("not_member"),
+                    "403": problem(code::NOT_MEMBER),
                     "404": hidden_room(),
                 })),
             },
@@ -191,7 +192,7 @@ pub fn document() -> Value {
                     "200": ok("The message after the edit", "Message"),
                     "403": problem("not_sender, not_member, blocked (a DM whose members block each other)"),
                     "404": problem("room_not_found, message_not_found"),
-                    "409": problem("message_deleted"),
+                    "409": problem(code::MESSAGE_DELETED),
                 })),
                 "delete": op("Delete a message as a tombstone (sender, owner or admin; idempotent)", vec![room_id(), uuid_param("message_id")], None, json!({
                     "204": { "description": "Deleted" },
@@ -202,7 +203,7 @@ pub fn document() -> Value {
             "/chat/rooms/{id}/read": {
                 "post": op("Move the read marker (never backwards; capped at the room's last seq)", vec![room_id()], Some(body("ReadMarker")), json!({
                     "204": { "description": "Marked" },
-                    "403": problem("not_member"),
+                    "403": problem(code::NOT_MEMBER),
                     "404": hidden_room(),
                 })),
             },
@@ -213,7 +214,7 @@ pub fn document() -> Value {
                     query("limit", json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 50 }), "page size"),
                 ], None, json!({
                     "200": ok("Events", "EventSlice"),
-                    "403": problem("not_member"),
+                    "403": problem(code::NOT_MEMBER),
                     "404": hidden_room(),
                 })),
             },

@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::{SinkExt, StreamExt};
 use kit::ApiError;
+use kit::error::code;
 use kit::http::Query;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -63,7 +64,7 @@ impl FromRequestParts<ApiContext> for Upgrade {
         WebSocketUpgrade::from_request_parts(parts, ctx)
             .await
             .map(Upgrade)
-            .map_err(|e| ApiError::bad_request("websocket_required", e.body_text()))
+            .map_err(|e| ApiError::bad_request(code::WEBSOCKET_REQUIRED, e.body_text()))
     }
 }
 
@@ -182,7 +183,7 @@ async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
     // read (a refused handshake shows it only a generic error).
     let Some(id) = registered else {
         metrics::counter!("chat_ws_refused_total", "reason" => "too_many_connections").increment(1);
-        refuse(socket, close::POLICY, "too_many_connections").await;
+        refuse(socket, close::POLICY, code::TOO_MANY_CONNECTIONS).await;
         return;
     };
     let (sink, mut stream) = socket.split();
@@ -433,7 +434,7 @@ impl Conn {
                         Some(Ok(Message::Text(t))) => self.on_text(t.as_str()).await,
                         Some(Ok(Message::Binary(_))) => {
                             self.release().await;
-                            self.emit(text(&error_frame(None, "malformed_frame", "frames are JSON text"))).await;
+                            self.emit(text(&error_frame(None, code::MALFORMED_FRAME, "frames are JSON text"))).await;
                         }
                         Some(Ok(Message::Close(_))) => return,
                         Some(Ok(_)) => {}
@@ -486,7 +487,7 @@ impl Conn {
             Err(e) => {
                 self.release().await;
                 let msg = format!("not JSON: {e}");
-                self.emit(text(&error_frame(None, "malformed_frame", &msg)))
+                self.emit(text(&error_frame(None, code::MALFORMED_FRAME, &msg)))
                     .await;
                 return;
             }
@@ -502,7 +503,7 @@ impl Conn {
                 let msg = format!("invalid frame: {e}");
                 self.emit(text(&error_frame(
                     client_msg_id.as_deref(),
-                    "malformed_frame",
+                    code::MALFORMED_FRAME,
                     &msg,
                 )))
                 .await;
@@ -539,7 +540,7 @@ impl Conn {
         if let Err(wait_ms) = service::check_send_rate(&self.ctx, self.user) {
             let mut frame = error_frame(
                 Some(&client_msg_id),
-                "rate_limited",
+                code::RATE_LIMITED,
                 "too many messages; retry later",
             );
             frame["retry_after_ms"] = Value::from(wait_ms);
@@ -577,7 +578,7 @@ impl Conn {
         if !self.cursors.contains_key(&room_id) {
             self.emit(text(&error_frame(
                 None,
-                "not_member",
+                code::NOT_MEMBER,
                 "you are not a member of this room",
             )))
             .await;
@@ -609,7 +610,7 @@ impl Conn {
         for (room, after) in rooms {
             if !self.cursors.contains_key(&room) {
                 let mut frame =
-                    error_frame(None, "not_member", "you are not a member of this room");
+                    error_frame(None, code::NOT_MEMBER, "you are not a member of this room");
                 frame["room_id"] = Value::String(room.to_string());
                 self.emit(text(&frame)).await;
                 continue;
