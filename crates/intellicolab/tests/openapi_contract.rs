@@ -182,14 +182,23 @@ async fn every_route_of_the_reference_is_in_the_served_openapi_and_back() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), "ok");
-    let ready: Value = http
-        .get(format!("{}/readyz", ports.gateway_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ready["status"], "ready");
+    // 200 from the start; "degraded" until the health checks have seen every upstream
+    // (they run every 250 ms for instances not seen up yet), then "ready".
+    let mut ready = Value::Null;
+    for _ in 0..100 {
+        let res = http
+            .get(format!("{}/readyz", ports.gateway_url()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        ready = res.json().await.unwrap();
+        if ready["status"] == "ready" {
+            break;
+        }
+        assert_eq!(ready["status"], "degraded", "{ready}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready["status"], "ready", "{ready}");
     assert!(ready["upstreams"]["chat"]["available"].is_u64());
 }
