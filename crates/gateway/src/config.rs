@@ -272,6 +272,30 @@ impl Config {
             self.health_check_timeout_ms,
             MIN_HEALTH_CHECK_TIMEOUT_MS,
         )?;
+        // An instance is ejected after at least one failure, and may take at least one request.
+        at_least(
+            "gateway.eject_after_failures",
+            u64::from(self.eject_after_failures),
+            1,
+        )?;
+        at_least(
+            "gateway.max_outstanding_per_instance",
+            self.max_outstanding_per_instance as u64,
+            1,
+        )?;
+        // The back-off grows from the base to the maximum, so the maximum is at least the base.
+        at_least(
+            "gateway.eject_max_ms",
+            self.eject_max_ms,
+            self.eject_base_ms,
+        )?;
+        for r in &self.routes {
+            at_least(
+                &format!("gateway.routes[{}].timeout_ms", r.prefix),
+                r.timeout_ms,
+                1,
+            )?;
+        }
         Ok(())
     }
 
@@ -379,6 +403,46 @@ request_headers_add = { "x-from" = "gateway" }
         );
         assert_eq!(r.body_limit, 1024 * 1024);
         assert_eq!(r.request_headers_add["x-from"], "gateway");
+    }
+
+    #[test]
+    fn values_below_their_minimum_are_refused_naming_the_key() {
+        assert!(Config::default().validate().is_ok());
+        let cases: [(&str, Config); 4] = [
+            (
+                "gateway.eject_after_failures",
+                Config {
+                    eject_after_failures: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "gateway.max_outstanding_per_instance",
+                Config {
+                    max_outstanding_per_instance: 0,
+                    ..Config::default()
+                },
+            ),
+            (
+                "gateway.eject_max_ms",
+                Config {
+                    eject_base_ms: 5_000,
+                    eject_max_ms: 1_000,
+                    ..Config::default()
+                },
+            ),
+            ("gateway.routes[/chat].timeout_ms", {
+                let mut c = Config::default();
+                for r in c.routes.iter_mut().filter(|r| r.prefix == "/chat") {
+                    r.timeout_ms = 0;
+                }
+                c
+            }),
+        ];
+        for (key, config) in cases {
+            let err = config.validate().expect_err(key).to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

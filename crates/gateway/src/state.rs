@@ -119,7 +119,7 @@ impl Route {
             rewrite: cfg.rewrite.clone(),
             auth: cfg.auth,
             rate_limit,
-            timeout: Duration::from_millis(cfg.timeout_ms.max(1)),
+            timeout: Duration::from_millis(cfg.timeout_ms),
             body_limit: cfg.body_limit,
             methods,
             allow: HeaderValue::try_from(allow)?,

@@ -687,6 +687,7 @@ async fn an_instance_failing_with_5xx_is_ejected_though_its_health_check_passes(
     let (good, broken) = (upstream("users-good").await, upstream("users-broken").await);
     let mut cfg = config(&[&a], &[&good, &broken], &[&c]);
     cfg.eject_base_ms = 60_000;
+    cfg.eject_max_ms = 60_000;
     let gw = env.gateway(&cfg).await;
     let api = Api::new(&gw);
     let token = env.any_token();
