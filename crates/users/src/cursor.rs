@@ -18,7 +18,7 @@ pub fn limit(raw: Option<i64>) -> Result<i64, ApiError> {
 
 fn invalid() -> ApiError {
     ApiError::bad_request(
-        "invalid_cursor",
+        kit::error::code::INVALID_CURSOR,
         "the cursor is malformed or from another list",
     )
 }

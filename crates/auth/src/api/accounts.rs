@@ -68,7 +68,7 @@ async fn register(
     // Cheap conflict checks before the expensive hash; the unique constraints decide races.
     if store::users::exists_username(ctx.db.pool(), username.as_str()).await? {
         return Err(ApiError::conflict(
-            "username_taken",
+            kit::error::code::USERNAME_TAKEN,
             "that username is taken",
         ));
     }
@@ -77,7 +77,7 @@ async fn register(
         .is_some()
     {
         return Err(ApiError::conflict(
-            "email_taken",
+            kit::error::code::EMAIL_TAKEN,
             "an account with that email exists",
         ));
     }
@@ -100,9 +100,12 @@ async fn register(
             drop(tx);
             return Err(
                 if store::users::exists_username(ctx.db.pool(), username.as_str()).await? {
-                    ApiError::conflict("username_taken", "that username is taken")
+                    ApiError::conflict(kit::error::code::USERNAME_TAKEN, "that username is taken")
                 } else {
-                    ApiError::conflict("email_taken", "an account with that email exists")
+                    ApiError::conflict(
+                        kit::error::code::EMAIL_TAKEN,
+                        "an account with that email exists",
+                    )
                 },
             );
         }

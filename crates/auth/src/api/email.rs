@@ -31,7 +31,10 @@ struct ChangeBody {
 }
 
 fn email_taken() -> ApiError {
-    ApiError::conflict("email_taken", "an account with that email exists")
+    ApiError::conflict(
+        kit::error::code::EMAIL_TAKEN,
+        "an account with that email exists",
+    )
 }
 
 /// POST /auth/email — 202; the address changes once the token mailed to it is confirmed.
@@ -48,7 +51,7 @@ async fn request_change(
         .ok_or_else(|| ApiError::not_found("account not found"))?;
     if !check_current_password(&ctx, &user, &body.current_password, ip).await? {
         return Err(ApiError::forbidden(
-            "invalid_credentials",
+            kit::error::code::INVALID_CREDENTIALS,
             "the current password is incorrect",
         ));
     }
@@ -159,8 +162,12 @@ async fn confirm(
     State(ctx): State<ApiContext>,
     Json(body): Json<ConfirmBody>,
 ) -> ApiResult<StatusCode> {
-    let invalid =
-        || ApiError::bad_request("invalid_token", "the token is unknown, used or expired");
+    let invalid = || {
+        ApiError::bad_request(
+            kit::error::code::INVALID_TOKEN,
+            "the token is unknown, used or expired",
+        )
+    };
     let now = kit::time::now_ms();
     let mut tx = ctx.db.begin().await?;
     let Some(token) =

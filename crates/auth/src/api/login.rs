@@ -35,7 +35,10 @@ struct LoginBody {
 }
 
 fn invalid_credentials() -> ApiError {
-    ApiError::unauthorized("invalid_credentials", "the login or password is incorrect")
+    ApiError::unauthorized(
+        kit::error::code::INVALID_CREDENTIALS,
+        "the login or password is incorrect",
+    )
 }
 
 /// POST /auth/login
@@ -115,8 +118,12 @@ async fn refresh(
     ClientIp(ip): ClientIp,
     Json(body): Json<RefreshBody>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let invalid =
-        || ApiError::unauthorized("invalid_token", "the refresh token is invalid or expired");
+    let invalid = || {
+        ApiError::unauthorized(
+            kit::error::code::INVALID_TOKEN,
+            "the refresh token is invalid or expired",
+        )
+    };
     let hash = store::token_hash(body.refresh_token.trim());
     let now = kit::time::now_ms();
     let mut tx = ctx.db.begin().await?;
@@ -134,7 +141,7 @@ async fn refresh(
         ctx.outbox.wake();
         tracing::warn!(session_id = %session_id, "refresh token reused; session revoked");
         return Err(ApiError::unauthorized(
-            "refresh_token_reused",
+            kit::error::code::REFRESH_TOKEN_REUSED,
             "this refresh token was already used; the session has been ended",
         ));
     }

@@ -43,7 +43,7 @@ async fn change(
         .ok_or_else(|| ApiError::not_found("account not found"))?;
     if !check_current_password(&ctx, &user, &body.current_password, ip).await? {
         return Err(ApiError::forbidden(
-            "invalid_credentials",
+            kit::error::code::INVALID_CREDENTIALS,
             "the current password is incorrect",
         ));
     }
@@ -138,7 +138,7 @@ async fn confirm_reset(
         store::resets::consume(tx.conn(), &store::token_hash(body.token.trim()), now).await?
     else {
         return Err(ApiError::bad_request(
-            "invalid_token",
+            kit::error::code::INVALID_TOKEN,
             "the reset token is unknown, used or expired",
         ));
     };

@@ -32,7 +32,7 @@ pub fn router() -> Router<ApiContext> {
 }
 
 fn blocked() -> ApiError {
-    ApiError::forbidden("blocked", "one of you blocks the other")
+    ApiError::forbidden(kit::error::code::BLOCKED, "one of you blocks the other")
 }
 
 /// The four edge changes of the caller to another user.
@@ -47,12 +47,14 @@ enum EdgeChange {
 impl EdgeChange {
     fn self_error(self) -> ApiError {
         match self {
-            EdgeChange::Follow | EdgeChange::Unfollow => {
-                ApiError::bad_request("cannot_follow_self", "you cannot follow yourself")
-            }
-            EdgeChange::Block | EdgeChange::Unblock => {
-                ApiError::bad_request("cannot_block_self", "you cannot block yourself")
-            }
+            EdgeChange::Follow | EdgeChange::Unfollow => ApiError::bad_request(
+                kit::error::code::CANNOT_FOLLOW_SELF,
+                "you cannot follow yourself",
+            ),
+            EdgeChange::Block | EdgeChange::Unblock => ApiError::bad_request(
+                kit::error::code::CANNOT_BLOCK_SELF,
+                "you cannot block yourself",
+            ),
         }
     }
 

@@ -81,8 +81,12 @@ async fn blocks(
         Some(c) => {
             let p = cursor::decode("k", 2, c)?;
             let id = |s: &str| {
-                uuid::Uuid::parse_str(s)
-                    .map_err(|_| ApiError::bad_request("invalid_cursor", "the cursor is malformed"))
+                uuid::Uuid::parse_str(s).map_err(|_| {
+                    ApiError::bad_request(
+                        kit::error::code::INVALID_CURSOR,
+                        "the cursor is malformed",
+                    )
+                })
             };
             Some((id(&p[0])?, id(&p[1])?))
         }

@@ -49,7 +49,7 @@ pub struct PageParams {
 pub fn user_not_found() -> ApiError {
     ApiError::new(
         axum::http::StatusCode::NOT_FOUND,
-        "user_not_found",
+        kit::error::code::USER_NOT_FOUND,
         "no such user",
     )
 }
@@ -64,7 +64,7 @@ pub async fn ensure_me(ctx: &ApiContext, user: &AuthUser) -> ApiResult<Profile> 
     if user.username.trim().is_empty() {
         return Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
-            "profile_not_found",
+            kit::error::code::PROFILE_NOT_FOUND,
             "no profile exists for this account yet",
         ));
     }

@@ -60,7 +60,7 @@ pub fn document() -> Value {
         let mut r = json!({
             "204": no_content(),
             "400": problem("invalid_id, or the caller's own id"),
-            "404": problem("user_not_found"),
+            "404": problem(kit::error::code::USER_NOT_FOUND),
         });
         if blocked {
             r["403"] = problem("blocked: one side blocks the other");
@@ -86,7 +86,7 @@ pub fn document() -> Value {
             "/users/{id}": {
                 "get": op("A profile and its relationship to the caller", vec![id_param("id")], json!({
                     "200": ok("Profile with relationship", "ProfileWithRelationship"),
-                    "400": problem("invalid_id"),
+                    "400": problem(kit::error::code::INVALID_ID),
                     "404": problem("user_not_found: unknown, or the user blocks the caller"),
                 }))
             },

@@ -35,7 +35,8 @@ fn parse_cursor(raw: Option<&str>) -> ApiResult<Option<RankKey>> {
         return Ok(None);
     };
     let p = cursor::decode("s", 4, c)?;
-    let invalid = || ApiError::bad_request("invalid_cursor", "the cursor is malformed");
+    let invalid =
+        || ApiError::bad_request(kit::error::code::INVALID_CURSOR, "the cursor is malformed");
     let small = |s: &str| s.parse::<u8>().map_err(|_| invalid());
     Ok(Some(RankKey {
         tier: small(&p[0])?,
