@@ -120,17 +120,11 @@ pub async fn build(
 ) -> anyhow::Result<kit::server::Service> {
     config.validate()?;
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
-    let ping = bus.clone();
     let kit::server::Started {
         db,
         listener,
         ready,
-    } = setup(common, config)
-        .start(move || {
-            let bus = ping.clone();
-            async move { bus.ping().await }
-        })
-        .await?;
+    } = setup(common, config).start(bus.probe()).await?;
     let shutdown = shutdown.child_token();
     let keys = Arc::new(token::KeySet::load_or_generate(
         &common.data_dir.join("keys"),

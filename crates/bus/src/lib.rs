@@ -194,6 +194,18 @@ impl Bus {
         }
     }
 
+    /// [`Bus::ping`] as a readiness probe (what `kit::server::Setup::start` takes: the bus
+    /// is reported, never required, see `kit::server::readiness`).
+    pub fn probe(
+        &self,
+    ) -> impl Fn() -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync + 'static {
+        let bus = self.clone();
+        move || {
+            let bus = bus.clone();
+            Box::pin(async move { bus.ping().await })
+        }
+    }
+
     /// Runs `handler` for every event of the subscription until `shutdown`.
     pub fn subscribe(
         &self,

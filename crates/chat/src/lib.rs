@@ -158,17 +158,11 @@ pub async fn build(
     let shutdown = shutdown.child_token();
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
     // Database, migrations, readiness and the bound listener before any task starts.
-    let ping = bus.clone();
     let kit::server::Started {
         db,
         listener,
         ready,
-    } = setup(common, config)
-        .start(move || {
-            let bus = ping.clone();
-            async move { bus.ping().await }
-        })
-        .await?;
+    } = setup(common, config).start(bus.probe()).await?;
     let verifier = token::Verifier::from_url(common.jwks_url());
     let ready = kit::server::gated(
         ready,

@@ -152,7 +152,11 @@ async fn readyz(service: &'static str, check: ReadyCheck) -> Response {
         .filter_map(|(name, res)| res.as_ref().err().map(|why| format!("{name}: {why}")))
         .collect();
     if !failed.is_empty() {
-        return crate::error::ApiError::unavailable("not_ready", failed.join("; ")).into_response();
+        return crate::error::ApiError::unavailable(
+            crate::error::code::NOT_READY,
+            failed.join("; "),
+        )
+        .into_response();
     }
     let status = if r.optional.iter().all(|(_, res)| res.is_ok()) {
         "ready"

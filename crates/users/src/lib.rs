@@ -80,17 +80,11 @@ pub async fn build(
     shutdown: CancellationToken,
 ) -> anyhow::Result<kit::server::Service> {
     let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
-    let ping = bus.clone();
     let kit::server::Started {
         db,
         listener,
         ready,
-    } = setup(common, config)
-        .start(move || {
-            let bus = ping.clone();
-            async move { bus.ping().await }
-        })
-        .await?;
+    } = setup(common, config).start(bus.probe()).await?;
     let (search, feed) = search::feed::load(&db).await?;
     // Everything that can fail is done: only now start the background tasks.
     let shutdown = shutdown.child_token();
