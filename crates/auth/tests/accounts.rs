@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::{PASSWORD, spawn, spawn_with, token};
 use kit::db::Backend;
 use serde_json::json;
@@ -630,7 +628,7 @@ async fn profile_update_publishes_user_updated(backend: Backend) {
     let Some(app) = spawn(backend, "profile_update").await else {
         return;
     };
-    let seen = capture(&app.bus);
+    let seen = common::capture(&app.bus);
     let a = app.register("lena").await;
     let access = token(&a, "access_token");
     let res = app
@@ -664,7 +662,7 @@ async fn events_are_published(backend: Backend) {
     let Some(app) = spawn(backend, "events_published").await else {
         return;
     };
-    let seen = capture(&app.bus);
+    let seen = common::capture(&app.bus);
     let a = app.register("nina").await;
     app.post("/auth/logout", json!({}), Some(&token(&a, "access_token")))
         .await;
@@ -684,21 +682,4 @@ async fn events_are_published(backend: Backend) {
     assert!(revoked.data["session_id"].is_string());
     assert!(revoked.data["until"].as_i64().unwrap() > kit::time::now_ms() / 1000 + 800);
     app.stop().await;
-}
-
-fn capture(bus: &bus::Bus) -> Arc<Mutex<Vec<bus::Envelope>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    bus.subscribe(
-        bus::Subscription::new("test", &["auth"]),
-        bus::handler(move |e| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(e);
-                Ok(())
-            }
-        }),
-        Default::default(),
-    );
-    seen
 }

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::{PASSWORD, mailed_token, spawn, token};
 use kit::db::Backend;
 use serde_json::json;
@@ -68,7 +66,7 @@ async fn email_change_flow(backend: Backend) {
     let Some(app) = spawn(backend, "email_change_flow").await else {
         return;
     };
-    let seen = capture(&app.bus);
+    let seen = common::capture(&app.bus);
     let a = app.register("nora").await;
     let access = token(&a, "access_token");
     // A reset token mailed to the old address before the change.
@@ -307,21 +305,4 @@ async fn a_newer_request_voids_the_older_token(backend: Backend) {
     let (_, me) = app.get("/auth/me", Some(&access)).await;
     assert_eq!(me["email"], "sam@second.example");
     app.stop().await;
-}
-
-fn capture(bus: &bus::Bus) -> Arc<Mutex<Vec<bus::Envelope>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    bus.subscribe(
-        bus::Subscription::new("test", &["auth"]),
-        bus::handler(move |e| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(e);
-                Ok(())
-            }
-        }),
-        Default::default(),
-    );
-    seen
 }

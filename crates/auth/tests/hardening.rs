@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
 use common::{PASSWORD, mailed_token, spawn, spawn_with, token};
 use kit::db::Backend;
 use serde_json::{Value, json};
@@ -151,7 +149,7 @@ async fn internal_revocations_list_ended_sessions(backend: Backend) {
     let Some(app) = spawn(backend, "internal_revocations").await else {
         return;
     };
-    let seen = capture(&app.bus);
+    let seen = common::capture(&app.bus);
     let before = kit::time::now_ms();
     let a = app.register("xena").await;
     let (_, kept) = app.login("xena", PASSWORD).await;
@@ -366,23 +364,6 @@ async fn openapi_documents_the_changes(backend: Backend) {
         "internal routes are not public API"
     );
     app.stop().await;
-}
-
-fn capture(bus: &bus::Bus) -> Arc<Mutex<Vec<bus::Envelope>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = seen.clone();
-    bus.subscribe(
-        bus::Subscription::new("test", &["auth"]),
-        bus::handler(move |e| {
-            let sink = sink.clone();
-            async move {
-                sink.lock().unwrap().push(e);
-                Ok(())
-            }
-        }),
-        Default::default(),
-    );
-    seen
 }
 
 /// A negative `login_slowdown_max_ms` used to be read as 0 silently; now the service

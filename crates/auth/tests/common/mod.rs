@@ -202,3 +202,21 @@ pub async fn eventually<F: Fn() -> bool>(check: F) {
     }
     panic!("condition not met in time");
 }
+
+/// Every event the auth service publishes on `bus`, as it arrives.
+pub fn capture(bus: &bus::Bus) -> std::sync::Arc<std::sync::Mutex<Vec<bus::Envelope>>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    bus.subscribe(
+        bus::Subscription::new("test", &["auth"]),
+        bus::handler(move |e| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(e);
+                Ok(())
+            }
+        }),
+        Default::default(),
+    );
+    seen
+}
