@@ -56,7 +56,10 @@ function render() {
   switch (name) {
     case 'login': result = mountLogin(main, { notice: logoutNotice }); logoutNotice = null; break;
     case 'register': result = mountRegister(main); break;
-    case 'rooms': result = args[0] ? mountChat(main, { pane: 'room', roomId: args[0] }) : mountChat(main, { pane: 'empty' }); break;
+    case 'rooms': result = args[0]
+      ? mountChat(main, { pane: 'room', roomId: args[0], target: { around: query.get('around'), msg: query.get('msg'), thread: query.get('thread') } })
+      : mountChat(main, { pane: 'empty' }); break;
+    case 'search': result = mountChat(main, { pane: 'search', query: query.get('q') || '' }); break;
     case 'discover': result = mountChat(main, { pane: 'discover' }); break;
     case 'new-room': result = mountChat(main, { pane: 'new' }); break;
     case 'people':
@@ -77,7 +80,7 @@ function render() {
   cleanup = typeof result === 'function' ? result : null;
 
   for (const a of nav.querySelectorAll('a[data-nav]')) {
-    const active = a.dataset.nav === name || (a.dataset.nav === 'rooms' && (name === 'discover' || name === 'new-room'));
+    const active = a.dataset.nav === name || (a.dataset.nav === 'rooms' && (name === 'discover' || name === 'new-room' || name === 'search'));
     if (active) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
   const heading = main.querySelector('h1');
@@ -112,6 +115,7 @@ async function onLoggedIn() {
   try {
     if (!auth.user) auth.user = await api('/auth/me');
     await store.start();
+    store.noteActivity();
   } catch (err) {
     toast(err.humanMessage ? err.humanMessage() : 'Could not load your rooms.', 'error');
   }
@@ -139,6 +143,32 @@ store.addEventListener('rooms', () => {
   if (unread) document.title = `(${unread}) ${document.title}`;
 });
 
+// Presence dots anywhere on the page follow the store (v1.1).
+store.addEventListener('presence', (e) => {
+  const { user_id: id, status } = e.detail;
+  for (const dot of document.querySelectorAll(`[data-presence-user="${CSS.escape(id)}"]`)) {
+    dot.dataset.status = status;
+    dot.setAttribute('aria-label', status);
+    dot.title = status;
+  }
+});
+
+// Idle after 5 minutes without input or while the page is hidden; active again on input.
+let lastActivityNote = 0;
+const noteActivity = () => {
+  if (!auth.loggedIn) return;
+  const t = Date.now();
+  if (t - lastActivityNote < 1000 && !store.idle) return; // at most once a second
+  lastActivityNote = t;
+  store.noteActivity();
+};
+for (const type of ['keydown', 'pointerdown', 'pointermove', 'wheel', 'touchstart', 'focus']) {
+  window.addEventListener(type, noteActivity, { passive: true, capture: true });
+}
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'hidden') store.setIdle(true); else noteActivity();
+});
+
 document.getElementById('logout-button').addEventListener('click', () => auth.logout());
 // The skip link must not change the hash (that is the router's).
 document.querySelector('.skip-link').addEventListener('click', (e) => {
@@ -159,6 +189,8 @@ window.intellicolab = {
   dropConnection: () => store.rt?.drop(),
   simulateOffline: (ms) => store.rt?.simulateOffline(ms),
   reconnectNow: () => store.rt?.reconnectNow(),
+  /** Test hook: behave as after 5 minutes without input (idle) or on input again. */
+  setIdle: (idle) => (idle ? store.setIdle(true) : store.noteActivity()),
 };
 
 (async function boot() {

@@ -7,6 +7,8 @@
 //   typing       {room_id, user_id}
 //   status       {state}           realtime connection state
 //   removed      {room_id}         I left / was removed from a room
+//   read         {room_id, user_id, seq}   a member moved their read marker (v1.1)
+//   presence     {user_id, status}         a watched user's presence changed (v1.1)
 //
 // Nothing here touches `window` or `document` when the module is imported, and everything
 // the store reaches outside itself (HTTP, the signed-in user, the WebSocket, the page's
@@ -51,6 +53,10 @@ const ROOM_LIST_REFRESH_MS = 60_000;
 /** A failed gap fill is tried again after 1 s, doubling up to 30 s, until it succeeds. */
 const FILL_RETRY_FIRST_MS = 1000;
 const FILL_RETRY_MAX_MS = 30_000;
+/** Without input this long (or with the page hidden) I show as idle to others (v1.1). */
+const IDLE_AFTER_MS = 5 * 60 * 1000;
+/** The server takes at most this many ids in a presence subscription. */
+export const PRESENCE_MAX = 200;
 
 /** What the store uses from the page; `new Store(env)` replaces any of it. */
 const browserEnv = {
@@ -79,6 +85,15 @@ export class Store extends EventTarget {
     this.dmPeers = new Map(); // room id -> peer user id
     this.blocked = new Set();
     this.pending = new Map(); // room id -> Map(client_msg_id -> pending message)
+    this.reactions = new Reactions(() => this.me?.id);
+    this.threads = new ThreadCounts();
+    this.pins = new Map(); // room id -> Set(message id)
+    this.readMarkers = new Map(); // room id -> Map(user id -> seq)
+    this.presence = new Map(); // user id -> {status, last_seen_at}
+    this.presenceWatch = new Map(); // key (a view part) -> [user ids]
+    this._presenceSent = '';
+    this.idle = false;
+    clearTimeout(this._idleTimer);
     this.connection = 'closed';
     if (this.rt) this.rt.stop();
     clearInterval(this._pollTimer);
@@ -116,8 +131,16 @@ export class Store extends EventTarget {
       this.emit('status', e.detail);
       // A reconnect after an outage: the room list (unread counts) may be stale too.
       if (e.detail.state === 'open' && prev !== 'open' && this._wasOpen) this.scheduleRoomReload();
-      if (e.detail.state === 'open') this._wasOpen = true;
+      if (e.detail.state === 'open') {
+        this._wasOpen = true;
+        // A new connection starts with no subscription and active: say both again.
+        this._presenceSent = '';
+        this.sendPresenceSubscription();
+        if (this.idle) this.rt.idle(true);
+      }
     });
+    this.rt.addEventListener('read', (e) => this.handleRead(e.detail));
+    this.rt.addEventListener('presence', (e) => this.handlePresence(e.detail));
     this.rt.addEventListener('event', (e) => this.handleFrame(e.detail));
     this.rt.addEventListener('ack', (e) => this.handleAck(e.detail));
     this.rt.addEventListener('send-error', (e) => this.handleSendError(e.detail));
@@ -396,6 +419,7 @@ export class Store extends EventTarget {
     const msg = event.message;
     switch (event.kind) {
       case 'message.created': {
+        if (msg.thread_root_id) this.threads.reply(msg);
         room.last_message = msg;
         if (msg.sender_id === me) {
           this.clearPending(room.id, msg.client_msg_id);
@@ -411,6 +435,14 @@ export class Store extends EventTarget {
       case 'message.updated':
       case 'message.deleted':
         if (room.last_message?.id === msg?.id) room.last_message = msg;
+        break;
+      case 'reaction.added':
+      case 'reaction.removed':
+        this.reactions.apply(event);
+        break;
+      case 'message.pinned':
+      case 'message.unpinned':
+        applyPinEvent(this.pinsOf(room.id), event);
         break;
       case 'member.joined':
         room.member_count = (room.member_count || 0) + 1;
@@ -438,15 +470,17 @@ export class Store extends EventTarget {
     return this.pending.get(roomId);
   }
 
-  sendMessage(roomId, body, replyTo) {
+  /** Send a message; `threadRootId` puts it in that message's thread (v1.1). */
+  sendMessage(roomId, body, replyTo, threadRootId) {
     const clientMsgId = uuid();
     const p = {
       client_msg_id: clientMsgId, room_id: roomId, body, reply_to: replyTo || null,
+      thread_root_id: threadRootId || null,
       sender_id: this.me?.id, created_at: new Date().toISOString(), state: 'pending',
     };
     this.pendingFor(roomId).set(clientMsgId, p);
     this.emit('pending', { room_id: roomId });
-    this.rt?.sendMessage({ room_id: roomId, body, client_msg_id: clientMsgId, reply_to: replyTo || undefined });
+    this.rt?.sendMessage(sendFrame(p));
     this.scheduleHttpFallback(roomId, clientMsgId);
     return p;
   }
@@ -463,6 +497,7 @@ export class Store extends EventTarget {
       try {
         const body = { body: p.body, client_msg_id: clientMsgId };
         if (p.reply_to) body.reply_to = p.reply_to;
+        if (p.thread_root_id) body.thread_root_id = p.thread_root_id;
         const message = await this.api(`/chat/rooms/${roomId}/messages`, { method: 'POST', body });
         this.rt?.dropPending(clientMsgId);
         this.handleAck({ client_msg_id: clientMsgId, message });
@@ -483,7 +518,7 @@ export class Store extends EventTarget {
     p.state = 'pending';
     p.error = null;
     this.emit('pending', { room_id: roomId });
-    this.rt?.sendMessage({ room_id: roomId, body: p.body, client_msg_id: clientMsgId, reply_to: p.reply_to || undefined });
+    this.rt?.sendMessage(sendFrame(p));
     this.scheduleHttpFallback(roomId, clientMsgId);
   }
 
@@ -535,10 +570,330 @@ export class Store extends EventTarget {
       this.api(`/chat/rooms/${roomId}/read`, { method: 'POST', body: { seq: room.readSeq } }).catch(() => {});
     }, 400);
   }
+
+  // ---------- v1.1: reactions, pins, read receipts, presence ----------
+
+  /** The pinned message ids of a room (seeded from messages and GET …/pins, moved by events). */
+  pinsOf(roomId) {
+    if (!this.pins.has(roomId)) this.pins.set(roomId, new Set());
+    return this.pins.get(roomId);
+  }
+
+  /** Take what an HTTP copy of a message says about its reactions, thread and pin. */
+  seedMessage(m) {
+    if (!m?.id) return m;
+    this.reactions.seed(m);
+    if (!m.thread_root_id) this.threads.seed(m);
+    if (m.pinned !== undefined && m.room_id) {
+      if (m.pinned) this.pinsOf(m.room_id).add(m.id); else this.pinsOf(m.room_id).delete(m.id);
+    }
+    return m;
+  }
+
+  /** Toggle my reaction: PUT or DELETE, applied here at once (the event that follows is a no-op). */
+  async toggleReaction(roomId, messageId, emoji) {
+    const me = this.me?.id;
+    const mine = this.reactions.list(messageId).some((r) => r.emoji === emoji && r.me);
+    const path = `/chat/rooms/${roomId}/messages/${messageId}/reactions/${encodeURIComponent(emoji)}`;
+    await this.api(path, { method: mine ? 'DELETE' : 'PUT' });
+    const changed = this.reactions.apply({ kind: mine ? 'reaction.removed' : 'reaction.added', message_id: messageId, emoji, user_id: me });
+    if (changed) this.emit('room-event', { room_id: roomId, event: { kind: mine ? 'reaction.removed' : 'reaction.added', message_id: messageId, emoji, user_id: me, local: true } });
+    return !mine;
+  }
+
+  async loadReadMarkers(roomId) {
+    const page = await this.api(`/chat/rooms/${roomId}/read-markers`);
+    const map = new Map();
+    for (const m of page?.items || []) map.set(m.user_id, Number(m.seq) || 0);
+    // Frames that arrived while the list was on its way may be newer: keep the larger.
+    for (const [u, seq] of this.readMarkers.get(roomId) || []) map.set(u, Math.max(seq, map.get(u) || 0));
+    this.readMarkers.set(roomId, map);
+    this.emit('read', { room_id: roomId });
+  }
+
+  handleRead({ room_id: roomId, user_id: userId, seq }) {
+    if (!roomId || !userId) return;
+    if (!this.readMarkers.has(roomId)) this.readMarkers.set(roomId, new Map());
+    const map = this.readMarkers.get(roomId);
+    if ((map.get(userId) || 0) >= Number(seq)) return; // markers only move forward
+    map.set(userId, Number(seq));
+    this.emit('read', { room_id: roomId, user_id: userId, seq: Number(seq) });
+  }
+
+  /** Who (other than me and the sender) has read up to `message`. */
+  seenBy(roomId, message) {
+    return seenBy(this.readMarkers.get(roomId), message, this.me?.id);
+  }
+
+  handlePresence({ user_id: userId, status, last_seen_at: lastSeen }) {
+    if (!userId || !status) return;
+    const prev = this.presence.get(userId);
+    if (prev?.status === status && prev?.last_seen_at === lastSeen) return;
+    this.presence.set(userId, { status, last_seen_at: lastSeen ?? null });
+    this.emit('presence', { user_id: userId, status });
+  }
+
+  presenceOf(userId) {
+    return this.presence.get(userId)?.status || 'offline';
+  }
+
+  /**
+   * The users a part of the page shows (`key`: 'members', 'dms', …). The union (at most
+   * PRESENCE_MAX, the server's limit) is the subscription; it is sent when it changes and
+   * after every reconnect, and the statuses not known yet are fetched over HTTP.
+   */
+  watchPresence(key, ids) {
+    if (ids?.length) this.presenceWatch.set(key, [...new Set(ids)]); else this.presenceWatch.delete(key);
+    const all = this.watchedUsers();
+    this.sendPresenceSubscription();
+    const unknown = all.filter((id) => !this.presence.has(id));
+    if (unknown.length) {
+      this.api('/chat/presence', { query: { user_ids: unknown.join(',') } })
+        .then((page) => { for (const p of page?.items || []) this.handlePresence(p); })
+        .catch(() => { /* the frames will tell */ });
+    }
+  }
+
+  watchedUsers() {
+    return [...new Set([...this.presenceWatch.values()].flat())].filter((id) => id && id !== this.me?.id).slice(0, PRESENCE_MAX);
+  }
+
+  sendPresenceSubscription() {
+    const ids = this.watchedUsers();
+    const key = [...ids].sort().join(',');
+    if (!this.rt || this.connection !== 'open' || key === this._presenceSent) return;
+    if (this.rt.presenceSubscribe(ids)) this._presenceSent = key;
+  }
+
+  /** Input happened: active now, idle after IDLE_AFTER_MS without any. */
+  noteActivity() {
+    if (this.idle && this.env.pageVisible()) this.setIdle(false);
+    clearTimeout(this._idleTimer);
+    this._idleTimer = setTimeout(() => this.setIdle(true), IDLE_AFTER_MS);
+  }
+
+  setIdle(idle) {
+    if (this.idle === idle) return;
+    this.idle = idle;
+    this.rt?.idle(idle);
+  }
 }
 
 function activity(room) {
   return room.last_message?.created_at || room.created_at || '';
+}
+
+/** The WebSocket `send` frame of a pending message. */
+function sendFrame(p) {
+  const frame = { room_id: p.room_id, body: p.body, client_msg_id: p.client_msg_id };
+  if (p.reply_to) frame.reply_to = p.reply_to;
+  if (p.thread_root_id) frame.thread_root_id = p.thread_root_id;
+  return frame;
+}
+
+// ---------- v1.1 state kept outside the views (pure: unit-tested under node) ----------
+
+/**
+ * Reaction counts per message. An HTTP copy of a message seeds them (`{emoji, count, me}`,
+ * `me` for the caller); `reaction.added` / `reaction.removed` events move them. Events carry
+ * no `me`: it is mine when the event's user_id is mine. Applying is idempotent per user: the
+ * users known to have reacted (from events, and me from `me`) are remembered, so a second
+ * `added` from the same user (my own toggle applied at once, then its event) counts once.
+ */
+export class Reactions {
+  constructor(meId) {
+    this.meId = typeof meId === 'function' ? meId : () => meId;
+    this.byMessage = new Map(); // message id -> Map(emoji -> {count, users:Set, absent:Set})
+  }
+
+  seed(message) {
+    if (!Array.isArray(message?.reactions)) return;
+    const me = this.meId();
+    const prev = this.byMessage.get(message.id);
+    const next = new Map();
+    for (const r of message.reactions) {
+      if (!r?.emoji || !(r.count > 0)) continue;
+      const old = prev?.get(r.emoji);
+      const users = new Set();
+      const absent = new Set();
+      // WebSocket copies have no `me`: keep what was known about me.
+      const mine = r.me === undefined ? old?.users.has(me) : r.me;
+      if (mine) users.add(me); else if (r.me === false) absent.add(me);
+      next.set(r.emoji, { count: r.count, users, absent });
+    }
+    this.byMessage.set(message.id, next);
+  }
+
+  /** Apply a reaction event; true when something changed. */
+  apply({ kind, message_id: messageId, emoji, user_id: userId }) {
+    if (!messageId || !emoji || !userId) return false;
+    if (!this.byMessage.has(messageId)) this.byMessage.set(messageId, new Map());
+    const map = this.byMessage.get(messageId);
+    let r = map.get(emoji);
+    if (kind === 'reaction.added') {
+      if (r?.users.has(userId)) return false;
+      if (!r) { r = { count: 0, users: new Set(), absent: new Set() }; map.set(emoji, r); }
+      r.users.add(userId);
+      r.absent.delete(userId);
+      r.count += 1;
+      return true;
+    }
+    if (kind === 'reaction.removed') {
+      if (!r || r.absent.has(userId)) return false;
+      r.users.delete(userId);
+      r.absent.add(userId);
+      r.count = Math.max(0, r.count - 1);
+      if (r.count === 0) map.delete(emoji);
+      return true;
+    }
+    return false;
+  }
+
+  /** `[{emoji, count, me}]` in first-reacted order. */
+  list(messageId) {
+    const me = this.meId();
+    return [...(this.byMessage.get(messageId)?.entries() || [])]
+      .filter(([, r]) => r.count > 0)
+      .map(([emoji, r]) => ({ emoji, count: r.count, me: r.users.has(me) }));
+  }
+}
+
+/**
+ * Reply counts and last-reply times of thread roots: seeded from the root's HTTP copy,
+ * moved by each new reply (`message.created` with thread_root_id) once per reply id.
+ */
+export class ThreadCounts {
+  constructor() { this.roots = new Map(); } // root id -> {count, last, ids:Set}
+
+  seed(root) {
+    if (!root?.id || root.reply_count === undefined) return;
+    const prev = this.roots.get(root.id);
+    // A copy older than the replies already counted does not roll the count back.
+    if (prev && prev.count > (root.reply_count || 0)) return;
+    this.roots.set(root.id, { count: root.reply_count || 0, last: epochMs(root.last_reply_at), ids: prev?.ids || new Set() });
+  }
+
+  /** A new reply; true when it was not counted yet. */
+  reply(msg) {
+    const rootId = msg?.thread_root_id;
+    if (!rootId) return false;
+    if (!this.roots.has(rootId)) this.roots.set(rootId, { count: 0, last: null, ids: new Set() });
+    const t = this.roots.get(rootId);
+    if (t.ids.has(msg.id)) return false;
+    t.ids.add(msg.id);
+    t.count += 1;
+    const at = epochMs(msg.created_at);
+    if (at && (!t.last || at > t.last)) t.last = at;
+    return true;
+  }
+
+  get(rootId) {
+    const t = this.roots.get(rootId);
+    return t ? { reply_count: t.count, last_reply_at: t.last } : { reply_count: 0, last_reply_at: null };
+  }
+}
+
+/** `last_reply_at` may come as RFC 3339 or as epoch milliseconds: milliseconds, or null. */
+export function epochMs(value) {
+  if (value === null || value === undefined || value === '') return null;
+  if (typeof value === 'number') return value;
+  if (/^\d+$/.test(String(value))) return Number(value);
+  const t = Date.parse(value);
+  return Number.isNaN(t) ? null : t;
+}
+
+/** Apply `message.pinned` / `message.unpinned` to a room's set of pinned ids; true if it changed. */
+export function applyPinEvent(pinned, { kind, message_id: id }) {
+  if (!id) return false;
+  if (kind === 'message.pinned' && !pinned.has(id)) { pinned.add(id); return true; }
+  if (kind === 'message.unpinned' && pinned.has(id)) { pinned.delete(id); return true; }
+  return false;
+}
+
+/** The users whose read marker is at or past `message` — not me, not its sender. */
+export function seenBy(markers, message, meId) {
+  if (!markers || !message) return [];
+  return [...markers].filter(([u, seq]) => seq >= message.seq && u !== meId && u !== message.sender_id).map(([u]) => u);
+}
+
+/**
+ * Split a body into `[{text, hit}]` by search highlight ranges, given in Unicode scalar
+ * values (code points): slicing the UTF-16 string would cut astral characters (emoji) in two.
+ */
+export function highlightSegments(body, highlights = []) {
+  const chars = Array.from(body || '');
+  const ranges = [...highlights]
+    .map((r) => ({ start: Math.max(0, r.start | 0), end: Math.min(chars.length, r.end | 0) }))
+    .filter((r) => r.end > r.start)
+    .sort((a, b) => a.start - b.start);
+  const out = [];
+  let at = 0;
+  for (const r of ranges) {
+    const start = Math.max(r.start, at); // overlapping ranges merge
+    if (r.end <= start) continue;
+    if (start > at) out.push({ text: chars.slice(at, start).join(''), hit: false });
+    out.push({ text: chars.slice(start, r.end).join(''), hit: true });
+    at = r.end;
+  }
+  if (at < chars.length) out.push({ text: chars.slice(at).join(''), hit: false });
+  return out;
+}
+
+const MENTION_RE = /(^|[^\p{L}\p{N}_.@])@([\p{L}\p{N}_.]+)/gu;
+
+/**
+ * Split a body into `[{text, mention}]`: `mention` is the user id of an `@username` that the
+ * server resolved (its id is in the message's `mentions`; `usernameOf(id)` gives the
+ * username when known), or 'room' for `@room` when the server resolved it (mentions not
+ * empty). Anything else stays text, as the server left it.
+ */
+export function mentionSegments(body, mentions = [], usernameOf = () => null) {
+  const text = body || '';
+  if (!mentions?.length) return [{ text, mention: null }];
+  const byName = new Map();
+  for (const id of mentions) {
+    const name = usernameOf(id);
+    if (name) byName.set(String(name).toLowerCase(), id);
+  }
+  const out = [];
+  let at = 0;
+  for (const m of text.matchAll(MENTION_RE)) {
+    const name = m[2].replace(/\.+$/, ''); // a sentence's full stop is not part of the name
+    const lower = name.toLowerCase();
+    const id = lower === 'room' && !byName.has('room') ? 'room' : byName.get(lower);
+    if (!id) continue;
+    const start = m.index + m[1].length;
+    if (start > at) out.push({ text: text.slice(at, start), mention: null });
+    out.push({ text: `@${name}`, mention: id });
+    at = start + 1 + name.length;
+  }
+  if (at < text.length) out.push({ text: text.slice(at), mention: null });
+  return out;
+}
+
+/**
+ * The `@word` being typed at the caret, for autocomplete: `{start, query}` (start: index of
+ * the `@`), or null when the caret is not in one.
+ */
+export function mentionQuery(text, caret) {
+  const before = text.slice(0, caret);
+  const m = before.match(/(^|[^\p{L}\p{N}_.@])@([\p{L}\p{N}_.]{0,32})$/u);
+  if (!m) return null;
+  return { start: caret - m[2].length - 1, query: m[2] };
+}
+
+/** Members matching an autocomplete query (username or display name prefix), best first. */
+export function mentionCandidates(members, query, meId, limit = 8) {
+  const q = (query || '').toLowerCase();
+  const scored = [];
+  for (const m of members) {
+    if (m.id === meId) continue;
+    const u = (m.username || '').toLowerCase();
+    const d = (m.display_name || '').toLowerCase();
+    const rank = u.startsWith(q) ? 0 : d.startsWith(q) || d.split(/\s+/).some((w) => w.startsWith(q)) ? 1 : u.includes(q) ? 2 : -1;
+    if (rank >= 0 && m.username) scored.push({ m, rank });
+  }
+  return scored.sort((a, b) => a.rank - b.rank || a.m.username.localeCompare(b.m.username)).slice(0, limit).map((x) => x.m);
 }
 
 export const store = new Store();

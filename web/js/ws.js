@@ -8,6 +8,8 @@
 //   ack      {client_msg_id, message}
 //   send-error {client_msg_id, code, message}
 //   typing   {room_id, user_id}
+//   read     {room_id, user_id, seq}            a member moved their read marker (v1.1)
+//   presence {user_id, status, last_seen_at}    a subscribed user's presence (v1.1)
 //   error    a server error frame without client_msg_id
 
 const BACKOFF_BASE_MS = 500;
@@ -161,7 +163,9 @@ export class Realtime extends EventTarget {
         }
         break;
       case 'typing':
-        this.dispatchEvent(new CustomEvent('typing', { detail: frame }));
+      case 'read':
+      case 'presence':
+        this.dispatchEvent(new CustomEvent(frame.type, { detail: frame }));
         break;
       case 'pong':
       case 'ready': // {rooms: {room_id: last_seq}} once subscribed; `resume` does the catching up
@@ -179,9 +183,10 @@ export class Realtime extends EventTarget {
   }
 
   /** Queue a message; it is sent now if connected and resent on every reconnect until acked. */
-  sendMessage({ room_id, body, client_msg_id, reply_to }) {
+  sendMessage({ room_id, body, client_msg_id, reply_to, thread_root_id }) {
     const frame = { type: 'send', room_id, body, client_msg_id };
     if (reply_to) frame.reply_to = reply_to;
+    if (thread_root_id) frame.thread_root_id = thread_root_id;
     this.pending.set(client_msg_id, frame);
     this._raw(frame);
   }
@@ -190,6 +195,12 @@ export class Realtime extends EventTarget {
   dropPending(clientMsgId) { this.pending.delete(clientMsgId); }
 
   typing(roomId) { this._raw({ type: 'typing', room_id: roomId }); }
+
+  /** Replace the set of users whose presence frames I get (≤ 200); false when not sent. */
+  presenceSubscribe(userIds) { return this._raw({ type: 'presence.subscribe', user_ids: userIds }); }
+
+  /** Tell the server I am idle (no input for a while, page hidden) or active again. */
+  idle(idle) { return this._raw({ type: idle ? 'idle' : 'active' }); }
 
   /** Ask for events after the given seqs (used when a gap is detected). */
   resume(rooms) { this._raw({ type: 'resume', rooms }); }

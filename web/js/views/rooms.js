@@ -3,12 +3,14 @@ import { h, replace, field, showFormErrors, clearFormErrors, debounce, formatTim
 import { api } from '../api.js';
 import { store, fetchAll } from '../store.js';
 import { mountRoom } from './room.js';
+import { mountSearch } from './room/search.js';
+import { presenceDot } from './room/state.js';
 
 /**
  * Mount the chat layout. `pane` is 'empty' | 'room' | 'discover' | 'new'.
  * Returns a cleanup function.
  */
-export function mountChat(main, { pane = 'empty', roomId = null } = {}) {
+export function mountChat(main, { pane = 'empty', roomId = null, target = {}, query = '' } = {}) {
   const cleanups = [];
   const list = h('ul', { class: 'room-list', testid: 'room-list', 'aria-label': 'Your rooms' });
   const sidebar = h('aside', { class: 'sidebar', 'aria-label': 'Rooms' },
@@ -17,6 +19,7 @@ export function mountChat(main, { pane = 'empty', roomId = null } = {}) {
       h('div', { class: 'sidebar-actions' },
         h('a', { href: '#/new-room', class: 'btn btn-small', testid: 'new-room-button', text: 'New room' }),
         h('a', { href: '#/discover', class: 'btn btn-small btn-ghost', testid: 'discover-button', text: 'Discover' }))),
+    searchBox(pane === 'search' ? query : ''),
     list);
   const paneEl = h('section', { class: 'room-pane' });
   const layout = h('div', { class: `chat-layout ${pane === 'empty' ? '' : 'has-pane'}` }, sidebar, paneEl);
@@ -33,6 +36,7 @@ export function mountChat(main, { pane = 'empty', roomId = null } = {}) {
     }
     const focusedId = document.activeElement?.closest?.('[data-room-id]')?.dataset.roomId;
     replace(list, rooms.map((r) => roomItem(r, r.id === roomId)));
+    store.watchPresence('dms', rooms.filter((r) => r.kind === 'dm').map((r) => store.dmPeers.get(r.id)).filter(Boolean));
     if (focusedId) list.querySelector(`[data-room-id="${CSS.escape(focusedId)}"]`)?.focus();
   };
   renderList();
@@ -53,7 +57,8 @@ export function mountChat(main, { pane = 'empty', roomId = null } = {}) {
     links[next].focus();
   });
 
-  if (pane === 'room') cleanups.push(mountRoom(paneEl, roomId));
+  if (pane === 'room') cleanups.push(mountRoom(paneEl, roomId, target));
+  else if (pane === 'search') cleanups.push(mountSearch(paneEl, query));
   else if (pane === 'discover') cleanups.push(mountDiscover(paneEl));
   else if (pane === 'new') mountNewRoom(paneEl);
   else {
@@ -82,7 +87,7 @@ function roomItem(room, active) {
       'aria-label': label,
     },
     room.kind === 'dm'
-      ? avatar(store.profileData.get(peerId) || { display_name: title }, 'sm')
+      ? h('span', { class: 'avatar-with-dot' }, avatar(store.profileData.get(peerId) || { display_name: title }, 'sm'), peerId ? presenceDot(peerId) : null)
       : h('span', { class: 'avatar avatar-sm room-glyph', 'aria-hidden': 'true' }, room.visibility === 'private' ? lockIcon() : '#'),
     h('span', { class: 'room-item-main' },
       h('span', { class: 'room-item-top' },
@@ -91,6 +96,20 @@ function roomItem(room, active) {
       h('span', { class: 'room-item-bottom' },
         h('span', { class: 'room-preview', testid: 'room-preview', text: preview }),
         unread ? h('span', { class: 'badge', testid: 'unread-count', 'aria-hidden': 'true', text: unread > 99 ? '99+' : String(unread) }) : null))));
+}
+
+/** The message search box of the sidebar: Enter opens the results in the pane. */
+function searchBox(value) {
+  const input = h('input', { type: 'search', id: 'sidebar-search', name: 'q', testid: 'sidebar-search', placeholder: 'Search messages', autocomplete: 'off', maxlength: '200' });
+  input.value = value;
+  const form = h('form', { class: 'sidebar-search', role: 'search', 'aria-label': 'Search messages' },
+    h('label', { for: 'sidebar-search', class: 'visually-hidden', text: 'Search messages' }), input);
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const q = input.value.trim();
+    if (q) location.hash = `#/search?q=${encodeURIComponent(q)}`;
+  });
+  return form;
 }
 
 function lockIcon() {

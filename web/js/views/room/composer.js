@@ -3,6 +3,7 @@
 import { h, replace, clear, toast } from '../../dom.js';
 import { store } from '../../store.js';
 import { nameEl } from './state.js';
+import { attachMentionAutocomplete, memberProfiles } from './mentions.js';
 
 const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_SHOW_MS = 6000;
@@ -19,13 +20,16 @@ export function mountComposer(state, { onEditLast, onSent }) {
   const typingEl = h('p', { class: 'typing-indicator', testid: 'typing-indicator', 'aria-live': 'polite' });
   const replyBar = h('div', { class: 'reply-bar', testid: 'reply-bar', hidden: true });
   const input = h('textarea', { id: 'composer-input', class: 'composer-input', testid: 'composer-input', rows: '1', placeholder: 'Write a message…', maxlength: '4000', 'data-autofocus': '', 'aria-describedby': 'composer-hint' });
+  // `@` autocomplete first: its Enter/Tab/Escape must win over sending and cancelling.
+  const mentionList = attachMentionAutocomplete(input, () => memberProfiles(state));
   const sendBtn = h('button', { type: 'submit', class: 'btn btn-primary', testid: 'send-button', text: 'Send' });
   const composer = h('form', { class: 'composer', testid: 'composer', 'aria-label': 'Send a message' },
     replyBar,
+    mentionList,
     h('div', { class: 'composer-row' },
       h('label', { for: 'composer-input', class: 'visually-hidden', text: 'Message' }),
       input, sendBtn),
-    h('p', { id: 'composer-hint', class: 'visually-hidden', text: 'Enter sends, Shift+Enter adds a new line, Up arrow edits your last message.' }));
+    h('p', { id: 'composer-hint', class: 'visually-hidden', text: 'Enter sends, Shift+Enter adds a new line, Up arrow edits your last message. Type @ to mention a member.' }));
 
   // ----- typing: shown -----
   const typists = new Map(); // user id -> timeout

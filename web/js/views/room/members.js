@@ -3,7 +3,7 @@
 import { h, replace, clear, toast, debounce } from '../../dom.js';
 import { api } from '../../api.js';
 import { store, fetchAll } from '../../store.js';
-import { nameEl } from './state.js';
+import { nameEl, presenceDot } from './state.js';
 
 /**
  * Keeps `state.myRole` current; `onRoleChange()` runs when it changed.
@@ -14,10 +14,21 @@ export function mountMembers(state, { onRoleChange }) {
   let members = [];
 
   const button = h('button', { type: 'button', class: 'btn btn-small btn-ghost', testid: 'members-toggle', 'aria-expanded': 'false', 'aria-controls': 'members-panel', text: 'Members' });
-  const panel = h('aside', { id: 'members-panel', class: 'members-panel', testid: 'members-panel', 'aria-label': 'Members', hidden: true });
+  const panel = h('aside', { id: 'members-panel', class: 'members-panel side-panel', testid: 'members-panel', 'aria-label': 'Members', hidden: true });
 
+  state.registerPanel('members', ({ quiet } = {}) => {
+    if (panel.hidden) return;
+    panel.hidden = true;
+    button.setAttribute('aria-expanded', 'false');
+    if (!quiet) button.focus();
+  });
+  state.onDispose(() => store.watchPresence('members', []));
+  panel.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && !e.defaultPrevented && !e.target.closest('input')) { e.preventDefault(); panel.hidden = true; button.setAttribute('aria-expanded', 'false'); button.focus(); }
+  });
   button.addEventListener('click', () => {
     const open = panel.hidden;
+    if (open) state.panelOpening('members');
     panel.hidden = !open;
     button.setAttribute('aria-expanded', String(open));
     if (open) { render(); panel.querySelector('h2')?.focus(); }
@@ -34,6 +45,10 @@ export function mountMembers(state, { onRoleChange }) {
       members = await fetchAll(`/chat/rooms/${roomId}/members`, {}, 10);
     } catch { return; }
     if (state.disposed) return;
+    state.members = members;
+    // Names for mentions (autocomplete and highlighting), presence for the dots.
+    for (const m of members) if (m.user_id !== store.me?.id) store.profile(m.user_id).catch(() => {});
+    store.watchPresence('members', members.map((m) => m.user_id));
     const mine = members.find((m) => m.user_id === store.me?.id);
     const oldRole = state.myRole;
     state.myRole = mine?.role || 'member';
@@ -100,6 +115,7 @@ export function mountMembers(state, { onRoleChange }) {
       }
     });
     return h('li', { class: 'member-item', testid: 'member-item', 'data-user-id': m.user_id, 'data-role': m.role },
+      presenceDot(m.user_id),
       h('a', { href: `#/people/${m.user_id}`, class: 'member-name' }, name),
       m.role !== 'member' ? h('span', { class: 'role-badge', text: m.role }) : null,
       roleBtn, kick);

@@ -10,11 +10,17 @@ import { store } from '../../store.js';
  */
 export function createRoomState(roomId) {
   const cleanups = [];
+  const panels = new Map(); // name -> close()
   return {
     roomId,
     room: store.rooms.get(roomId) || null,
     myRole: 'member',
+    /** The room's members `[{user_id, role}]`, kept by the members part (mentions use it). */
+    members: [],
     disposed: false,
+    /** Side panels (members, thread, pins) share the space: opening one closes the others. */
+    registerPanel(name, close) { panels.set(name, close); },
+    panelOpening(name) { for (const [n, close] of panels) if (n !== name) close({ quiet: true }); },
     /** addEventListener, removed when the view goes. */
     on(target, type, fn) {
       target.addEventListener(type, fn);
@@ -36,3 +42,12 @@ export function nameEl(userId) {
   }
   return el;
 }
+
+/** A presence dot, kept current by the app (store 'presence' events update every dot of a user). */
+export function presenceDot(userId) {
+  const status = store.presenceOf(userId);
+  return h('span', { class: 'presence-dot', 'data-presence-user': userId, 'data-status': status, testid: 'presence-dot', role: 'img', 'aria-label': status, title: status });
+}
+
+/** Whether I may pin and unpin here (owner or admin). */
+export const canModerate = (state) => state.myRole === 'owner' || state.myRole === 'admin';
