@@ -1,5 +1,6 @@
 // A small in-memory stand-in for the IntelliColab gateway, following /work/shared/API.md
-// (contract v1) closely enough to develop and test the web client without the Rust services.
+// (contract v1.1: mentions, threads, reactions, pins, read receipts, presence, search)
+// closely enough to develop and test the web client without the Rust services.
 // It also serves web/ with the gateway's Content-Security-Policy, so CSP violations show up.
 //
 //   node mock-server.mjs            # listens on 127.0.0.1:8090 (PORT=..., TOKEN_TTL=seconds)
@@ -26,7 +27,7 @@ const sessions = new Map(); // sid -> {id, user_id, created_at, last_used_at, us
 const access = new Map(); // token -> {user_id, sid, exp}
 const follows = new Set(); // "a>b"
 const blocks = new Set(); // "a>b" a blocks b
-const rooms = new Map(); // id -> {room, members: Map(user_id -> {role, joined_at}), events: [], messages: Map(id->msg), reads: Map(user->seq), dmKey}
+const rooms = new Map(); // id -> {room, members: Map(user_id -> {role, joined_at}), events: [], messages: Map(id->msg), reads: Map(user->seq), reactions: Map(msg id -> Map(emoji -> Set(user))), pins: Set(msg id), dmKey}
 const sockets = new Set();
 
 class Problem extends Error {
@@ -84,9 +85,19 @@ function roomView(r, forUser) {
   }
   return out;
 }
+/** A message as a user sees it (v1.1 fields; `me` in reactions only for HTTP answers). */
+function msgView(r, m, forUser) {
+  const reactions = [...(r.reactions.get(m.id) || new Map())].filter(([, set]) => set.size).map(([emoji, set]) => {
+    const out = { emoji, count: set.size };
+    if (forUser) out.me = set.has(forUser);
+    return out;
+  });
+  return { ...m, reactions, pinned: r.pins.has(m.id) };
+}
 function addEvent(r, kind, payload) {
   const ev = { room_id: r.room.id, seq: r.events.length + 1, kind, created_at: now(), ...payload };
   r.events.push(ev);
+  if (ev.message) ev.message = msgView(r, ev.message);
   const frame = JSON.stringify({ type: 'event', room_id: r.room.id, seq: ev.seq, event: ev });
   for (const s of sockets) {
     if (r.members.has(s.userId) || (kind === 'member.removed' || kind === 'member.left') && payload.user_id === s.userId) {
@@ -98,7 +109,7 @@ function addEvent(r, kind, payload) {
 }
 function createRoom({ name, visibility, topic = '', kind = 'channel' }, owner) {
   const id = uuid();
-  const r = { room: { id, kind, name, topic, visibility, owner_id: owner.id, created_at: now() }, members: new Map(), events: [], messages: new Map(), reads: new Map() };
+  const r = { room: { id, kind, name, topic, visibility, owner_id: owner.id, created_at: now() }, members: new Map(), events: [], messages: new Map(), reads: new Map(), reactions: new Map(), pins: new Set() };
   rooms.set(id, r);
   r.members.set(owner.id, { role: 'owner', joined_at: now() });
   addEvent(r, 'member.joined', { user_id: owner.id });
@@ -113,17 +124,35 @@ function getRoom(id, user, { member = true } = {}) {
   }
   return r;
 }
-function postMessage(r, user, { body, client_msg_id, reply_to }) {
+function mentionsOf(r, sender, body) {
+  const out = new Set();
+  const role = r.members.get(sender.id)?.role;
+  for (const m of body.matchAll(/(^|[^\p{L}\p{N}_.@])@([\p{L}\p{N}_.]+)/gu)) {
+    const name = m[2].replace(/\.+$/, '').toLowerCase();
+    if (name === 'room' && (role === 'owner' || role === 'admin')) for (const id of r.members.keys()) out.add(id);
+    for (const u of users.values()) if (u.username === name && r.members.has(u.id)) out.add(u.id);
+  }
+  out.delete(sender.id);
+  return [...out];
+}
+function postMessage(r, user, { body, client_msg_id, reply_to, thread_root_id }) {
   const text = String(body ?? '').trim();
   if (!text || [...text].length > 4000) throw new Problem(400, 'validation_failed', 'A message needs 1 to 4000 characters.', [{ field: 'body', message: 'must be 1–4000 characters' }]);
   if (client_msg_id) {
     const dup = [...r.messages.values()].find((m) => m.sender_id === user.id && m.client_msg_id === client_msg_id);
-    if (dup) return { message: dup, created: false };
+    if (dup) return { message: msgView(r, dup, user.id), created: false };
   }
-  const m = { id: uuid(), room_id: r.room.id, seq: r.events.length + 1, sender_id: user.id, body: text, client_msg_id: client_msg_id || null, reply_to: reply_to || null, created_at: now(), edited_at: null, deleted: false };
+  let root = null;
+  if (thread_root_id) {
+    root = r.messages.get(thread_root_id);
+    if (!root || root.thread_root_id) throw new Problem(400, 'invalid_thread', 'thread_root_id must be a top-level message of this room.');
+  }
+  const m = { id: uuid(), room_id: r.room.id, seq: r.events.length + 1, sender_id: user.id, body: text, client_msg_id: client_msg_id || null, reply_to: reply_to || null, created_at: now(), edited_at: null, deleted: false,
+    mentions: mentionsOf(r, user, text), thread_root_id: root ? root.id : null, reply_count: 0, last_reply_at: null };
   r.messages.set(m.id, m);
+  if (root) { root.reply_count += 1; root.last_reply_at = m.created_at; }
   addEvent(r, 'message.created', { message: m });
-  return { message: m, created: true };
+  return { message: msgView(r, m, user.id), created: true };
 }
 
 // ---------- routes ----------
@@ -269,7 +298,7 @@ route('GET', '/chat/rooms/:id/messages', ({ me, p, url }) => {
   const r = getRoom(p.id, me.user);
   const before = url.searchParams.get('before'); const after = url.searchParams.get('after');
   const limit = Math.min(100, Number(url.searchParams.get('limit') || 50));
-  let all = [...r.messages.values()].sort((a, b) => a.seq - b.seq);
+  let all = [...r.messages.values()].filter((m) => !m.thread_root_id).sort((a, b) => a.seq - b.seq).map((m) => msgView(r, m, me.user.id));
   if (after) { all = all.filter((m) => m.seq > Number(after)); return [200, { items: all.slice(0, limit), has_more: all.length > limit }]; }
   if (before) all = all.filter((m) => m.seq < Number(before));
   return [200, { items: all.slice(-limit), has_more: all.length > limit }];
@@ -280,9 +309,9 @@ route('PATCH', '/chat/rooms/:id/messages/:mid', ({ me, p, body }) => {
   if (m.sender_id !== me.user.id) throw new Problem(403, 'forbidden', 'You can only edit your own messages.');
   const text = String(body.body || '').trim();
   if (!text) throw new Problem(400, 'validation_failed', 'A message cannot be empty.', [{ field: 'body', message: 'must not be empty' }]);
-  m.body = text; m.edited_at = now();
+  m.body = text; m.edited_at = now(); m.mentions = mentionsOf(r, me.user, text);
   addEvent(r, 'message.updated', { message: { ...m } });
-  return [200, m];
+  return [200, msgView(r, m, me.user.id)];
 });
 route('DELETE', '/chat/rooms/:id/messages/:mid', ({ me, p }) => {
   const r = getRoom(p.id, me.user); const m = r.messages.get(p.mid);
@@ -292,11 +321,148 @@ route('DELETE', '/chat/rooms/:id/messages/:mid', ({ me, p }) => {
   addEvent(r, 'message.deleted', { message: { ...m } });
   return [204];
 });
-route('POST', '/chat/rooms/:id/read', ({ me, p, body }) => { const r = getRoom(p.id, me.user); r.reads.set(me.user.id, Math.max(r.reads.get(me.user.id) || 0, Number(body.seq) || 0)); return [204]; });
+route('POST', '/chat/rooms/:id/read', ({ me, p, body }) => {
+  const r = getRoom(p.id, me.user);
+  const seq = Math.min(r.events.length, Number(body.seq) || 0);
+  if (seq > (r.reads.get(me.user.id) || 0)) {
+    r.reads.set(me.user.id, seq);
+    r.readAt = { ...(r.readAt || {}), [me.user.id]: now() };
+    const frame = JSON.stringify({ type: 'read', room_id: r.room.id, user_id: me.user.id, seq });
+    for (const s of sockets) if (s.userId !== me.user.id && r.members.has(s.userId)) s.send(frame);
+  }
+  return [204];
+});
 route('GET', '/chat/rooms/:id/events', ({ me, p, url }) => {
   const r = getRoom(p.id, me.user); const after = Number(url.searchParams.get('after') || 0); const limit = Math.min(100, Number(url.searchParams.get('limit') || 50));
   const items = r.events.filter((e) => e.seq > after);
   return [200, { items: items.slice(0, limit), has_more: items.length > limit }];
+});
+
+// ---------- chat v1.1 ----------
+route('GET', '/chat/rooms/:id/threads/:root/messages', ({ me, p, url }) => {
+  const r = getRoom(p.id, me.user);
+  const root = r.messages.get(p.root);
+  if (!root || root.thread_root_id) throw new Problem(404, 'not_found', 'No such thread.');
+  const after = Number(url.searchParams.get('after') || 0); const limit = Math.min(100, Number(url.searchParams.get('limit') || 50));
+  const all = [...r.messages.values()].filter((m) => m.thread_root_id === root.id && m.seq > after).sort((a, b) => a.seq - b.seq);
+  return [200, { items: all.slice(0, limit).map((m) => msgView(r, m, me.user.id)), has_more: all.length > limit }];
+});
+const EMOJI_RE = /^(:[a-z0-9_+-]{1,32}:|[^\p{L}\p{N}\s]{1,8})$/u;
+function reactionRoute(add) {
+  return ({ me, p }) => {
+    const r = getRoom(p.id, me.user);
+    const m = r.messages.get(p.mid);
+    if (!m || m.deleted) throw new Problem(404, 'not_found', 'No such message.');
+    const emoji = decodeURIComponent(p.emoji);
+    if (!EMOJI_RE.test(emoji)) throw new Problem(400, 'invalid_emoji', 'That is not an emoji or a :shortcode:.');
+    if (!r.reactions.has(m.id)) r.reactions.set(m.id, new Map());
+    const map = r.reactions.get(m.id);
+    const set = map.get(emoji) || new Set();
+    if (add && !set.has(me.user.id)) {
+      if (!map.has(emoji) && [...map.values()].filter((x) => x.size).length >= 20) throw new Problem(400, 'too_many_reactions', 'At most 20 different reactions per message.');
+      set.add(me.user.id); map.set(emoji, set);
+      addEvent(r, 'reaction.added', { message_id: m.id, emoji, user_id: me.user.id });
+    } else if (!add && set.has(me.user.id)) {
+      set.delete(me.user.id);
+      if (!set.size) map.delete(emoji);
+      addEvent(r, 'reaction.removed', { message_id: m.id, emoji, user_id: me.user.id });
+    }
+    return [204];
+  };
+}
+route('PUT', '/chat/rooms/:id/messages/:mid/reactions/:emoji', reactionRoute(true));
+route('DELETE', '/chat/rooms/:id/messages/:mid/reactions/:emoji', reactionRoute(false));
+route('GET', '/chat/rooms/:id/messages/:mid/reactions', ({ me, p }) => {
+  const r = getRoom(p.id, me.user);
+  if (!r.messages.has(p.mid)) throw new Problem(404, 'not_found', 'No such message.');
+  return [200, { items: [...(r.reactions.get(p.mid) || new Map())].map(([emoji, set]) => ({ emoji, count: set.size, user_ids: [...set] })) }];
+});
+function pinRoute(pin) {
+  return ({ me, p }) => {
+    const r = getRoom(p.id, me.user);
+    if (!['owner', 'admin'].includes(r.members.get(me.user.id).role)) throw new Problem(403, 'forbidden', 'Only owners and admins can pin.');
+    const m = r.messages.get(p.mid);
+    if (!m) throw new Problem(404, 'not_found', 'No such message.');
+    if (pin && !r.pins.has(m.id)) {
+      if (r.pins.size >= 50) throw new Problem(409, 'too_many_pins', 'At most 50 pins per room.');
+      r.pins.add(m.id);
+      addEvent(r, 'message.pinned', { message_id: m.id, user_id: me.user.id });
+    } else if (!pin && r.pins.has(m.id)) {
+      r.pins.delete(m.id);
+      addEvent(r, 'message.unpinned', { message_id: m.id, user_id: me.user.id });
+    }
+    return [204];
+  };
+}
+route('PUT', '/chat/rooms/:id/pins/:mid', pinRoute(true));
+route('DELETE', '/chat/rooms/:id/pins/:mid', pinRoute(false));
+route('GET', '/chat/rooms/:id/pins', ({ me, p }) => {
+  const r = getRoom(p.id, me.user);
+  return [200, { items: [...r.pins].map((id) => msgView(r, r.messages.get(id), me.user.id)) }];
+});
+route('GET', '/chat/rooms/:id/read-markers', ({ me, p }) => {
+  const r = getRoom(p.id, me.user);
+  return [200, { items: [...r.reads].map(([user_id, seq]) => ({ user_id, seq, updated_at: r.readAt?.[user_id] || now() })) }];
+});
+// Search: every word of q (or "quoted phrase") must start a word of the body, case- and
+// accent-insensitively; highlights in Unicode scalar values.
+const fold = (t) => t.normalize('NFD').replace(/\p{M}/gu, '').toLowerCase();
+route('GET', '/chat/search', ({ me, url }) => {
+  const q = (url.searchParams.get('q') || '').trim();
+  if (!q || [...q].length > 200) throw new Problem(400, 'validation_failed', 'q must be 1 to 200 characters.', [{ field: 'q', message: 'must be 1–200 characters' }]);
+  const terms = [...q.matchAll(/"([^"]+)"|(\S+)/g)].map((m) => fold(m[1] || m[2]));
+  const roomFilter = url.searchParams.get('room_id');
+  const hits = [];
+  for (const r of rooms.values()) {
+    if (!r.members.has(me.user.id) || (roomFilter && r.room.id !== roomFilter)) continue;
+    for (const m of r.messages.values()) {
+      if (m.deleted) continue;
+      const chars = Array.from(m.body);
+      const folded = chars.map((c) => fold(c)); // per code point, so offsets stay in code points
+      const text = folded.join('');
+      const highlights = [];
+      let all = true;
+      for (const t of terms) {
+        let found = false;
+        for (let i = 0; i < folded.length; i++) {
+          const atWordStart = i === 0 || !/[\p{L}\p{N}]/u.test(chars[i - 1]);
+          if (!atWordStart) continue;
+          let j = i; let acc = '';
+          while (j < folded.length && acc.length < t.length) acc += folded[j++];
+          if (acc === t) { highlights.push({ start: i, end: j }); found = true; }
+        }
+        if (!found) { all = false; break; }
+      }
+      if (all && text) hits.push({ message: msgView(r, m, me.user.id), room_id: r.room.id, highlights: highlights.sort((a, b) => a.start - b.start) });
+    }
+  }
+  hits.sort((a, b) => b.highlights.length - a.highlights.length || (b.message.created_at > a.message.created_at ? 1 : -1));
+  return [200, page(hits, url)];
+});
+// Presence: online while a socket of the user is open and active, idle when all open ones
+// are idle, offline OFFLINE_MS after the last one closed.
+const OFFLINE_MS = Number(process.env.PRESENCE_OFFLINE_MS || 30_000);
+const lastSeen = new Map(); // user id -> ISO time
+const shownStatus = new Map(); // user id -> last status sent
+const offlineTimers = new Map();
+function presenceOf(userId) {
+  const open = [...sockets].filter((s) => s.userId === userId);
+  if (open.length) return open.some((s) => !s.idle) ? 'online' : 'idle';
+  return offlineTimers.has(userId) ? (shownStatus.get(userId) || 'offline') : 'offline';
+}
+function presenceItem(userId) { return { user_id: userId, status: presenceOf(userId), last_seen_at: lastSeen.get(userId) || null }; }
+function presenceChanged(userId) {
+  lastSeen.set(userId, now());
+  const status = presenceOf(userId);
+  if (shownStatus.get(userId) === status) return;
+  shownStatus.set(userId, status);
+  const frame = JSON.stringify({ type: 'presence', ...presenceItem(userId) });
+  for (const s of sockets) if (s.watch?.has(userId)) s.send(frame);
+}
+route('GET', '/chat/presence', ({ url }) => {
+  const ids = (url.searchParams.get('user_ids') || '').split(',').filter(Boolean);
+  if (ids.length > 200) throw new Problem(400, 'validation_failed', 'At most 200 user ids.', [{ field: 'user_ids', message: 'at most 200' }]);
+  return [200, { items: ids.map(presenceItem) }];
 });
 
 // ---------- server ----------
@@ -346,7 +512,17 @@ server.on('upgrade', (req, socket, head) => {
     ws.sid = me.sid;
     sockets.add(ws);
     ws.send(JSON.stringify({ type: 'ready', rooms: Object.fromEntries([...rooms.values()].filter((r) => r.members.has(me.user.id)).map((r) => [r.room.id, r.events.length])) }));
-    ws.on('close', () => sockets.delete(ws));
+    clearTimeout(offlineTimers.get(me.user.id));
+    offlineTimers.delete(me.user.id);
+    presenceChanged(me.user.id);
+    ws.on('close', () => {
+      sockets.delete(ws);
+      const uid = me.user.id;
+      if ([...sockets].some((s) => s.userId === uid)) { presenceChanged(uid); return; }
+      // A quick reconnect shows no offline blip.
+      clearTimeout(offlineTimers.get(uid));
+      offlineTimers.set(uid, setTimeout(() => { offlineTimers.delete(uid); presenceChanged(uid); }, OFFLINE_MS));
+    });
     ws.on('message', (data) => {
       let f;
       try { f = JSON.parse(String(data)); } catch { ws.send(JSON.stringify({ type: 'error', code: 'malformed', message: 'Malformed frame.' })); return; }
@@ -365,6 +541,13 @@ server.on('upgrade', (req, socket, head) => {
         } else if (f.type === 'typing') {
           const r = getRoom(f.room_id, me.user);
           for (const s of sockets) if (s !== ws && s.userId !== me.user.id && r.members.has(s.userId)) s.send(JSON.stringify({ type: 'typing', room_id: f.room_id, user_id: me.user.id }));
+        } else if (f.type === 'presence.subscribe') {
+          const ids = Array.isArray(f.user_ids) ? f.user_ids.slice(0, 200) : [];
+          ws.watch = new Set(ids);
+          for (const id of ids) ws.send(JSON.stringify({ type: 'presence', ...presenceItem(id) }));
+        } else if (f.type === 'idle' || f.type === 'active') {
+          ws.idle = f.type === 'idle';
+          presenceChanged(me.user.id);
         } else ws.send(JSON.stringify({ type: 'error', code: 'unknown_type', message: 'Unknown frame type.' }));
       } catch (e) {
         ws.send(JSON.stringify({ type: 'error', client_msg_id: f.client_msg_id, code: e.code || 'internal', message: e.detail || 'Error.' }));
