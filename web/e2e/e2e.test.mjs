@@ -485,3 +485,278 @@ test('two users chat live, survive a dropped connection, follow and block', asyn
   await openRoom(bob, room);
   await bob.screenshot({ path: path.join(OUT, 'bob-room.png') });
 });
+
+/** The message of the main timeline whose body contains `text`. */
+const messageWith = (page, text) => page.locator(`${tid('message-list')} ${tid('message')}:has(${tid('message-body')}:has-text("${text}"))`);
+/** Hover a message (its actions show on hover or focus) and click one of its action buttons. */
+async function messageAction(page, text, action) {
+  const m = messageWith(page, text).first();
+  await m.hover();
+  await m.locator(tid(action)).click();
+}
+/** expectMessageOnce for bodies with mentions (elements inside: `:text-is` does not see through them). */
+async function expectOnce(page, text) {
+  await page.locator(`${tid('message')}[data-state="sent"]:has(${tid('message-body')}:has-text("${text}"))`).first().waitFor();
+  await caughtUp(page);
+  assert.equal(await messageWith(page, text).count(), 1, `"${text}" should be shown exactly once`);
+}
+const chip = (page, text, emoji) => messageWith(page, text).locator(`${tid('reaction-chip')}[data-emoji="${emoji}"]`);
+
+test('chat v1.1: mentions, replies, threads, reactions, pins, seen by, presence and search, for two users', async () => {
+  const ann = await newUser('ann');
+  const ben = await newUser('ben');
+  const annName = `ann_${SUFFIX}`;
+  const benName = `ben_${SUFFIX}`;
+  const room = `v11 room ${SUFFIX}`;
+
+  await step('v1.1: two users share a private room', async () => {
+    await register(ann, annName);
+    await register(ben, benName);
+    await ann.click(tid('new-room-button'));
+    await ann.fill(tid('room-name-input'), room);
+    await ann.check(tid('room-visibility-private'));
+    await ann.click(tid('create-room-submit'));
+    await ann.locator(`${tid('room-title')}:text-is("${room}")`).waitFor();
+    await ann.click(tid('members-toggle'));
+    const invite = ann.locator(`${tid('invite-item')}:has-text("@${benName}") ${tid('invite-button')}`);
+    await searchUntil(ann, 'invite-search', benName, invite);
+    await invite.click();
+    await ann.locator(`${tid('member-list')} ${tid('member-item')}`).nth(1).waitFor();
+    await ann.click(tid('members-toggle'));
+    await openRoom(ben, room);
+    await send(ann, 'Welcome to the v1.1 room');
+    await expectOnce(ben, 'Welcome to the v1.1 room');
+  });
+
+  await step('mentions: @ autocomplete by keyboard, the mention highlighted, a mention of me stands out', async () => {
+    await ben.reload(); // the member list (and so the autocomplete) now has both
+    await waitConnected(ben);
+    await openRoom(ben, room);
+    const input = ben.locator(tid('composer-input'));
+    await input.focus();
+    await input.pressSequentially(`Hi @${annName.slice(0, 3)}`, { delay: 15 });
+    const option = ben.locator(`${tid('mention-list')}:visible ${tid('mention-option')}[data-username="${annName}"]`);
+    await option.waitFor();
+    assert.equal(await input.getAttribute('aria-expanded'), 'true');
+    await ben.keyboard.press('Enter'); // picks, does not send
+    assert.equal(await input.inputValue(), `Hi @${annName} `);
+    await input.pressSequentially('have a look', { delay: 10 });
+    await ben.keyboard.press('Enter');
+    const text = `Hi @${annName} have a look`;
+    await expectOnce(ben, text);
+    await expectOnce(ann, text);
+    await messageWith(ann, text).locator(`${tid('mention')}.mention-me:text-is("@${annName}")`).waitFor();
+    assert.match(await messageWith(ann, text).getAttribute('class'), /mentions-me/);
+    await messageWith(ben, text).locator(`${tid('mention')}:text-is("@${annName}")`).waitFor();
+    assert.equal(await messageWith(ben, text).locator('.mention-me').count(), 0, 'not a mention of ben');
+    // Escape closes the list without sending; @room by the owner mentions ben.
+    await input.pressSequentially(`@${annName.slice(0, 3)}`, { delay: 10 });
+    await option.waitFor();
+    await ben.keyboard.press('Escape');
+    await ben.locator(`${tid('mention-list')}:visible`).waitFor({ state: 'detached' }).catch(() => {});
+    assert.equal(await ben.locator(`${tid('composer')} ${tid('mention-list')}`).isHidden(), true);
+    await ben.fill(tid('composer-input'), '');
+    await send(ann, '@room standup in five');
+    await expectOnce(ben, '@room standup in five');
+    await messageWith(ben, '@room standup in five').locator(`${tid('mention')}.mention-me:text-is("@room")`).waitFor();
+  });
+
+  await step('replies quote the replied-to message on both sides', async () => {
+    await messageAction(ann, 'have a look', 'reply-button');
+    await ann.locator(`${tid('reply-bar')}:has-text("have a look")`).waitFor();
+    await send(ann, 'Looking now');
+    await expectOnce(ben, 'Looking now');
+    await messageWith(ben, 'Looking now').locator('.reply-quote:has-text("have a look")').waitFor();
+    await messageWith(ann, 'Looking now').locator('.reply-quote:has-text("have a look")').waitFor();
+  });
+
+  await step('threads: a reply in a thread updates the root live, stays out of the timeline, and shows in both panels', async () => {
+    await messageAction(ben, 'Welcome to the v1.1 room', 'thread-button');
+    await ben.locator(`${tid('thread-panel')}:visible ${tid('thread-root')}:has-text("Welcome to the v1.1 room")`).waitFor();
+    await ben.locator(`${tid('thread-status')}:has-text("No replies")`).waitFor();
+    await ben.fill(tid('thread-input'), 'First thread reply');
+    await ben.keyboard.press('Enter');
+    await ben.locator(`${tid('thread-list')} ${tid('thread-message')}[data-state="sent"]:has-text("First thread reply")`).waitFor();
+    const summary = messageWith(ann, 'Welcome to the v1.1 room').locator(tid('thread-summary'));
+    await summary.locator(':text("1 reply")').waitFor();
+    assert.match(await summary.innerText(), /last reply/);
+    assert.equal(await ann.locator(`${tid('message-list')} ${tid('message-body')}:has-text("First thread reply")`).count(), 0, 'not in the timeline');
+    await summary.click();
+    await ann.locator(`${tid('thread-list')} ${tid('thread-message')}:has-text("First thread reply")`).waitFor();
+    await ann.fill(tid('thread-input'), 'Second thread reply');
+    await ann.click(tid('thread-send'));
+    await ben.locator(`${tid('thread-list')} ${tid('thread-message')}:has-text("Second thread reply")`).waitFor();
+    await messageWith(ben, 'Welcome to the v1.1 room').locator(`${tid('thread-summary')}:has-text("2 replies")`).waitFor();
+    assert.equal(await ben.locator(`${tid('thread-list')} ${tid('thread-message')}`).count(), 2);
+    // Escape closes the panel and gives focus back to the root.
+    await ben.locator(tid('thread-input')).focus();
+    await ben.keyboard.press('Escape');
+    await ben.locator(tid('thread-panel')).waitFor({ state: 'hidden' });
+    await ann.click(tid('thread-close'));
+    // After a reload the counts come from the server.
+    await ben.reload();
+    await waitConnected(ben);
+    await openRoom(ben, room);
+    await messageWith(ben, 'Welcome to the v1.1 room').locator(`${tid('thread-summary')}:has-text("2 replies")`).waitFor();
+    assert.equal(await ben.locator(`${tid('message-list')} ${tid('message-body')}:has-text("thread reply")`).count(), 0);
+  });
+
+  await step('reactions: picker, shortcode, chips with counts, mine highlighted, toggle, who reacted, live', async () => {
+    const text = 'Looking now';
+    await messageAction(ann, text, 'react-button');
+    await ann.locator(`${tid('reaction-picker')} ${tid('picker-emoji')}[data-emoji="👍"]`).click();
+    await chip(ann, text, '👍').and(ann.locator('[data-count="1"][aria-pressed="true"]')).waitFor();
+    await chip(ben, text, '👍').and(ben.locator('[data-count="1"][aria-pressed="false"]')).waitFor();
+    await chip(ben, text, '👍').click(); // ben reacts too
+    await chip(ben, text, '👍').and(ben.locator('[data-count="2"][aria-pressed="true"]')).waitFor();
+    await chip(ann, text, '👍').and(ann.locator('[data-count="2"][aria-pressed="true"]')).waitFor();
+    await chip(ann, text, '👍').hover();
+    const who = messageWith(ann, text).locator(`${tid('reaction-who')}:visible`);
+    await ann.waitForFunction(() => /reacted with/.test(document.querySelector('[data-testid="reaction-who"]:not([hidden])')?.textContent || ''));
+    const whoText = await who.innerText();
+    assert.match(whoText, /Ann_/);
+    assert.match(whoText, /Ben_/);
+    // A shortcode typed into the picker.
+    await messageAction(ben, text, 'react-button');
+    await ben.fill(tid('picker-shortcode'), ':tada:');
+    await ben.keyboard.press('Enter');
+    await chip(ann, text, ':tada:').and(ann.locator('[data-count="1"][aria-pressed="false"]')).waitFor();
+    // Toggle off: the count goes down on both sides.
+    await chip(ben, text, '👍').click();
+    await chip(ben, text, '👍').and(ben.locator('[data-count="1"][aria-pressed="false"]')).waitFor();
+    await chip(ann, text, '👍').and(ann.locator('[data-count="1"][aria-pressed="true"]')).waitFor();
+    // By keyboard: focus the React button, the picker takes focus, arrows move, Enter picks.
+    const m = messageWith(ben, text);
+    await m.focus();
+    await m.locator(tid('react-button')).focus();
+    await ben.keyboard.press('Enter');
+    await ben.locator(`${tid('picker-emoji')}[data-emoji="👍"]:focus`).waitFor();
+    await ben.keyboard.press('ArrowRight');
+    await ben.keyboard.press('Enter');
+    await chip(ann, text, '❤️').and(ann.locator('[data-count="1"]')).waitFor();
+    assert.equal(await ben.locator(tid('reaction-picker')).count(), 0, 'the picker closed');
+    // The counts hold after a reload (from the server, with `me`).
+    await ann.reload();
+    await waitConnected(ann);
+    await openRoom(ann, room);
+    await chip(ann, text, '👍').and(ann.locator('[data-count="1"][aria-pressed="true"]')).waitFor();
+    await chip(ann, text, '❤️').and(ann.locator('[data-count="1"][aria-pressed="false"]')).waitFor();
+  });
+
+  await step('pins: the owner pins from the message menu, members see it live and in the pins panel', async () => {
+    assert.equal(await messageWith(ben, 'Welcome to the v1.1 room').locator(tid('pin-button')).count(), 0, 'members cannot pin');
+    await ben.click(tid('pins-toggle'));
+    await ben.locator(`${tid('pins-status')}:has-text("Nothing is pinned")`).waitFor();
+    await messageAction(ann, 'Welcome to the v1.1 room', 'pin-button');
+    await messageWith(ben, 'Welcome to the v1.1 room').locator(tid('pin-mark')).waitFor();
+    await ben.locator(`${tid('pins-list')} ${tid('pin-item')}:has-text("Welcome to the v1.1 room")`).waitFor();
+    await ann.click(tid('pins-toggle'));
+    await ann.locator(`${tid('pins-list')} ${tid('pin-item')}:has-text("Welcome to the v1.1 room")`).waitFor();
+    await ann.click(tid('pin-remove'));
+    await ben.locator(`${tid('pins-status')}:has-text("Nothing is pinned")`).waitFor();
+    await messageWith(ben, 'Welcome to the v1.1 room').locator(tid('pin-mark')).waitFor({ state: 'detached' });
+    await ann.keyboard.press('Escape');
+    await ben.locator(tid('pins-toggle')).click();
+    await ben.locator(tid('pins-panel')).waitFor({ state: 'hidden' });
+  });
+
+  await step('seen by: the other member reading the last message shows under it', async () => {
+    await send(ann, 'Did you see this?');
+    await expectOnce(ben, 'Did you see this?');
+    await ann.locator(`${tid('seen-by')}:visible:has-text("Ben_")`).waitFor();
+    // After a reload it comes from GET …/read-markers.
+    await ann.reload();
+    await waitConnected(ann);
+    await openRoom(ann, room);
+    await ann.locator(`${tid('seen-by')}:visible:has-text("Ben_")`).waitFor();
+  });
+
+  await step('presence: dots on members, idle and back live, again after a reconnect', async () => {
+    const benId = await ben.evaluate(() => window.intellicolab.auth.user.id);
+    await ann.click(tid('members-toggle'));
+    const dot = ann.locator(`${tid('member-item')}[data-user-id="${benId}"] ${tid('presence-dot')}`);
+    await dot.and(ann.locator('[data-status="online"]')).waitFor();
+    await ben.evaluate(() => window.intellicolab.setIdle(true));
+    await dot.and(ann.locator('[data-status="idle"]')).waitFor();
+    await ben.evaluate(() => window.intellicolab.setIdle(false));
+    await dot.and(ann.locator('[data-status="online"]')).waitFor();
+    // The subscription is sent again after a reconnect.
+    await ann.evaluate(() => window.intellicolab.dropConnection());
+    await waitConnected(ann);
+    await ben.evaluate(() => window.intellicolab.setIdle(true));
+    await dot.and(ann.locator('[data-status="idle"]')).waitFor();
+    await ben.evaluate(() => window.intellicolab.setIdle(false));
+    await dot.and(ann.locator('[data-status="online"]')).waitFor();
+    await ann.click(tid('members-toggle'));
+  });
+
+  await step('search: highlighted snippet (astral characters before the match), the room opened around the result', async () => {
+    const target = `🎉✨ zebrafish ${SUFFIX} party`;
+    await send(ben, target);
+    await expectOnce(ann, target);
+    // Sixty newer messages: opening around the result must not load them all.
+    await ben.evaluate(async ({ roomName, n }) => {
+      const { store, auth } = window.intellicolab;
+      const r = [...store.rooms.values()].find((x) => x.name === roomName);
+      for (let i = 1; i <= n; i++) {
+        await fetch(`/chat/rooms/${r.id}/messages`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${await auth.token()}`, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ body: `filler ${i}` }),
+        });
+      }
+    }, { roomName: room, n: 60 });
+    await expectOnce(ann, 'filler 60');
+    await ann.fill(tid('sidebar-search'), `zebrafish ${SUFFIX}`);
+    await ann.keyboard.press('Enter');
+    const result = ann.locator(`${tid('message-search-result')}:has-text("zebrafish")`);
+    await searchUntil(ann, 'message-search-input', `zebrafish ${SUFFIX}`, result);
+    const hits = await result.first().locator(tid('search-hit')).allInnerTexts();
+    assert.deepEqual(hits.map((x) => x.toLowerCase()), ['zebrafish', SUFFIX.toLowerCase()], 'the highlights cover the words, not the emoji');
+    assert.match(await result.first().locator(tid('message-search-snippet')).innerText(), /^🎉✨ zebrafish/);
+    // By keyboard: ArrowDown from the box to the first result, Enter opens it.
+    await ann.locator(tid('message-search-input')).focus();
+    await ann.keyboard.press('ArrowDown');
+    await ann.keyboard.press('Enter');
+    await ann.locator(`${tid('room-title')}:text-is("${room}")`).waitFor();
+    const hit = ann.locator(`${tid('message')}[data-highlighted="true"]`);
+    await hit.locator(`${tid('message-body')}:has-text("zebrafish")`).waitFor();
+    assert.ok(await hit.isVisible());
+    const inView = await hit.evaluate((el) => {
+      const box = el.getBoundingClientRect();
+      const sc = el.closest('[data-testid="message-scroller"]').getBoundingClientRect();
+      return box.top >= sc.top - 1 && box.bottom <= sc.bottom + 1;
+    });
+    assert.ok(inView, 'the result is scrolled into view');
+    assert.equal(await ann.locator(`${tid('message-body')}:text-is("filler 60")`).count(), 0, 'newer messages load on the way down');
+    await ann.locator(tid('load-newer')).click();
+    await ann.locator(`${tid('message-body')}:text-is("filler 60")`).waitFor();
+  });
+
+  await step('phone width: panels become full-screen overlays', async () => {
+    await ann.setViewportSize({ width: 390, height: 800 });
+    await ann.goto(`${BASE_URL}/#/rooms`);
+    await waitConnected(ann);
+    await openRoom(ann, room);
+    await messageAction(ann, 'filler 60', 'thread-button');
+    const panel = ann.locator(tid('thread-panel'));
+    await panel.locator(`${tid('thread-root')}:has-text("filler 60")`).waitFor();
+    const box = await panel.boundingBox();
+    assert.ok(box.x <= 1 && box.width >= 388, `the thread panel covers the width (${JSON.stringify(box)})`);
+    await ann.click(tid('thread-close'));
+    await ann.click(tid('pins-toggle'));
+    const pins = await ann.locator(tid('pins-panel')).boundingBox();
+    assert.ok(pins.x <= 1 && pins.width >= 388, `the pins panel covers the width (${JSON.stringify(pins)})`);
+    await ann.keyboard.press('Escape');
+    await ann.locator(tid('pins-panel')).waitFor({ state: 'hidden' });
+    await ann.setViewportSize({ width: 1200, height: 800 });
+  });
+
+  await step('v1.1: no page errors or CSP violations', async () => {
+    assert.deepEqual(problems, []);
+  });
+  await ann.context().close();
+  await ben.context().close();
+  delete pages.ann;
+  delete pages.ben;
+});

@@ -28,6 +28,7 @@ export function mountMessages(state, { onReply, focusComposer, onOpenThread }) {
   let hasMore = false;
   let loadingOlder = false;
   let editing = null; // message id
+  let highlighted = null; // id of the message a search result or pin pointed at
   let hasNewer = false; // history opened around a message: newer ones not loaded yet
   let loadingNewer = false;
 
@@ -61,8 +62,8 @@ export function mountMessages(state, { onReply, focusComposer, onOpenThread }) {
     const mine = m.sender_id === store.me?.id;
     const pinned = store.pinsOf(roomId).has(m.id);
     const li = h('li', {
-      class: `message ${mine ? 'mine' : ''} ${m.deleted ? 'deleted' : ''} ${mentionsMe(m) ? 'mentions-me' : ''} ${pinned ? 'pinned' : ''}`, testid: 'message', tabindex: '-1',
-      'data-pinned': String(pinned),
+      class: `message ${mine ? 'mine' : ''} ${m.deleted ? 'deleted' : ''} ${mentionsMe(m) ? 'mentions-me' : ''} ${pinned ? 'pinned' : ''} ${highlighted === m.id ? 'highlighted' : ''}`, testid: 'message', tabindex: '-1',
+      'data-pinned': String(pinned), 'data-highlighted': highlighted === m.id ? 'true' : null,
       'data-message-id': m.id, 'data-seq': m.seq, 'data-client-msg-id': m.client_msg_id || null, 'data-state': 'sent',
       'data-sender-id': m.sender_id,
     });
@@ -221,6 +222,7 @@ export function mountMessages(state, { onReply, focusComposer, onOpenThread }) {
     const li = nodes.get(id);
     if (!li) { scrollToBottom(); return; }
     list.querySelectorAll('.message.highlighted').forEach((x) => { x.classList.remove('highlighted'); delete x.dataset.highlighted; });
+    highlighted = id;
     li.classList.add('highlighted');
     li.dataset.highlighted = 'true';
     li.scrollIntoView({ block: 'center' });
