@@ -57,6 +57,8 @@ const FILL_RETRY_MAX_MS = 30_000;
 const IDLE_AFTER_MS = 5 * 60 * 1000;
 /** The server takes at most this many ids in a presence subscription. */
 export const PRESENCE_MAX = 200;
+/** An id whose presence a GET did not tell is not asked for again sooner than this. */
+const PRESENCE_ASK_AGAIN_MS = 30_000;
 
 /** What the store uses from the page; `new Store(env)` replaces any of it. */
 const browserEnv = {
@@ -92,6 +94,7 @@ export class Store extends EventTarget {
     this.presence = new Map(); // user id -> {status, last_seen_at}
     this.presenceWatch = new Map(); // key (a view part) -> [user ids]
     this._presenceSent = '';
+    this._presenceAsked = new Map(); // user id -> when GET /chat/presence last asked for it
     this.idle = false;
     clearTimeout(this._idleTimer);
     this.connection = 'closed';
@@ -646,7 +649,10 @@ export class Store extends EventTarget {
     if (ids?.length) this.presenceWatch.set(key, [...new Set(ids)]); else this.presenceWatch.delete(key);
     const all = this.watchedUsers();
     this.sendPresenceSubscription();
-    const unknown = all.filter((id) => !this.presence.has(id));
+    // Asked once per PRESENCE_ASK_AGAIN_MS at most: the room list calls this on every change.
+    const t = Date.now();
+    const unknown = all.filter((id) => !this.presence.has(id) && !(t - (this._presenceAsked.get(id) || 0) < PRESENCE_ASK_AGAIN_MS));
+    for (const id of unknown) this._presenceAsked.set(id, t);
     if (unknown.length) {
       this.api('/chat/presence', { query: { user_ids: unknown.join(',') } })
         .then((page) => { for (const p of page?.items || []) this.handlePresence(p); })
