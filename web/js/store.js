@@ -850,8 +850,9 @@ const MENTION_RE = /(^|[^\p{L}\p{N}_.@])@([\p{L}\p{N}_.]+)/gu;
 /**
  * Split a body into `[{text, mention}]`: `mention` is the user id of an `@username` that the
  * server resolved (its id is in the message's `mentions`; `usernameOf(id)` gives the
- * username when known), or 'room' for `@room` when the server resolved it (mentions not
- * empty). Anything else stays text, as the server left it.
+ * username when known), or 'room' for `@room` when the server resolved it — which shows as
+ * mentions beyond the users named in the body (a member's `@room` is left plain text by the
+ * server and adds none). Anything else stays text, as the server left it.
  */
 export function mentionSegments(body, mentions = [], usernameOf = () => null) {
   const text = body || '';
@@ -861,17 +862,20 @@ export function mentionSegments(body, mentions = [], usernameOf = () => null) {
     const name = usernameOf(id);
     if (name) byName.set(String(name).toLowerCase(), id);
   }
+  const tokens = [...text.matchAll(MENTION_RE)].map((m) => {
+    const name = m[2].replace(/\.+$/, ''); // a sentence's full stop is not part of the name
+    return { start: m.index + m[1].length, name, lower: name.toLowerCase() };
+  });
+  const named = new Set(tokens.map((t) => byName.get(t.lower)).filter(Boolean));
+  const roomResolved = mentions.some((id) => !named.has(id));
   const out = [];
   let at = 0;
-  for (const m of text.matchAll(MENTION_RE)) {
-    const name = m[2].replace(/\.+$/, ''); // a sentence's full stop is not part of the name
-    const lower = name.toLowerCase();
-    const id = lower === 'room' && !byName.has('room') ? 'room' : byName.get(lower);
+  for (const t of tokens) {
+    const id = byName.get(t.lower) || (t.lower === 'room' && roomResolved ? 'room' : null);
     if (!id) continue;
-    const start = m.index + m[1].length;
-    if (start > at) out.push({ text: text.slice(at, start), mention: null });
-    out.push({ text: `@${name}`, mention: id });
-    at = start + 1 + name.length;
+    if (t.start > at) out.push({ text: text.slice(at, t.start), mention: null });
+    out.push({ text: `@${t.name}`, mention: id });
+    at = t.start + 1 + t.name.length;
   }
   if (at < text.length) out.push({ text: text.slice(at), mention: null });
   return out;

@@ -221,10 +221,14 @@ test('search highlights are sliced by code point: astral characters before and i
 
 test('mentions: the resolved @usernames and @room become segments, the rest stays text', () => {
   const names = { b: 'bob', c: 'carol' };
-  const segs = mentionSegments('Hi @Bob. and @room, mail@bob.com, @dave and @carol!', ['b', 'c'], (id) => names[id]);
+  // An admin's @room: 'e' (not named in the body) is mentioned through it.
+  const segs = mentionSegments('Hi @Bob. and @room, mail@bob.com, @dave and @carol!', ['b', 'c', 'e'], (id) => names[id]);
   assert.deepEqual(segs.filter((s) => s.mention).map((s) => [s.text, s.mention]), [['@Bob', 'b'], ['@room', 'room'], ['@carol', 'c']]);
   assert.equal(segs.map((s) => s.text).join(''), 'Hi @Bob. and @room, mail@bob.com, @dave and @carol!');
   assert.deepEqual(mentionSegments('@room hi', [], () => null), [{ text: '@room hi', mention: null }], '@room unresolved (not an admin) stays text');
+  assert.deepEqual(mentionSegments('@bob @room', ['b'], (id) => names[id]).map((x) => x.mention), ['b', null],
+    "a member's @room adds no mentions beyond the named ones: plain text");
+  assert.deepEqual(mentionSegments('@room hi', ['b', 'c'], (id) => names[id]).map((x) => x.mention), ['room', null], "an admin's @room mentions everyone");
   // Autocomplete: the @word at the caret.
   assert.deepEqual(mentionQuery('hello @bo', 9), { start: 6, query: 'bo' });
   assert.deepEqual(mentionQuery('@', 1), { start: 0, query: '' });

@@ -7,7 +7,7 @@
 import { h, replace } from '../dom.js';
 import { api } from '../api.js';
 import { store } from '../store.js';
-import { createRoomState } from './room/state.js';
+import { createRoomState, presenceDot } from './room/state.js';
 import { mountMessages } from './room/messages.js';
 import { mountComposer } from './room/composer.js';
 import { mountMembers } from './room/members.js';
@@ -74,7 +74,7 @@ export function mountRoom(pane, roomId, target = {}) {
       topic.textContent = state.room.topic || (state.room.kind === 'dm' ? 'Direct message' : '');
       if (state.room.kind === 'dm') {
         const peer = store.dmPeers.get(roomId);
-        if (peer) replace(topic, h('a', { href: `#/people/${peer}`, text: 'View profile' }));
+        if (peer) replace(topic, presenceDot(peer), ' ', h('a', { href: `#/people/${peer}`, text: 'View profile' }));
       }
       const around = Number(target.around);
       await Promise.all([

@@ -60,6 +60,9 @@ export function mountThreadPanel(state) {
         m.edited_at && !m.deleted ? h('span', { class: 'edited', text: '(edited)' }) : null),
       m.deleted ? h('p', { class: 'message-body', testid: 'message-body', text: 'This message was deleted.' }) : messageBody(m),
       reactionChips(roomId, m));
+    // The panel's list is short: every control is in the tab order (the main list's are
+    // only while their message has focus).
+    li.querySelectorAll('.msg-ctl').forEach((b) => b.setAttribute('tabindex', '0'));
     if (!m.deleted) {
       const react = h('button', { type: 'button', class: 'btn-link', testid: 'react-button', 'aria-label': 'Add a reaction', text: 'React' });
       react.addEventListener('click', () => openReactionPicker(roomId, m, react));
