@@ -7,6 +7,10 @@
 //! lose the WebSocket and get the missed messages once after the reconnect, search, follow,
 //! open a DM and block, log in again presenting their device token, change an email and reset
 //! a password through the links mailed to the `.eml` outbox of the data directory (issue #14).
+//! A second scenario, with two more users, covers chat v1.1 (issue #16): mentions with the `@`
+//! autocomplete, reply quotes, threads, reactions, pins, "seen by", presence and search; each
+//! feature's step runs even when an earlier one failed, and the failure names every feature
+//! that did.
 //!
 //! Prerequisites (`web/e2e/install.sh` installs them; `.ci/run` calls it): Node, Chromium
 //! (`/usr/bin/chromium` or `$CHROMIUM`) and playwright-core in `target/web-e2e/node_modules`.
