@@ -86,6 +86,18 @@ pub struct Message {
     pub created_at: String,
     pub edited_at: Option<String>,
     pub deleted: bool,
+    /// Users mentioned (`@username` of members, `@room` from the owner/admins), resolved
+    /// at send and at each edit; never the sender.
+    #[serde(default)]
+    pub mentions: Vec<Uuid>,
+    /// The top-level message whose thread this one is in (None: top-level).
+    #[serde(default)]
+    pub thread_root_id: Option<Uuid>,
+    /// On a thread root: its replies so far (tombstones included) and the newest's time.
+    #[serde(default)]
+    pub reply_count: i64,
+    #[serde(default)]
+    pub last_reply_at: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -151,6 +163,70 @@ impl RoomEvent {
             .get("user_id")
             .and_then(Value::as_str)
             .and_then(|s| s.parse().ok())
+    }
+}
+
+/// Most distinct `@username`s one body resolves (a body of 4,000 characters could name
+/// ~1,000; nobody means to ping that many one by one, and it bounds the look-up query).
+pub const MAX_MENTIONED_NAMES: usize = 50;
+
+/// What a body mentions before resolution against the room's members.
+#[derive(Debug, Default, PartialEq)]
+pub struct MentionTokens {
+    /// Lower-cased usernames, first occurrence order, without duplicates.
+    pub usernames: Vec<String>,
+    /// `@room` appeared (it counts only when the sender is the owner or an admin).
+    pub room: bool,
+}
+
+/// Finds `@username` (3–32 of `a-z 0-9 _ .`, case-insensitive, as usernames are) and
+/// `@room` at a word start: the `@` begins the body or follows a character that cannot be
+/// part of a word or an address (so `bob@example.com` mentions nobody). A trailing `.`
+/// ends the sentence, not the name (`thanks @alice.`).
+pub fn mention_tokens(body: &str) -> MentionTokens {
+    let mut out = MentionTokens::default();
+    let chars: Vec<char> = body.chars().collect();
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    let mut i = 0;
+    while i < chars.len() {
+        let at_word_start = i == 0 || {
+            let p = chars[i - 1];
+            !(p.is_alphanumeric() || p == '_' || p == '.' || p == '@')
+        };
+        if chars[i] != '@' || !at_word_start {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut end = start;
+        while end < chars.len() && is_name(chars[end]) {
+            end += 1;
+        }
+        i = end.max(start);
+        // `@zoë`: a name cannot continue with a letter usernames do not have.
+        if chars.get(end).is_some_and(|c| c.is_alphanumeric()) {
+            continue;
+        }
+        let name: String = chars[start..end].iter().collect::<String>().to_lowercase();
+        let name = name.trim_end_matches('.');
+        if name == "room" {
+            out.room = true;
+        } else if (3..=32).contains(&name.len())
+            && !out.usernames.iter().any(|n| n == name)
+            && out.usernames.len() < MAX_MENTIONED_NAMES
+        {
+            out.usernames.push(name.to_owned());
+        }
+    }
+    out
+}
+
+/// The first 140 characters of a body, for events that notify without the whole text.
+pub fn preview(body: &str) -> String {
+    const PREVIEW_CHARS: usize = 140;
+    match body.char_indices().nth(PREVIEW_CHARS) {
+        None => body.to_owned(),
+        Some((cut, _)) => format!("{}…", &body[..cut]),
     }
 }
 
@@ -289,6 +365,43 @@ mod tests {
         assert!(parse_topic(Some("line\nline")).is_ok());
         assert!(parse_topic(Some("x\u{2067}y")).is_err());
         assert!(parse_topic(Some("x\u{1b}[31m")).is_err());
+    }
+
+    #[test]
+    fn mentions_at_word_starts_only() {
+        let t = mention_tokens("hi @Alice and @bob_2, also @alice again; mail bob@example.com");
+        assert_eq!(t.usernames, vec!["alice", "bob_2"]);
+        assert!(!t.room);
+        let t = mention_tokens("@room: thanks @carol. (@dave) @x @ab @abc");
+        assert!(t.room);
+        assert_eq!(t.usernames, vec!["carol", "dave", "abc"]);
+        assert_eq!(
+            mention_tokens("@@alice a@bob _@carol é@dave").usernames,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            mention_tokens("«@émile» @zoë").usernames,
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            mention_tokens("(@Ünïcode) @ok.name.").usernames,
+            vec!["ok.name"]
+        );
+        assert!(mention_tokens("@alicé @zoë").usernames.is_empty());
+        let long = format!("@{}", "a".repeat(33));
+        assert!(mention_tokens(&long).usernames.is_empty());
+        let many: String = (0..80).map(|i| format!("@user{i} ")).collect();
+        assert_eq!(mention_tokens(&many).usernames.len(), MAX_MENTIONED_NAMES);
+    }
+
+    #[test]
+    fn preview_cuts_at_140_characters() {
+        assert_eq!(preview("short"), "short");
+        let long = "é".repeat(200);
+        let p = preview(&long);
+        assert_eq!(p.chars().count(), 141);
+        assert!(p.ends_with('…'));
+        assert_eq!(preview(&"x".repeat(140)), "x".repeat(140));
     }
 
     #[test]

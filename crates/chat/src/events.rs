@@ -8,21 +8,127 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::domain::{self, Message};
 use crate::fanout::Fanout;
 use crate::store;
-use crate::users_client::UsersClient;
+use crate::users_client::{self, UsersClient};
+use crate::writer::NotifyInfo;
 
 pub const SOURCE: &str = "chat";
 
-/// `chat.message.created`: a message was stored (its body stays in chat).
+/// `chat.message.created`: a message was stored.
 pub const MESSAGE_CREATED: &str = "chat.message.created";
+/// `chat.message.updated`: its sender edited it (mentions re-resolved).
+pub const MESSAGE_UPDATED: &str = "chat.message.updated";
+/// `chat.message.deleted`: it became a tombstone.
+pub const MESSAGE_DELETED: &str = "chat.message.deleted";
 
+/// The payload of `chat.message.created`: what a consumer such as the notifications
+/// service needs to decide whom to tell and what to show, without calling chat back.
+/// The body itself stays in chat; `preview` is its first 140 characters.
 #[derive(Serialize)]
-pub struct MessageCreated {
+pub struct MessageCreated<'a> {
     pub message_id: Uuid,
     pub room_id: Uuid,
     pub seq: i64,
     pub sender_id: Uuid,
+    pub sender_username: &'a str,
+    /// `channel` or `dm`.
+    pub room_kind: &'a str,
+    /// The channel's name ("" for a DM).
+    pub room_name: &'a str,
+    /// Resolved mentions (room members; all of them for `@room` from the owner/an admin).
+    pub mentioned_user_ids: &'a [Uuid],
+    pub mentioned_room: bool,
+    pub thread_root_id: Option<Uuid>,
+    /// The author of the thread's root (told of replies in their thread).
+    pub thread_root_sender_id: Option<Uuid>,
+    pub reply_to: Option<Uuid>,
+    pub reply_to_sender_id: Option<Uuid>,
+    /// DM: the other member(s); empty for channels.
+    pub recipient_ids: Vec<Uuid>,
+    pub preview: String,
+    pub created_at: &'a str,
+}
+
+impl MessageCreated<'_> {
+    /// The event of a message stored by the send writer (`room`: what the writer read of
+    /// the room in its transaction).
+    pub fn envelope(
+        m: &Message,
+        room: Option<&store::SendRoom>,
+        notify: &NotifyInfo,
+    ) -> bus::Envelope {
+        bus::Envelope::new(
+            SOURCE,
+            MESSAGE_CREATED,
+            MessageCreated {
+                message_id: m.id,
+                room_id: m.room_id,
+                seq: m.seq,
+                sender_id: m.sender_id,
+                sender_username: &notify.sender_username,
+                room_kind: room.map_or("channel", |r| r.kind.as_str()),
+                room_name: room.map_or("", |r| r.name.as_str()),
+                mentioned_user_ids: &m.mentions,
+                mentioned_room: notify.mentioned_room,
+                thread_root_id: m.thread_root_id,
+                thread_root_sender_id: notify.thread_root_sender_id,
+                reply_to: m.reply_to,
+                reply_to_sender_id: notify.reply_to_sender_id,
+                recipient_ids: recipients(room.and_then(|r| r.dm_key.as_deref()), m.sender_id),
+                preview: domain::preview(&m.body),
+                created_at: &m.created_at,
+            },
+        )
+    }
+}
+
+/// The DM pair (`dm_key`) without the sender.
+pub fn recipients(dm_key: Option<&str>, sender: Uuid) -> Vec<Uuid> {
+    dm_key
+        .map(|k| {
+            k.split('|')
+                .filter_map(|s| s.parse::<Uuid>().ok())
+                .filter(|u| *u != sender)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The payload of `chat.message.updated` (an edit by the sender).
+#[derive(Serialize)]
+pub struct MessageUpdated<'a> {
+    pub message_id: Uuid,
+    pub room_id: Uuid,
+    /// The seq of the `message.updated` room event.
+    pub seq: i64,
+    pub sender_id: Uuid,
+    pub room_kind: &'a str,
+    pub room_name: &'a str,
+    pub thread_root_id: Option<Uuid>,
+    pub mentioned_user_ids: &'a [Uuid],
+    /// Mentioned now but not before the edit (a notifications consumer tells only them)…
+    pub added_mention_ids: Vec<Uuid>,
+    /// …and no longer mentioned (their notification can be withdrawn).
+    pub removed_mention_ids: Vec<Uuid>,
+    pub recipient_ids: Vec<Uuid>,
+    pub preview: String,
+    pub edited_at: Option<&'a str>,
+}
+
+/// The payload of `chat.message.deleted`.
+#[derive(Serialize)]
+pub struct MessageDeleted<'a> {
+    pub message_id: Uuid,
+    pub room_id: Uuid,
+    /// The seq of the `message.deleted` room event.
+    pub seq: i64,
+    pub sender_id: Uuid,
+    /// The sender, or the owner/admin who removed it.
+    pub deleted_by: Uuid,
+    pub room_kind: &'a str,
+    pub thread_root_id: Option<Uuid>,
 }
 
 // ---- events from other services ----------------------------------------------------
@@ -81,13 +187,16 @@ pub fn consume_users_events(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     bus.subscribe(
-        bus::Subscription::new(GROUP, &["users"]),
+        bus::Subscription::new(GROUP, &["users", "auth"]),
         bus::handler(move |event: bus::Envelope| {
             let db = db.clone();
             async move {
-                let active = match event.kind.as_str() {
-                    "user.blocked" => true,
-                    "user.unblocked" => false,
+                let active = match (event.source.as_str(), event.kind.as_str()) {
+                    ("users", "user.blocked") => true,
+                    ("users", "user.unblocked") => false,
+                    ("auth", "user.registered" | "user.updated") => {
+                        return copy_username(&db, &event).await;
+                    }
                     _ => return Ok(()),
                 };
                 let change: BlockChange = match event.payload() {
@@ -117,10 +226,89 @@ pub fn consume_users_events(
     )
 }
 
-/// Copies every block from the user service once, the first time chat starts (blocks made
-/// before chat consumed the events). Retried in the background while the user service
-/// cannot answer: 0.5 s, doubling up to 30 s.
-pub fn backfill_blocks(
+#[derive(Deserialize)]
+struct Identity {
+    user_id: Uuid,
+    username: String,
+}
+
+/// `user.registered` / `user.updated` (auth) into `usernames` (an upsert: redelivery is
+/// harmless, and usernames never change once chosen).
+async fn copy_username(db: &kit::db::Db, event: &bus::Envelope) -> anyhow::Result<()> {
+    let identity: Identity = match event.payload() {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(event = %event.id, kind = %event.kind, error = %e, "undecodable event skipped");
+            return Ok(());
+        }
+    };
+    // Through `Db::begin` (SQLite: the one writer at a time), like every write.
+    let mut tx = db.begin().await?;
+    store::upsert_usernames(tx.conn(), &[(identity.user_id, identity.username)]).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// A one-time copy of a list the user service keeps, for what happened before chat
+/// consumed its events.
+#[derive(Clone, Copy)]
+pub enum Backfill {
+    /// `GET /internal/blocks` into `blocks` (made before chat consumed `user.blocked`).
+    Blocks,
+    /// `GET /internal/usernames` into `usernames` (accounts registered before chat
+    /// consumed `user.registered`).
+    Usernames,
+}
+
+impl Backfill {
+    /// Its `sync_state` name.
+    fn job(self) -> &'static str {
+        match self {
+            Backfill::Blocks => BLOCKS_BACKFILL,
+            Backfill::Usernames => "usernames-backfill",
+        }
+    }
+
+    /// Copies the page after `after` in `tx`; returns its item count and the next cursor.
+    async fn copy_page(
+        self,
+        users: &UsersClient,
+        tx: &mut kit::db::Tx,
+        after: Option<&str>,
+    ) -> anyhow::Result<(usize, Option<String>)> {
+        match self {
+            Backfill::Blocks => {
+                let page = users
+                    .page::<users_client::BlockEdge>("/internal/blocks", after)
+                    .await?;
+                let edges: Vec<(Uuid, Uuid)> = page
+                    .items
+                    .iter()
+                    .map(|e| (e.blocker_id, e.blocked_id))
+                    .collect();
+                store::backfill_blocks(tx.conn(), &edges).await?;
+                Ok((edges.len(), page.next_cursor))
+            }
+            Backfill::Usernames => {
+                let page = users
+                    .page::<users_client::Username>("/internal/usernames", after)
+                    .await?;
+                let rows: Vec<(Uuid, String)> = page
+                    .items
+                    .into_iter()
+                    .map(|u| (u.user_id, u.username))
+                    .collect();
+                store::upsert_usernames(tx.conn(), &rows).await?;
+                Ok((rows.len(), page.next_cursor))
+            }
+        }
+    }
+}
+
+/// Runs `what` once, the first time chat starts. Retried in the background while the
+/// user service cannot answer: 0.5 s, doubling up to 30 s.
+pub fn backfill(
+    what: Backfill,
     db: kit::db::Db,
     users: Arc<UsersClient>,
     shutdown: CancellationToken,
@@ -130,27 +318,21 @@ pub fn backfill_blocks(
         loop {
             let run = async {
                 let mut conn = db.pool().acquire().await?;
-                if store::sync_done(&mut *conn, BLOCKS_BACKFILL).await? {
+                if store::sync_done(&mut *conn, what.job()).await? {
                     return Ok(0);
                 }
                 drop(conn);
                 let mut after: Option<String> = None;
                 let mut copied = 0;
                 loop {
-                    let page = users.blocks_page(after.as_deref()).await?;
-                    let edges: Vec<(Uuid, Uuid)> = page
-                        .items
-                        .iter()
-                        .map(|e| (e.blocker_id, e.blocked_id))
-                        .collect();
                     let mut tx = db.begin().await?;
-                    store::backfill_blocks(tx.conn(), &edges).await?;
-                    if page.next_cursor.is_none() {
-                        store::mark_synced(tx.conn(), BLOCKS_BACKFILL).await?;
+                    let (n, next) = what.copy_page(&users, &mut tx, after.as_deref()).await?;
+                    if next.is_none() {
+                        store::mark_synced(tx.conn(), what.job()).await?;
                     }
                     tx.commit().await?;
-                    copied += edges.len();
-                    match page.next_cursor {
+                    copied += n;
+                    match next {
                         Some(c) => after = Some(c),
                         None => return Ok::<usize, anyhow::Error>(copied),
                     }
@@ -163,11 +345,11 @@ pub fn backfill_blocks(
             match result {
                 Ok(0) => return,
                 Ok(n) => {
-                    tracing::info!(blocks = n, "block list copied from the user service");
+                    tracing::info!(job = what.job(), rows = n, "copied from the user service");
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot copy the block list from the user service yet");
+                    tracing::warn!(job = what.job(), error = %e, retry_in_ms = delay.as_millis() as u64, "cannot copy from the user service yet");
                 }
             }
             tokio::select! {

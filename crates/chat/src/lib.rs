@@ -196,11 +196,14 @@ pub async fn build(
         db.clone(),
         shutdown.clone(),
     ));
-    background.push(events::backfill_blocks(
-        db.clone(),
-        users.clone(),
-        shutdown.clone(),
-    ));
+    for what in [events::Backfill::Blocks, events::Backfill::Usernames] {
+        background.push(events::backfill(
+            what,
+            db.clone(),
+            users.clone(),
+            shutdown.clone(),
+        ));
+    }
     // Sockets are long-lived: tell them to go away when the service stops, so graceful
     // shutdown does not wait for clients.
     let closing_hub = hub.clone();

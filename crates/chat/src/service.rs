@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::access::{blocked, member_access, member_role, room_not_found};
 use crate::domain::{self, Message, Role, Room, RoomEvent, kinds};
+use crate::events;
 use crate::state::ApiContext;
 use crate::store;
 
@@ -401,11 +402,24 @@ pub async fn open_dm(ctx: &ApiContext, user: Uuid, other: Uuid) -> Result<(Room,
 
 // ---- messages ----------------------------------------------------------------------
 
+/// A DM's other member (empty for channels), for the bus events.
+async fn dm_recipients(tx: &mut Tx, room: &Room, sender: Uuid) -> Result<Vec<Uuid>, sqlx::Error> {
+    if !room.is_dm() {
+        return Ok(Vec::new());
+    }
+    let mut ids = store::member_ids(tx.conn(), room.id).await?;
+    ids.retain(|u| *u != sender);
+    Ok(ids)
+}
+
 pub struct SendInput<'a> {
     pub room_id: Uuid,
     pub body: &'a str,
     pub client_msg_id: Option<&'a str>,
     pub reply_to: Option<Uuid>,
+    pub thread_root_id: Option<Uuid>,
+    /// The sender's username (from the access token), for the bus event.
+    pub sender_username: &'a str,
 }
 
 /// Stores a message (after the caller checked the rate limit). Returns the message and
@@ -422,9 +436,21 @@ pub async fn send_message(
     queue_message(ctx, sender, input).await?.stored().await
 }
 
+fn invalid_thread() -> ApiError {
+    ApiError::bad_request(
+        code::INVALID_THREAD,
+        "thread_root_id must be a top-level message of this room",
+    )
+}
+
 /// Checks a send and queues it for the writer without waiting for the commit: a
 /// connection that queues its sends one after the other gets them stored in that order
 /// (see [`crate::writer::Writer::enqueue`]).
+///
+/// Most sends (no reply, no thread, no `@`) need nothing from the database here; the
+/// others read what they refer to and resolve mentions against the room's members, one
+/// send at a time (messages never change rooms, members may: the writer re-checks the
+/// sender's membership in its transaction).
 pub async fn queue_message(
     ctx: &ApiContext,
     sender: Uuid,
@@ -433,21 +459,85 @@ pub async fn queue_message(
     let body = domain::parse_body(input.body)?;
     let client_msg_id = domain::parse_client_msg_id(input.client_msg_id)?;
     let room_id = input.room_id;
-    if let Some(reply_to) = input.reply_to {
-        // Rare: checked here, one send at a time (messages never change rooms).
+    let tokens = if body.contains('@') {
+        domain::mention_tokens(&body)
+    } else {
+        domain::MentionTokens::default()
+    };
+    let mut send = crate::writer::NewSend {
+        room_id,
+        client_msg_id,
+        reply_to: input.reply_to,
+        thread_root_id: input.thread_root_id,
+        notify: crate::writer::NotifyInfo {
+            sender_username: input.sender_username.to_owned(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    if input.reply_to.is_some()
+        || input.thread_root_id.is_some()
+        || !tokens.usernames.is_empty()
+        || tokens.room
+    {
         let mut conn = ctx.db.pool().acquire().await?;
-        member_access(&mut conn, room_id, sender).await?;
-        let target = store::message(&mut *conn, reply_to).await?;
-        if target.is_none_or(|m| m.room_id != room_id) {
-            return Err(ApiError::validation(
-                "reply_to",
-                "must be a message of this room",
-            ));
+        let (_, role) = member_access(&mut conn, room_id, sender).await?;
+        if let Some(reply_to) = input.reply_to {
+            let target = store::message(&mut *conn, reply_to)
+                .await?
+                .filter(|m| m.room_id == room_id)
+                .ok_or_else(|| {
+                    ApiError::validation("reply_to", "must be a message of this room")
+                })?;
+            send.notify.reply_to_sender_id = Some(target.sender_id);
         }
+        if let Some(root) = input.thread_root_id {
+            let root = store::message(&mut *conn, root)
+                .await?
+                .filter(|m| m.room_id == room_id && m.thread_root_id.is_none())
+                .ok_or_else(invalid_thread)?;
+            send.notify.thread_root_sender_id = Some(root.sender_id);
+        }
+        let everyone = tokens.room && role.can_moderate();
+        send.notify.mentioned_room = everyone;
+        send.mentions = mentions(&mut conn, room_id, sender, &tokens, everyone).await?;
     }
-    ctx.writer
-        .enqueue(sender, room_id, body, client_msg_id, input.reply_to)
-        .await
+    send.body = body;
+    ctx.writer.enqueue(sender, send).await
+}
+
+/// The members a body mentions, without the sender.
+async fn mentions(
+    conn: &mut sqlx::AnyConnection,
+    room: Uuid,
+    sender: Uuid,
+    tokens: &domain::MentionTokens,
+    everyone: bool,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if tokens.usernames.is_empty() && !everyone {
+        return Ok(Vec::new());
+    }
+    let mut ids = store::resolve_mentions(conn, room, &tokens.usernames, everyone).await?;
+    ids.retain(|u| *u != sender);
+    Ok(ids)
+}
+
+/// The replies in the thread of `root_id` (a top-level message of the room; members only).
+pub async fn thread(
+    ctx: &ApiContext,
+    user: Uuid,
+    room_id: Uuid,
+    root_id: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<(Vec<Message>, bool), ApiError> {
+    let mut conn = ctx.db.pool().acquire().await?;
+    member_access(&mut conn, room_id, user).await?;
+    store::message(&mut *conn, root_id)
+        .await?
+        .filter(|m| m.room_id == room_id && m.thread_root_id.is_none())
+        .ok_or_else(message_not_found)?;
+    Ok(store::thread(&mut *conn, root_id, after, limit).await?)
 }
 
 /// The message `id` of `room_id`, with the caller's role (membership required).
@@ -456,13 +546,13 @@ async fn message_in_room(
     room_id: Uuid,
     id: Uuid,
     user: Uuid,
-) -> Result<(Message, Role), ApiError> {
-    let (_, role) = member_access(tx.conn(), room_id, user).await?;
+) -> Result<(Message, Room, Role), ApiError> {
+    let (room, role) = member_access(tx.conn(), room_id, user).await?;
     let message = store::message(tx.conn(), id)
         .await?
         .filter(|m| m.room_id == room_id)
         .ok_or_else(message_not_found)?;
-    Ok((message, role))
+    Ok((message, room, role))
 }
 
 pub async fn edit_message(
@@ -474,7 +564,7 @@ pub async fn edit_message(
 ) -> Result<Message, ApiError> {
     let body = domain::parse_body(body)?;
     let mut tx = ctx.db.begin().await?;
-    let (mut message, _) = message_in_room(&mut tx, room_id, id, user).await?;
+    let (mut message, room, role) = message_in_room(&mut tx, room_id, id, user).await?;
     if message.sender_id != user {
         return Err(ApiError::forbidden(
             code::NOT_SENDER,
@@ -493,9 +583,26 @@ pub async fn edit_message(
         return Err(blocked());
     }
     let now = kit::time::now_ms();
-    store::update_message(tx.conn(), id, &body, Some(now), false).await?;
+    // Mentions are resolved again against today's members: an edit that adds `@bob`
+    // mentions bob; one that removes him withdraws it.
+    let tokens = domain::mention_tokens(&body);
+    let everyone = tokens.room && role.can_moderate();
+    let mentioned = mentions(tx.conn(), room_id, user, &tokens, everyone).await?;
+    let added: Vec<Uuid> = mentioned
+        .iter()
+        .filter(|u| !message.mentions.contains(u))
+        .copied()
+        .collect();
+    let removed: Vec<Uuid> = message
+        .mentions
+        .iter()
+        .filter(|u| !mentioned.contains(u))
+        .copied()
+        .collect();
+    store::update_message(tx.conn(), id, &body, Some(now), false, &mentioned).await?;
     message.body = body;
     message.edited_at = Some(kit::time::rfc3339(now));
+    message.mentions = mentioned;
     let event = append(
         &mut tx,
         room_id,
@@ -504,7 +611,28 @@ pub async fn edit_message(
         Some(id),
     )
     .await?;
+    let envelope = bus::Envelope::new(
+        events::SOURCE,
+        events::MESSAGE_UPDATED,
+        events::MessageUpdated {
+            message_id: id,
+            room_id,
+            seq: event.seq,
+            sender_id: message.sender_id,
+            room_kind: &room.kind,
+            room_name: &room.name,
+            thread_root_id: message.thread_root_id,
+            mentioned_user_ids: &message.mentions,
+            added_mention_ids: added,
+            removed_mention_ids: removed,
+            recipient_ids: dm_recipients(&mut tx, &room, message.sender_id).await?,
+            preview: domain::preview(&message.body),
+            edited_at: message.edited_at.as_deref(),
+        },
+    );
+    bus::outbox::enqueue(&mut tx, &envelope).await?;
     commit(ctx, tx, vec![event]).await?;
+    ctx.outbox.wake();
     Ok(message)
 }
 
@@ -516,7 +644,7 @@ pub async fn delete_message(
     id: Uuid,
 ) -> Result<(), ApiError> {
     let mut tx = ctx.db.begin().await?;
-    let (mut message, role) = message_in_room(&mut tx, room_id, id, user).await?;
+    let (mut message, room, role) = message_in_room(&mut tx, room_id, id, user).await?;
     if message.sender_id != user && !role.can_moderate() {
         return Err(ApiError::forbidden(
             code::FORBIDDEN,
@@ -526,14 +654,31 @@ pub async fn delete_message(
     if message.deleted {
         return Ok(());
     }
-    store::update_message(tx.conn(), id, "", None, true).await?;
+    store::update_message(tx.conn(), id, "", None, true, &[]).await?;
     message.body = String::new();
     message.deleted = true;
     message.edited_at = None;
+    message.mentions = Vec::new();
     let payload = json!({ "message": message });
     store::scrub_message_events(tx.conn(), id, &payload).await?;
     let event = append(&mut tx, room_id, kinds::MESSAGE_DELETED, payload, Some(id)).await?;
-    commit(ctx, tx, vec![event]).await
+    let envelope = bus::Envelope::new(
+        events::SOURCE,
+        events::MESSAGE_DELETED,
+        events::MessageDeleted {
+            message_id: id,
+            room_id,
+            seq: event.seq,
+            sender_id: message.sender_id,
+            deleted_by: user,
+            room_kind: &room.kind,
+            thread_root_id: message.thread_root_id,
+        },
+    );
+    bus::outbox::enqueue(&mut tx, &envelope).await?;
+    commit(ctx, tx, vec![event]).await?;
+    ctx.outbox.wake();
+    Ok(())
 }
 
 pub async fn mark_read(

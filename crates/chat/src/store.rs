@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0003_blocks.sql"),
         postgres: include_str!("../migrations/0003_blocks.sql"),
     },
+    Migration {
+        id: "chat-0004-mentions-threads",
+        sqlite: include_str!("../migrations/0004_mentions_threads.sql"),
+        postgres: include_str!("../migrations/0004_mentions_threads.sql"),
+    },
 ];
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
@@ -64,7 +69,8 @@ fn room_from(row: &AnyRow) -> Result<Room> {
 }
 
 const MESSAGE_COLS: &str =
-    "id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted";
+    "id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted,
+    mentions, thread_root_id, reply_count, last_reply_at";
 
 fn message_from(row: &AnyRow) -> Result<Message> {
     let edited_at: Option<i64> = row.try_get("edited_at")?;
@@ -79,7 +85,22 @@ fn message_from(row: &AnyRow) -> Result<Message> {
         created_at: kit::time::rfc3339(row.try_get("created_at")?),
         edited_at: edited_at.map(kit::time::rfc3339),
         deleted: kit::db::flag(row.try_get("deleted")?),
+        mentions: ids_from_json(&row.try_get::<String, _>("mentions")?)?,
+        thread_root_id: opt_uuid(row, "thread_root_id")?,
+        reply_count: row.try_get("reply_count")?,
+        last_reply_at: row
+            .try_get::<Option<i64>, _>("last_reply_at")?
+            .map(kit::time::rfc3339),
     })
+}
+
+/// A JSON array of uuids (the `mentions` column).
+fn ids_from_json(s: &str) -> Result<Vec<Uuid>> {
+    serde_json::from_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn ids_to_json(ids: &[Uuid]) -> String {
+    serde_json::to_string(ids).unwrap_or_else(|_| "[]".to_owned())
 }
 
 fn event_from(row: &AnyRow) -> Result<RoomEvent> {
@@ -406,20 +427,26 @@ pub async fn message<'e, E: Executor<'e, Database = Any>>(
     row.as_ref().map(message_from).transpose()
 }
 
+/// Sets a message's body, edit time, tombstone flag and mentions (an edit re-resolves them;
+/// a deletion clears them).
 pub async fn update_message<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     id: Uuid,
     body: &str,
     edited_at: Option<i64>,
     deleted: bool,
+    mentions: &[Uuid],
 ) -> Result<()> {
-    sqlx::query("UPDATE messages SET body = $1, edited_at = $2, deleted = $3 WHERE id = $4")
-        .bind(body)
-        .bind(edited_at)
-        .bind(i64::from(deleted))
-        .bind(id.to_string())
-        .execute(ex)
-        .await?;
+    sqlx::query(
+        "UPDATE messages SET body = $1, edited_at = $2, deleted = $3, mentions = $4 WHERE id = $5",
+    )
+    .bind(body)
+    .bind(edited_at)
+    .bind(i64::from(deleted))
+    .bind(ids_to_json(mentions))
+    .bind(id.to_string())
+    .execute(ex)
+    .await?;
     Ok(())
 }
 
@@ -436,8 +463,9 @@ pub async fn last_message<'e, E: Executor<'e, Database = Any>>(
     row.as_ref().map(message_from).transpose()
 }
 
-/// A page of messages in ascending seq order, and whether more exist in the direction
-/// of the query (older without `after`, newer with it).
+/// A page of the room's top-level messages (thread replies are listed by [`thread`]) in
+/// ascending seq order, and whether more exist in the direction of the query (older
+/// without `after`, newer with it).
 pub async fn history<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     room: Uuid,
@@ -450,6 +478,7 @@ pub async fn history<'e, E: Executor<'e, Database = Any>>(
         Some(a) => (
             format!(
                 "SELECT {MESSAGE_COLS} FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3
+                   AND thread_root_id IS NULL
                  ORDER BY seq ASC LIMIT $4"
             ),
             a,
@@ -457,6 +486,7 @@ pub async fn history<'e, E: Executor<'e, Database = Any>>(
         None => (
             format!(
                 "SELECT {MESSAGE_COLS} FROM messages WHERE room_id = $1 AND seq > $2 AND seq < $3
+                   AND thread_root_id IS NULL
                  ORDER BY seq DESC LIMIT $4"
             ),
             0,
@@ -476,6 +506,104 @@ pub async fn history<'e, E: Executor<'e, Database = Any>>(
         items.reverse();
     }
     Ok((items, has_more))
+}
+
+/// A page of the replies in the thread of `root` with `seq > after`, ascending, and
+/// whether more follow.
+pub async fn thread<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    root: Uuid,
+    after: i64,
+    limit: i64,
+) -> Result<(Vec<Message>, bool)> {
+    let sql = format!(
+        "SELECT {MESSAGE_COLS} FROM messages WHERE thread_root_id = $1 AND seq > $2
+         ORDER BY seq ASC LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(root.to_string())
+        .bind(after)
+        .bind(limit + 1)
+        .fetch_all(ex)
+        .await?;
+    let mut items = rows.iter().map(message_from).collect::<Result<Vec<_>>>()?;
+    let has_more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    Ok((items, has_more))
+}
+
+/// Counts `n` new replies on each thread root (the send writer, in the batch's
+/// transaction).
+pub async fn bump_threads(conn: &mut AnyConnection, roots: &[(Uuid, i64)], at: i64) -> Result<()> {
+    for (root, n) in roots {
+        sqlx::query(
+            "UPDATE messages SET reply_count = reply_count + $1, last_reply_at = $2 WHERE id = $3",
+        )
+        .bind(*n)
+        .bind(at)
+        .bind(root.to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+// ---- mentions ----------------------------------------------------------------------
+
+/// The members of `room` among `usernames` (lower-case) — or every member when
+/// `everyone` (`@room`) — in id order.
+pub async fn resolve_mentions(
+    conn: &mut AnyConnection,
+    room: Uuid,
+    usernames: &[String],
+    everyone: bool,
+) -> Result<Vec<Uuid>> {
+    let rows = if everyone {
+        return member_ids(&mut *conn, room).await;
+    } else if usernames.is_empty() {
+        Vec::new()
+    } else {
+        let sql = format!(
+            "SELECT m.user_id FROM usernames u JOIN members m ON m.user_id = u.user_id
+             WHERE m.room_id = $1 AND u.username IN ({}) ORDER BY m.user_id",
+            list(usernames.len(), 2)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(room.to_string());
+        for name in usernames {
+            q = q.bind(name.as_str());
+        }
+        q.fetch_all(&mut *conn).await?
+    };
+    rows.iter().map(|r| uuid(r, "user_id")).collect()
+}
+
+/// The ids of the room's members, in id order.
+pub async fn member_ids<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    room: Uuid,
+) -> Result<Vec<Uuid>> {
+    let rows = sqlx::query("SELECT user_id FROM members WHERE room_id = $1 ORDER BY user_id")
+        .bind(room.to_string())
+        .fetch_all(ex)
+        .await?;
+    rows.iter().map(|r| uuid(r, "user_id")).collect()
+}
+
+/// Records usernames (from auth's events or the user service's backfill).
+pub async fn upsert_usernames(conn: &mut AnyConnection, rows: &[(Uuid, String)]) -> Result<()> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO usernames (user_id, username) VALUES {}
+             ON CONFLICT (user_id) DO UPDATE SET username = excluded.username",
+            placeholders(chunk.len(), 2, 1)
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, name) in chunk {
+            q = q.bind(id.to_string()).bind(name.to_lowercase());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 // ---- room events -------------------------------------------------------------------
@@ -567,13 +695,24 @@ fn list(n: usize, first: usize) -> String {
         .join(", ")
 }
 
+/// A sender's membership as the send writer sees it.
+#[derive(Clone, Debug)]
+pub struct SendRoom {
+    /// The room is a DM whose pair is blocked (by either side, in chat's copy of the
+    /// blocks): a send there is refused.
+    pub dm_blocked: bool,
+    pub kind: String,
+    pub name: String,
+    /// `min|max` of the DM's pair (its recipients, for the bus event).
+    pub dm_key: Option<String>,
+}
+
 /// Which of the `(room, user)` pairs are memberships (one query for all of them, one
-/// index probe per pair), each with whether the room is a DM whose pair is blocked (by
-/// either side, in chat's copy of the blocks): a send there is refused.
+/// index probe per pair), each with what the send needs to know of the room.
 pub async fn memberships(
     conn: &mut AnyConnection,
     pairs: &[(Uuid, Uuid)],
-) -> Result<std::collections::HashMap<(Uuid, Uuid), bool>> {
+) -> Result<std::collections::HashMap<(Uuid, Uuid), SendRoom>> {
     let mut out = std::collections::HashMap::new();
     for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
         let cond = (0..chunk.len())
@@ -588,10 +727,9 @@ pub async fn memberships(
             .join(" OR ");
         // Channels have no dm_key, so the block probe finds nothing for them at once.
         let sql = format!(
-            "SELECT m.room_id, m.user_id,
-                (SELECT COUNT(*) FROM rooms r JOIN blocks b ON b.pair_key = r.dm_key
-                  WHERE r.id = m.room_id AND b.active = 1) AS blocks
-             FROM members m WHERE {cond}"
+            "SELECT m.room_id, m.user_id, r.kind, r.name, r.dm_key,
+                (SELECT COUNT(*) FROM blocks b WHERE b.pair_key = r.dm_key AND b.active = 1) AS blocks
+             FROM members m JOIN rooms r ON r.id = m.room_id WHERE {cond}"
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (room, user) in chunk {
@@ -599,7 +737,15 @@ pub async fn memberships(
         }
         for row in q.fetch_all(&mut *conn).await? {
             let blocks: i64 = row.try_get("blocks")?;
-            out.insert((uuid(&row, "room_id")?, uuid(&row, "user_id")?), blocks > 0);
+            out.insert(
+                (uuid(&row, "room_id")?, uuid(&row, "user_id")?),
+                SendRoom {
+                    dm_blocked: blocks > 0,
+                    kind: row.try_get("kind")?,
+                    name: row.try_get("name")?,
+                    dm_key: row.try_get("dm_key")?,
+                },
+            );
         }
     }
     Ok(out)
@@ -793,10 +939,13 @@ pub async fn take_seqs(
 static INSERT_SENDS_PG: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH m AS (
-             INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted)
-             SELECT id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, NULL, 0
+             INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted,
+                  mentions, thread_root_id)
+             SELECT id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, NULL, 0,
+                  mentions, thread_root_id
              FROM json_to_recordset($1::json) AS x(id text, room_id text, seq bigint, sender_id text,
-                  body text, client_msg_id text, reply_to text, created_at bigint)
+                  body text, client_msg_id text, reply_to text, created_at bigint, mentions text,
+                  thread_root_id text)
              ON CONFLICT (sender_id, client_msg_id) DO NOTHING
              RETURNING id),
          e AS (
@@ -836,7 +985,8 @@ pub async fn insert_sends(
             serde_json::json!({
                 "id": m.id, "room_id": m.room_id, "seq": m.seq, "sender_id": m.sender_id,
                 "body": m.body, "client_msg_id": m.client_msg_id, "reply_to": m.reply_to,
-                "created_at": created_at,
+                "created_at": created_at, "mentions": ids_to_json(&m.mentions),
+                "thread_root_id": m.thread_root_id,
             })
         })
         .collect();
@@ -870,10 +1020,11 @@ pub async fn insert_messages(
     let mut inserted = std::collections::HashSet::with_capacity(messages.len());
     for chunk in messages.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted)
+            "INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at,
+                  mentions, thread_root_id, edited_at, deleted)
              VALUES {}
              ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING id",
-            placeholders(chunk.len(), 8, 1).replace(')', ", NULL, 0)")
+            placeholders(chunk.len(), 10, 1).replace(')', ", NULL, 0)")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (m, created_at) in chunk {
@@ -885,7 +1036,9 @@ pub async fn insert_messages(
                 .bind(m.body.as_str())
                 .bind(m.client_msg_id.as_deref())
                 .bind(m.reply_to.map(|u| u.to_string()))
-                .bind(*created_at);
+                .bind(*created_at)
+                .bind(ids_to_json(&m.mentions))
+                .bind(m.thread_root_id.map(|u| u.to_string()));
         }
         for row in q.fetch_all(&mut *conn).await? {
             inserted.insert(uuid(&row, "id")?);

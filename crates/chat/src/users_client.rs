@@ -34,17 +34,25 @@ fn yes() -> bool {
     true
 }
 
-/// One page of `GET /internal/blocks`.
+/// One page of a paged internal list of the user service (`{items, next_cursor}`).
 #[derive(Debug, Deserialize)]
-pub struct BlocksPage {
-    pub items: Vec<BlockEdge>,
+pub struct Page<T> {
+    pub items: Vec<T>,
     pub next_cursor: Option<String>,
 }
 
+/// An item of `GET /internal/blocks`.
 #[derive(Debug, Deserialize)]
 pub struct BlockEdge {
     pub blocker_id: Uuid,
     pub blocked_id: Uuid,
+}
+
+/// An item of `GET /internal/usernames`.
+#[derive(Debug, Deserialize)]
+pub struct Username {
+    pub user_id: Uuid,
+    pub username: String,
 }
 
 #[derive(Default)]
@@ -118,10 +126,15 @@ impl UsersClient {
         }
     }
 
-    /// One page of every block edge, `GET /internal/blocks?after=&limit=` (for the
-    /// one-time backfill; no circuit breaker: the caller retries in the background).
-    pub async fn blocks_page(&self, after: Option<&str>) -> anyhow::Result<BlocksPage> {
-        let mut url = reqwest::Url::parse(&format!("{}/internal/blocks", self.base))?;
+    /// One page of a list for a one-time backfill (`/internal/blocks`,
+    /// `/internal/usernames`), 1000 items at a time; no circuit breaker: the caller retries
+    /// in the background.
+    pub async fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        after: Option<&str>,
+    ) -> anyhow::Result<Page<T>> {
+        let mut url = reqwest::Url::parse(&format!("{}{path}", self.base))?;
         url.query_pairs_mut().append_pair("limit", "1000");
         if let Some(after) = after {
             url.query_pairs_mut().append_pair("after", after);

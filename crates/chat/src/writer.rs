@@ -45,13 +45,33 @@ const ATTEMPTS: usize = 3;
 
 pub type SendResult = Result<(Message, bool), ApiError>;
 
-/// A send whose body and ids passed the caller-side checks (and the reply target, if any).
+/// A send whose body and ids passed the caller-side checks (reply target, thread root),
+/// with its mentions resolved.
+#[derive(Debug, Default)]
+pub struct NewSend {
+    pub room_id: Uuid,
+    pub body: String,
+    pub client_msg_id: Option<String>,
+    pub reply_to: Option<Uuid>,
+    pub thread_root_id: Option<Uuid>,
+    pub mentions: Vec<Uuid>,
+    /// For the bus event only (a notifications consumer needs them without calling back).
+    pub notify: NotifyInfo,
+}
+
+/// What the `chat.message.created` event says beyond the message itself.
+#[derive(Debug, Default, Clone)]
+pub struct NotifyInfo {
+    pub sender_username: String,
+    /// `@room` counted (sent by the owner or an admin).
+    pub mentioned_room: bool,
+    pub reply_to_sender_id: Option<Uuid>,
+    pub thread_root_sender_id: Option<Uuid>,
+}
+
 struct Job {
     sender: Uuid,
-    room_id: Uuid,
-    body: String,
-    client_msg_id: Option<String>,
-    reply_to: Option<Uuid>,
+    send: NewSend,
     reply: oneshot::Sender<SendResult>,
     /// When the send was queued (for the queue-wait histogram).
     queued: std::time::Instant,
@@ -89,22 +109,12 @@ impl Writer {
     /// Queues a send (waiting only for queue space) and returns its pending result.
     /// Sends queued one after the other to the same room are stored in that order, so a
     /// caller may queue several before waiting for the first.
-    pub async fn enqueue(
-        &self,
-        sender: Uuid,
-        room_id: Uuid,
-        body: String,
-        client_msg_id: Option<String>,
-        reply_to: Option<Uuid>,
-    ) -> Result<Pending, ApiError> {
-        let shard = (self.hasher.hash_one(room_id) % self.shards.len() as u64) as usize;
+    pub async fn enqueue(&self, sender: Uuid, send: NewSend) -> Result<Pending, ApiError> {
+        let shard = (self.hasher.hash_one(send.room_id) % self.shards.len() as u64) as usize;
         let (reply, rx) = oneshot::channel();
         let job = Job {
             sender,
-            room_id,
-            body,
-            client_msg_id,
-            reply_to,
+            send,
             reply,
             queued: std::time::Instant::now(),
         };
@@ -191,7 +201,7 @@ async fn write_batch(db: &Db, jobs: Vec<Job>) -> Committed {
     let mut followers: Vec<(usize, Job)> = Vec::new();
     let mut first: HashMap<(Uuid, String), usize> = HashMap::new();
     for job in jobs {
-        if let Some(cmid) = &job.client_msg_id {
+        if let Some(cmid) = &job.send.client_msg_id {
             match first.get(&(job.sender, cmid.clone())) {
                 Some(&i) => {
                     followers.push((i, job));
@@ -305,14 +315,14 @@ async fn write_batch(db: &Db, jobs: Vec<Job>) -> Committed {
                 stored += 1;
                 Ok((m, true))
             }
-            Some(Outcome::Existing(m)) => same_send(m, job.room_id),
+            Some(Outcome::Existing(m)) => same_send(m, job.send.room_id),
             Some(Outcome::Failed(e)) => Err(e),
             None => Err(ApiError::internal("send left without a result")),
         })
         .collect();
     for (leader, job) in followers {
         let result = match &results[leader] {
-            Ok((m, _)) => same_send(m.clone(), job.room_id),
+            Ok((m, _)) => same_send(m.clone(), job.send.room_id),
             Err(e) => Err(e.clone()),
         };
         replies.push((job.reply, result));
@@ -360,7 +370,7 @@ async fn lookup_existing(
 ) -> Result<HashMap<usize, Message>, ApiError> {
     let keys: Vec<(Uuid, &str)> = idx
         .iter()
-        .filter_map(|&i| Some((jobs[i].sender, jobs[i].client_msg_id.as_deref()?)))
+        .filter_map(|&i| Some((jobs[i].sender, jobs[i].send.client_msg_id.as_deref()?)))
         .collect();
     let found = match db.pool().acquire().await {
         Ok(mut conn) => store::messages_by_client_ids(&mut conn, &keys).await,
@@ -375,7 +385,7 @@ async fn lookup_existing(
         let job = &jobs[i];
         if let Some(m) = found
             .iter()
-            .find(|m| m.sender_id == job.sender && m.client_msg_id == job.client_msg_id)
+            .find(|m| m.sender_id == job.sender && m.client_msg_id == job.send.client_msg_id)
         {
             out.insert(i, m.clone());
         }
@@ -410,7 +420,7 @@ async fn try_batch(
     // in this transaction: no round trip to the user service per send.)
     let mut pairs: Vec<(Uuid, Uuid)> = idx
         .iter()
-        .map(|&i| (jobs[i].room_id, jobs[i].sender))
+        .map(|&i| (jobs[i].send.room_id, jobs[i].sender))
         .collect();
     pairs.sort_unstable();
     pairs.dedup();
@@ -419,7 +429,7 @@ async fn try_batch(
     // Sent before (a retry of an earlier send)?
     let keys: Vec<(Uuid, &str)> = idx
         .iter()
-        .filter_map(|&i| Some((jobs[i].sender, jobs[i].client_msg_id.as_deref()?)))
+        .filter_map(|&i| Some((jobs[i].sender, jobs[i].send.client_msg_id.as_deref()?)))
         .collect();
     let existing = if keys.is_empty() {
         Vec::new()
@@ -430,9 +440,12 @@ async fn try_batch(
     let mut new: Vec<usize> = Vec::with_capacity(idx.len());
     for &i in idx {
         let job = &jobs[i];
-        let Some(&dm_blocked) = members.get(&(job.room_id, job.sender)) else {
+        let Some(dm_blocked) = members
+            .get(&(job.send.room_id, job.sender))
+            .map(|r| r.dm_blocked)
+        else {
             // 404 or 403 as the room's visibility says (rare: read one by one).
-            let error = match access::member_access(tx.conn(), job.room_id, job.sender).await {
+            let error = match access::member_access(tx.conn(), job.send.room_id, job.sender).await {
                 Err(e) => e,
                 Ok(_) => access::not_member(),
             };
@@ -440,9 +453,9 @@ async fn try_batch(
             continue;
         };
         if let Some(m) = existing.iter().find(|m| {
-            job.client_msg_id.is_some()
+            job.send.client_msg_id.is_some()
                 && m.sender_id == job.sender
-                && m.client_msg_id == job.client_msg_id
+                && m.client_msg_id == job.send.client_msg_id
         }) {
             // A retry of a send stored before a block still gets its message.
             done.push((i, Outcome::Existing(m.clone())));
@@ -460,7 +473,7 @@ async fn try_batch(
     // Seqs: per room, as many as it has new messages, in job order.
     let mut counts: HashMap<Uuid, i64> = HashMap::new();
     for &i in &new {
-        *counts.entry(jobs[i].room_id).or_default() += 1;
+        *counts.entry(jobs[i].send.room_id).or_default() += 1;
     }
     let mut wanted: Vec<(Uuid, i64)> = counts.iter().map(|(r, n)| (*r, *n)).collect();
     wanted.sort_unstable();
@@ -478,20 +491,24 @@ async fn try_batch(
     let mut messages = Vec::with_capacity(new.len());
     for &i in &new {
         let job = &jobs[i];
-        let Some(seq) = next.get_mut(&job.room_id) else {
+        let Some(seq) = next.get_mut(&job.send.room_id) else {
             return Err(BatchError::Db(sqlx::Error::RowNotFound));
         };
         messages.push(Message {
             id: Uuid::now_v7(),
-            room_id: job.room_id,
+            room_id: job.send.room_id,
             seq: *seq,
             sender_id: job.sender,
-            body: job.body.clone(),
-            client_msg_id: job.client_msg_id.clone(),
-            reply_to: job.reply_to,
+            body: job.send.body.clone(),
+            client_msg_id: job.send.client_msg_id.clone(),
+            reply_to: job.send.reply_to,
             created_at: created_at.clone(),
             edited_at: None,
             deleted: false,
+            mentions: job.send.mentions.clone(),
+            thread_root_id: job.send.thread_root_id,
+            reply_count: 0,
+            last_reply_at: None,
         });
         *seq += 1;
     }
@@ -505,19 +522,12 @@ async fn try_batch(
             payload: json!({ "message": m }),
         })
         .collect();
-    let envelopes: Vec<bus::Envelope> = messages
+    let envelopes: Vec<bus::Envelope> = new
         .iter()
-        .map(|m| {
-            bus::Envelope::new(
-                events::SOURCE,
-                events::MESSAGE_CREATED,
-                events::MessageCreated {
-                    message_id: m.id,
-                    room_id: m.room_id,
-                    seq: m.seq,
-                    sender_id: m.sender_id,
-                },
-            )
+        .zip(&messages)
+        .map(|(&i, m)| {
+            let room = members.get(&(m.room_id, m.sender_id));
+            events::MessageCreated::envelope(m, room, &jobs[i].send.notify)
         })
         .collect();
     let message_rows: Vec<(&Message, i64)> = messages.iter().map(|m| (m, now)).collect();
@@ -527,6 +537,19 @@ async fn try_batch(
         .map(|(e, m)| (e, Some(m.id)))
         .collect();
     let inserted = store::insert_sends(tx.conn(), &message_rows, &event_rows, &envelopes).await?;
+    // Thread roots count their new replies (same transaction: a root's count never
+    // disagrees with its listed replies).
+    let mut roots: HashMap<Uuid, i64> = HashMap::new();
+    for m in &messages {
+        if let Some(root) = m.thread_root_id {
+            *roots.entry(root).or_default() += 1;
+        }
+    }
+    if !roots.is_empty() {
+        let mut roots: Vec<(Uuid, i64)> = roots.into_iter().collect();
+        roots.sort_unstable();
+        store::bump_threads(tx.conn(), &roots, now).await?;
+    }
     if inserted.len() != messages.len() {
         // Some client_msg_id was stored concurrently: their seqs would stay unused (and
         // their events were written): roll everything back.
@@ -612,10 +635,12 @@ mod tests {
         (
             Job {
                 sender,
-                room_id,
-                body: format!("from {sender}"),
-                client_msg_id: cmid.map(str::to_owned),
-                reply_to: None,
+                send: NewSend {
+                    room_id,
+                    body: format!("from {sender}"),
+                    client_msg_id: cmid.map(str::to_owned),
+                    ..Default::default()
+                },
                 reply,
                 queued: std::time::Instant::now(),
             },
@@ -671,6 +696,10 @@ mod tests {
             created_at: kit::time::rfc3339(0),
             edited_at: None,
             deleted: false,
+            mentions: vec![],
+            thread_root_id: None,
+            reply_count: 0,
+            last_reply_at: None,
         };
         let (raced, fresh) = (message(2, "taken"), message(3, "fresh"));
         let event = |m: &Message| RoomEvent {

@@ -138,6 +138,8 @@ pub mod code {
         MALFORMED_FRAME = "malformed_frame";
         /// WebSocket close reason (1008): the user already has the maximum of connections.
         TOO_MANY_CONNECTIONS = "too_many_connections";
+        /// 400: `thread_root_id` is not a top-level message of the room.
+        INVALID_THREAD = "invalid_thread";
     }
 }
 

@@ -21,6 +21,7 @@ kit::backend_tests!(
     parallel_follows_keep_exact_counts,
     internal_relationships,
     internal_blocks_backfill,
+    internal_usernames_backfill,
     blockers_hidden_from_third_party_lists,
     profile_texts_refuse_controls_and_bidi,
     unreachable_database_is_503,
@@ -1309,4 +1310,50 @@ async fn migrate_is_idempotent(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     running.stop().await;
+}
+
+/// `GET /internal/usernames`: every visible profile once, in id order, whatever the page
+/// size (chat's mention resolution copies it once).
+async fn internal_usernames_backfill(backend: Backend) {
+    let Some(app) = App::start(backend, "internal_usernames_backfill").await else {
+        return;
+    };
+    let mut want = Vec::new();
+    for name in ["un0", "un1", "un2", "un3", "un4"] {
+        let u = app.register(name, name).await;
+        want.push((u.id(), name.to_owned()));
+    }
+    want.sort();
+    for limit in [1, 2, 5, 1000] {
+        let mut got = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut path = format!("/internal/usernames?limit={limit}");
+            if let Some(c) = &after {
+                path.push_str(&format!("&after={c}"));
+            }
+            let (s, body) = app.send(Method::GET, None, &path, None).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            for e in body["items"].as_array().unwrap() {
+                got.push((
+                    e["user_id"].as_str().unwrap().to_owned(),
+                    e["username"].as_str().unwrap().to_owned(),
+                ));
+            }
+            match body["next_cursor"].as_str() {
+                Some(c) => after = Some(c.to_owned()),
+                None => break,
+            }
+            assert!(got.len() <= want.len(), "limit {limit}: pages overlap");
+        }
+        assert_eq!(got, want, "limit {limit}");
+    }
+    let (s, body) = app
+        .send(Method::GET, None, "/internal/usernames?after=nope", None)
+        .await;
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_cursor"))
+    );
+    app.stop().await;
 }

@@ -25,6 +25,10 @@ pub fn router() -> Router<ApiContext> {
             "/chat/rooms/{id}/messages/{message_id}",
             patch(edit).delete(remove),
         )
+        .route(
+            "/chat/rooms/{id}/threads/{root_id}/messages",
+            get(thread_replies),
+        )
         .route("/chat/rooms/{id}/read", post(read))
         .route("/chat/rooms/{id}/events", get(events))
 }
@@ -34,6 +38,7 @@ struct SendBody {
     body: String,
     client_msg_id: Option<String>,
     reply_to: Option<Uuid>,
+    thread_root_id: Option<Uuid>,
 }
 
 async fn send(
@@ -53,6 +58,8 @@ async fn send(
             body: &body.body,
             client_msg_id: body.client_msg_id.as_deref(),
             reply_to: body.reply_to,
+            thread_root_id: body.thread_root_id,
+            sender_username: &user.username,
         },
     )
     .await?;
@@ -93,6 +100,32 @@ async fn history(
     let mut conn = ctx.db.pool().acquire().await?;
     access::member_access(&mut conn, id, user.id).await?;
     let (items, has_more) = store::history(&mut *conn, id, q.before, q.after, limit).await?;
+    Ok(Json(Slice { items, has_more }))
+}
+
+#[derive(Deserialize)]
+struct ThreadQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// `GET /chat/rooms/{id}/threads/{root_id}/messages?after=&limit=`: the thread's replies
+/// (without the root) in ascending seq.
+async fn thread_replies(
+    State(ctx): State<ApiContext>,
+    user: AuthUser,
+    Path((id, root_id)): Path<(Uuid, Uuid)>,
+    Query(q): Query<ThreadQuery>,
+) -> ApiResult<Json<Slice<Message>>> {
+    let limit = domain::parse_limit(q.limit)?;
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request(
+            code::INVALID_QUERY,
+            "after is a seq value (0 or more)",
+        ));
+    }
+    let (items, has_more) = service::thread(&ctx, user.id, id, root_id, after, limit).await?;
     Ok(Json(Slice { items, has_more }))
 }
 

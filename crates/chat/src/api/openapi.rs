@@ -174,7 +174,7 @@ pub fn document() -> Value {
                 "post": op("Send a message (acknowledged after it is stored)", vec![room_id()], Some(body("SendMessage")), json!({
                     "201": ok("Stored", "Message"),
                     "200": ok("The message stored earlier with the same client_msg_id", "Message"),
-                    "400": problem("validation_failed (body 1–4000 characters after trimming, without control characters but line feeds and tabs; reply_to of another room)"),
+                    "400": problem("validation_failed (body 1–4000 characters after trimming, without control characters but line feeds and tabs; reply_to of another room); invalid_thread (thread_root_id not a top-level message of this room)"),
                     "403": problem("not_member; blocked (a DM whose members block each other, either way)"),
                     "404": hidden_room(),
                     "409": problem("client_msg_id_conflict: the id was used in another room"),
@@ -198,6 +198,18 @@ pub fn document() -> Value {
                     "204": { "description": "Deleted" },
                     "403": problem("forbidden, not_member"),
                     "404": problem("room_not_found, message_not_found"),
+                })),
+            },
+            "/chat/rooms/{id}/threads/{root_id}/messages": {
+                "get": op("The replies in a thread (without the root), ascending seq", vec![
+                    room_id(),
+                    uuid_param("root_id"),
+                    query("after", json!({"type": "integer", "minimum": 0, "default": 0}), "replies with a greater seq"),
+                    query("limit", json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 50 }), "page size"),
+                ], None, json!({
+                    "200": ok("Replies", "MessageSlice"),
+                    "403": problem(code::NOT_MEMBER),
+                    "404": problem("room_not_found (private room), message_not_found (no such top-level message in the room)"),
                 })),
             },
             "/chat/rooms/{id}/read": {
@@ -224,7 +236,7 @@ pub fn document() -> Value {
                     "summary": "Real-time connection (WebSocket)",
                     "description": concat!(
                         "Authenticate with `Authorization: Bearer` or the `access_token` query parameter. ",
-                        "JSON text frames. Client → server: `send` {room_id, body, client_msg_id, reply_to?} → `ack` {client_msg_id, message} after commit, ",
+                        "JSON text frames. Client → server: `send` {room_id, body, client_msg_id, reply_to?, thread_root_id?} → `ack` {client_msg_id, message} after commit, ",
                         "or `error` {client_msg_id, code, message} (`rate_limited` adds retry_after_ms); `resume` {rooms: {room_id: last_seq}} → ",
                         "every event after those seqs in order, then live; `typing` {room_id} → others get `typing` {room_id, user_id}; `ping` → `pong`. ",
                         "Server → client: `ready` {rooms: {room_id: last_seq}} once subscribed, `event` {room_id, seq, event}. ",
@@ -291,7 +303,8 @@ pub fn document() -> Value {
                 "MemberPage": { "type": "object", "required": ["items", "next_cursor"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/Member" } }, "next_cursor": { "type": ["string", "null"] } } },
                 "Message": {
                     "type": "object",
-                    "required": ["id", "room_id", "seq", "sender_id", "body", "client_msg_id", "reply_to", "created_at", "edited_at", "deleted"],
+                    "required": ["id", "room_id", "seq", "sender_id", "body", "client_msg_id", "reply_to", "created_at", "edited_at", "deleted",
+                                 "mentions", "thread_root_id", "reply_count", "last_reply_at"],
                     "properties": {
                         "id": { "type": "string", "format": "uuid" },
                         "room_id": { "type": "string", "format": "uuid" },
@@ -302,7 +315,11 @@ pub fn document() -> Value {
                         "reply_to": { "type": ["string", "null"], "format": "uuid" },
                         "created_at": { "type": "string", "format": "date-time" },
                         "edited_at": { "type": ["string", "null"], "format": "date-time" },
-                        "deleted": { "type": "boolean" }
+                        "deleted": { "type": "boolean" },
+                        "mentions": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": "members mentioned with @username (or all of them with @room from the owner/an admin), resolved at send and at each edit; never the sender" },
+                        "thread_root_id": { "type": ["string", "null"], "format": "uuid", "description": "the top-level message whose thread this reply is in" },
+                        "reply_count": { "type": "integer", "description": "thread roots: replies so far (tombstones included)" },
+                        "last_reply_at": { "type": ["string", "null"], "format": "date-time" }
                     }
                 },
                 "MessageSlice": { "type": "object", "required": ["items", "has_more"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/Message" } }, "has_more": { "type": "boolean" } } },
@@ -328,7 +345,8 @@ pub fn document() -> Value {
                 "RoleChange": { "type": "object", "required": ["role"], "properties": { "role": { "enum": ["admin", "member"] } } },
                 "SendMessage": {
                     "type": "object", "required": ["body"],
-                    "properties": { "body": { "type": "string" }, "client_msg_id": { "type": "string", "maxLength": 128 }, "reply_to": { "type": "string", "format": "uuid" } }
+                    "properties": { "body": { "type": "string" }, "client_msg_id": { "type": "string", "maxLength": 128 }, "reply_to": { "type": "string", "format": "uuid" },
+                                    "thread_root_id": { "type": "string", "format": "uuid", "description": "reply in the thread of this top-level message of the room" } }
                 },
                 "EditMessage": { "type": "object", "required": ["body"], "properties": { "body": { "type": "string" } } },
                 "ReadMarker": { "type": "object", "required": ["seq"], "properties": { "seq": { "type": "integer", "minimum": 0 } } }

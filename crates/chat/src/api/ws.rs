@@ -110,6 +110,7 @@ enum ClientFrame {
         body: String,
         client_msg_id: String,
         reply_to: Option<Uuid>,
+        thread_root_id: Option<Uuid>,
     },
     Resume {
         rooms: BTreeMap<Uuid, i64>,
@@ -197,6 +198,7 @@ async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
     let mut conn = Conn {
         ctx: ctx.clone(),
         user: claims.sub,
+        username: claims.username.clone(),
         hub_id: id,
         out: out_tx,
         closer: closer.clone(),
@@ -291,6 +293,7 @@ fn close_for(closer: &Closer, e: &sqlx::Error) {
 struct Conn {
     ctx: ApiContext,
     user: Uuid,
+    username: String,
     hub_id: u64,
     out: mpsc::Sender<Message>,
     closer: Closer,
@@ -313,6 +316,7 @@ struct SendJob {
     body: String,
     client_msg_id: String,
     reply_to: Option<Uuid>,
+    thread_root_id: Option<Uuid>,
 }
 
 /// Stores the connection's sends in order and answers each with `ack` or `error`.
@@ -323,6 +327,7 @@ struct SendJob {
 async fn send_loop(
     ctx: ApiContext,
     user: Uuid,
+    username: String,
     mut jobs: mpsc::Receiver<SendJob>,
     out: mpsc::Sender<Message>,
     timeout: Duration,
@@ -339,6 +344,8 @@ async fn send_loop(
                     body: &job.body,
                     client_msg_id: Some(&job.client_msg_id),
                     reply_to: job.reply_to,
+                    thread_root_id: job.thread_root_id,
+                    sender_username: &username,
                 },
             )
             .await;
@@ -526,20 +533,24 @@ impl Conn {
                 body,
                 client_msg_id,
                 reply_to,
-            } => self.on_send(room_id, body, client_msg_id, reply_to).await,
+                thread_root_id,
+            } => {
+                let job = SendJob {
+                    room_id,
+                    body,
+                    client_msg_id,
+                    reply_to,
+                    thread_root_id,
+                };
+                self.on_send(job).await
+            }
         }
     }
 
-    async fn on_send(
-        &mut self,
-        room_id: Uuid,
-        body: String,
-        client_msg_id: String,
-        reply_to: Option<Uuid>,
-    ) {
+    async fn on_send(&mut self, job: SendJob) {
         if let Err(wait_ms) = service::check_send_rate(&self.ctx, self.user) {
             let mut frame = error_frame(
-                Some(&client_msg_id),
+                Some(&job.client_msg_id),
                 code::RATE_LIMITED,
                 "too many messages; retry later",
             );
@@ -547,12 +558,6 @@ impl Conn {
             self.emit(text(&frame)).await;
             return;
         }
-        let job = SendJob {
-            room_id,
-            body,
-            client_msg_id,
-            reply_to,
-        };
         let sends = match &self.sends {
             Some((sends, _)) => sends.clone(),
             None => {
@@ -560,6 +565,7 @@ impl Conn {
                 let task = tokio::spawn(send_loop(
                     self.ctx.clone(),
                     self.user,
+                    self.username.clone(),
                     rx,
                     self.out.clone(),
                     self.send_timeout,

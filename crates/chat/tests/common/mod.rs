@@ -556,6 +556,11 @@ async fn start_users(blocks_down: bool) -> UsersApp {
             axum::routing::get(relationships),
         )
         .route("/internal/blocks", axum::routing::get(blocks))
+        // Usernames arrive through `user.registered` in these tests (App::register_names).
+        .route(
+            "/internal/usernames",
+            axum::routing::get(|| async { axum::Json(json!({"items": [], "next_cursor": null})) }),
+        )
         .with_state(state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -788,5 +793,115 @@ impl BlackHoleProxy {
         self.holding
             .store(false, std::sync::atomic::Ordering::SeqCst);
         self.end_connections();
+    }
+}
+
+// ---- v1.1: usernames for mentions, and the chat service's bus events ------------------
+
+impl App {
+    /// Publishes auth's `user.registered` for each user (chat copies the usernames that
+    /// `@username` mentions resolve against) and waits until chat has copied them.
+    pub async fn register_names(&self, users: &[&User]) {
+        for u in users {
+            self.bus
+                .publish(&bus::Envelope::new(
+                    "auth",
+                    "user.registered",
+                    json!({"user_id": u.id, "username": u.name, "email": format!("{}@example.com", u.name),
+                           "display_name": u.name, "created_at": "2026-01-01T00:00:00Z"}),
+                ))
+                .await
+                .unwrap();
+        }
+        let db = self.open_db().await;
+        let ids: Vec<String> = users.iter().map(|u| u.id.to_string()).collect();
+        for _ in 0..200 {
+            let mut known = 0;
+            for id in &ids {
+                let n: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM usernames WHERE user_id = $1")
+                        .bind(id)
+                        .fetch_one(db.pool())
+                        .await
+                        .unwrap();
+                known += n;
+            }
+            if known == ids.len() as i64 {
+                db.close().await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("chat did not copy the usernames from user.registered");
+    }
+
+    /// A second handle on the service's database (to look at what it stored).
+    pub async fn open_db(&self) -> kit::db::Db {
+        let url = self._db.as_ref().and_then(|d| d.url.clone());
+        kit::db::Db::open(url.as_deref(), self._dir.path(), "chat")
+            .await
+            .unwrap()
+    }
+
+    /// Collects the chat service's bus events from now on.
+    pub fn observe_events(&self) -> EventLog {
+        let seen: Arc<Mutex<Vec<bus::Envelope>>> = Arc::default();
+        let sink = seen.clone();
+        let stop = tokio_util::sync::CancellationToken::new();
+        self.bus.subscribe(
+            bus::Subscription::new(&format!("test-observer-{}", Uuid::now_v7()), &["chat"]),
+            bus::handler(move |e: bus::Envelope| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push(e);
+                    Ok(())
+                }
+            }),
+            stop.clone(),
+        );
+        EventLog { seen, stop }
+    }
+}
+
+pub struct EventLog {
+    seen: Arc<Mutex<Vec<bus::Envelope>>>,
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl EventLog {
+    /// The first event of `kind` whose `data.message_id` is `message_id` (waits ≤ 5 s).
+    pub async fn of(&self, kind: &str, message_id: &str) -> bus::Envelope {
+        for _ in 0..200 {
+            if let Some(e) = self
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|e| e.kind == kind && e.data["message_id"] == message_id)
+            {
+                return e.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no {kind} event for message {message_id}");
+    }
+}
+
+impl EventLog {
+    /// Every event of `kind` seen so far.
+    pub fn all(&self, kind: &str) -> Vec<bus::Envelope> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind == kind)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for EventLog {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }

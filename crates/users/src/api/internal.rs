@@ -24,6 +24,7 @@ pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/internal/relationships/{a}/{b}", get(relationships))
         .route("/internal/blocks", get(blocks))
+        .route("/internal/usernames", get(usernames))
 }
 
 /// `{a_blocks_b, b_blocks_a, a_follows_b, b_follows_a, a_exists, b_exists}`.
@@ -105,6 +106,56 @@ async fn blocks(
             blocker_id,
             blocked_id,
         })
+        .collect();
+    Ok(Json(Page { items, next_cursor }))
+}
+
+#[derive(Debug, Deserialize)]
+struct UsernamesParams {
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct UsernameRow {
+    user_id: String,
+    username: String,
+}
+
+/// `GET /internal/usernames?after=&limit=`: every visible profile's `{user_id, username}`,
+/// ordered by id, for the one-time backfill of chat's copy (which resolves `@username`
+/// mentions; `user.registered` events keep it current afterwards). Pages of up to 1000.
+async fn usernames(
+    State(ctx): State<ApiContext>,
+    Query(params): Query<UsernamesParams>,
+) -> ApiResult<Json<Page<UsernameRow>>> {
+    let limit = match params.limit {
+        None => MAX_BLOCKS_PAGE,
+        Some(n) if (1..=MAX_BLOCKS_PAGE).contains(&n) => n,
+        Some(_) => return Err(ApiError::validation("limit", "must be between 1 and 1000")),
+    };
+    let after = match params.after.as_deref().filter(|c| !c.is_empty()) {
+        None => String::new(),
+        Some(c) => {
+            let p = cursor::decode("n", 1, c)?;
+            uuid::Uuid::parse_str(&p[0]).map_err(|_| {
+                ApiError::bad_request(kit::error::code::INVALID_CURSOR, "the cursor is malformed")
+            })?;
+            p[0].clone()
+        }
+    };
+    let mut rows =
+        crate::store::profiles::usernames_after(ctx.db.pool(), &after, limit + 1).await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more {
+        rows.last().map(|(id, _)| cursor::encode("n", &[id]))
+    } else {
+        None
+    };
+    let items = rows
+        .into_iter()
+        .map(|(user_id, username)| UsernameRow { user_id, username })
         .collect();
     Ok(Json(Page { items, next_cursor }))
 }

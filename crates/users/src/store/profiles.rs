@@ -24,6 +24,25 @@ pub async fn get<'e, E: Executor<'e, Database = Any>>(
     row.as_ref().map(profile_from_row).transpose()
 }
 
+/// `(id, username)` of visible profiles with an id after `after` ("" = from the start), in
+/// id order (one primary-key range scan per page).
+pub async fn usernames_after<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, username FROM profiles WHERE id > $1 AND username <> '' ORDER BY id LIMIT $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(ex)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("username")?)))
+        .collect()
+}
+
 /// Profiles by id, in the order of `ids` (missing ones skipped). The ids are text: the
 /// search index and the suggestion query hand them over as such.
 pub async fn by_ids<'e, E: Executor<'e, Database = Any>>(
