@@ -1,5 +1,6 @@
 //! HTTP and WebSocket API of the chat service (API.md, Chat section).
 
+mod internal;
 mod messages;
 mod openapi;
 mod rooms;
@@ -18,6 +19,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(rooms::router())
         .merge(messages::router())
         .merge(ws::router())
+        .merge(internal::router())
         .merge(openapi::router())
         .with_state(ctx)
 }
