@@ -14,6 +14,8 @@ use crate::domain::{self, Message, Role, Room, RoomEvent, kinds};
 use crate::state::ApiContext;
 use crate::store;
 
+pub mod reactions;
+
 fn user_not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, code::USER_NOT_FOUND, "no such user")
 }
@@ -496,11 +498,12 @@ pub async fn edit_message(
     store::update_message(tx.conn(), id, &body, Some(now), false).await?;
     message.body = body;
     message.edited_at = Some(kit::time::rfc3339(now));
+    store::reactions::attach(tx.conn(), std::slice::from_mut(&mut message), Some(user)).await?;
     let event = append(
         &mut tx,
         room_id,
         kinds::MESSAGE_UPDATED,
-        json!({ "message": message }),
+        json!({ "message": message.for_event() }),
         Some(id),
     )
     .await?;
@@ -530,10 +533,14 @@ pub async fn delete_message(
     message.body = String::new();
     message.deleted = true;
     message.edited_at = None;
+    let mut events: Vec<RoomEvent> = reactions::forget_deleted(&mut tx, &mut message, user)
+        .await?
+        .into_iter()
+        .collect();
     let payload = json!({ "message": message });
     store::scrub_message_events(tx.conn(), id, &payload).await?;
-    let event = append(&mut tx, room_id, kinds::MESSAGE_DELETED, payload, Some(id)).await?;
-    commit(ctx, tx, vec![event]).await
+    events.push(append(&mut tx, room_id, kinds::MESSAGE_DELETED, payload, Some(id)).await?);
+    commit(ctx, tx, events).await
 }
 
 pub async fn mark_read(
@@ -547,7 +554,14 @@ pub async fn mark_read(
     }
     let mut tx = ctx.db.begin().await?;
     member_access(tx.conn(), room_id, user).await?;
-    store::mark_read(tx.conn(), room_id, user, seq).await?;
+    let moved = store::mark_read(tx.conn(), room_id, user, seq, kit::time::now_ms()).await?;
+    // No receipt across a block (as typing): a DM whose members block each other.
+    let quiet = moved.is_none() || store::dm_blocked(tx.conn(), room_id).await?;
     tx.commit().await?;
+    if let Some(seq) = moved
+        && !quiet
+    {
+        ctx.fanout.read(room_id, user, seq);
+    }
     Ok(())
 }

@@ -492,6 +492,8 @@ async fn try_batch(
             created_at: created_at.clone(),
             edited_at: None,
             deleted: false,
+            reactions: Vec::new(),
+            pinned: false,
         });
         *seq += 1;
     }
@@ -671,6 +673,8 @@ mod tests {
             created_at: kit::time::rfc3339(0),
             edited_at: None,
             deleted: false,
+            reactions: Vec::new(),
+            pinned: false,
         };
         let (raced, fresh) = (message(2, "taken"), message(3, "fresh"));
         let event = |m: &Message| RoomEvent {

@@ -2,6 +2,7 @@
 
 mod messages;
 mod openapi;
+mod reactions;
 mod rooms;
 mod ws;
 
@@ -17,6 +18,7 @@ pub fn router(ctx: ApiContext) -> Router {
     Router::new()
         .merge(rooms::router())
         .merge(messages::router())
+        .merge(reactions::router())
         .merge(ws::router())
         .merge(openapi::router())
         .with_state(ctx)
