@@ -146,10 +146,10 @@ async fn one_backend(cli: &Cli, opts: &SystemOptions, nofile: u64) -> anyhow::Re
     anyhow::ensure!(resp.status().is_success(), "post: HTTP {}", resp.status());
     let message: Value = resp.json().await?;
     let message_id = message["id"].as_str().context("message id")?.to_owned();
-    let seq_before = get_json(&http, &format!("{chat}/chat/rooms/{room}"), &owner.token).await?
-        ["last_seq"]
-        .as_i64()
-        .context("last_seq")?;
+    let seq_before =
+        get_json(&http, &format!("{chat}/chat/rooms/{room}"), &owner.token).await?["last_seq"]
+            .as_i64()
+            .context("last_seq")?;
 
     // The watchers: the first W members (the owner among them).
     let sockets = connect_all(server, &accounts[..w], 256).await?;
@@ -288,14 +288,17 @@ async fn one_backend(cli: &Cli, opts: &SystemOptions, nofile: u64) -> anyhow::Re
         .map(|(k, v)| ((*k).to_owned(), *v))
         .collect();
     let counts_exact = counted == sent && in_history == sent && listed_users as u64 == ok;
-    let last_seq = get_json(&http, &format!("{chat}/chat/rooms/{room}"), &owner.token).await?
-        ["last_seq"]
-        .as_i64()
-        .unwrap_or(-1);
+    let last_seq =
+        get_json(&http, &format!("{chat}/chat/rooms/{room}"), &owner.token).await?["last_seq"]
+            .as_i64()
+            .unwrap_or(-1);
     system.stop().await;
 
     let mut put_row = Row::measured(
-        format!("{backend}: PUT reaction (open loop, {n} over {:.0} s)", window.as_secs_f64()),
+        format!(
+            "{backend}: PUT reaction (open loop, {n} over {:.0} s)",
+            window.as_secs_f64()
+        ),
         "req",
         ok,
         put_errors,
