@@ -27,6 +27,7 @@ kit::backend_tests!(
     events_arrive_in_order_live_through_catch_up_and_resume,
     read_frames_reach_the_other_members_not_the_reader,
     read_frames_cross_nodes,
+    openapi_lists_the_v11_routes,
 );
 
 /// Percent-encodes a path segment (everything but unreserved characters).
@@ -869,4 +870,48 @@ async fn read_frames_cross_nodes(backend: Backend) {
     bob_ws.assert_quiet(Duration::from_millis(300)).await;
     a.stop().await;
     b.stop().await;
+}
+
+async fn openapi_lists_the_v11_routes(backend: Backend) {
+    let Some(app) = common::start(backend, "openapi_lists_the_v11_routes").await else {
+        return;
+    };
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, method) in [
+        (
+            "/chat/rooms/{id}/messages/{message_id}/reactions/{emoji}",
+            "put",
+        ),
+        (
+            "/chat/rooms/{id}/messages/{message_id}/reactions/{emoji}",
+            "delete",
+        ),
+        ("/chat/rooms/{id}/messages/{message_id}/reactions", "get"),
+        ("/chat/rooms/{id}/pins/{message_id}", "put"),
+        ("/chat/rooms/{id}/pins/{message_id}", "delete"),
+        ("/chat/rooms/{id}/pins", "get"),
+        ("/chat/rooms/{id}/read-markers", "get"),
+    ] {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing"
+        );
+    }
+    let text = doc.to_string();
+    for code in ["invalid_emoji", "too_many_reactions", "pin_limit"] {
+        assert!(text.contains(code), "{code} undocumented");
+    }
+    for part in text.split("#/components/schemas/").skip(1) {
+        let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
+        assert!(doc["components"]["schemas"][&name].is_object(), "{name}");
+    }
+    app.stop().await;
 }
