@@ -3,6 +3,7 @@
 mod internal;
 mod messages;
 mod openapi;
+mod reactions;
 mod rooms;
 mod ws;
 
@@ -18,6 +19,7 @@ pub fn router(ctx: ApiContext) -> Router {
     Router::new()
         .merge(rooms::router())
         .merge(messages::router())
+        .merge(reactions::router())
         .merge(ws::router())
         .merge(internal::router())
         .merge(openapi::router())
