@@ -12,6 +12,8 @@ pub const PASSWORD: &str = "bench-Horse-Battery-42";
 #[derive(Debug, Clone)]
 pub struct Account {
     pub username: String,
+    /// The user id (from the registration's `user`).
+    pub id: String,
     pub token: String,
 }
 
@@ -60,8 +62,10 @@ pub async fn register(
         .as_str()
         .context("register: no access_token")?
         .to_owned();
+    let id = v["user"]["id"].as_str().unwrap_or_default().to_owned();
     Ok(Account {
         username: username.to_owned(),
+        id,
         token,
     })
 }

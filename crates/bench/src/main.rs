@@ -32,6 +32,8 @@ pub enum Scenario {
     Search,
     /// Reconnect storm: clients resume after missing events.
     Resume,
+    /// Chat v1.1: members of one room react to one message while sockets watch.
+    Reactions,
     /// Only print the machine description (for the report header).
     Machine,
 }
@@ -97,6 +99,12 @@ pub struct Cli {
     /// resume: events each client misses while away.
     #[arg(long, default_value_t = 100)]
     pub missed: usize,
+    /// reactions: members that each react once, spread over --duration.
+    #[arg(long, default_value_t = 1_000)]
+    pub reactors: usize,
+    /// reactions: members among them that hold a WebSocket during the run.
+    #[arg(long, default_value_t = 100)]
+    pub watchers: usize,
     /// Record a `perf` profile of the server during each measurement and add the top
     /// symbols to the report.
     #[arg(long)]
@@ -180,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Fanout => scenarios::fanout::run(&cli, nofile).await?,
         Scenario::Search => scenarios::search::run(&cli).await?,
         Scenario::Resume => scenarios::resume::run(&cli, nofile).await?,
+        Scenario::Reactions => scenarios::reactions::run(&cli, nofile).await?,
     };
     let mut report = report;
     report.profiles = profile::take();

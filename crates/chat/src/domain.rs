@@ -9,6 +9,14 @@ pub const MAX_BODY_CHARS: usize = 4000;
 pub const MAX_NAME_CHARS: usize = 80;
 pub const MAX_TOPIC_CHARS: usize = 500;
 pub const MAX_CLIENT_MSG_ID_CHARS: usize = 128;
+/// Distinct emoji on one message (API.md v1.1): keeps a message's reaction row short
+/// enough to render, and `attach`'s per-page aggregate small (≤ 20 rows a message).
+pub const MAX_REACTIONS_PER_MESSAGE: i64 = 20;
+/// Pinned messages per room (API.md v1.1): the pin list is one unpaginated page.
+pub const MAX_PINS_PER_ROOM: i64 = 50;
+
+mod emoji;
+pub use emoji::parse_emoji;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,6 +106,34 @@ pub struct Message {
     pub reply_count: i64,
     #[serde(default)]
     pub last_reply_at: Option<String>,
+    /// `[{emoji, count, me}]` by first reaction time (v1.1; filled by
+    /// `store::reactions::attach`, empty in stored event payloads of v1).
+    #[serde(default)]
+    pub reactions: Vec<ReactionCount>,
+    /// v1.1: `messages.pinned_at IS NOT NULL`.
+    #[serde(default)]
+    pub pinned: bool,
+}
+
+impl Message {
+    /// The message as room events carry it: reactions without the per-caller `me`.
+    pub fn for_event(&self) -> Message {
+        let mut m = self.clone();
+        for r in &mut m.reactions {
+            r.me = None;
+        }
+        m
+    }
+}
+
+/// One emoji's reactions on a message. `me` (did the caller react) is set on HTTP
+/// responses and absent from WebSocket events.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct ReactionCount {
+    pub emoji: String,
+    pub count: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub me: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -117,6 +153,12 @@ pub mod kinds {
     pub const MEMBER_REMOVED: &str = "member.removed";
     /// Added to the contract's kinds: a member's role changed (payload `user_id`, `role`).
     pub const MEMBER_ROLE_CHANGED: &str = "member.role_changed";
+    /// v1.1, payload `{message_id, emoji, user_id}`.
+    pub const REACTION_ADDED: &str = "reaction.added";
+    pub const REACTION_REMOVED: &str = "reaction.removed";
+    /// v1.1, payload `{message_id, user_id}`.
+    pub const MESSAGE_PINNED: &str = "message.pinned";
+    pub const MESSAGE_UNPINNED: &str = "message.unpinned";
 }
 
 /// One entry of a room's event log. `payload` is an object merged into the wire form.

@@ -31,6 +31,13 @@ enum Wire {
         room_id: Uuid,
         user_id: Uuid,
     },
+    /// A member's read marker moved (v1.1 read receipts; ephemeral like typing).
+    Read {
+        node: Uuid,
+        room_id: Uuid,
+        user_id: Uuid,
+        seq: i64,
+    },
 }
 
 #[derive(Clone)]
@@ -128,6 +135,17 @@ impl Fanout {
         });
         self.hub.typing(room_id, user_id);
     }
+
+    /// `{"type":"read"}` to the room's other members on every node.
+    pub fn read(&self, room_id: Uuid, user_id: Uuid, seq: i64) {
+        self.send(&Wire::Read {
+            node: self.node,
+            room_id,
+            user_id,
+            seq,
+        });
+        self.hub.read(room_id, user_id, seq);
+    }
 }
 
 async fn publish_loop(
@@ -218,10 +236,17 @@ async fn handle(text: &str, me: Uuid, hub: &Hub) {
         }
     };
     match wire {
-        Wire::Event { node, .. } | Wire::Typing { node, .. } if node == me => {}
+        Wire::Event { node, .. } | Wire::Typing { node, .. } | Wire::Read { node, .. }
+            if node == me => {}
         Wire::Event { event, .. } => hub.dispatch(event).await,
         Wire::Typing {
             room_id, user_id, ..
         } => hub.typing(room_id, user_id),
+        Wire::Read {
+            room_id,
+            user_id,
+            seq,
+            ..
+        } => hub.read(room_id, user_id, seq),
     }
 }

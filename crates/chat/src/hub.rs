@@ -364,6 +364,20 @@ impl Hub {
         let frame = Utf8Bytes::from(
             serde_json::json!({"type": "typing", "room_id": room, "user_id": user}).to_string(),
         );
+        self.to_others(room, user, frame);
+    }
+
+    /// `{"type":"read"}` (v1.1 read receipts) to the room's connections of other users;
+    /// ephemeral like typing (the `Typing` inbox slot: dropped when full, never held).
+    pub fn read(&self, room: Uuid, user: Uuid, seq: i64) {
+        let frame = Utf8Bytes::from(
+            serde_json::json!({"type": "read", "room_id": room, "user_id": user, "seq": seq})
+                .to_string(),
+        );
+        self.to_others(room, user, frame);
+    }
+
+    fn to_others(&self, room: Uuid, user: Uuid, frame: Utf8Bytes) {
         let inner = self.inner();
         let Some(set) = inner.rooms.get(&room) else {
             return;

@@ -15,6 +15,8 @@ use crate::events;
 use crate::state::ApiContext;
 use crate::store;
 
+pub mod reactions;
+
 fn user_not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, code::USER_NOT_FOUND, "no such user")
 }
@@ -537,7 +539,9 @@ pub async fn thread(
         .await?
         .filter(|m| m.room_id == room_id && m.thread_root_id.is_none())
         .ok_or_else(message_not_found)?;
-    Ok(store::thread(&mut *conn, root_id, after, limit).await?)
+    let (mut items, has_more) = store::thread(&mut *conn, root_id, after, limit).await?;
+    store::reactions::attach(&mut conn, &mut items, Some(user)).await?;
+    Ok((items, has_more))
 }
 
 /// The message `id` of `room_id`, with the caller's role (membership required).
@@ -603,11 +607,12 @@ pub async fn edit_message(
     message.body = body;
     message.edited_at = Some(kit::time::rfc3339(now));
     message.mentions = mentioned;
+    store::reactions::attach(tx.conn(), std::slice::from_mut(&mut message), Some(user)).await?;
     let event = append(
         &mut tx,
         room_id,
         kinds::MESSAGE_UPDATED,
-        json!({ "message": message }),
+        json!({ "message": message.for_event() }),
         Some(id),
     )
     .await?;
@@ -659,16 +664,20 @@ pub async fn delete_message(
     message.deleted = true;
     message.edited_at = None;
     message.mentions = Vec::new();
+    let mut events: Vec<RoomEvent> = reactions::forget_deleted(&mut tx, &mut message, user)
+        .await?
+        .into_iter()
+        .collect();
     let payload = json!({ "message": message });
     store::scrub_message_events(tx.conn(), id, &payload).await?;
-    let event = append(&mut tx, room_id, kinds::MESSAGE_DELETED, payload, Some(id)).await?;
+    let deleted = append(&mut tx, room_id, kinds::MESSAGE_DELETED, payload, Some(id)).await?;
     let envelope = bus::Envelope::new(
         events::SOURCE,
         events::MESSAGE_DELETED,
         events::MessageDeleted {
             message_id: id,
             room_id,
-            seq: event.seq,
+            seq: deleted.seq,
             sender_id: message.sender_id,
             deleted_by: user,
             room_kind: &room.kind,
@@ -676,7 +685,8 @@ pub async fn delete_message(
         },
     );
     bus::outbox::enqueue(&mut tx, &envelope).await?;
-    commit(ctx, tx, vec![event]).await?;
+    events.push(deleted);
+    commit(ctx, tx, events).await?;
     ctx.outbox.wake();
     Ok(())
 }
@@ -692,7 +702,14 @@ pub async fn mark_read(
     }
     let mut tx = ctx.db.begin().await?;
     member_access(tx.conn(), room_id, user).await?;
-    store::mark_read(tx.conn(), room_id, user, seq).await?;
+    let moved = store::mark_read(tx.conn(), room_id, user, seq, kit::time::now_ms()).await?;
+    // No receipt across a block (as typing): a DM whose members block each other.
+    let quiet = moved.is_none() || store::dm_blocked(tx.conn(), room_id).await?;
     tx.commit().await?;
+    if let Some(seq) = moved
+        && !quiet
+    {
+        ctx.fanout.read(room_id, user, seq);
+    }
     Ok(())
 }

@@ -12,6 +12,8 @@ use uuid::Uuid;
 
 use crate::domain::{Member, Message, Role, Room, RoomEvent};
 
+pub mod reactions;
+
 pub const MIGRATIONS: &[Migration] = &[
     bus::inbox::MIGRATION,
     Migration {
@@ -34,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         id: "chat-0004-mentions-threads",
         sqlite: include_str!("../migrations/0004_mentions_threads.sql"),
         postgres: include_str!("../migrations/0004_mentions_threads.sql"),
+    },
+    Migration {
+        id: "chat-0005-reactions-pins-receipts",
+        sqlite: include_str!("../migrations/0005_reactions_pins_receipts.sql"),
+        postgres: include_str!("../migrations/0005_reactions_pins_receipts.sql"),
     },
 ];
 
@@ -70,7 +77,7 @@ fn room_from(row: &AnyRow) -> Result<Room> {
 
 const MESSAGE_COLS: &str =
     "id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted,
-    mentions, thread_root_id, reply_count, last_reply_at";
+    mentions, thread_root_id, reply_count, last_reply_at, pinned_at";
 
 fn message_from(row: &AnyRow) -> Result<Message> {
     let edited_at: Option<i64> = row.try_get("edited_at")?;
@@ -91,6 +98,8 @@ fn message_from(row: &AnyRow) -> Result<Message> {
         last_reply_at: row
             .try_get::<Option<i64>, _>("last_reply_at")?
             .map(kit::time::rfc3339),
+        reactions: Vec::new(),
+        pinned: row.try_get::<Option<i64>, _>("pinned_at")?.is_some(),
     })
 }
 
@@ -393,24 +402,30 @@ pub async fn room_ids_of<'e, E: Executor<'e, Database = Any>>(
     rows.iter().map(|r| uuid(r, "room_id")).collect()
 }
 
-/// Moves the read marker forward (never back), capped at the room's last seq.
+/// Moves the read marker forward (never back), capped at the room's last seq, and
+/// stamps `read_at`. Returns the new marker when it moved (None: it was already there).
 pub async fn mark_read<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     room: Uuid,
     user: Uuid,
     seq: i64,
-) -> Result<()> {
-    sqlx::query(
+    now: i64,
+) -> Result<Option<i64>> {
+    sqlx::query_scalar(
         "UPDATE members SET read_seq = (SELECT CASE WHEN $1 < r.last_seq THEN $1 ELSE r.last_seq END
-                                         FROM rooms r WHERE r.id = $2)
-         WHERE room_id = $2 AND user_id = $3 AND read_seq < $1",
+                                         FROM rooms r WHERE r.id = $2),
+                            read_at = $4
+         WHERE room_id = $2 AND user_id = $3
+           AND read_seq < (SELECT CASE WHEN $1 < r.last_seq THEN $1 ELSE r.last_seq END
+                             FROM rooms r WHERE r.id = $2)
+         RETURNING read_seq",
     )
     .bind(seq)
     .bind(room.to_string())
     .bind(user.to_string())
-    .execute(ex)
-    .await?;
-    Ok(())
+    .bind(now)
+    .fetch_optional(ex)
+    .await
 }
 
 // ---- messages ----------------------------------------------------------------------

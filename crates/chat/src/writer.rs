@@ -509,6 +509,8 @@ async fn try_batch(
             thread_root_id: job.send.thread_root_id,
             reply_count: 0,
             last_reply_at: None,
+            reactions: Vec::new(),
+            pinned: false,
         });
         *seq += 1;
     }
@@ -700,6 +702,8 @@ mod tests {
             thread_root_id: None,
             reply_count: 0,
             last_reply_at: None,
+            reactions: Vec::new(),
+            pinned: false,
         };
         let (raced, fresh) = (message(2, "taken"), message(3, "fresh"));
         let event = |m: &Message| RoomEvent {

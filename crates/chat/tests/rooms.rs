@@ -17,6 +17,7 @@ kit::backend_tests!(
     user_service_down_is_503,
     my_rooms_and_discover,
     openapi_lists_every_route,
+    internal_membership_lookup,
 );
 
 async fn create_and_show_rooms(backend: Backend) {
@@ -660,6 +661,34 @@ async fn openapi_lists_every_route(backend: Backend) {
     for part in text.split("#/components/schemas/").skip(1) {
         let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
         assert!(doc["components"]["schemas"][&name].is_object(), "{name}");
+    }
+    app.stop().await;
+}
+
+/// `GET /internal/rooms/{room_id}/members/{user_id}` (for the notifications service):
+/// `{role, room_kind}` for members, 404 `member_not_found` otherwise (unknown room too).
+async fn internal_membership_lookup(backend: Backend) {
+    let Some(app) = common::start(backend, "internal_membership_lookup").await else {
+        return;
+    };
+    let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
+    let carol = app.user("carol").await;
+    let url = |room: &str, u: &common::User| {
+        format!("{}/internal/rooms/{room}/members/{}", app.url, u.id)
+    };
+    for (u, role) in [(&alice, "owner"), (&bob, "member")] {
+        let (s, b) = common::read(app.http.get(url(&room, u)).send().await.unwrap()).await;
+        assert_eq!(s, 200, "{b}");
+        assert_eq!(b, json!({"role": role, "room_kind": "channel"}));
+    }
+    let missing = uuid::Uuid::now_v7().to_string();
+    for (r, u) in [(room.as_str(), &carol), (missing.as_str(), &alice)] {
+        let (s, b) = common::read(app.http.get(url(r, u)).send().await.unwrap()).await;
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (404, Some("member_not_found")),
+            "{b}"
+        );
     }
     app.stop().await;
 }

@@ -126,6 +126,13 @@ pub mod code {
         NOT_SENDER = "not_sender";
         /// 409: the message was deleted and cannot be edited.
         MESSAGE_DELETED = "message_deleted";
+        /// 400: a reaction's emoji is neither one emoji (grapheme cluster) nor a
+        /// `:shortcode:` of 1–32 characters `a-z 0-9 _ + -`.
+        INVALID_EMOJI = "invalid_emoji";
+        /// 409: the message already carries the maximum of distinct emoji (20).
+        TOO_MANY_REACTIONS = "too_many_reactions";
+        /// 409: the room already has the maximum of pinned messages (50).
+        PIN_LIMIT = "pin_limit";
         /// 409: the `client_msg_id` was already used for a different message.
         CLIENT_MSG_ID_CONFLICT = "client_msg_id_conflict";
         /// 503: a service chat asks (the user service) is unavailable or its breaker is open.

@@ -63,10 +63,15 @@ async fn send(
         },
     )
     .await?;
-    let status = if created {
-        StatusCode::CREATED
+    let (status, message) = if created {
+        // Nobody reacted to a message that was just stored: no query on the send path.
+        (StatusCode::CREATED, message)
     } else {
-        StatusCode::OK
+        let mut message = [message];
+        let mut conn = ctx.db.pool().acquire().await?;
+        store::reactions::attach(&mut conn, &mut message, Some(user.id)).await?;
+        let [message] = message;
+        (StatusCode::OK, message)
     };
     Ok((status, Json(message)))
 }
@@ -99,7 +104,8 @@ async fn history(
     }
     let mut conn = ctx.db.pool().acquire().await?;
     access::member_access(&mut conn, id, user.id).await?;
-    let (items, has_more) = store::history(&mut *conn, id, q.before, q.after, limit).await?;
+    let (mut items, has_more) = store::history(&mut *conn, id, q.before, q.after, limit).await?;
+    store::reactions::attach(&mut conn, &mut items, Some(user.id)).await?;
     Ok(Json(Slice { items, has_more }))
 }
 

@@ -1,7 +1,9 @@
 //! HTTP and WebSocket API of the chat service (API.md, Chat section).
 
+mod internal;
 mod messages;
 mod openapi;
+mod reactions;
 mod rooms;
 mod ws;
 
@@ -17,7 +19,9 @@ pub fn router(ctx: ApiContext) -> Router {
     Router::new()
         .merge(rooms::router())
         .merge(messages::router())
+        .merge(reactions::router())
         .merge(ws::router())
+        .merge(internal::router())
         .merge(openapi::router())
         .with_state(ctx)
 }

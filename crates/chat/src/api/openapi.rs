@@ -32,6 +32,11 @@ fn uuid_param(name: &str) -> Value {
     json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } })
 }
 
+/// A reaction's emoji, percent-encoded in the path (v1.1).
+fn emoji_param() -> Value {
+    json!({ "name": "emoji", "in": "path", "required": true, "schema": { "type": "string" }, "description": "one emoji (grapheme cluster) or a shortcode :[a-z0-9_+-]{1,32}:, percent-encoded" })
+}
+
 fn query(name: &str, schema: Value, description: &str) -> Value {
     json!({ "name": name, "in": "query", "schema": schema, "description": description })
 }
@@ -230,6 +235,55 @@ pub fn document() -> Value {
                     "404": hidden_room(),
                 })),
             },
+            "/chat/rooms/{id}/messages/{message_id}/reactions/{emoji}": {
+                "put": op("React to a message (v1.1; idempotent: a repeat appends no event)", vec![room_id(), uuid_param("message_id"), emoji_param()], None, json!({
+                    "204": { "description": "The caller's reaction is there" },
+                    "400": problem("invalid_emoji (one emoji grapheme cluster, or a shortcode :[a-z0-9_+-]{1,32}:), invalid_id"),
+                    "403": problem("not_member; blocked (a DM whose members block each other)"),
+                    "404": problem("room_not_found, message_not_found"),
+                    "409": problem("message_deleted; too_many_reactions (20 distinct emoji per message)"),
+                })),
+                "delete": op("Remove the caller's reaction (v1.1; idempotent)", vec![room_id(), uuid_param("message_id"), emoji_param()], None, json!({
+                    "204": { "description": "The caller's reaction is gone" },
+                    "400": problem("invalid_emoji, invalid_id"),
+                    "403": problem(code::NOT_MEMBER),
+                    "404": problem("room_not_found, message_not_found"),
+                })),
+            },
+            "/chat/rooms/{id}/messages/{message_id}/reactions": {
+                "get": op("Who reacted (this project's addition): per emoji by first reaction time, the users in reaction order", vec![room_id(), uuid_param("message_id")], None, json!({
+                    "200": ok("Reactions with their users", "ReactorList"),
+                    "403": problem(code::NOT_MEMBER),
+                    "404": problem("room_not_found, message_not_found"),
+                })),
+            },
+            "/chat/rooms/{id}/pins/{message_id}": {
+                "put": op("Pin a message (v1.1; owner/admin, both members in a DM; idempotent)", vec![room_id(), uuid_param("message_id")], None, json!({
+                    "204": { "description": "Pinned" },
+                    "403": problem("forbidden (not owner/admin), not_member, blocked (a DM whose members block each other)"),
+                    "404": problem("room_not_found, message_not_found"),
+                    "409": problem("message_deleted; pin_limit (50 pins per room)"),
+                })),
+                "delete": op("Unpin a message (v1.1; owner/admin, both members in a DM; idempotent)", vec![room_id(), uuid_param("message_id")], None, json!({
+                    "204": { "description": "Not pinned" },
+                    "403": problem("forbidden, not_member"),
+                    "404": problem("room_not_found, message_not_found"),
+                })),
+            },
+            "/chat/rooms/{id}/pins": {
+                "get": op("The room's pinned messages, newest pin first (v1.1; members only)", vec![room_id()], None, json!({
+                    "200": ok("Pinned messages", "MessageList"),
+                    "403": problem(code::NOT_MEMBER),
+                    "404": hidden_room(),
+                })),
+            },
+            "/chat/rooms/{id}/read-markers": {
+                "get": op("Every member's read marker (v1.1 read receipts; members only)", vec![room_id()], None, json!({
+                    "200": ok("Read markers by user id", "ReadMarkerList"),
+                    "403": problem(code::NOT_MEMBER),
+                    "404": hidden_room(),
+                })),
+            },
             "/chat/ws": {
                 "get": {
                     "tags": ["chat"],
@@ -239,6 +293,7 @@ pub fn document() -> Value {
                         "JSON text frames. Client → server: `send` {room_id, body, client_msg_id, reply_to?, thread_root_id?} → `ack` {client_msg_id, message} after commit, ",
                         "or `error` {client_msg_id, code, message} (`rate_limited` adds retry_after_ms); `resume` {rooms: {room_id: last_seq}} → ",
                         "every event after those seqs in order, then live; `typing` {room_id} → others get `typing` {room_id, user_id}; `ping` → `pong`. ",
+                        "v1.1: `read` {room_id, user_id, seq} to the room's other members when a member's read marker moves (not stored, dropped when the client is behind). ",
                         "Server → client: `ready` {rooms: {room_id: last_seq}} once subscribed, `event` {room_id, seq, event}. ",
                         "Live events wait after `ready` for the client's first frame (at most 1 s): send `resume` first to get each resumed room's missed events before any live one. ",
                         "A malformed frame gets `error` (code malformed_frame) and the connection stays open. Frames are limited to 64 KiB. ",
@@ -319,21 +374,38 @@ pub fn document() -> Value {
                         "mentions": { "type": "array", "items": { "type": "string", "format": "uuid" }, "description": "members mentioned with @username (or all of them with @room from the owner/an admin), resolved at send and at each edit; never the sender" },
                         "thread_root_id": { "type": ["string", "null"], "format": "uuid", "description": "the top-level message whose thread this reply is in" },
                         "reply_count": { "type": "integer", "description": "thread roots: replies so far (tombstones included)" },
-                        "last_reply_at": { "type": ["string", "null"], "format": "date-time" }
+                        "last_reply_at": { "type": ["string", "null"], "format": "date-time" },
+                        "reactions": { "type": "array", "items": { "$ref": "#/components/schemas/ReactionCount" }, "description": "v1.1: by first reaction time; empty on a deleted message" },
+                        "pinned": { "type": "boolean", "description": "v1.1" }
                     }
                 },
+                "ReactionCount": {
+                    "type": "object", "required": ["emoji", "count"],
+                    "properties": { "emoji": { "type": "string" }, "count": { "type": "integer" }, "me": { "type": "boolean", "description": "the caller reacted; absent in WebSocket events" } }
+                },
+                "ReactorList": { "type": "object", "required": ["items"], "properties": { "items": { "type": "array", "items": {
+                    "type": "object", "required": ["emoji", "count", "user_ids"],
+                    "properties": { "emoji": { "type": "string" }, "count": { "type": "integer" }, "user_ids": { "type": "array", "items": { "type": "string", "format": "uuid" } } }
+                } } } },
+                "MessageList": { "type": "object", "required": ["items"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/Message" } } } },
+                "ReadMarkerList": { "type": "object", "required": ["items"], "properties": { "items": { "type": "array", "items": {
+                    "type": "object", "required": ["user_id", "seq", "updated_at"],
+                    "properties": { "user_id": { "type": "string", "format": "uuid" }, "seq": { "type": "integer" }, "updated_at": { "type": ["string", "null"], "format": "date-time" } }
+                } } } },
                 "MessageSlice": { "type": "object", "required": ["items", "has_more"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/Message" } }, "has_more": { "type": "boolean" } } },
                 "RoomEvent": {
                     "type": "object",
                     "required": ["room_id", "seq", "kind", "created_at"],
-                    "description": "message.* events carry `message`; member.* events carry `user_id` (member.role_changed also `role`)",
+                    "description": "message.created/updated/deleted carry `message`; member.* events carry `user_id` (member.role_changed also `role`); v1.1: reaction.added/removed carry `message_id`, `emoji`, `user_id`; message.pinned/unpinned `message_id`, `user_id`",
                     "properties": {
                         "room_id": { "type": "string", "format": "uuid" },
                         "seq": { "type": "integer" },
-                        "kind": { "enum": ["message.created", "message.updated", "message.deleted", "member.joined", "member.left", "member.removed", "member.role_changed"] },
+                        "kind": { "enum": ["message.created", "message.updated", "message.deleted", "member.joined", "member.left", "member.removed", "member.role_changed", "reaction.added", "reaction.removed", "message.pinned", "message.unpinned"] },
                         "created_at": { "type": "string", "format": "date-time" },
                         "message": { "$ref": "#/components/schemas/Message" },
-                        "user_id": { "type": "string", "format": "uuid" }
+                        "user_id": { "type": "string", "format": "uuid" },
+                        "message_id": { "type": "string", "format": "uuid", "description": "reaction.* and message.pinned/unpinned" },
+                        "emoji": { "type": "string", "description": "reaction.*" }
                     }
                 },
                 "EventSlice": { "type": "object", "required": ["items", "has_more"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/RoomEvent" } }, "has_more": { "type": "boolean" } } },

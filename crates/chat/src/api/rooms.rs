@@ -87,6 +87,17 @@ async fn mine(
             last_message,
         });
     }
+    // One reactions query for the page's last messages (not one per room).
+    let mut last: Vec<domain::Message> = items
+        .iter_mut()
+        .filter_map(|r| r.last_message.take())
+        .collect();
+    store::reactions::attach(&mut conn, &mut last, Some(user.id)).await?;
+    let mut by_room: std::collections::HashMap<Uuid, domain::Message> =
+        last.into_iter().map(|m| (m.room_id, m)).collect();
+    for r in &mut items {
+        r.last_message = by_room.remove(&r.room.id);
+    }
     Ok(Json(page(items, limit, |r| r.room.id)))
 }
 
