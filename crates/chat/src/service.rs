@@ -495,6 +495,7 @@ pub async fn edit_message(
     let now = kit::time::now_ms();
     store::update_message(tx.conn(), id, &body, Some(now), false).await?;
     message.body = body;
+    store::search::reindex(tx.conn(), &message).await?;
     message.edited_at = Some(kit::time::rfc3339(now));
     let event = append(
         &mut tx,
@@ -527,6 +528,7 @@ pub async fn delete_message(
         return Ok(());
     }
     store::update_message(tx.conn(), id, "", None, true).await?;
+    store::search::unindex(tx.conn(), id).await?;
     message.body = String::new();
     message.deleted = true;
     message.edited_at = None;

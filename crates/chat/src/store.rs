@@ -3,6 +3,8 @@
 //! transaction's `tx.conn()` for writes that go with other writes); one that runs
 //! several statements (chunked batches, read-then-update) takes the connection.
 
+pub mod search;
+
 use std::sync::LazyLock;
 
 use kit::db::Migration;
@@ -29,6 +31,11 @@ pub const MIGRATIONS: &[Migration] = &[
         id: "chat-0003-blocks",
         sqlite: include_str!("../migrations/0003_blocks.sql"),
         postgres: include_str!("../migrations/0003_blocks.sql"),
+    },
+    Migration {
+        id: "chat-0006-search",
+        sqlite: include_str!("../migrations/0006_search.sqlite.sql"),
+        postgres: include_str!("../migrations/0006_search.postgres.sql"),
     },
 ];
 

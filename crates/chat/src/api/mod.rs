@@ -3,6 +3,7 @@
 mod messages;
 mod openapi;
 mod rooms;
+mod search;
 mod ws;
 
 use axum::Router;
@@ -18,6 +19,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(rooms::router())
         .merge(messages::router())
         .merge(ws::router())
+        .merge(search::router())
         .merge(openapi::router())
         .with_state(ctx)
 }
