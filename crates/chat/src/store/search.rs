@@ -327,3 +327,109 @@ pub async fn backfill(conn: &mut AnyConnection, n: i64) -> Result<usize> {
     index(conn, &refs).await?;
     Ok(refs.len())
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! The backfill of messages stored before the index, on both backends (through HTTP
+    //! every message is indexed when stored; tests/search.rs covers that path).
+
+    use kit::db::{Backend, Db};
+
+    use super::*;
+    use crate::domain::Role;
+    use crate::search::parse_query;
+    use crate::store;
+
+    kit::backend_tests!(backfill_indexes_older_live_messages_once);
+
+    fn message(room: Uuid, seq: i64, body: &str) -> Message {
+        serde_json::from_value(serde_json::json!({
+            "id": Uuid::now_v7(), "room_id": room, "seq": seq, "sender_id": Uuid::now_v7(),
+            "body": body, "client_msg_id": null, "reply_to": null,
+            "created_at": kit::time::rfc3339(seq), "edited_at": null, "deleted": false,
+        }))
+        .unwrap()
+    }
+
+    async fn backfill_indexes_older_live_messages_once(backend: Backend) {
+        let Some(test_db) = kit::testing::test_db(backend, "search_backfill").await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(test_db.url.as_deref(), dir.path(), "chat")
+            .await
+            .unwrap();
+        db.migrate(store::MIGRATIONS).await.unwrap();
+        let (room, user) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut tx = db.begin().await.unwrap();
+        store::insert_room(
+            tx.conn(),
+            &store::NewRoom {
+                id: room,
+                kind: "channel",
+                name: "r",
+                topic: "",
+                visibility: "public",
+                owner_id: user,
+                dm_key: None,
+                created_at: 0,
+            },
+        )
+        .await
+        .unwrap();
+        store::add_member(tx.conn(), room, user, Role::Owner, 0)
+            .await
+            .unwrap();
+        // Stored without the index, as before migration 0006; one of them deleted.
+        let msgs = [
+            message(room, 1, "alpha one"),
+            message(room, 2, "alpha two"),
+            message(room, 3, "alpha gone"),
+        ];
+        let rows: Vec<(&Message, i64)> = msgs.iter().map(|m| (m, m.seq)).collect();
+        store::insert_messages(tx.conn(), &rows).await.unwrap();
+        store::update_message(tx.conn(), msgs[2].id, "", None, true)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+
+        let terms = parse_query("alpha");
+        let mut conn = db.pool().acquire().await.unwrap();
+        let found = |hits: Vec<Hit>| hits.iter().map(|h| h.id).collect::<Vec<_>>();
+        assert!(
+            search(&mut conn, user, None, &terms, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(backfill(&mut conn, 1).await.unwrap(), 1);
+        assert_eq!(
+            found(search(&mut conn, user, None, &terms, None, 10).await.unwrap()),
+            [msgs[0].id]
+        );
+        assert_eq!(backfill(&mut conn, 10).await.unwrap(), 1);
+        assert_eq!(backfill(&mut conn, 10).await.unwrap(), 0);
+        // Newest first among equal scores; the deleted message never.
+        assert_eq!(
+            found(search(&mut conn, user, None, &terms, None, 10).await.unwrap()),
+            [msgs[1].id, msgs[0].id]
+        );
+        // The room filter and a user in no room.
+        assert_eq!(
+            search(&mut conn, user, Some(room), &terms, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(
+            search(&mut conn, Uuid::now_v7(), None, &terms, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        drop(conn);
+        db.close().await;
+    }
+}
