@@ -30,6 +30,8 @@ pub enum Scenario {
     Fanout,
     /// Search latency over generated profiles.
     Search,
+    /// Message search latency over 1,000,000 stored messages (SQLite, and Postgres when given).
+    MessageSearch,
     /// Reconnect storm: clients resume after missing events.
     Resume,
     /// Chat v1.1: members of one room react to one message while sockets watch.
@@ -93,6 +95,9 @@ pub struct Cli {
     /// search: profiles to generate.
     #[arg(long, default_value_t = 1_000_000)]
     pub profiles: usize,
+    /// message-search: messages to store (over 1,000 rooms).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: usize,
     /// resume: clients that reconnect.
     #[arg(long, default_value_t = 5_000)]
     pub clients: usize,
@@ -187,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Ingest => scenarios::ingest::run(&cli).await?,
         Scenario::Fanout => scenarios::fanout::run(&cli, nofile).await?,
         Scenario::Search => scenarios::search::run(&cli).await?,
+        Scenario::MessageSearch => scenarios::message_search::run(&cli).await?,
         Scenario::Resume => scenarios::resume::run(&cli, nofile).await?,
         Scenario::Reactions => scenarios::reactions::run(&cli, nofile).await?,
     };

@@ -18,6 +18,7 @@ mod events;
 mod fanout;
 pub mod hub;
 mod ratelimit;
+pub mod search;
 mod service;
 mod state;
 mod store;
@@ -204,6 +205,7 @@ pub async fn build(
             shutdown.clone(),
         ));
     }
+    background.push(search::backfill(db.clone(), shutdown.clone()));
     // Sockets are long-lived: tell them to go away when the service stops, so graceful
     // shutdown does not wait for clients.
     let closing_hub = hub.clone();

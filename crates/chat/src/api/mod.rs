@@ -5,6 +5,7 @@ mod messages;
 mod openapi;
 mod reactions;
 mod rooms;
+mod search;
 mod ws;
 
 use axum::Router;
@@ -22,6 +23,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(reactions::router())
         .merge(ws::router())
         .merge(internal::router())
+        .merge(search::router())
         .merge(openapi::router())
         .with_state(ctx)
 }

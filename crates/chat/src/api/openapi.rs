@@ -284,6 +284,19 @@ pub fn document() -> Value {
                     "404": hidden_room(),
                 })),
             },
+            "/chat/search": {
+                "get": op("Search the messages of my rooms (full text, best match first, then newest)", vec![
+                    query("q", json!({ "type": "string", "minLength": 1, "maxLength": 200 }), "words (each also matches as a prefix; an exact word ranks higher) and \"quoted phrases\"; all must match; case- and accent-insensitive, any script (CJK ideographs in a row match as a phrase)"),
+                    query("room_id", json!({ "type": "string", "format": "uuid" }), "only this room (members only)"),
+                    query("limit", json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 20 }), "page size"),
+                    query("cursor", json!({ "type": "string" }), "next_cursor of the previous page"),
+                ], None, json!({
+                    "200": ok("Matches in the rooms the caller is a member of now; deleted messages never. The newest 1,000 matches are ranked.", "SearchPage"),
+                    "400": problem("validation_failed (q empty or over 200 characters, limit), invalid_cursor, invalid_query"),
+                    "403": problem(code::NOT_MEMBER),
+                    "404": hidden_room(),
+                })),
+            },
             "/chat/ws": {
                 "get": {
                     "tags": ["chat"],
@@ -408,6 +421,15 @@ pub fn document() -> Value {
                         "emoji": { "type": "string", "description": "reaction.*" }
                     }
                 },
+                "SearchHit": {
+                    "type": "object", "required": ["message", "room_id", "highlights"],
+                    "properties": {
+                        "message": { "$ref": "#/components/schemas/Message" },
+                        "room_id": { "type": "string", "format": "uuid" },
+                        "highlights": { "type": "array", "description": "the matched words in the body: [start, end) in Unicode scalar values (JavaScript: Array.from(body).slice(start, end)), sorted, not overlapping", "items": { "type": "object", "required": ["start", "end"], "properties": { "start": { "type": "integer" }, "end": { "type": "integer" } } } }
+                    }
+                },
+                "SearchPage": { "type": "object", "required": ["items", "next_cursor"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/SearchHit" } }, "next_cursor": { "type": ["string", "null"] } } },
                 "EventSlice": { "type": "object", "required": ["items", "has_more"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/RoomEvent" } }, "has_more": { "type": "boolean" } } },
                 "CreateRoom": {
                     "type": "object", "required": ["name", "visibility"],
