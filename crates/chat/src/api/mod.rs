@@ -2,6 +2,7 @@
 
 mod messages;
 mod openapi;
+mod presence;
 mod rooms;
 mod ws;
 
@@ -18,6 +19,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(rooms::router())
         .merge(messages::router())
         .merge(ws::router())
+        .merge(presence::router())
         .merge(openapi::router())
         .with_state(ctx)
 }
