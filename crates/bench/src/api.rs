@@ -13,6 +13,8 @@ pub const PASSWORD: &str = "bench-Horse-Battery-42";
 pub struct Account {
     pub username: String,
     pub token: String,
+    /// The registered user's id (`user.id` of the register answer).
+    pub user_id: String,
 }
 
 pub fn client() -> anyhow::Result<reqwest::Client> {
@@ -60,9 +62,11 @@ pub async fn register(
         .as_str()
         .context("register: no access_token")?
         .to_owned();
+    let user_id = v["user"]["id"].as_str().unwrap_or_default().to_owned();
     Ok(Account {
         username: username.to_owned(),
         token,
+        user_id,
     })
 }
 

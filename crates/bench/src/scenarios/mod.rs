@@ -4,6 +4,7 @@ pub mod fanout;
 pub mod gateway;
 pub mod ingest;
 pub mod login;
+pub mod presence;
 pub mod resume;
 pub mod search;
 
