@@ -327,13 +327,15 @@ impl Presence {
                 let local = lock(&self.local);
                 users
                     .iter()
-                    .map(|u| match local.get(u).and_then(|e| e.desired(now, self.grace_ms)) {
-                        Some(status) => Seen {
-                            status,
-                            last_seen: local.get(u).and_then(|e| e.left_online),
+                    .map(
+                        |u| match local.get(u).and_then(|e| e.desired(now, self.grace_ms)) {
+                            Some(status) => Seen {
+                                status,
+                                last_seen: local.get(u).and_then(|e| e.left_online),
+                            },
+                            None => Seen::UNKNOWN,
                         },
-                        None => Seen::UNKNOWN,
-                    })
+                    )
                     .collect()
             }
         }
@@ -375,31 +377,33 @@ impl Presence {
             self.drop_if_gone(user, now);
             return;
         }
-        let ok = self.store.write(self, user, desired, left_online).await;
-        let mut local = lock(&self.local);
-        if let Some(e) = local.get_mut(&user) {
-            e.written = if ok { desired } else { None };
-            if !ok {
-                // Retried by the ticker (a store error leaves `written` unknown).
-                return;
-            }
+        if !self.store.write(self, user, desired, left_online).await {
+            // `written` stays what the store last accepted (so a field that may still be
+            // there keeps the entry): the sweep retries once the store is back.
+            return;
         }
-        drop(local);
+        if let Some(e) = lock(&self.local).get_mut(&user) {
+            e.written = desired;
+        }
         self.drop_if_gone(user, now);
     }
 
     fn drop_if_gone(&self, user: Uuid, now: i64) {
         let mut local = lock(&self.local);
-        if local
-            .get(&user)
-            .is_some_and(|e| e.conns == 0 && e.written.is_none() && e.desired(now, self.grace_ms).is_none())
-        {
+        if local.get(&user).is_some_and(|e| {
+            e.conns == 0 && e.written.is_none() && e.desired(now, self.grace_ms).is_none()
+        }) {
             local.remove(&user);
         }
     }
 
     /// Users whose grace period ended, or whose store state is not what it should be.
     fn sweep(&self) {
+        // While Redis is down every write would fail (after up to 1 s each): wait for the
+        // heartbeat to find it back instead of queueing a retry per user per sweep.
+        if self.store.is_down() {
+            return;
+        }
         let now = kit::time::now_ms();
         let mut local = lock(&self.local);
         let due: Vec<Uuid> = local
@@ -444,7 +448,8 @@ async fn writer(
 /// Ends grace periods (checked 10 times per grace period, at most every 25 ms, at least
 /// every second: an offline shows at most ~10% late) and, with Redis, heartbeats.
 async fn ticker(presence: Arc<Presence>, settings: Settings, shutdown: CancellationToken) {
-    let sweep_every = (settings.grace / 10).clamp(Duration::from_millis(25), Duration::from_secs(1));
+    let sweep_every =
+        (settings.grace / 10).clamp(Duration::from_millis(25), Duration::from_secs(1));
     let mut sweep = tokio::time::interval(sweep_every);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut beat = tokio::time::interval(settings.heartbeat);

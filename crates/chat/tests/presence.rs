@@ -23,6 +23,7 @@ kit::backend_tests!(
     a_subscriber_on_another_node_sees_changes,
     the_best_node_wins,
     a_dead_nodes_users_go_offline_on_the_others,
+    a_redis_outage_degrades_presence_and_blocks_nothing,
 );
 
 /// Grace period of the single-node tests: long enough to tell "before" from "after" on a
@@ -233,13 +234,27 @@ async fn more_than_200_ids_are_refused(backend: Backend) {
     }
 
     let (s, body) = app
-        .get(&format!("/chat/presence?user_ids={}", ids.join(",")), &alice)
+        .get(
+            &format!("/chat/presence?user_ids={}", ids.join(",")),
+            &alice,
+        )
         .await;
-    assert_eq!((s, body["code"].as_str()), (400, Some("validation_failed")), "{body}");
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (400, Some("validation_failed")),
+        "{body}"
+    );
     let (s, body) = app
-        .get(&format!("/chat/presence?user_ids={},nope", alice.id), &alice)
+        .get(
+            &format!("/chat/presence?user_ids={},nope", alice.id),
+            &alice,
+        )
         .await;
-    assert_eq!((s, body["code"].as_str()), (400, Some("invalid_id")), "{body}");
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (400, Some("invalid_id")),
+        "{body}"
+    );
     bob_ws
         .send(json!({"type": "presence.subscribe", "user_ids": ["nope"]}))
         .await;
@@ -273,7 +288,11 @@ async fn get_presence_answers_for_each_id(backend: Backend) {
             )
         })
         .collect();
-    let (a, b, c) = (alice.id.to_string(), bob.id.to_string(), carol.id.to_string());
+    let (a, b, c) = (
+        alice.id.to_string(),
+        bob.id.to_string(),
+        carol.id.to_string(),
+    );
     // In the order asked, duplicates once; bob never connected: never seen.
     assert_eq!(
         got,
@@ -283,9 +302,7 @@ async fn get_presence_answers_for_each_id(backend: Backend) {
             (c.as_str(), "online", true)
         ]
     );
-    let (s, _) = app
-        .call(reqwest::Method::GET, &path, None, None)
-        .await;
+    let (s, _) = app.call(reqwest::Method::GET, &path, None, None).await;
     assert_eq!(s, 401);
     app.stop().await;
 }
@@ -449,4 +466,75 @@ async fn a_dead_nodes_users_go_offline_on_the_others(backend: Backend) {
     assert!(offline["last_seen_at"].is_string(), "{offline}");
     b.stop().await;
     a.stop().await;
+}
+
+/// Redis dies under a node: sockets still connect and work, `GET /chat/presence` still
+/// answers (this node's own users as they are, the rest offline), errors are counted, no
+/// panic. Once Redis is back (empty), presence works again without a restart.
+async fn a_redis_outage_degrades_presence_and_blocks_nothing(backend: Backend) {
+    let test = "presence_redis_outage";
+    let Some(mut redis) = bus::testing::PrivateRedis::start(test) else {
+        return;
+    };
+    let url = redis.url();
+    let Some(app) = common::start_with(backend, test, move |o| {
+        short(&mut o.config);
+        o.common.redis_url = Some(url);
+    })
+    .await
+    else {
+        return;
+    };
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
+    let mut bob_ws = app.connect(&bob).await;
+    subscribe(&mut bob_ws, &[&alice]).await;
+    assert_eq!(status(&presence(&mut bob_ws).await, &alice), "offline");
+    let _alice_ws = app.connect(&alice).await;
+    assert_eq!(status(&presence(&mut bob_ws).await, &alice), "online");
+
+    redis.kill();
+    // A socket opens and answers; the route answers from this node's own connections.
+    let mut carol_ws = app.connect(&carol).await;
+    carol_ws.ping_pong().await;
+    let started = Instant::now();
+    let (s, body) = app
+        .get(
+            &format!("/chat/presence?user_ids={},{}", alice.id, carol.id),
+            &bob,
+        )
+        .await;
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(body["items"][0]["status"], "online", "{body}");
+    assert_eq!(body["items"][1]["status"], "online", "{body}");
+    let (room_owner, room) = (&bob, app.room(&bob, "r", "public").await);
+    app.send(&room, room_owner, "sends still work").await;
+    let metrics = app.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("chat_presence_redis_errors_total") && !l.ends_with(" 0")),
+        "no Redis error counted"
+    );
+
+    // Back, empty: the heartbeat writes this node's users again; changes flow again.
+    redis.restart();
+    until_status(&app, &bob, &carol, "online").await;
+    subscribe(&mut bob_ws, &[&carol]).await;
+    let mut current = presence(&mut bob_ws).await;
+    while current["user_id"] != carol.id.to_string() {
+        current = presence(&mut bob_ws).await;
+    }
+    assert_eq!(status(&current, &carol), "online");
+    carol_ws.send(json!({"type": "idle"})).await;
+    let mut idle = presence(&mut bob_ws).await;
+    while idle["user_id"] != carol.id.to_string() || idle["status"] == "online" {
+        idle = presence(&mut bob_ws).await;
+    }
+    assert_eq!(status(&idle, &carol), "idle");
+    app.stop().await;
 }

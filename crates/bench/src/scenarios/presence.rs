@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
 use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::Cli;
 use crate::api::{self, Account};
@@ -215,7 +215,9 @@ pub async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
         session_errors: AtomicU64::new(0),
         first_error: Mutex::new(None),
     });
-    let frames: Vec<Arc<String>> = (0..n).map(|i| subscribe_frame(i, &accounts, watch)).collect();
+    let frames: Vec<Arc<String>> = (0..n)
+        .map(|i| subscribe_frame(i, &accounts, watch))
+        .collect();
     // Per user: what closes its current socket.
     let stops: Vec<Mutex<Option<oneshot::Sender<()>>>> = (0..n).map(|_| Mutex::new(None)).collect();
     let stops = Arc::new(stops);
@@ -412,9 +414,7 @@ pub async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
         ),
         (
             "connecting + subscribing all sockets".into(),
-            format!(
-                "{connect_secs:.1} s ({initial_frames} initial presence frames)"
-            ),
+            format!("{connect_secs:.1} s ({initial_frames} initial presence frames)"),
         ),
         (
             "server CPU with all sockets subscribed, no changes".into(),

@@ -39,7 +39,11 @@ pub fn parse_ids(ids: impl IntoIterator<Item = Uuid>) -> Result<Vec<Uuid>, ApiEr
 
 /// The presence of `ids` as `viewer` may see it: users who block the viewer show
 /// offline, never seen.
-pub async fn visible(ctx: &ApiContext, viewer: Uuid, ids: &[Uuid]) -> Result<Vec<Seen>, sqlx::Error> {
+pub async fn visible(
+    ctx: &ApiContext,
+    viewer: Uuid,
+    ids: &[Uuid],
+) -> Result<Vec<Seen>, sqlx::Error> {
     let hidden = presence::blockers_of(&ctx.db, viewer, ids).await?;
     let mut found = ctx.presence.lookup(ids).await;
     for (seen, id) in found.iter_mut().zip(ids) {

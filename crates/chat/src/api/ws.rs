@@ -656,8 +656,12 @@ impl Conn {
                 } else {
                     code::INTERNAL
                 };
-                self.emit(text(&error_frame(None, code, "presence is unavailable; retry later")))
-                    .await;
+                self.emit(text(&error_frame(
+                    None,
+                    code,
+                    "presence is unavailable; retry later",
+                )))
+                .await;
                 return;
             }
         };

@@ -161,6 +161,14 @@ impl Store {
         }
     }
 
+    /// The last Redis call failed (the in-process store never is).
+    pub fn is_down(&self) -> bool {
+        match self {
+            Store::Memory(_) => false,
+            Store::Redis(r) => r.down.load(Ordering::Relaxed),
+        }
+    }
+
     pub async fn lookup(&self, users: &[Uuid]) -> Option<Vec<Seen>> {
         match self {
             Store::Memory(m) => {
