@@ -176,7 +176,14 @@ pub async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
     );
     // Grace period 0: a disconnect is an offline change at once (the bench measures the
     // change's delivery, not the grace period); raised send limits are irrelevant here.
-    let env: Env = vec![("INTELLICOLAB_CHAT__PRESENCE_GRACE_MS".into(), "0".into())];
+    // With --redis-url, keys of this run only (a shared Redis may hold others').
+    let env: Env = vec![
+        ("INTELLICOLAB_CHAT__PRESENCE_GRACE_MS".into(), "0".into()),
+        (
+            "INTELLICOLAB_CHAT__PRESENCE_PREFIX".into(),
+            format!("bench:presence:{}", api::run_tag()),
+        ),
+    ];
     let system = System::start(&cli.system_options(), &env).await?;
     let pid = system.pid();
     let backend = system.backend;
@@ -399,6 +406,14 @@ pub async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
                 ),
             ),
             ("presence grace period".into(), "0 ms".into()),
+            (
+                "presence store".into(),
+                if cli.redis_url.is_some() {
+                    "Redis (one node)".into()
+                } else {
+                    "in-process".into()
+                },
+            ),
             (
                 "duration".into(),
                 format!("{} s (+{} s warm-up)", cli.duration, cli.warmup),
