@@ -283,18 +283,28 @@ impl Presence {
     }
 
     /// Replaces the targets of connection `conn` (inbox `inbox`); `hidden` are the
-    /// targets that block the connection's user.
+    /// targets that block the connection's user. Returns the targets that were not in the
+    /// previous set (in the order given): those get their current status.
     pub fn subscribe(
         &self,
         conn: u64,
         inbox: mpsc::Sender<Inbox>,
         targets: &[Uuid],
         hidden: HashSet<Uuid>,
-    ) {
+    ) -> Vec<Uuid> {
         let mut subs = lock(&self.subs);
+        let new: Vec<Uuid> = match subs.conns.get(&conn) {
+            Some(old) => targets
+                .iter()
+                .filter(|t| !old.targets.contains(t))
+                .copied()
+                .collect(),
+            None => targets.to_vec(),
+        };
         subs.remove(conn);
         if targets.is_empty() {
-            return;
+            metrics::gauge!("chat_presence_subscribed_connections").set(subs.conns.len() as f64);
+            return new;
         }
         let targets: HashSet<Uuid> = targets.iter().copied().collect();
         for t in &targets {
@@ -309,6 +319,7 @@ impl Presence {
             },
         );
         metrics::gauge!("chat_presence_subscribed_connections").set(subs.conns.len() as f64);
+        new
     }
 
     pub fn unsubscribe(&self, conn: u64) {

@@ -206,6 +206,10 @@ async fn subscribe_replaces_the_set(backend: Backend) {
     no_presence(&mut bob_ws, Duration::from_millis(300)).await;
     let _carol_ws = app.connect(&carol).await;
     assert_eq!(status(&presence(&mut bob_ws).await, &carol), "online");
+    // Adding alice: her current status only (carol was subscribed already).
+    subscribe(&mut bob_ws, &[&carol, &alice]).await;
+    assert_eq!(status(&presence(&mut bob_ws).await, &alice), "online");
+    no_presence(&mut bob_ws, Duration::from_millis(300)).await;
     // An empty set stops everything.
     subscribe(&mut bob_ws, &[]).await;
     let _again = app.connect(&carol).await;

@@ -235,7 +235,7 @@ pub fn document() -> Value {
                         "JSON text frames. Client → server: `send` {room_id, body, client_msg_id, reply_to?} → `ack` {client_msg_id, message} after commit, ",
                         "or `error` {client_msg_id, code, message} (`rate_limited` adds retry_after_ms); `resume` {rooms: {room_id: last_seq}} → ",
                         "every event after those seqs in order, then live; `typing` {room_id} → others get `typing` {room_id, user_id}; `ping` → `pong`. ",
-                        "Presence: `presence.subscribe` {user_ids: [≤ 200]} replaces the connection's set and answers one `presence` {user_id, status, last_seen_at} per user at once, then one per change ",
+                        "Presence: `presence.subscribe` {user_ids: [≤ 200]} replaces the connection's set and answers one `presence` {user_id, status, last_seen_at} per newly subscribed user at once, then one per change ",
                         "(`error` validation_failed over 200 ids); `idle` / `active` mark this connection (a user is online while any connection is active, idle when all are idle, offline 30 s after the last closed). ",
                         "Server → client: `ready` {rooms: {room_id: last_seq}} once subscribed, `event` {room_id, seq, event}. ",
                         "Live events wait after `ready` for the client's first frame (at most 1 s): send `resume` first to get each resumed room's missed events before any live one. ",

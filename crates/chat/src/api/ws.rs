@@ -637,7 +637,8 @@ impl Conn {
     }
 
     /// Replaces the connection's presence subscriptions, then sends the current presence
-    /// of each user (one frame each); changes follow through the inbox. Subscribed before
+    /// of each user not subscribed before (one frame each); changes follow through the
+    /// inbox. Subscribed before
     /// the lookup, so a change in between is not missed (at worst it arrives twice).
     async fn on_presence_subscribe(&mut self, user_ids: Vec<Uuid>) {
         let ids = match super::presence::parse_ids(user_ids) {
@@ -665,14 +666,14 @@ impl Conn {
                 return;
             }
         };
-        self.ctx.presence.subscribe(
+        let new = self.ctx.presence.subscribe(
             self.hub_id,
             self.presence_inbox.clone(),
             &ids,
             hidden.clone(),
         );
-        let found = self.ctx.presence.lookup(&ids).await;
-        for (seen, id) in found.into_iter().zip(&ids) {
+        let found = self.ctx.presence.lookup(&new).await;
+        for (seen, id) in found.into_iter().zip(&new) {
             let seen = if hidden.contains(id) {
                 crate::presence::Seen::UNKNOWN
             } else {
