@@ -43,6 +43,9 @@ struct Shared {
     on_ns: Vec<AtomicU64>,
     start_ns: AtomicU64,
     end_ns: AtomicU64,
+    /// Cleared before the bench closes every socket at the end (those offline frames are
+    /// not churn).
+    measuring: std::sync::atomic::AtomicBool,
     /// Sockets that got all their initial frames.
     ready: AtomicU64,
     frames: AtomicU64,
@@ -140,7 +143,7 @@ async fn session(
             Some("online") => (false, shared.on_ns[*user].load(Ordering::Relaxed)),
             _ => continue,
         };
-        if !shared.in_window(t0) {
+        if !shared.in_window(t0) || !shared.measuring.load(Ordering::Relaxed) {
             continue;
         }
         let lat = Duration::from_nanos(now.saturating_sub(t0));
@@ -214,6 +217,7 @@ pub async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
         on_ns: (0..n).map(|_| AtomicU64::new(0)).collect(),
         start_ns: AtomicU64::new(u64::MAX),
         end_ns: AtomicU64::new(0),
+        measuring: std::sync::atomic::AtomicBool::new(true),
         ready: AtomicU64::new(0),
         frames: AtomicU64::new(0),
         shards: (0..SHARDS)
@@ -345,6 +349,7 @@ pub async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
     // Reconnects of users who left near the end, and the last changes, still arrive.
     tokio::time::sleep(AWAY + DRAIN).await;
     bar.finish_and_clear();
+    shared.measuring.store(false, Ordering::Relaxed);
     for s in stops.iter() {
         if let Some(stop) = s.lock().ok().and_then(|mut s| s.take()) {
             let _ = stop.send(());
@@ -390,7 +395,7 @@ pub async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
         "{transitions_in_window} users left in the window: {nominal} offline frames owed to watchers (fewer when a watcher was itself away)"
     );
     let errors = shared.session_errors.load(Ordering::Relaxed);
-    let p99 = all.percentile_ms(99.0);
+    let p99 = all.percentile_ms(0.99);
     let mut report = Report {
         scenario: "presence".into(),
         command: Cli::command_line(),
