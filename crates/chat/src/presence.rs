@@ -156,6 +156,10 @@ struct Sub {
 struct Subs {
     conns: HashMap<u64, Sub>,
     by_target: HashMap<Uuid, HashSet<u64>>,
+    /// Per target with local subscribers: the status they were last sent (initial lookup
+    /// or change). Drops duplicate announcements, and lets [`Presence::repair`] send only
+    /// what changed while this node missed announcements.
+    shown: HashMap<Uuid, Status>,
 }
 
 impl Subs {
@@ -168,6 +172,7 @@ impl Subs {
                 set.remove(&conn);
                 if set.is_empty() {
                     self.by_target.remove(&t);
+                    self.shown.remove(&t);
                 }
             }
         }
@@ -354,7 +359,13 @@ impl Presence {
 
     /// Sends a change of `user` to its subscribers on this node.
     fn deliver(&self, user: Uuid, seen: Seen) {
-        let subs = lock(&self.subs);
+        let mut subs = lock(&self.subs);
+        if !subs.by_target.contains_key(&user)
+            || subs.shown.insert(user, seen.status) == Some(seen.status)
+        {
+            return;
+        }
+        let subs = &*subs;
         let Some(ids) = subs.by_target.get(&user) else {
             return;
         };
@@ -371,6 +382,32 @@ impl Presence {
             }
         }
         metrics::counter!("chat_presence_frames_delivered_total").increment(delivered);
+    }
+
+    /// Records what subscribers were just told of `users` (their initial frames), where
+    /// nothing is recorded yet.
+    pub fn seed(&self, users: &[Uuid], found: &[Seen]) {
+        let mut subs = lock(&self.subs);
+        for (u, seen) in users.iter().zip(found) {
+            if subs.by_target.contains_key(u) {
+                subs.shown.entry(*u).or_insert(seen.status);
+            }
+        }
+    }
+
+    /// After this node was cut off from the change announcements (Redis pub/sub
+    /// reconnected): looks every subscribed target up again (200 per round trip) and sends
+    /// the changes its subscribers missed.
+    pub async fn repair(&self) {
+        let targets: Vec<Uuid> = lock(&self.subs).by_target.keys().copied().collect();
+        for chunk in targets.chunks(MAX_IDS) {
+            let Some(found) = self.store.lookup(chunk).await else {
+                return;
+            };
+            for (u, seen) in chunk.iter().zip(found) {
+                self.deliver(*u, seen);
+            }
+        }
     }
 
     /// Writes what changed locally for `user` to the store.

@@ -673,6 +673,7 @@ impl Conn {
             hidden.clone(),
         );
         let found = self.ctx.presence.lookup(&new).await;
+        self.ctx.presence.seed(&new, &found);
         for (seen, id) in found.into_iter().zip(&new) {
             let seen = if hidden.contains(id) {
                 crate::presence::Seen::UNKNOWN

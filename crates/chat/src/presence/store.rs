@@ -456,6 +456,8 @@ async fn subscribe_loop(
         match pubsub {
             Ok(mut pubsub) => {
                 backoff = BACKOFF_MIN;
+                // Changes announced while we were away are lost: compare instead.
+                presence.repair().await;
                 let mut stream = pubsub.on_message();
                 loop {
                     let msg = tokio::select! {
