@@ -218,7 +218,12 @@ impl Presence {
             dirty: tx,
         });
         let mut tasks = vec![
-            tokio::spawn(writer(presence.clone(), rx, shutdown.clone())),
+            tokio::spawn(writer(
+                presence.clone(),
+                rx,
+                settings.heartbeat,
+                shutdown.clone(),
+            )),
             tokio::spawn(ticker(presence.clone(), settings, shutdown.clone())),
         ];
         if let Some(t) = presence.store.spawn_subscriber(presence.clone(), shutdown) {
@@ -478,23 +483,32 @@ impl Presence {
     }
 }
 
+/// Applies local changes to the store, and (with Redis) refreshes this node's liveness
+/// and fields every heartbeat — on the same task, so a refresh never writes a status
+/// that a change applied after its snapshot replaced.
 async fn writer(
     presence: Arc<Presence>,
     mut rx: mpsc::UnboundedReceiver<Uuid>,
+    heartbeat: Duration,
     shutdown: CancellationToken,
 ) {
+    let mut beat = tokio::time::interval(heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let user = tokio::select! {
-            u = rx.recv() => u,
-            _ = shutdown.cancelled() => None,
-        };
-        let Some(user) = user else { return };
-        presence.flush(user).await;
+        tokio::select! {
+            u = rx.recv() => match u {
+                Some(user) => presence.flush(user).await,
+                None => return,
+            },
+            _ = beat.tick() => presence.store.heartbeat(&presence).await,
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 
 /// Ends grace periods (checked 10 times per grace period, at most every 25 ms, at least
-/// every second: an offline shows at most ~10% late) and, with Redis, heartbeats.
+/// every second: an offline shows at most ~10% late) and, with Redis, cleans up after
+/// dead nodes once per heartbeat interval.
 async fn ticker(presence: Arc<Presence>, settings: Settings, shutdown: CancellationToken) {
     let sweep_every =
         (settings.grace / 10).clamp(Duration::from_millis(25), Duration::from_secs(1));
@@ -506,11 +520,11 @@ async fn ticker(presence: Arc<Presence>, settings: Settings, shutdown: Cancellat
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = sweep.tick() => presence.sweep(),
-            _ = beat.tick() => presence.store.heartbeat(&presence).await,
+            _ = beat.tick() => presence.store.reap().await,
         }
     }
-    // A graceful stop takes this node's fields away now (its users show their status on
-    // other nodes, or offline after the grace period there is no one left to wait for).
+    // A graceful stop only drops the liveness key: the others take this node's users
+    // offline after the grace period unless they reconnected elsewhere meanwhile.
     presence.store.leave(&presence).await;
 }
 

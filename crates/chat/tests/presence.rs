@@ -358,18 +358,46 @@ fn prefix() -> String {
     format!("test:presence:{}", uuid::Uuid::now_v7().simple())
 }
 
-async fn two_nodes(backend: Backend, test: &str) -> Option<(App, App)> {
+/// Two nodes on a fresh prefix of the shared Redis; the guard deletes its keys.
+async fn two_nodes(backend: Backend, test: &str) -> Option<(App, App, Keys)> {
     if !common::nodes_can_share(backend, test) {
         return None;
     }
     let redis = kit::testing::redis_url(test)?;
     let p = prefix();
-    common::start_two_nodes(backend, test, &redis, on(p.clone()), on(p)).await
+    let (a, b) =
+        common::start_two_nodes(backend, test, &redis, on(p.clone()), on(p.clone())).await?;
+    Some((a, b, Keys { redis, prefix: p }))
+}
+
+/// A test's presence keys in the shared Redis (never FLUSHALL): deleted by [`Keys::delete`].
+struct Keys {
+    redis: String,
+    prefix: String,
+}
+
+impl Keys {
+    async fn delete(self) {
+        let client = redis::Client::open(self.redis.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
 }
 
 async fn a_subscriber_on_another_node_sees_changes(backend: Backend) {
     let test = "presence_two_nodes";
-    let Some((a, b)) = two_nodes(backend, test).await else {
+    let Some((a, b, keys)) = two_nodes(backend, test).await else {
         return;
     };
     let [alice, bob] = a.users(["alice", "bob"]).await;
@@ -390,11 +418,12 @@ async fn a_subscriber_on_another_node_sees_changes(backend: Backend) {
     assert_eq!(status(&presence(&mut bob_ws).await, &alice), "offline");
     b.stop().await;
     a.stop().await;
+    keys.delete().await;
 }
 
 async fn the_best_node_wins(backend: Backend) {
     let test = "presence_best_node";
-    let Some((a, b)) = two_nodes(backend, test).await else {
+    let Some((a, b, keys)) = two_nodes(backend, test).await else {
         return;
     };
     let [alice, bob] = a.users(["alice", "bob"]).await;
@@ -416,6 +445,7 @@ async fn the_best_node_wins(backend: Backend) {
     assert_eq!(status(&presence(&mut bob_ws).await, &alice), "offline");
     b.stop().await;
     a.stop().await;
+    keys.delete().await;
 }
 
 /// Node A loses Redis for good with alice connected (as if killed: no unregistering,
@@ -443,7 +473,11 @@ async fn a_dead_nodes_users_go_offline_on_the_others(backend: Backend) {
     else {
         return;
     };
-    let b = a.another_node_with(on(p), &redis).await;
+    let b = a.another_node_with(on(p.clone()), &redis).await;
+    let keys = Keys {
+        redis: redis.clone(),
+        prefix: p,
+    };
 
     let [alice, bob] = a.users(["alice", "bob"]).await;
     let _alice_ws = a.connect(&alice).await;
@@ -470,6 +504,7 @@ async fn a_dead_nodes_users_go_offline_on_the_others(backend: Backend) {
     assert!(offline["last_seen_at"].is_string(), "{offline}");
     b.stop().await;
     a.stop().await;
+    keys.delete().await;
 }
 
 /// Redis dies under a node: sockets still connect and work, `GET /chat/presence` still

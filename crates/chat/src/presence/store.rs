@@ -194,6 +194,15 @@ impl Store {
         }
     }
 
+    pub async fn reap(&self) {
+        if let Store::Redis(r) = self
+            && !r.down.load(Ordering::Relaxed)
+            && let Err(e) = r.reap(kit::time::now_ms()).await
+        {
+            r.failed(&e);
+        }
+    }
+
     pub async fn leave(&self, _presence: &Presence) {
         if let Store::Redis(r) = self {
             // Survivors clean this node's fields up after the grace period from its last
@@ -337,7 +346,7 @@ impl RedisStore {
     }
 
     /// Refreshes this node's liveness and fields (one pipeline: after a Redis restart the
-    /// fields come back within one heartbeat), then cleans up after dead nodes.
+    /// fields come back within one heartbeat). Runs on the writer task, between changes.
     async fn heartbeat(&self, presence: &Presence) {
         let now = kit::time::now_ms();
         let mut pipe = redis::pipe();
@@ -369,9 +378,6 @@ impl RedisStore {
             return;
         }
         self.succeeded();
-        if let Err(e) = self.reap(now).await {
-            self.failed(&e);
-        }
     }
 
     /// Removes the fields of nodes whose liveness key expired, once the grace period since
