@@ -37,6 +37,9 @@ const TARGET_P99_MS: f64 = 1000.0;
 
 struct Shared {
     base: Instant,
+    server: std::net::SocketAddr,
+    /// Subscriptions per socket (= initial frames after each subscribe).
+    watch: usize,
     ids: HashMap<String, usize>,
     /// Per user: when the bench closed its socket / started reconnecting it (ns from base).
     off_ns: Vec<AtomicU64>,
@@ -86,11 +89,9 @@ fn targets(i: usize, n: usize, watch: usize) -> Vec<usize> {
 /// One socket of user `i`: subscribes, then reads presence frames until `stop`, when it
 /// sends a Close frame.
 async fn session(
-    server: std::net::SocketAddr,
     i: usize,
     token: String,
     subscribe: Arc<String>,
-    watch: usize,
     shared: Arc<Shared>,
     mut stop: oneshot::Receiver<()>,
     gate: Option<Arc<tokio::sync::Semaphore>>,
@@ -99,14 +100,14 @@ async fn session(
         Some(g) => g.clone().acquire_owned().await.ok(),
         None => None,
     };
-    let mut sock = match ws::connect(server, &token).await {
+    let mut sock = match ws::connect(shared.server, &token).await {
         Ok(s) => s,
         Err(e) => return shared.error(e),
     };
     if let Err(e) = sock.send(Message::text(subscribe.as_str())).await {
         return shared.error(e.into());
     }
-    let mut initial = watch;
+    let mut initial = shared.watch;
     let mut permit = permit;
     loop {
         let msg = tokio::select! {
@@ -208,6 +209,8 @@ pub async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
     let server = System::addr(system.ports.chat);
     let shared = Arc::new(Shared {
         base: Instant::now(),
+        server,
+        watch,
         ids: accounts
             .iter()
             .enumerate()
@@ -242,11 +245,9 @@ pub async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
             *s = Some(tx);
         }
         tokio::spawn(session(
-            server,
             i,
             a.token.clone(),
             frames[i].clone(),
-            watch,
             shared.clone(),
             stop,
             Some(gate.clone()),
@@ -338,7 +339,7 @@ pub async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
             }
             let t = shared.now_ns();
             shared.on_ns[u].store(t, Ordering::Relaxed);
-            session(server, u, token, frame, watch, shared, stop, None).await;
+            session(u, token, frame, shared, stop, None).await;
         });
     }
     let usage = meter.finish().await;
