@@ -638,8 +638,8 @@ impl Conn {
 
     /// Replaces the connection's presence subscriptions, then sends the current presence
     /// of each user not subscribed before (one frame each); changes follow through the
-    /// inbox. Subscribed before
-    /// the lookup, so a change in between is not missed (at worst it arrives twice).
+    /// inbox. Subscribed before the lookup, so a change in between is not missed (at
+    /// worst it arrives twice). The blocks are read once here, never per change.
     async fn on_presence_subscribe(&mut self, user_ids: Vec<Uuid>) {
         let ids = match super::presence::parse_ids(user_ids) {
             Ok(ids) => ids,
