@@ -45,6 +45,10 @@ pub use store::Store;
 
 /// Ids per `GET /chat/presence` or `presence.subscribe` (API.md).
 pub const MAX_IDS: usize = 200;
+/// Users whose changes go to the store in one round trip (one Redis pipeline): one call
+/// per change capped a node at ~1,000 changes/s on the 2-vCPU bench machine, and 10,000
+/// users connecting at once queued for 10 s.
+pub(crate) const WRITE_BATCH: usize = 512;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Status {
@@ -415,30 +419,39 @@ impl Presence {
         }
     }
 
-    /// Writes what changed locally for `user` to the store.
-    async fn flush(&self, user: Uuid) {
+    /// Writes what changed locally for `users` to the store (one round trip).
+    async fn flush(&self, users: &[Uuid]) {
         let now = kit::time::now_ms();
-        let (desired, written, left_online) = {
+        let mut changes = Vec::new();
+        {
             let mut local = lock(&self.local);
-            let Some(e) = local.get_mut(&user) else {
+            for user in users {
+                let Some(e) = local.get_mut(user) else {
+                    continue;
+                };
+                e.queued = false;
+                let desired = e.desired(now, self.grace_ms);
+                if desired != e.written {
+                    changes.push((*user, desired, e.left_online));
+                }
+            }
+        }
+        if !changes.is_empty() {
+            if !self.store.write(self, &changes).await {
+                // `written` stays what the store last accepted (so a field that may still
+                // be there keeps the entry): the sweep retries once the store is back.
                 return;
-            };
-            e.queued = false;
-            (e.desired(now, self.grace_ms), e.written, e.left_online)
-        };
-        if desired == written {
-            self.drop_if_gone(user, now);
-            return;
+            }
+            let mut local = lock(&self.local);
+            for (user, desired, _) in &changes {
+                if let Some(e) = local.get_mut(user) {
+                    e.written = *desired;
+                }
+            }
         }
-        if !self.store.write(self, user, desired, left_online).await {
-            // `written` stays what the store last accepted (so a field that may still be
-            // there keeps the entry): the sweep retries once the store is back.
-            return;
+        for user in users {
+            self.drop_if_gone(*user, now);
         }
-        if let Some(e) = lock(&self.local).get_mut(&user) {
-            e.written = desired;
-        }
-        self.drop_if_gone(user, now);
     }
 
     fn drop_if_gone(&self, user: Uuid, now: i64) {
@@ -494,12 +507,16 @@ async fn writer(
 ) {
     let mut beat = tokio::time::interval(heartbeat);
     beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
     loop {
         tokio::select! {
-            u = rx.recv() => match u {
-                Some(user) => presence.flush(user).await,
-                None => return,
-            },
+            n = rx.recv_many(&mut batch, WRITE_BATCH) => {
+                if n == 0 {
+                    return;
+                }
+                presence.flush(&batch).await;
+                batch.clear();
+            }
             _ = beat.tick() => presence.store.heartbeat(&presence).await,
             _ = shutdown.cancelled() => return,
         }

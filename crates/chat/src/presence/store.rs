@@ -113,51 +113,22 @@ impl Store {
         })))
     }
 
-    /// Writes this node's local status of `user` (`None` = remove); `left_online` = when
-    /// it last stopped being online here. Delivers (in-process) or publishes (Redis) the
-    /// change of its best status. `false` on a store error.
+    /// Writes this node's local status of each user (`None` = remove; with when it last
+    /// stopped being online here). Delivers (in-process) or publishes (Redis) the changes
+    /// of their best status. `false` on a store error (nothing is known to be written).
     pub async fn write(
         &self,
         presence: &Presence,
-        user: Uuid,
-        status: Option<Status>,
-        left_online: Option<i64>,
+        changes: &[(Uuid, Option<Status>, Option<i64>)],
     ) -> bool {
         match self {
             Store::Memory(m) => {
-                let seen = {
-                    let mut seen = lock(&m.seen);
-                    if let Some(t) = left_online {
-                        let s = seen.entry(user).or_insert(t);
-                        *s = (*s).max(t);
-                    }
-                    seen.get(&user).copied()
-                };
-                let before = {
-                    let mut map = lock(&m.status);
-                    match status {
-                        Some(s) => map.insert(user, s),
-                        None => map.remove(&user),
-                    }
-                };
-                let before = before.unwrap_or(Status::Offline);
-                let after = status.unwrap_or(Status::Offline);
-                if before != after {
-                    metrics::counter!("chat_presence_changes_published_total").increment(1);
-                    presence.deliver(
-                        user,
-                        Seen {
-                            status: after,
-                            last_seen: seen,
-                        },
-                    );
+                for &(user, status, left_online) in changes {
+                    m.write(presence, user, status, left_online);
                 }
                 true
             }
-            Store::Redis(r) => r
-                .update(r.node, user, status, left_online.unwrap_or(0), false)
-                .await
-                .is_ok(),
+            Store::Redis(r) => r.write(changes).await.is_ok(),
         }
     }
 
@@ -232,6 +203,38 @@ impl Store {
     }
 }
 
+impl Memory {
+    fn write(&self, presence: &Presence, user: Uuid, status: Option<Status>, left: Option<i64>) {
+        let seen = {
+            let mut seen = lock(&self.seen);
+            if let Some(t) = left {
+                let s = seen.entry(user).or_insert(t);
+                *s = (*s).max(t);
+            }
+            seen.get(&user).copied()
+        };
+        let before = {
+            let mut map = lock(&self.status);
+            match status {
+                Some(s) => map.insert(user, s),
+                None => map.remove(&user),
+            }
+        };
+        let before = before.unwrap_or(Status::Offline);
+        let after = status.unwrap_or(Status::Offline);
+        if before != after {
+            metrics::counter!("chat_presence_changes_published_total").increment(1);
+            presence.deliver(
+                user,
+                Seen {
+                    status: after,
+                    last_seen: seen,
+                },
+            );
+        }
+    }
+}
+
 impl RedisStore {
     fn key_user(&self, user: Uuid) -> String {
         format!("{}:u:{user}", self.prefix)
@@ -262,18 +265,49 @@ impl RedisStore {
         }
     }
 
-    async fn update(
+    /// This node's changes in one pipeline (the script is loaded first, so a Redis that
+    /// restarted without it needs no second round trip).
+    async fn write(
+        &self,
+        changes: &[(Uuid, Option<Status>, Option<i64>)],
+    ) -> redis::RedisResult<()> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(UPDATE).ignore();
+        let invocations: Vec<_> = changes
+            .iter()
+            .map(|&(user, status, left)| {
+                self.invocation(self.node, user, status, left.unwrap_or(0), false)
+            })
+            .collect();
+        for inv in &invocations {
+            pipe.invoke_script(inv);
+        }
+        let mut conn = self.conn.clone();
+        match pipe.query_async::<Vec<(i64, i64)>>(&mut conn).await {
+            Ok(results) => {
+                self.succeeded();
+                let published = results.iter().filter(|(_, changed)| *changed == 1).count();
+                metrics::counter!("chat_presence_changes_published_total")
+                    .increment(published as u64);
+                Ok(())
+            }
+            Err(e) => {
+                self.failed(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn invocation(
         &self,
         node: Uuid,
         user: Uuid,
         status: Option<Status>,
         seen: i64,
         only_if_online: bool,
-    ) -> redis::RedisResult<(i64, i64)> {
-        let mut conn = self.conn.clone();
-        let r = self
-            .script
-            .key(self.key_user(user))
+    ) -> redis::ScriptInvocation<'_> {
+        let mut inv = self.script.prepare_invoke();
+        inv.key(self.key_user(user))
             .key(self.key_seen())
             .key(self.key_node_users(node))
             .arg(node.to_string())
@@ -281,19 +315,8 @@ impl RedisStore {
             .arg(seen)
             .arg(user.to_string())
             .arg(&self.channel)
-            .arg(if only_if_online { "1" } else { "0" })
-            .invoke_async::<(i64, i64)>(&mut conn)
-            .await;
-        match &r {
-            Ok((_, changed)) => {
-                self.succeeded();
-                if *changed == 1 {
-                    metrics::counter!("chat_presence_changes_published_total").increment(1);
-                }
-            }
-            Err(e) => self.failed(e),
-        }
-        r
+            .arg(if only_if_online { "1" } else { "0" });
+        inv
     }
 
     async fn lookup(&self, users: &[Uuid]) -> Option<Vec<Seen>> {
@@ -419,10 +442,21 @@ impl RedisStore {
                 .await?;
             tracing::info!(%node, users = users.len(), "presence: cleaning up after a dead node");
             metrics::counter!("chat_presence_dead_nodes_reaped_total").increment(1);
-            for user in users {
-                if let Ok(user) = user.parse() {
-                    self.update(node, user, None, beat, true).await?;
+            let users: Vec<Uuid> = users.iter().filter_map(|u| u.parse().ok()).collect();
+            for chunk in users.chunks(super::WRITE_BATCH) {
+                let invocations: Vec<_> = chunk
+                    .iter()
+                    .map(|u| self.invocation(node, *u, None, beat, true))
+                    .collect();
+                let mut pipe = redis::pipe();
+                pipe.cmd("SCRIPT").arg("LOAD").arg(UPDATE).ignore();
+                for inv in &invocations {
+                    pipe.invoke_script(inv);
                 }
+                let results: Vec<(i64, i64)> = pipe.query_async(&mut conn).await?;
+                let published = results.iter().filter(|(_, changed)| *changed == 1).count();
+                metrics::counter!("chat_presence_changes_published_total")
+                    .increment(published as u64);
             }
             redis::pipe()
                 .cmd("DEL")
