@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 
 OUT=${OUT:-docs/benchmarks.md}
 DB=${BENCH_DATABASE_URL:-}
-SCENARIOS=${SCENARIOS:-"gateway gateway-event-loops login-storm ingest fanout resume search reactions"}
+SCENARIOS=${SCENARIOS:-"gateway gateway-event-loops login-storm ingest fanout resume search message-search reactions presence"}
 MARKER='<!-- Everything below this line is hand-written and kept by crates/bench/run-all.sh. -->'
 
 # Two builds: building both at once unifies features differently and rebuilds shared crates.

@@ -36,6 +36,9 @@ pub enum Scenario {
     Resume,
     /// Chat v1.1: members of one room react to one message while sockets watch.
     Reactions,
+    /// Presence: N users each watching `--watch` others while `--churn` users/s leave and
+    /// come back; change-delivery latency and server CPU.
+    Presence,
     /// Only print the machine description (for the report header).
     Machine,
 }
@@ -92,6 +95,12 @@ pub struct Cli {
     /// same sockets. Default: 50,100,150,200,250,300, or only --rate when that is given.
     #[arg(long, value_delimiter = ',', conflicts_with = "rate")]
     pub rates: Option<Vec<f64>>,
+    /// presence: users each connected user subscribes to (--connections users in all).
+    #[arg(long, default_value_t = 100)]
+    pub watch: usize,
+    /// presence: users per second that disconnect (each reconnects 1 s later).
+    #[arg(long, default_value_t = 100.0)]
+    pub churn: f64,
     /// search: profiles to generate.
     #[arg(long, default_value_t = 1_000_000)]
     pub profiles: usize,
@@ -195,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::MessageSearch => scenarios::message_search::run(&cli).await?,
         Scenario::Resume => scenarios::resume::run(&cli, nofile).await?,
         Scenario::Reactions => scenarios::reactions::run(&cli, nofile).await?,
+        Scenario::Presence => scenarios::presence::run(&cli, nofile).await?,
     };
     let mut report = report;
     report.profiles = profile::take();

@@ -3,6 +3,7 @@
 mod internal;
 mod messages;
 mod openapi;
+mod presence;
 mod reactions;
 mod rooms;
 mod search;
@@ -24,6 +25,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(ws::router())
         .merge(internal::router())
         .merge(search::router())
+        .merge(presence::router())
         .merge(openapi::router())
         .with_state(ctx)
 }

@@ -297,6 +297,14 @@ pub fn document() -> Value {
                     "404": hidden_room(),
                 })),
             },
+            "/chat/presence": {
+                "get": op("Presence of up to 200 users (online, idle or offline; users who block the caller show offline, never seen)", vec![
+                    query("user_ids", json!({"type": "string"}), "comma-separated user ids (≤ 200; duplicates answered once)"),
+                ], None, json!({
+                    "200": ok("One item per distinct id, in the order asked", "PresenceList"),
+                    "400": problem("validation_failed (more than 200 ids), invalid_id (an id does not parse)"),
+                })),
+            },
             "/chat/ws": {
                 "get": {
                     "tags": ["chat"],
@@ -307,6 +315,8 @@ pub fn document() -> Value {
                         "or `error` {client_msg_id, code, message} (`rate_limited` adds retry_after_ms); `resume` {rooms: {room_id: last_seq}} → ",
                         "every event after those seqs in order, then live; `typing` {room_id} → others get `typing` {room_id, user_id}; `ping` → `pong`. ",
                         "v1.1: `read` {room_id, user_id, seq} to the room's other members when a member's read marker moves (not stored, dropped when the client is behind). ",
+                        "Presence: `presence.subscribe` {user_ids: [≤ 200]} replaces the connection's set and answers one `presence` {user_id, status, last_seen_at} per newly subscribed user at once, then one per change ",
+                        "(`error` validation_failed over 200 ids); `idle` / `active` mark this connection (a user is online while any connection is active, idle when all are idle, offline 30 s after the last closed). ",
                         "Server → client: `ready` {rooms: {room_id: last_seq}} once subscribed, `event` {room_id, seq, event}. ",
                         "Live events wait after `ready` for the client's first frame (at most 1 s): send `resume` first to get each resumed room's missed events before any live one. ",
                         "A malformed frame gets `error` (code malformed_frame) and the connection stays open. Frames are limited to 64 KiB. ",
@@ -335,6 +345,16 @@ pub fn document() -> Value {
                         "detail": { "type": "string" }, "code": { "type": "string" },
                         "errors": { "type": "array", "items": { "type": "object", "properties": { "field": { "type": "string" }, "message": { "type": "string" } } } }
                     }
+                },
+                "PresenceList": {
+                    "type": "object",
+                    "properties": { "items": { "type": "array", "items": { "type": "object",
+                        "required": ["user_id", "status", "last_seen_at"],
+                        "properties": {
+                            "user_id": { "type": "string", "format": "uuid" },
+                            "status": { "type": "string", "enum": ["online", "idle", "offline"] },
+                            "last_seen_at": { "type": ["string", "null"], "format": "date-time", "description": "when the user was last online: now for online users, when it went idle, when it went offline; null if never seen" }
+                        } } } }
                 },
                 "Room": {
                     "type": "object",
