@@ -30,10 +30,15 @@ pub enum Scenario {
     Fanout,
     /// Search latency over generated profiles.
     Search,
+    /// Message search latency over 1,000,000 stored messages (SQLite, and Postgres when given).
+    MessageSearch,
     /// Reconnect storm: clients resume after missing events.
     Resume,
     /// Chat v1.1: members of one room react to one message while sockets watch.
     Reactions,
+    /// Presence: N users each watching `--watch` others while `--churn` users/s leave and
+    /// come back; change-delivery latency and server CPU.
+    Presence,
     /// Only print the machine description (for the report header).
     Machine,
 }
@@ -90,9 +95,18 @@ pub struct Cli {
     /// same sockets. Default: 50,100,150,200,250,300, or only --rate when that is given.
     #[arg(long, value_delimiter = ',', conflicts_with = "rate")]
     pub rates: Option<Vec<f64>>,
+    /// presence: users each connected user subscribes to (--connections users in all).
+    #[arg(long, default_value_t = 100)]
+    pub watch: usize,
+    /// presence: users per second that disconnect (each reconnects 1 s later).
+    #[arg(long, default_value_t = 100.0)]
+    pub churn: f64,
     /// search: profiles to generate.
     #[arg(long, default_value_t = 1_000_000)]
     pub profiles: usize,
+    /// message-search: messages to store (over 1,000 rooms).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: usize,
     /// resume: clients that reconnect.
     #[arg(long, default_value_t = 5_000)]
     pub clients: usize,
@@ -187,8 +201,10 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Ingest => scenarios::ingest::run(&cli).await?,
         Scenario::Fanout => scenarios::fanout::run(&cli, nofile).await?,
         Scenario::Search => scenarios::search::run(&cli).await?,
+        Scenario::MessageSearch => scenarios::message_search::run(&cli).await?,
         Scenario::Resume => scenarios::resume::run(&cli, nofile).await?,
         Scenario::Reactions => scenarios::reactions::run(&cli, nofile).await?,
+        Scenario::Presence => scenarios::presence::run(&cli, nofile).await?,
     };
     let mut report = report;
     report.profiles = profile::take();

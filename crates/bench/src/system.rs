@@ -24,6 +24,8 @@ pub struct ScratchDb {
     admin: String,
     name: String,
     pub url: String,
+    /// The service it is for (`users`, `chat`): a prepared one replaces that service's.
+    pub purpose: String,
 }
 
 impl ScratchDb {
@@ -40,6 +42,7 @@ impl ScratchDb {
             url: kit::testing::with_database(admin, &name),
             admin: admin.to_owned(),
             name,
+            purpose: purpose.to_owned(),
         })
     }
 }
@@ -94,7 +97,7 @@ impl System {
             "server binary {} not found: build it with `cargo build --release -p intellicolab` or pass --server-bin",
             opts.server_bin.display()
         );
-        let (data_dir, users_db) = match prepared {
+        let (data_dir, prepared_db) = match prepared {
             Some(p) => p,
             None => (tempfile::tempdir()?, None),
         };
@@ -149,25 +152,19 @@ impl System {
         if let Some(admin) = &opts.database_url {
             backend = "postgres";
             for service in ["auth", "users", "chat"] {
-                let url = if service == "users" {
-                    if let Some(db) = &users_db {
-                        db.url.clone()
-                    } else {
+                let url = match prepared_db.as_ref().filter(|db| db.purpose == service) {
+                    Some(db) => db.url.clone(),
+                    None => {
                         let db = ScratchDb::create(admin, service).await?;
                         let url = db.url.clone();
                         dbs.push(db);
                         url
                     }
-                } else {
-                    let db = ScratchDb::create(admin, service).await?;
-                    let url = db.url.clone();
-                    dbs.push(db);
-                    url
                 };
                 env.push((format!("{}_DATABASE_URL", service.to_uppercase()), url));
             }
         }
-        if let Some(db) = users_db {
+        if let Some(db) = prepared_db {
             dbs.push(db);
         }
         if let Some(redis) = &opts.redis_url {

@@ -17,7 +17,9 @@ pub mod domain;
 mod events;
 mod fanout;
 pub mod hub;
+mod presence;
 mod ratelimit;
+pub mod search;
 mod service;
 mod state;
 mod store;
@@ -73,6 +75,16 @@ pub struct Config {
     /// `resume`), so that a resumed room gets its missed events before any live one.
     /// Any frame ends the wait; 0 = no wait.
     pub ws_resume_wait_ms: u64,
+    /// A user shows `offline` this long after its last connection closed (a reconnect
+    /// within it shows nothing); 0 = at once.
+    pub presence_grace_ms: u64,
+    /// How often each node refreshes its liveness key and its users' presence in Redis.
+    pub presence_heartbeat_ms: u64,
+    /// A node that has not refreshed its liveness key for this long is dead: another node
+    /// takes its users' presence away (after the grace period from its last heartbeat).
+    pub presence_node_ttl_ms: u64,
+    /// Prefix of the presence keys and pub/sub channel in Redis.
+    pub presence_prefix: String,
 }
 
 impl Default for Config {
@@ -95,6 +107,11 @@ impl Default for Config {
             send_writers: 0,
             ws_max_per_user: 16,
             ws_resume_wait_ms: 1_000,
+            presence_grace_ms: 30_000,
+            presence_heartbeat_ms: 10_000,
+            // Three heartbeats: one lost or late refresh does not declare a node dead.
+            presence_node_ttl_ms: 30_000,
+            presence_prefix: "intellicolab:chat:presence".to_owned(),
         }
     }
 }
@@ -103,7 +120,7 @@ impl Config {
     /// Rejects a value below its minimum with an error naming the key and the minimum,
     /// instead of silently running with another value. Called by [`build`].
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(&str, u64, u64); 8] = [
+        let checks: [(&str, u64, u64); 10] = [
             // A resync reads the last seq of every room the node serves: more often than
             // 10 times a second is load, not freshness (lost pub/sub messages are rare).
             ("fanout_resync_ms", self.fanout_resync_ms, 100),
@@ -120,6 +137,16 @@ impl Config {
             ("ws_send_timeout_ms", self.ws_send_timeout_ms, 1),
             ("ws_heartbeat_secs", self.ws_heartbeat_secs, 1),
             ("ws_idle_timeout_secs", self.ws_idle_timeout_secs, 1),
+            // Each heartbeat is one pipelined write per local user: more often than 10
+            // times a second is load without benefit (and tokio's interval panics on 0).
+            ("presence_heartbeat_ms", self.presence_heartbeat_ms, 100),
+            // A node is dead after missing its refreshes: the TTL must cover at least two
+            // heartbeats, or one late refresh would declare a live node dead.
+            (
+                "presence_node_ttl_ms",
+                self.presence_node_ttl_ms,
+                2 * self.presence_heartbeat_ms,
+            ),
         ];
         for (key, value, min) in checks {
             if value < min {
@@ -178,6 +205,17 @@ pub async fn build(
         shutdown.clone(),
     )
     .await?;
+    let (presence, presence_tasks) = presence::Presence::start(
+        common.redis_url(),
+        presence::Settings {
+            grace: Duration::from_millis(config.presence_grace_ms),
+            heartbeat: Duration::from_millis(config.presence_heartbeat_ms),
+            node_ttl: Duration::from_millis(config.presence_node_ttl_ms),
+            prefix: config.presence_prefix.clone(),
+        },
+        shutdown.clone(),
+    )?;
+    background.extend(presence_tasks);
     let (outbox, relay) =
         bus::outbox::Relay::spawn(events::SOURCE, db.clone(), bus.clone(), shutdown.clone());
     background.push(relay);
@@ -204,6 +242,7 @@ pub async fn build(
             shutdown.clone(),
         ));
     }
+    background.push(search::backfill(db.clone(), shutdown.clone()));
     // Sockets are long-lived: tell them to go away when the service stops, so graceful
     // shutdown does not wait for clients.
     let closing_hub = hub.clone();
@@ -224,6 +263,7 @@ pub async fn build(
         config: Arc::new(config.clone()),
         outbox,
         fanout,
+        presence,
         users,
         send_limit: Arc::new(ratelimit::RateLimiter::new(
             config.send_rate_per_sec,

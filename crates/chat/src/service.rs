@@ -605,6 +605,7 @@ pub async fn edit_message(
         .collect();
     store::update_message(tx.conn(), id, &body, Some(now), false, &mentioned).await?;
     message.body = body;
+    store::search::reindex(tx.conn(), &message).await?;
     message.edited_at = Some(kit::time::rfc3339(now));
     message.mentions = mentioned;
     store::reactions::attach(tx.conn(), std::slice::from_mut(&mut message), Some(user)).await?;
@@ -660,6 +661,7 @@ pub async fn delete_message(
         return Ok(());
     }
     store::update_message(tx.conn(), id, "", None, true, &[]).await?;
+    store::search::unindex(tx.conn(), id).await?;
     message.body = String::new();
     message.deleted = true;
     message.edited_at = None;

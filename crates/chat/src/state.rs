@@ -14,6 +14,8 @@ pub struct ApiContext {
     pub config: Arc<crate::Config>,
     pub outbox: bus::outbox::Outbox,
     pub fanout: Fanout,
+    /// Who is online (per-user subscriber index, local tracker, store).
+    pub presence: Arc<crate::presence::Presence>,
     pub users: Arc<UsersClient>,
     pub send_limit: Arc<RateLimiter>,
     /// Group commit of message sends.

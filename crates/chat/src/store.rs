@@ -3,6 +3,8 @@
 //! transaction's `tx.conn()` for writes that go with other writes); one that runs
 //! several statements (chunked batches, read-then-update) takes the connection.
 
+pub mod search;
+
 use std::sync::LazyLock;
 
 use kit::db::Migration;
@@ -41,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         id: "chat-0005-reactions-pins-receipts",
         sqlite: include_str!("../migrations/0005_reactions_pins_receipts.sql"),
         postgres: include_str!("../migrations/0005_reactions_pins_receipts.sql"),
+    },
+    Migration {
+        id: "chat-0006-search",
+        sqlite: include_str!("../migrations/0006_search.sqlite.sql"),
+        postgres: include_str!("../migrations/0006_search.postgres.sql"),
     },
 ];
 

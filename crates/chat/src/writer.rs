@@ -564,6 +564,7 @@ async fn try_batch(
         drop(tx);
         return Err(BatchError::Raced(raced));
     }
+    store::search::index(tx.conn(), &message_rows).await?;
     tx.commit().await?;
 
     for ((i, m), e) in new.into_iter().zip(messages).zip(events) {

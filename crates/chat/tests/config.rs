@@ -41,6 +41,21 @@ async fn minimums_are_checked_at_build() {
         e,
         "invalid configuration: chat.ws_inbox_queue = 0, the minimum is 1"
     );
+    let e = build_error(|c| c.presence_heartbeat_ms = 50).await;
+    assert_eq!(
+        e,
+        "invalid configuration: chat.presence_heartbeat_ms = 50, the minimum is 100"
+    );
+    // The node TTL must cover two heartbeats.
+    let e = build_error(|c| {
+        c.presence_heartbeat_ms = 1_000;
+        c.presence_node_ttl_ms = 1_999;
+    })
+    .await;
+    assert_eq!(
+        e,
+        "invalid configuration: chat.presence_node_ttl_ms = 1999, the minimum is 2000"
+    );
 }
 
 #[test]

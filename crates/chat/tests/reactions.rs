@@ -20,6 +20,7 @@ kit::backend_tests!(
     reaction_errors,
     emoji_validation_table,
     the_21st_distinct_emoji_is_refused,
+    racing_new_emoji_stop_at_twenty,
     pins_owner_admin_only_newest_first,
     deleting_a_pinned_message_unpins_it,
     the_51st_pin_is_refused,
@@ -913,5 +914,33 @@ async fn openapi_lists_the_v11_routes(backend: Backend) {
         let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
         assert!(doc["components"]["schemas"][&name].is_object(), "{name}");
     }
+    app.stop().await;
+}
+
+/// 30 new emoji at once: the limit is counted under the room's lock, so exactly 20 get in.
+async fn racing_new_emoji_stop_at_twenty(backend: Backend) {
+    let Some(app) = common::start(backend, "racing_new_emoji").await else {
+        return;
+    };
+    let (alice, room) = app.alice_with_a_room().await;
+    let mid = id(&app.send(&room, &alice, "m").await);
+    let codes: Vec<String> = (0..30).map(|i| format!(":race{i}:")).collect();
+    let answers =
+        futures::future::join_all(codes.iter().map(|e| react(&app, &room, &mid, e, &alice))).await;
+    let ok = answers.iter().filter(|(s, _)| *s == 204).count();
+    let refused = answers
+        .iter()
+        .filter(|(s, b)| *s == 409 && b["code"] == "too_many_reactions")
+        .count();
+    assert_eq!((ok, refused), (20, 10), "{answers:?}");
+    let m = seen_by(&app, &room, &mid, &alice).await;
+    assert_eq!(m["reactions"].as_array().unwrap().len(), 20);
+    // One event per stored reaction, none for the refused ones.
+    let added = events_after(&app, &room, 0, &alice)
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "reaction.added")
+        .count();
+    assert_eq!(added, 20);
     app.stop().await;
 }

@@ -4,6 +4,8 @@ pub mod fanout;
 pub mod gateway;
 pub mod ingest;
 pub mod login;
+pub mod message_search;
+pub mod presence;
 pub mod reactions;
 pub mod resume;
 pub mod search;

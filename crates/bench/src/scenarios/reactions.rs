@@ -82,21 +82,24 @@ async fn watch(
             continue;
         }
         let now = Instant::now();
-        let Ok(v) = serde_json::from_str::<Value>(&text) else {
-            out.error = Some("undecodable event frame".into());
-            break;
-        };
-        if v["room_id"].as_str() != Some(room.as_str()) {
+        // Field extraction instead of a JSON parse per frame: with 1,000 sockets this
+        // client reads 100,000 frames a second on the same 2 cores as the server. The
+        // event's keys are unique within the frame but for `room_id`/`seq`, which are the
+        // same inside and outside the event.
+        if ws::str_field(&text, "room_id") != Some(room.as_str()) {
             continue;
         }
-        let seq = v["seq"].as_i64().unwrap_or(i64::MIN);
+        let seq = ws::int_field(&text, "seq").unwrap_or(i64::MIN);
         if seq <= last_seq {
             out.out_of_order += 1;
         }
         last_seq = last_seq.max(seq);
-        let event = &v["event"];
-        if event["kind"] == "reaction.added" && event["message_id"].as_str() == Some(&message) {
-            let user = event["user_id"].as_str().unwrap_or_default().to_owned();
+        if ws::str_field(&text, "kind") == Some("reaction.added")
+            && ws::str_field(&text, "message_id") == Some(message.as_str())
+        {
+            let user = ws::str_field(&text, "user_id")
+                .unwrap_or_default()
+                .to_owned();
             out.added.push((seq, user, now));
             delivered.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -173,6 +176,7 @@ async fn one_backend(cli: &Cli, opts: &SystemOptions, nofile: u64) -> anyhow::Re
     let window = cli.duration();
     let bar = crate::progress::timed("reacting", window);
     let meter = procstat::CpuMeter::start(&[pid]);
+    let bench_meter = procstat::CpuMeter::start_exact(vec![std::process::id()]);
     let start = Instant::now();
     let mut puts = Vec::with_capacity(n);
     for (i, account) in accounts.iter().enumerate() {
@@ -217,6 +221,7 @@ async fn one_backend(cli: &Cli, opts: &SystemOptions, nofile: u64) -> anyhow::Re
         }
     }
     let usage = meter.finish();
+    let bench_cpu = bench_meter.finish().cpu_percent;
     bar.finish_and_clear();
     let ok = put_lat.count();
 
@@ -306,6 +311,7 @@ async fn one_backend(cli: &Cli, opts: &SystemOptions, nofile: u64) -> anyhow::Re
         &put_lat,
     )
     .with_server(usage);
+    put_row.bench_cpu_percent = Some(bench_cpu);
     put_row.note = format!(
         "latency from the due time to the 204{}",
         first_error
@@ -347,7 +353,15 @@ async fn one_backend(cli: &Cli, opts: &SystemOptions, nofile: u64) -> anyhow::Re
         checks: vec![
             Check::new(
                 format!("{backend}: counts exact (who-reacted, history, per emoji)"),
-                format!("sent {sent:?}; who-reacted {counted:?}; history {in_history:?}"),
+                if counts_exact {
+                    format!(
+                        "{} emoji, {} reactions: the same per emoji in who-reacted and history",
+                        sent.len(),
+                        sent.values().sum::<i64>()
+                    )
+                } else {
+                    format!("sent {sent:?}; who-reacted {counted:?}; history {in_history:?}")
+                },
                 Some(counts_exact && put_errors == 0),
             ),
             Check::new(

@@ -3,8 +3,10 @@
 mod internal;
 mod messages;
 mod openapi;
+mod presence;
 mod reactions;
 mod rooms;
+mod search;
 mod ws;
 
 use axum::Router;
@@ -22,6 +24,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(reactions::router())
         .merge(ws::router())
         .merge(internal::router())
+        .merge(search::router())
+        .merge(presence::router())
         .merge(openapi::router())
         .with_state(ctx)
 }

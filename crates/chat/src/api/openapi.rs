@@ -284,6 +284,27 @@ pub fn document() -> Value {
                     "404": hidden_room(),
                 })),
             },
+            "/chat/search": {
+                "get": op("Search the messages of my rooms (full text, best match first, then newest)", vec![
+                    query("q", json!({ "type": "string", "minLength": 1, "maxLength": 200 }), "words (each also matches as a prefix; an exact word ranks higher) and \"quoted phrases\"; all must match; case- and accent-insensitive, any script (CJK ideographs in a row match as a phrase)"),
+                    query("room_id", json!({ "type": "string", "format": "uuid" }), "only this room (members only)"),
+                    query("limit", json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 20 }), "page size"),
+                    query("cursor", json!({ "type": "string" }), "next_cursor of the previous page"),
+                ], None, json!({
+                    "200": ok("Matches in the rooms the caller is a member of now; deleted messages never. The newest 1,000 matches are ranked.", "SearchPage"),
+                    "400": problem("validation_failed (q empty or over 200 characters, limit), invalid_cursor, invalid_query"),
+                    "403": problem(code::NOT_MEMBER),
+                    "404": hidden_room(),
+                })),
+            },
+            "/chat/presence": {
+                "get": op("Presence of up to 200 users (online, idle or offline; users who block the caller show offline, never seen)", vec![
+                    query("user_ids", json!({"type": "string"}), "comma-separated user ids (≤ 200; duplicates answered once)"),
+                ], None, json!({
+                    "200": ok("One item per distinct id, in the order asked", "PresenceList"),
+                    "400": problem("validation_failed (more than 200 ids), invalid_id (an id does not parse)"),
+                })),
+            },
             "/chat/ws": {
                 "get": {
                     "tags": ["chat"],
@@ -294,6 +315,8 @@ pub fn document() -> Value {
                         "or `error` {client_msg_id, code, message} (`rate_limited` adds retry_after_ms); `resume` {rooms: {room_id: last_seq}} → ",
                         "every event after those seqs in order, then live; `typing` {room_id} → others get `typing` {room_id, user_id}; `ping` → `pong`. ",
                         "v1.1: `read` {room_id, user_id, seq} to the room's other members when a member's read marker moves (not stored, dropped when the client is behind). ",
+                        "Presence: `presence.subscribe` {user_ids: [≤ 200]} replaces the connection's set and answers one `presence` {user_id, status, last_seen_at} per newly subscribed user at once, then one per change ",
+                        "(`error` validation_failed over 200 ids); `idle` / `active` mark this connection (a user is online while any connection is active, idle when all are idle, offline 30 s after the last closed). ",
                         "Server → client: `ready` {rooms: {room_id: last_seq}} once subscribed, `event` {room_id, seq, event}. ",
                         "Live events wait after `ready` for the client's first frame (at most 1 s): send `resume` first to get each resumed room's missed events before any live one. ",
                         "A malformed frame gets `error` (code malformed_frame) and the connection stays open. Frames are limited to 64 KiB. ",
@@ -322,6 +345,16 @@ pub fn document() -> Value {
                         "detail": { "type": "string" }, "code": { "type": "string" },
                         "errors": { "type": "array", "items": { "type": "object", "properties": { "field": { "type": "string" }, "message": { "type": "string" } } } }
                     }
+                },
+                "PresenceList": {
+                    "type": "object",
+                    "properties": { "items": { "type": "array", "items": { "type": "object",
+                        "required": ["user_id", "status", "last_seen_at"],
+                        "properties": {
+                            "user_id": { "type": "string", "format": "uuid" },
+                            "status": { "type": "string", "enum": ["online", "idle", "offline"] },
+                            "last_seen_at": { "type": ["string", "null"], "format": "date-time", "description": "when the user was last online: now for online users, when it went idle, when it went offline; null if never seen" }
+                        } } } }
                 },
                 "Room": {
                     "type": "object",
@@ -408,6 +441,15 @@ pub fn document() -> Value {
                         "emoji": { "type": "string", "description": "reaction.*" }
                     }
                 },
+                "SearchHit": {
+                    "type": "object", "required": ["message", "room_id", "highlights"],
+                    "properties": {
+                        "message": { "$ref": "#/components/schemas/Message" },
+                        "room_id": { "type": "string", "format": "uuid" },
+                        "highlights": { "type": "array", "description": "the matched words in the body: [start, end) in Unicode scalar values (JavaScript: Array.from(body).slice(start, end)), sorted, not overlapping", "items": { "type": "object", "required": ["start", "end"], "properties": { "start": { "type": "integer" }, "end": { "type": "integer" } } } }
+                    }
+                },
+                "SearchPage": { "type": "object", "required": ["items", "next_cursor"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/SearchHit" } }, "next_cursor": { "type": ["string", "null"] } } },
                 "EventSlice": { "type": "object", "required": ["items", "has_more"], "properties": { "items": { "type": "array", "items": { "$ref": "#/components/schemas/RoomEvent" } }, "has_more": { "type": "boolean" } } },
                 "CreateRoom": {
                     "type": "object", "required": ["name", "visibility"],

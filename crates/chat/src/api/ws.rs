@@ -119,6 +119,14 @@ enum ClientFrame {
         room_id: Uuid,
     },
     Ping,
+    /// Replaces the users whose presence this connection receives (≤ 200).
+    #[serde(rename = "presence.subscribe")]
+    PresenceSubscribe {
+        user_ids: Vec<Uuid>,
+    },
+    /// The client is idle (no input for a while) / active again.
+    Idle,
+    Active,
 }
 
 fn error_frame(client_msg_id: Option<&str>, code: &str, message: &str) -> Value {
@@ -171,6 +179,7 @@ async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
     let (inbox_tx, inbox_rx) = mpsc::channel::<Inbox>(cfg.ws_inbox_queue);
     let closer = Closer::default();
     let hub = ctx.fanout.hub.clone();
+    let presence_inbox = inbox_tx.clone();
     let registered = hub.register(
         ConnHandle {
             user: claims.sub,
@@ -187,6 +196,7 @@ async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
         refuse(socket, close::POLICY, code::TOO_MANY_CONNECTIONS).await;
         return;
     };
+    ctx.presence.connect(claims.sub);
     let (sink, mut stream) = socket.split();
     let writer = tokio::spawn(write_loop(
         sink,
@@ -207,6 +217,8 @@ async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
         send_timeout,
         sends: None,
         hold: None,
+        active: true,
+        presence_inbox,
     };
     match conn.setup().await {
         Ok(()) => conn.serve(&mut stream, inbox_rx, claims.exp).await,
@@ -216,6 +228,8 @@ async fn run(ctx: ApiContext, socket: WebSocket, claims: token::Claims) {
         }
     }
     hub.unregister(id);
+    ctx.presence.unsubscribe(id);
+    ctx.presence.disconnect(claims.sub, conn.active);
     closer.close(1000, "bye");
     let sender = conn.sends.take().map(|(_, task)| task);
     drop(conn);
@@ -309,6 +323,10 @@ struct Conn {
     /// `ws_resume_wait_ms`): a `resume` is replayed before any of them, so the client sees
     /// each resumed room's missed events in seq order, then the live ones.
     hold: Option<Vec<Inbox>>,
+    /// Presence: the client said it is active (the default) rather than `idle`.
+    active: bool,
+    /// Where presence frames for this connection go (its hub inbox).
+    presence_inbox: mpsc::Sender<Inbox>,
 }
 
 struct SendJob {
@@ -523,6 +541,11 @@ impl Conn {
         }
         match frame {
             ClientFrame::Ping => self.emit(text(&json!({"type": "pong"}))).await,
+            ClientFrame::PresenceSubscribe { user_ids } => {
+                self.on_presence_subscribe(user_ids).await
+            }
+            ClientFrame::Idle => self.set_active(false),
+            ClientFrame::Active => self.set_active(true),
             ClientFrame::Typing { room_id } => self.on_typing(room_id).await,
             ClientFrame::Resume { rooms } => {
                 self.on_resume(rooms).await;
@@ -610,6 +633,63 @@ impl Conn {
                 ctx.fanout.typing(room_id, user);
             }
         });
+    }
+
+    fn set_active(&mut self, active: bool) {
+        if self.active != active {
+            self.active = active;
+            self.ctx.presence.activity(self.user, active);
+        }
+    }
+
+    /// Replaces the connection's presence subscriptions, then sends the current presence
+    /// of each user not subscribed before (one frame each); changes follow through the
+    /// inbox. Subscribed before the lookup, so a change in between is not missed (at
+    /// worst it arrives twice). The blocks are read once here, never per change.
+    async fn on_presence_subscribe(&mut self, user_ids: Vec<Uuid>) {
+        let ids = match super::presence::parse_ids(user_ids) {
+            Ok(ids) => ids,
+            Err(e) => {
+                self.emit(text(&error_frame(None, e.code, &e.detail))).await;
+                return;
+            }
+        };
+        let hidden = match crate::presence::blockers_of(&self.ctx.db, self.user, &ids).await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "presence subscribe cannot read the blocks");
+                let code = if kit::db::is_unavailable(&e) {
+                    code::DATABASE_UNAVAILABLE
+                } else {
+                    code::INTERNAL
+                };
+                self.emit(text(&error_frame(
+                    None,
+                    code,
+                    "presence is unavailable; retry later",
+                )))
+                .await;
+                return;
+            }
+        };
+        let new = self.ctx.presence.subscribe(
+            self.hub_id,
+            self.presence_inbox.clone(),
+            &ids,
+            hidden.clone(),
+        );
+        let found = self.ctx.presence.lookup(&new).await;
+        self.ctx.presence.seed(&new, &found);
+        for (seen, id) in found.into_iter().zip(&new) {
+            let seen = if hidden.contains(id) {
+                crate::presence::Seen::UNKNOWN
+            } else {
+                seen
+            };
+            let mut frame = seen.to_json(*id);
+            frame["type"] = "presence".into();
+            self.emit(text(&frame)).await;
+        }
     }
 
     async fn on_resume(&mut self, rooms: BTreeMap<Uuid, i64>) {
