@@ -421,6 +421,23 @@ mod tests {
         assert_eq!(found(user, None).await, [msgs[0].id, msgs[1].id]);
         assert_eq!(found(user, Some(room)).await, [msgs[0].id, msgs[1].id]);
         assert!(found(Uuid::now_v7(), None).await.is_empty());
+
+        // A common term (more matches than PostgreSQL's GIN pass takes): the newest
+        // CANDIDATES, through the newest-first path there.
+        let many: Vec<Message> = (0..PG_GIN_MATCHES + 100)
+            .map(|i| message(room, 10 + i, "alpha common"))
+            .collect();
+        let rows: Vec<(&Message, i64)> = many.iter().map(|m| (m, m.seq)).collect();
+        let mut tx = db.begin().await.unwrap();
+        store::insert_messages(tx.conn(), &rows).await.unwrap();
+        index(tx.conn(), &rows).await.unwrap();
+        tx.commit().await.unwrap();
+        let newest: Vec<Uuid> = many[many.len() - CANDIDATES as usize..]
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(found(user, None).await, newest);
+        assert_eq!(found(user, Some(room)).await, newest);
         // The closure holds a pooled connection: closing the pool waits for it.
         drop(found);
         drop(conn);
