@@ -432,7 +432,10 @@ mod tests {
             [term(&["a"], false), term(&["b", "c"], false)]
         );
         assert!(parse_query("!!! ...").is_empty());
-        let many = (0..40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+        let many = (0..40)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         assert_eq!(parse_query(&many).len(), MAX_TERMS);
     }
 

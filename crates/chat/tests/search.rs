@@ -1,7 +1,7 @@
 //! Message search (`GET /chat/search`) through HTTP on the real service, both backends:
 //! words, prefixes, phrases, case, accents, scripts, ranking, highlights, the index
 //! following edits and deletions, membership, the room filter, validation and pages.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::cloned_ref_to_slice_refs)]
 
 mod common;
 
@@ -67,7 +67,9 @@ async fn words_prefixes_phrases_case_and_accents(backend: Backend) {
         return;
     };
     let (alice, room) = app.alice_with_a_room().await;
-    let deploying = id(&app.send(&room, &alice, "Deploying the new release tonight").await);
+    let deploying = id(&app
+        .send(&room, &alice, "Deploying the new release tonight")
+        .await);
     let cafe = id(&app.send(&room, &alice, "Café au lait at the ÉCOLE").await);
     let notes = id(&app.send(&room, &alice, "the release notes are ready").await);
     let reversed = id(&app.send(&room, &alice, "notes, release!").await);
@@ -82,7 +84,10 @@ async fn words_prefixes_phrases_case_and_accents(backend: Backend) {
     assert_eq!(found(&app, &alice, "DEPLOY").await, [deploying.clone()]);
     assert_eq!(found(&app, &alice, "depl").await, [deploying.clone()]);
     // A quoted phrase needs its words in a row and whole.
-    assert_eq!(found(&app, &alice, "\"release notes\"").await, [notes.clone()]);
+    assert_eq!(
+        found(&app, &alice, "\"release notes\"").await,
+        [notes.clone()]
+    );
     assert!(found(&app, &alice, "\"release note\"").await.is_empty());
     // Several words: all must match, in any order.
     let got = found(&app, &alice, "Notes RELEASE").await;
@@ -120,20 +125,23 @@ async fn cjk_cyrillic_and_arabic(backend: Backend) {
     assert!(found(&app, &alice, "京東").await.is_empty());
     // A single ideograph is a word.
     let got = found(&app, &alice, "京").await;
-    assert_eq!(
-        set(&got.iter().collect::<Vec<_>>()),
-        set(&[&tokyo, &kyoto])
-    );
+    assert_eq!(set(&got.iter().collect::<Vec<_>>()), set(&[&tokyo, &kyoto]));
     let (s, b) = search(&app, &alice, "мир", "").await;
     assert_eq!(s, 200);
     assert_eq!(ids(&b), [russian.clone()]);
-    assert_eq!(b["items"][0]["highlights"], json!([{"start": 8, "end": 11}]));
+    assert_eq!(
+        b["items"][0]["highlights"],
+        json!([{"start": 8, "end": 11}])
+    );
     // ё decomposes to е + a combining mark.
     assert_eq!(found(&app, &alice, "елка").await, [russian]);
     let (s, b) = search(&app, &alice, "بالعالم", "").await;
     assert_eq!(s, 200);
     assert_eq!(ids(&b), [arabic]);
-    assert_eq!(b["items"][0]["highlights"], json!([{"start": 6, "end": 13}]));
+    assert_eq!(
+        b["items"][0]["highlights"],
+        json!([{"start": 6, "end": 13}])
+    );
     app.stop().await;
 }
 
@@ -160,7 +168,10 @@ async fn better_match_first_then_newest_with_exact_highlights(backend: Backend) 
     // An exact word ranks above a longer word it only starts (even an older one).
     let exact = id(&app.send(&room, &alice, "planning release").await);
     let longer = id(&app.send(&room, &alice, "planning releases").await);
-    assert_eq!(found(&app, &alice, "release planning").await, [exact, longer]);
+    assert_eq!(
+        found(&app, &alice, "release planning").await,
+        [exact, longer]
+    );
 
     // Highlights: every matched word, in scalar offsets, phrases as one range.
     let body = "Hello wörld 👋, hello New York!";
@@ -182,7 +193,10 @@ async fn better_match_first_then_newest_with_exact_highlights(backend: Backend) 
     assert_eq!(b["items"][0]["message"]["sender_id"], alice.id.to_string());
     // A prefix highlights the whole word.
     let (_, b) = search(&app, &alice, "wor", "").await;
-    assert_eq!(b["items"][0]["highlights"], json!([{"start": 6, "end": 11}]));
+    assert_eq!(
+        b["items"][0]["highlights"],
+        json!([{"start": 6, "end": 11}])
+    );
     app.stop().await;
 }
 
@@ -248,7 +262,13 @@ async fn only_rooms_the_caller_is_in_now(backend: Backend) {
     assert_eq!((s, b["code"].as_str()), (404, Some("room_not_found")));
     let (s, b) = search(&app, &carol, "secret", &format!("&room_id={public}")).await;
     assert_eq!((s, b["code"].as_str()), (403, Some("not_member")));
-    let (s, b) = search(&app, &alice, "secret", &format!("&room_id={}", uuid::Uuid::now_v7())).await;
+    let (s, b) = search(
+        &app,
+        &alice,
+        "secret",
+        &format!("&room_id={}", uuid::Uuid::now_v7()),
+    )
+    .await;
     assert_eq!((s, b["code"].as_str()), (404, Some("room_not_found")));
 
     // Leaving a room: its messages are no longer found.
@@ -274,12 +294,19 @@ async fn query_and_limit_are_validated(backend: Backend) {
         format!("/chat/search?q={}", encode(&"é".repeat(201))),
     ] {
         let (s, b) = app.get(&path, &alice).await;
-        assert_eq!((s, b["code"].as_str()), (400, Some("validation_failed")), "{path}");
+        assert_eq!(
+            (s, b["code"].as_str()),
+            (400, Some("validation_failed")),
+            "{path}"
+        );
         assert_eq!(b["errors"][0]["field"], "q", "{path}");
     }
     // 200 characters (not bytes) is allowed.
     let (s, _) = app
-        .get(&format!("/chat/search?q={}", encode(&"é".repeat(200))), &alice)
+        .get(
+            &format!("/chat/search?q={}", encode(&"é".repeat(200))),
+            &alice,
+        )
         .await;
     assert_eq!(s, 200);
     for limit in ["0", "101", "-1"] {

@@ -146,7 +146,12 @@ async fn one_backend(
             &[pid],
         )
         .await;
-        rows.push(super::row(&format!("{backend}: {kind}"), "query", &r, usage));
+        rows.push(super::row(
+            &format!("{backend}: {kind}"),
+            "query",
+            &r,
+            usage,
+        ));
     }
     system.stop().await;
     Ok((rows, facts))

@@ -68,6 +68,9 @@ impl After {
     }
 }
 
+/// A result with its rank key and highlights.
+type Ranked = (After, Message, Vec<(usize, usize)>);
+
 /// The cursor: the last result's score (f64 bits), created_at and id, in hex.
 fn encode_cursor(a: &After) -> String {
     format!(
@@ -133,7 +136,7 @@ async fn search(
     drop(conn);
     // Ranked here, not in SQL: the score depends only on the message and the query
     // (`search::score`), the same on both backends, so pages never shift.
-    let mut ranked: Vec<(After, Message, Vec<(usize, usize)>)> = found
+    let mut ranked: Vec<Ranked> = found
         .into_iter()
         .map(|(message, created_at)| {
             let (score, highlights) = search::score(&message.body, &terms);
@@ -144,9 +147,7 @@ async fn search(
             };
             (key, message, highlights)
         })
-        .filter(|(key, _, _)| {
-            after.is_none_or(|a| a.before(key.score, key.created_at, key.id))
-        })
+        .filter(|(key, _, _)| after.is_none_or(|a| a.before(key.score, key.created_at, key.id)))
         .collect();
     ranked.sort_by(|a, b| {
         b.0.score
@@ -154,8 +155,8 @@ async fn search(
             .then(b.0.created_at.cmp(&a.0.created_at))
             .then(b.0.id.cmp(&a.0.id))
     });
-    let next_cursor = (ranked.len() as i64 > limit)
-        .then(|| encode_cursor(&ranked[limit as usize - 1].0));
+    let next_cursor =
+        (ranked.len() as i64 > limit).then(|| encode_cursor(&ranked[limit as usize - 1].0));
     ranked.truncate(limit as usize);
     let items = ranked
         .into_iter()
@@ -190,6 +191,9 @@ mod tests {
         assert!(!a.before(a.score, a.created_at, a.id));
         assert!(!a.before(0.0, 0, a.id));
         assert_eq!(decode_cursor(&"g".repeat(64)), None);
-        assert_eq!(decode_cursor(&format!("{:016x}{}", f64::NAN.to_bits(), "0".repeat(48))), None);
+        assert_eq!(
+            decode_cursor(&format!("{:016x}{}", f64::NAN.to_bits(), "0".repeat(48))),
+            None
+        );
     }
 }

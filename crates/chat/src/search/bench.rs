@@ -20,26 +20,46 @@ use crate::store;
 
 /// The 80 commonest words of English chat, in order (the head of the Zipf curve).
 const COMMON: &[&str] = &[
-    "the", "to", "i", "a", "and", "is", "it", "you", "that", "in", "we", "for", "this", "on",
-    "of", "be", "have", "can", "will", "just", "with", "do", "not", "are", "so", "but", "at",
-    "if", "me", "what", "my", "was", "there", "now", "get", "ok", "thanks", "yes", "know",
-    "think", "like", "up", "need", "out", "one", "about", "all", "time", "today", "build",
-    "release", "deploy", "test", "fix", "meeting", "review", "merge", "branch", "server",
-    "issue", "team", "please", "done", "check", "tomorrow", "update", "change", "code",
-    "error", "customer", "design", "data", "week", "call", "working", "looks", "good",
-    "problem", "plan", "ticket",
+    "the", "to", "i", "a", "and", "is", "it", "you", "that", "in", "we", "for", "this", "on", "of",
+    "be", "have", "can", "will", "just", "with", "do", "not", "are", "so", "but", "at", "if", "me",
+    "what", "my", "was", "there", "now", "get", "ok", "thanks", "yes", "know", "think", "like",
+    "up", "need", "out", "one", "about", "all", "time", "today", "build", "release", "deploy",
+    "test", "fix", "meeting", "review", "merge", "branch", "server", "issue", "team", "please",
+    "done", "check", "tomorrow", "update", "change", "code", "error", "customer", "design", "data",
+    "week", "call", "working", "looks", "good", "problem", "plan", "ticket",
 ];
 
 /// Words of other scripts, placed at ranks 100, 150, 200, … of the vocabulary.
 const OTHER: &[&str] = &[
-    "café", "réunion", "déploiement", "équipe", "straße", "größe", "überprüfung", "mañana",
-    "canción", "açúcar", "привет", "сервер", "релиз", "ошибка", "встреча", "مرحبا",
-    "اجتماع", "خادم", "東京", "会議", "项目", "服务器", "問題", "테스트",
+    "café",
+    "réunion",
+    "déploiement",
+    "équipe",
+    "straße",
+    "größe",
+    "überprüfung",
+    "mañana",
+    "canción",
+    "açúcar",
+    "привет",
+    "сервер",
+    "релиз",
+    "ошибка",
+    "встреча",
+    "مرحبا",
+    "اجتماع",
+    "خادم",
+    "東京",
+    "会議",
+    "项目",
+    "服务器",
+    "問題",
+    "테스트",
 ];
 
 const ONSETS: &[&str] = &[
-    "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z",
-    "br", "cl", "dr", "fl", "gr", "pl", "st", "tr", "sh", "ch", "th",
+    "b", "c", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w", "z", "br",
+    "cl", "dr", "fl", "gr", "pl", "st", "tr", "sh", "ch", "th",
 ];
 const VOWELS: &[&str] = &["a", "e", "i", "o", "u", "ai", "ea", "io", "ou"];
 
@@ -60,7 +80,7 @@ impl Corpus {
         let mut other = OTHER.iter();
         while words.len() < size {
             if words.len() >= 100
-                && words.len() % 50 == 0
+                && words.len().is_multiple_of(50)
                 && let Some(w) = other.next()
             {
                 words.push((*w).to_owned());
@@ -89,7 +109,9 @@ impl Corpus {
     pub fn rank(&self, rng: &mut impl Rng) -> usize {
         let total = self.cdf.last().copied().unwrap_or(1.0);
         let x = rng.random::<f64>() * total;
-        self.cdf.partition_point(|&c| c < x).min(self.words.len() - 1)
+        self.cdf
+            .partition_point(|&c| c < x)
+            .min(self.words.len() - 1)
     }
 
     /// A message body of 4–20 words.
