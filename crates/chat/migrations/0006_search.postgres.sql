@@ -9,6 +9,9 @@ CREATE TABLE message_search (
     created_at BIGINT NOT NULL,
     tsv TSVECTOR NOT NULL
 );
+-- The tsvector also holds the message's room as the lexeme `#<room id hex>`, so GIN
+-- intersects a query with the caller's rooms inside the index.
 CREATE INDEX message_search_tsv ON message_search USING GIN (tsv);
--- Newest-first candidate scans for very common terms (see store::search).
-CREATE INDEX message_search_room_time ON message_search (room_id, created_at);
+-- Newest-first scans for very common terms, the room checked inside the index (a user's
+-- rooms are spread over the whole table: see store::search::candidates).
+CREATE INDEX message_search_time ON message_search (created_at, room_id);

@@ -15,7 +15,9 @@ CREATE TABLE message_search (
 -- Contentless (the body is in `messages`; the index holds only terms) with deletes
 -- allowed (SQLite 3.43+; the bundled one is newer). `room` holds one token per message,
 -- `r` + the room id's hex: a search ANDs the body query with the caller's rooms inside
--- the index (doclist intersection) instead of filtering matches row by row.
+-- the index (doclist intersection) instead of filtering matches row by row. Prefix
+-- indexes for 2 and 3 characters: a query word is also a prefix, and short prefixes would
+-- otherwise merge the doclists of every term they start.
 CREATE VIRTUAL TABLE message_fts USING fts5(
-    room, body, tokenize = 'ascii', content = '', contentless_delete = 1
+    room, body, tokenize = 'ascii', prefix = '2 3', content = '', contentless_delete = 1
 );

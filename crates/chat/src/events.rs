@@ -22,6 +22,8 @@ pub const MESSAGE_CREATED: &str = "chat.message.created";
 pub const MESSAGE_UPDATED: &str = "chat.message.updated";
 /// `chat.message.deleted`: it became a tombstone.
 pub const MESSAGE_DELETED: &str = "chat.message.deleted";
+/// `chat.room.read` {room_id, user_id, seq}: a member's read marker moved forward.
+pub const ROOM_READ: &str = "chat.room.read";
 
 /// The payload of `chat.message.created`: what a consumer such as the notifications
 /// service needs to decide whom to tell and what to show, without calling chat back.
@@ -157,6 +159,41 @@ pub fn consume_auth_events(
                     let data: SessionRevoked = event.payload()?;
                     verifier.revoke_session(data.session_id, data.until);
                     fanout.hub.close_session(data.session_id);
+                }
+                Ok(())
+            }
+        }),
+        shutdown,
+    )
+}
+
+#[derive(Deserialize)]
+struct UnreadCount {
+    user_id: Uuid,
+    unread_count: i64,
+}
+
+/// `notifications.unread_count` (notifications): `{"type": "notifications",
+/// "unread_count"}` to the user's sockets on this node — on every node, through a
+/// broadcast subscription (each node has its own sockets). Ephemeral like typing: a
+/// client that is behind misses one and gets the next.
+pub fn consume_notification_counts(
+    bus: &bus::Bus,
+    fanout: Fanout,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    bus.subscribe_broadcast(
+        bus::Broadcast::new("chat-notifications", &["notifications"]),
+        bus::handler(move |event: bus::Envelope| {
+            let fanout = fanout.clone();
+            async move {
+                if event.kind == "notifications.unread_count"
+                    && let Ok(c) = event.payload::<UnreadCount>()
+                {
+                    fanout.hub.to_user(
+                        c.user_id,
+                        serde_json::json!({"type": "notifications", "unread_count": c.unread_count}),
+                    );
                 }
                 Ok(())
             }

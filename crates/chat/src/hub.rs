@@ -377,6 +377,17 @@ impl Hub {
         self.to_others(room, user, frame);
     }
 
+    /// An ephemeral frame to every connection of `user` on this node (dropped when full).
+    pub fn to_user(&self, user: Uuid, frame: serde_json::Value) {
+        let frame = Utf8Bytes::from(frame.to_string());
+        let inner = self.inner();
+        for id in inner.by_user.get(&user).into_iter().flatten() {
+            if let Some(h) = inner.conns.get(id) {
+                let _ = h.inbox.try_send(Inbox::Typing(frame.clone()));
+            }
+        }
+    }
+
     fn to_others(&self, room: Uuid, user: Uuid, frame: Utf8Bytes) {
         let inner = self.inner();
         let Some(set) = inner.rooms.get(&room) else {

@@ -219,6 +219,11 @@ pub async fn build(
     let (outbox, relay) =
         bus::outbox::Relay::spawn(events::SOURCE, db.clone(), bus.clone(), shutdown.clone());
     background.push(relay);
+    background.push(events::consume_notification_counts(
+        &bus,
+        fanout.clone(),
+        shutdown.clone(),
+    ));
     background.push(events::consume_auth_events(
         &bus,
         verifier.clone(),

@@ -181,29 +181,51 @@ pub fn parse_query(q: &str) -> Vec<Term> {
     out
 }
 
-/// Where the query's terms match in `body`: sorted, merged `(start, end)` ranges in
-/// Unicode scalar offsets (a phrase is one range from its first to its last word).
-pub fn highlights(body: &str, query: &[Term]) -> Vec<(usize, usize)> {
+/// BM25's term-frequency saturation and length normalisation (k1 = 1.2, b = 0.75), with
+/// a fixed average length of 12 words instead of the corpus's: a score then depends only
+/// on the message and the query, so pages of a query never shift as messages arrive and
+/// both backends rank alike. BM25's IDF is left out: every result contains every term
+/// (terms are ANDed), so it would add the same amount to every result of a query.
+const K1: f64 = 1.2;
+const B: f64 = 0.75;
+const AVG_WORDS: f64 = 12.0;
+/// A word that only starts with a query word counts half an exact occurrence: `release`
+/// ranks above `releases` for the query `release`.
+const PREFIX_WEIGHT: f64 = 0.5;
+
+/// How well `body` matches the query (higher is better) and where: sorted, merged
+/// `(start, end)` ranges in Unicode scalar offsets (a phrase is one range from its first
+/// to its last word).
+pub fn score(body: &str, query: &[Term]) -> (f64, Vec<(usize, usize)>) {
     let toks = tokens(body);
+    let norm = K1 * (1.0 - B + B * toks.len() as f64 / AVG_WORDS);
+    let mut total = 0.0;
     let mut ranges = Vec::new();
     for term in query {
         let n = term.words.len();
         if n == 0 || toks.len() < n {
             continue;
         }
+        let mut f = 0.0;
         for i in 0..=toks.len() - n {
+            let mut exact = true;
             let hit = term.words.iter().enumerate().all(|(k, w)| {
                 let t = &toks[i + k].term;
-                if term.prefix && k == n - 1 {
-                    t.starts_with(w.as_str())
+                if t == w {
+                    true
+                } else if term.prefix && k == n - 1 && t.starts_with(w.as_str()) {
+                    exact = false;
+                    true
                 } else {
-                    t == w
+                    false
                 }
             });
             if hit {
+                f += if exact { 1.0 } else { PREFIX_WEIGHT };
                 ranges.push((toks[i].start, toks[i + n - 1].end));
             }
         }
+        total += f * (K1 + 1.0) / (f + norm);
     }
     ranges.sort_unstable();
     let mut merged: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
@@ -213,13 +235,17 @@ pub fn highlights(body: &str, query: &[Term]) -> Vec<(usize, usize)> {
             _ => merged.push((s, e)),
         }
     }
-    merged
+    (total, merged)
 }
 
-/// An FTS5 MATCH expression for the body column: every term (AND); a prefix term is
-/// `("w" OR "w" *)`, so an exact word scores twice (bm25 sums per phrase) and ranks
-/// above a longer word that only starts with it. Terms are letters and digits only, so
-/// the double quotes need no escaping (done anyway).
+/// Where the query's terms match in `body` (see [`score`]).
+pub fn highlights(body: &str, query: &[Term]) -> Vec<(usize, usize)> {
+    score(body, query).1
+}
+
+/// An FTS5 MATCH expression for the body column: every term (AND), phrases as one
+/// quoted string, prefixes with `*`. Terms are letters and digits only, so the double
+/// quotes need no escaping (done anyway).
 pub fn fts5_query(terms: &[Term]) -> String {
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     terms
@@ -227,7 +253,7 @@ pub fn fts5_query(terms: &[Term]) -> String {
         .map(|t| {
             let phrase = quote(&t.words.join(" "));
             if t.prefix {
-                format!("({phrase} OR {phrase} *)")
+                format!("{phrase} *")
             } else {
                 phrase
             }
@@ -239,17 +265,6 @@ pub fn fts5_query(terms: &[Term]) -> String {
 /// A PostgreSQL `tsquery` literal (cast with `::tsquery`, no parser or dictionary
 /// involved): `&` of the terms, phrases with `<->`, prefixes as `'w':*`.
 pub fn tsquery(terms: &[Term]) -> String {
-    pg_query(terms, true, " & ")
-}
-
-/// The `tsquery` that gives exact words their bonus: every term with no prefix, `|`ed.
-/// (`ts_rank` scores `'w' | 'w':*` like `'w':*` alone, unlike bm25 in [`fts5_query`],
-/// so PostgreSQL adds the rank of this query to the rank of [`tsquery`].)
-pub fn tsquery_exact(terms: &[Term]) -> String {
-    pg_query(terms, false, " | ")
-}
-
-fn pg_query(terms: &[Term], prefixes: bool, join: &str) -> String {
     terms
         .iter()
         .map(|t| {
@@ -259,7 +274,7 @@ fn pg_query(terms: &[Term], prefixes: bool, join: &str) -> String {
                 .iter()
                 .enumerate()
                 .map(|(k, w)| {
-                    if prefixes && t.prefix && k == n - 1 {
+                    if t.prefix && k == n - 1 {
                         format!("{}:*", pg_lexeme(w))
                     } else {
                         pg_lexeme(w)
@@ -273,7 +288,7 @@ fn pg_query(terms: &[Term], prefixes: bool, join: &str) -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join(join)
+        .join(" & ")
 }
 
 /// A PostgreSQL `tsvector` literal of a body: each term with its position (1-based;
@@ -291,7 +306,7 @@ pub fn tsvector(body: &str) -> String {
     out
 }
 
-fn pg_lexeme(w: &str) -> String {
+pub fn pg_lexeme(w: &str) -> String {
     format!("'{}'", w.replace('\\', "\\\\").replace('\'', "''"))
 }
 
@@ -440,19 +455,29 @@ mod tests {
     }
 
     #[test]
+    fn scores_frequency_length_and_exactness() {
+        let q = parse_query("deploy");
+        let strong = score("deploy deploy deploy", &q).0;
+        let weak = score("we could maybe deploy something else later this week", &q).0;
+        let longer = score("deployment", &q).0;
+        let exact = score("deploy", &q).0;
+        assert!(strong > exact && exact > weak, "{strong} {exact} {weak}");
+        assert!(exact > longer && longer > 0.0, "{exact} {longer}");
+        assert_eq!(score("nothing here", &q), (0.0, vec![]));
+        // Depends only on the body and the query.
+        assert_eq!(score("deploy it", &q), score("deploy it", &q));
+    }
+
+    #[test]
     fn builds_backend_queries() {
         let q = parse_query("deploy \"new york\" 東京 a");
         assert_eq!(
             fts5_query(&q),
-            "(\"deploy\" OR \"deploy\" *) AND \"new york\" AND \"東 京\" AND \"a\""
+            "\"deploy\" * AND \"new york\" AND \"東 京\" AND \"a\""
         );
         assert_eq!(
             tsquery(&q),
             "'deploy':* & ('new' <-> 'york') & ('東' <-> '京') & 'a'"
-        );
-        assert_eq!(
-            tsquery_exact(&q),
-            "'deploy' | ('new' <-> 'york') | ('東' <-> '京') | 'a'"
         );
         assert_eq!(tsvector("It's  it"), "'its':1 'it':2");
         assert_eq!(pg_lexeme("o'k\\"), "'o''k\\\\'");

@@ -707,7 +707,19 @@ pub async fn mark_read(
     let moved = store::mark_read(tx.conn(), room_id, user, seq, kit::time::now_ms()).await?;
     // No receipt across a block (as typing): a DM whose members block each other.
     let quiet = moved.is_none() || store::dm_blocked(tx.conn(), room_id).await?;
+    if let Some(seq) = moved {
+        // For the notifications service: reading a room reads its notifications up to seq.
+        let envelope = bus::Envelope::new(
+            events::SOURCE,
+            events::ROOM_READ,
+            json!({"room_id": room_id, "user_id": user, "seq": seq}),
+        );
+        bus::outbox::enqueue(&mut tx, &envelope).await?;
+    }
     tx.commit().await?;
+    if moved.is_some() {
+        ctx.outbox.wake();
+    }
     if let Some(seq) = moved
         && !quiet
     {

@@ -18,6 +18,8 @@ kit::backend_tests!(
     my_rooms_and_discover,
     openapi_lists_every_route,
     internal_membership_lookup,
+    internal_presence_lookup,
+    reads_and_notification_counts_cross_the_bus,
 );
 
 async fn create_and_show_rooms(backend: Backend) {
@@ -690,5 +692,89 @@ async fn internal_membership_lookup(backend: Backend) {
             "{b}"
         );
     }
+    app.stop().await;
+}
+
+/// `GET /internal/presence?user_ids=` (for the notifications service): the same items as
+/// `GET /chat/presence`, without a viewer.
+async fn internal_presence_lookup(backend: Backend) {
+    let Some(app) = common::start(backend, "internal_presence_lookup").await else {
+        return;
+    };
+    let [alice, bob] = app.users(["alice", "bob"]).await;
+    let _ws = app.connect(&alice).await;
+    let url = format!(
+        "{}/internal/presence?user_ids={},{}",
+        app.url, alice.id, bob.id
+    );
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        let (s, b) = common::read(app.http.get(&url).send().await.unwrap()).await;
+        assert_eq!(s, 200, "{b}");
+        if b["items"][0]["status"] == "online" {
+            last = b;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(last["items"][0]["user_id"], alice.id.to_string(), "{last}");
+    assert_eq!(last["items"][0]["status"], "online");
+    assert_eq!(last["items"][1]["user_id"], bob.id.to_string());
+    assert_eq!(last["items"][1]["status"], "offline");
+    let bad = format!("{}/internal/presence?user_ids=nope", app.url);
+    let (s, b) = common::read(app.http.get(&bad).send().await.unwrap()).await;
+    assert_eq!((s, b["code"].as_str()), (400, Some("invalid_id")));
+    app.stop().await;
+}
+
+/// A read marker that moves publishes `chat.room.read` (the notifications service reads
+/// the room's notifications with it); one that does not move publishes nothing. And the
+/// notifications service's `notifications.unread_count` reaches the user's sockets.
+async fn reads_and_notification_counts_cross_the_bus(backend: Backend) {
+    let Some(app) = common::start(backend, "reads_and_counts_bus").await else {
+        return;
+    };
+    let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
+    let events = app.observe_events();
+    let m = app.send(&room, &alice, "hello").await;
+    let read = |seq: &Value| json!({"seq": seq});
+    let (s, _) = app
+        .post(&format!("/chat/rooms/{room}/read"), read(&m["seq"]), &bob)
+        .await;
+    assert_eq!(s, 204);
+    // Again at the same seq: the marker does not move.
+    let (s, _) = app
+        .post(&format!("/chat/rooms/{room}/read"), read(&m["seq"]), &bob)
+        .await;
+    assert_eq!(s, 204);
+    for _ in 0..100 {
+        if !events.all("chat.room.read").is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    // Time for a (wrong) second one to arrive too.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let seen = events.all("chat.room.read");
+    assert_eq!(seen.len(), 1, "only the move is published");
+    assert_eq!(
+        seen[0].data,
+        json!({"room_id": room, "user_id": bob.id, "seq": m["seq"]})
+    );
+
+    let mut ws = app.connect(&bob).await;
+    ws.ping_pong().await;
+    for (user, count) in [(&alice, 7), (&bob, 3)] {
+        app.bus
+            .publish(&bus::Envelope::new(
+                "notifications",
+                "notifications.unread_count",
+                json!({"user_id": user.id, "unread_count": count}),
+            ))
+            .await
+            .unwrap();
+    }
+    let frame = ws.next_of("notifications").await;
+    assert_eq!(frame, json!({"type": "notifications", "unread_count": 3}));
     app.stop().await;
 }

@@ -1,7 +1,7 @@
 //! Message search (`GET /chat/search`) through HTTP on the real service, both backends:
 //! words, prefixes, phrases, case, accents, scripts, ranking, highlights, the index
 //! following edits and deletions, membership, the room filter, validation and pages.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::cloned_ref_to_slice_refs)]
 
 mod common;
 

@@ -435,7 +435,9 @@ pub async fn run(cli: &Cli, nofile: u64) -> anyhow::Result<Report> {
         ),
         (
             "connecting + subscribing all sockets".into(),
-            format!("{connect_secs:.1} s ({initial_frames} initial presence frames)"),
+            format!(
+                "{connect_secs:.1} s ({initial_frames} presence frames: the initial ones, and changes of users coming online meanwhile)"
+            ),
         ),
         (
             "server CPU with all sockets subscribed, no changes".into(),

@@ -5,9 +5,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use kit::error::code;
-use kit::http::{Json, Path};
+use kit::http::{Json, Path, Query};
 use kit::{ApiError, ApiResult};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::Role;
@@ -15,10 +15,35 @@ use crate::state::ApiContext;
 use crate::store;
 
 pub fn router() -> Router<ApiContext> {
-    Router::new().route(
-        "/internal/rooms/{room_id}/members/{user_id}",
-        get(membership),
-    )
+    Router::new()
+        .route(
+            "/internal/rooms/{room_id}/members/{user_id}",
+            get(membership),
+        )
+        .route("/internal/presence", get(presence))
+}
+
+#[derive(Deserialize)]
+struct PresenceQuery {
+    user_ids: Option<String>,
+}
+
+/// `GET /internal/presence?user_ids=a,b,…` (≤ 200): `{items: [{user_id, status,
+/// last_seen_at}]}` as `GET /chat/presence` answers, without a viewer (no block filter).
+/// The notifications service asks it before a push: nothing is pushed to a user who has
+/// an open, active connection.
+async fn presence(
+    State(ctx): State<ApiContext>,
+    Query(q): Query<PresenceQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let ids = super::presence::ids_from_query(&q.user_ids.unwrap_or_default())?;
+    let found = ctx.presence.lookup(&ids).await;
+    let items: Vec<serde_json::Value> = found
+        .into_iter()
+        .zip(&ids)
+        .map(|(seen, id)| seen.to_json(*id))
+        .collect();
+    Ok(Json(serde_json::json!({ "items": items })))
 }
 
 #[derive(Serialize)]

@@ -291,7 +291,7 @@ pub fn document() -> Value {
                     query("limit", json!({ "type": "integer", "minimum": 1, "maximum": 100, "default": 20 }), "page size"),
                     query("cursor", json!({ "type": "string" }), "next_cursor of the previous page"),
                 ], None, json!({
-                    "200": ok("Matches in the rooms the caller is a member of now; deleted messages never. The newest 1,000 matches are ranked.", "SearchPage"),
+                    "200": ok("Matches in the rooms the caller is a member of now; deleted messages never. The newest 200 matches are ranked (at most 200 results per query).", "SearchPage"),
                     "400": problem("validation_failed (q empty or over 200 characters, limit), invalid_cursor, invalid_query"),
                     "403": problem(code::NOT_MEMBER),
                     "404": hidden_room(),

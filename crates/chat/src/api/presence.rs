@@ -24,6 +24,20 @@ struct PresenceQuery {
     user_ids: Option<String>,
 }
 
+/// `a,b,…` of the `user_ids` query parameter (≤ [`MAX_IDS`] distinct ids).
+pub fn ids_from_query(raw: &str) -> Result<Vec<Uuid>, ApiError> {
+    let mut ids = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if ids.len() > MAX_IDS {
+            break;
+        }
+        ids.push(part.parse::<Uuid>().map_err(|_| {
+            ApiError::bad_request(code::INVALID_ID, format!("not a user id: {part}"))
+        })?);
+    }
+    parse_ids(ids)
+}
+
 /// Parses a list of user ids (duplicates dropped, order kept); ≤ [`MAX_IDS`].
 pub fn parse_ids(ids: impl IntoIterator<Item = Uuid>) -> Result<Vec<Uuid>, ApiError> {
     let mut seen = std::collections::HashSet::new();
@@ -59,17 +73,7 @@ async fn show(
     user: AuthUser,
     Query(q): Query<PresenceQuery>,
 ) -> ApiResult<Json<Value>> {
-    let raw = q.user_ids.unwrap_or_default();
-    let mut ids = Vec::new();
-    for part in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if ids.len() > MAX_IDS {
-            break;
-        }
-        ids.push(part.parse::<Uuid>().map_err(|_| {
-            ApiError::bad_request(code::INVALID_ID, format!("not a user id: {part}"))
-        })?);
-    }
-    let ids = parse_ids(ids)?;
+    let ids = ids_from_query(&q.user_ids.unwrap_or_default())?;
     let found = visible(&ctx, user.id, &ids).await?;
     let items: Vec<Value> = found
         .into_iter()

@@ -17,7 +17,6 @@ use crate::domain::Message;
 use crate::search;
 use crate::state::ApiContext;
 use crate::store;
-use crate::store::search::After;
 
 /// Results per page without `limit` (a screenful; 100 at most).
 pub const DEFAULT_LIMIT: i64 = 20;
@@ -48,6 +47,29 @@ struct Item {
     room_id: Uuid,
     highlights: Vec<Highlight>,
 }
+
+/// Where a page ends: the last result's rank key (score, then newest, then id).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct After {
+    score: f64,
+    created_at: i64,
+    id: Uuid,
+}
+
+impl After {
+    /// Whether a result with this key comes after `self` in the ranking.
+    fn before(&self, score: f64, created_at: i64, id: Uuid) -> bool {
+        score
+            .total_cmp(&self.score)
+            .reverse()
+            .then(created_at.cmp(&self.created_at).reverse())
+            .then(id.cmp(&self.id).reverse())
+            .is_gt()
+    }
+}
+
+/// A result with its rank key and highlights.
+type Ranked = (After, Message, Vec<(usize, usize)>);
 
 /// The cursor: the last result's score (f64 bits), created_at and id, in hex.
 fn encode_cursor(a: &After) -> String {
@@ -110,44 +132,51 @@ async fn search(
         // 404 for a private room the caller is not in, 403 for a public one (as history).
         access::member_access(&mut conn, room, user.id).await?;
     }
-    let mut hits =
-        store::search::search(&mut conn, user.id, q.room_id, &terms, after, limit + 1).await?;
-    let next = (hits.len() as i64 > limit).then(|| {
-        hits.truncate(limit as usize);
-        hits.last().map(|h| {
-            encode_cursor(&After {
-                score: h.score,
-                created_at: h.created_at,
-                id: h.id,
-            })
+    let found = store::search::candidates(&mut conn, user.id, q.room_id, &terms).await?;
+    drop(conn);
+    // Ranked here, not in SQL: the score depends only on the message and the query
+    // (`search::score`), the same on both backends, so pages never shift.
+    let mut ranked: Vec<Ranked> = found
+        .into_iter()
+        .map(|(message, created_at)| {
+            let (score, highlights) = search::score(&message.body, &terms);
+            let key = After {
+                score,
+                created_at,
+                id: message.id,
+            };
+            (key, message, highlights)
         })
+        .filter(|(key, _, _)| after.is_none_or(|a| a.before(key.score, key.created_at, key.id)))
+        .collect();
+    ranked.sort_by(|a, b| {
+        b.0.score
+            .total_cmp(&a.0.score)
+            .then(b.0.created_at.cmp(&a.0.created_at))
+            .then(b.0.id.cmp(&a.0.id))
     });
-    let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
-    let mut messages = store::search::messages_by_ids(&mut conn, &ids).await?;
+    let next_cursor =
+        (ranked.len() as i64 > limit).then(|| encode_cursor(&ranked[limit as usize - 1].0));
+    ranked.truncate(limit as usize);
+    let (mut messages, highlights): (Vec<_>, Vec<_>) =
+        ranked.into_iter().map(|(_, m, h)| (m, h)).unzip();
+    // The page's reactions with the caller's `me` (one query for the page).
+    let mut conn = ctx.db.pool().acquire().await?;
     store::reactions::attach(&mut conn, &mut messages, Some(user.id)).await?;
     drop(conn);
-    let mut items = Vec::with_capacity(hits.len());
-    for hit in &hits {
-        // Deleted messages are unindexed in the deletion's transaction; the check keeps
-        // a tombstone out even so.
-        let Some(pos) = messages.iter().position(|m| m.id == hit.id && !m.deleted) else {
-            continue;
-        };
-        let message = messages.swap_remove(pos);
-        let highlights = search::highlights(&message.body, &terms)
-            .into_iter()
-            .map(|(start, end)| Highlight { start, end })
-            .collect();
-        items.push(Item {
-            room_id: hit.room_id,
+    let items = messages
+        .into_iter()
+        .zip(highlights)
+        .map(|(message, highlights)| Item {
+            room_id: message.room_id,
             message,
-            highlights,
-        });
-    }
-    Ok(Json(Page {
-        items,
-        next_cursor: next.flatten(),
-    }))
+            highlights: highlights
+                .into_iter()
+                .map(|(start, end)| Highlight { start, end })
+                .collect(),
+        })
+        .collect();
+    Ok(Json(Page { items, next_cursor }))
 }
 
 #[cfg(test)]
@@ -163,6 +192,11 @@ mod tests {
         };
         assert_eq!(decode_cursor(&encode_cursor(&a)), Some(a));
         assert_eq!(decode_cursor("zz"), None);
+        // Ranking order: higher score, then newer, then larger id come first.
+        assert!(a.before(-4.0, a.created_at, a.id));
+        assert!(a.before(a.score, a.created_at - 1, a.id));
+        assert!(!a.before(a.score, a.created_at, a.id));
+        assert!(!a.before(0.0, 0, a.id));
         assert_eq!(decode_cursor(&"g".repeat(64)), None);
         assert_eq!(
             decode_cursor(&format!("{:016x}{}", f64::NAN.to_bits(), "0".repeat(48))),

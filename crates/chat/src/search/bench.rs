@@ -80,7 +80,7 @@ impl Corpus {
         let mut other = OTHER.iter();
         while words.len() < size {
             if words.len() >= 100
-                && words.len() % 50 == 0
+                && words.len().is_multiple_of(50)
                 && let Some(w) = other.next()
             {
                 words.push((*w).to_owned());

@@ -1,13 +1,12 @@
-//! SQL of message search (see `crate::search` for the text side and
+//! SQL of message search (see `crate::search` for the text side and scoring, and
 //! migrations/0006_search.*.sql for the tables). The index is written in the transaction
 //! of the change it follows: a send batch, an edit, a deletion.
 //!
-//! Ranking is bounded: a query ranks the newest [`CANDIDATES`] messages that match it
-//! in the caller's rooms, not every match. A word in most messages ("the", "ok") would
-//! otherwise make every search rank tens of thousands of rows; the newest 1,000 keep
-//! p99 under 30 ms at 1,000,000 messages (docs/benchmarks.md, message-search) and are
-//! what a person scrolling results reaches anyway. Rare terms have fewer matches than
-//! that, so for them the ranking is over all matches.
+//! A query fetches the newest [`CANDIDATES`] messages that match it in the caller's
+//! rooms; `crate::search::score` ranks them in Rust. A word in most messages ("the",
+//! "ok") would otherwise have every search rank tens of thousands of rows (0.6 s on
+//! PostgreSQL at 1,000,000 messages); the newest 200 are 10 pages of 20. Rare terms have
+//! fewer matches than that, so for them every match is ranked.
 
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
@@ -17,7 +16,7 @@ use crate::domain::Message;
 use crate::search::{self, Term};
 
 /// Matches ranked per query at most (the newest ones; see the module docs).
-pub const CANDIDATES: i64 = 1000;
+pub const CANDIDATES: i64 = 200;
 
 fn is_pg(conn: &AnyConnection) -> bool {
     conn.backend_name() == "PostgreSQL"
@@ -26,6 +25,24 @@ fn is_pg(conn: &AnyConnection) -> bool {
 /// The FTS5 token of a room (see the migration).
 fn room_token(room: Uuid) -> String {
     format!("r{}", room.simple())
+}
+
+/// The PostgreSQL lexeme of a room, stored in each message's tsvector so the GIN index
+/// intersects a query with the caller's rooms. `#` never starts a body term (those are
+/// letters and digits), so no query word can match it.
+fn room_lexeme(room: Uuid) -> String {
+    search::pg_lexeme(&format!("#{}", room.simple()))
+}
+
+/// A message's tsvector literal: its terms with positions, and its room.
+fn tsvector(m: &Message) -> String {
+    let terms = search::tsvector(&m.body);
+    let room = room_lexeme(m.room_id);
+    if terms.is_empty() {
+        room
+    } else {
+        format!("{terms} {room}")
+    }
 }
 
 /// Indexes new messages (the send writer's batch: each with its `created_at` in epoch
@@ -42,7 +59,7 @@ pub async fn index(conn: &mut AnyConnection, messages: &[(&Message, i64)]) -> Re
             .map(|(m, created_at)| {
                 serde_json::json!({
                     "message_id": m.id, "room_id": m.room_id, "created_at": created_at,
-                    "tsv": search::tsvector(&m.body),
+                    "tsv": tsvector(m),
                 })
             })
             .collect();
@@ -110,7 +127,7 @@ pub async fn reindex(conn: &mut AnyConnection, m: &Message) -> Result<()> {
              ON CONFLICT (message_id) DO UPDATE SET tsv = EXCLUDED.tsv",
         )
         .bind(m.id.to_string())
-        .bind(search::tsvector(&m.body))
+        .bind(tsvector(m))
         .execute(&mut *conn)
         .await?;
         return Ok(());
@@ -164,130 +181,121 @@ pub async fn unindex(conn: &mut AnyConnection, id: Uuid) -> Result<()> {
     Ok(())
 }
 
-/// Where a page of results ends: the last result's rank key.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct After {
-    pub score: f64,
-    pub created_at: i64,
-    pub id: Uuid,
-}
+/// Unordered GIN matches fetched at most before switching to the newest-first scan
+/// (PostgreSQL; see [`candidates`]). Both passes fetch rows scattered over the table: the
+/// GIN pass up to this many, the newest-first pass about CANDIDATES × 50,000 / this many
+/// for a user whose rooms hold 50,000 messages; 3,000 keeps both near 3,000.
+const PG_GIN_MATCHES: i64 = 3000;
 
-/// One match: higher `score` is better on both backends.
-#[derive(Debug, Clone, Copy)]
-pub struct Hit {
-    pub id: Uuid,
-    pub room_id: Uuid,
-    pub created_at: i64,
-    pub score: f64,
-}
-
-/// Matches of `terms` in the rooms `user` is a member of now (only `room` when given),
-/// best first, then newest, after `after`, at most `limit`. SQLite ranks with bm25
-/// (negated: higher is better), PostgreSQL with `ts_rank` normalised by document length
-/// (flag 1). Both rank only the newest [`CANDIDATES`] matches.
-pub async fn search(
+/// The newest [`CANDIDATES`] live messages matching `terms` in the rooms `user` is a
+/// member of now (only `room` when given), each with its `created_at` in epoch ms, in no
+/// particular order.
+///
+/// SQLite: one FTS5 query; the caller's rooms are ANDed in the MATCH expression and FTS5
+/// walks the doclists newest rowid first, so it stops after [`CANDIDATES`] matches.
+/// PostgreSQL's GIN index has no order: first the matches in the caller's rooms (rooms
+/// as lexemes in the tsquery, intersected inside the index), at most [`PG_GIN_MATCHES`];
+/// when there are fewer, that is all of them. Otherwise the terms are common, and a scan
+/// of `(created_at, room_id)` newest first, filtered by room inside the index, finds
+/// [`CANDIDATES`] matches after a few thousand rows of the caller's rooms
+/// (`ts_match_vq`, the function form of `@@`, keeps the planner off the GIN index there).
+pub async fn candidates(
     conn: &mut AnyConnection,
     user: Uuid,
     room: Option<Uuid>,
     terms: &[Term],
-    after: Option<After>,
-    limit: i64,
-) -> Result<Vec<Hit>> {
+) -> Result<Vec<(Message, i64)>> {
     if terms.is_empty() {
         return Ok(Vec::new());
     }
-    // $1 query, $2 candidates, $3 whether a cursor is given, $4..$6 the cursor, $7 the
-    // limit; PostgreSQL: $8 the caller, $9 the exact-words query, $10 the room filter.
-    let cursor = "(c.score < $4 OR (c.score = $4 AND (c.created_at < $5
-                   OR (c.created_at = $5 AND c.message_id < $6))))";
-    let pg = is_pg(conn);
-    let (sql, query) = if pg {
-        let room_cond = if room.is_some() {
-            "AND s.room_id = $10"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "SELECT c.message_id, c.room_id, c.created_at, c.score FROM (
-                 SELECT s.message_id, s.room_id, s.created_at,
-                        CAST(ts_rank(s.tsv, CAST($1 AS tsquery), 1)
-                             + ts_rank(s.tsv, CAST($9 AS tsquery), 1) AS DOUBLE PRECISION) AS score
-                 FROM message_search s
-                 JOIN members m ON m.room_id = s.room_id AND m.user_id = $8
-                 WHERE s.tsv @@ CAST($1 AS tsquery) {room_cond}
-                 ORDER BY s.created_at DESC LIMIT $2) c
-             WHERE $3 = 0 OR {cursor}
-             ORDER BY c.score DESC, c.created_at DESC, c.message_id DESC LIMIT $7"
-        );
-        (sql, search::tsquery(terms))
-    } else {
-        // The caller's rooms go into the MATCH expression: FTS5 intersects the body
-        // terms' doclists with the rooms' inside the index.
-        let rooms = match room {
-            Some(r) => vec![r],
-            None => super::room_ids_of(&mut *conn, user).await?,
-        };
-        if rooms.is_empty() {
-            return Ok(Vec::new());
+    let rooms = match room {
+        Some(r) => vec![r],
+        None => super::room_ids_of(&mut *conn, user).await?,
+    };
+    if rooms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<String> = if is_pg(conn) {
+        let rooms_query = rooms
+            .iter()
+            .map(|r| room_lexeme(*r))
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let q = format!("{} & ({rooms_query})", search::tsquery(terms));
+        let rows = sqlx::query(
+            "SELECT message_id, created_at FROM message_search
+             WHERE tsv @@ CAST($1 AS tsquery) LIMIT $2",
+        )
+        .bind(&q)
+        .bind(PG_GIN_MATCHES)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut found: Vec<(i64, String)> = rows
+            .iter()
+            .map(|r| Ok((r.try_get("created_at")?, r.try_get("message_id")?)))
+            .collect::<Result<_>>()?;
+        if found.len() as i64 >= PG_GIN_MATCHES {
+            let array = format!(
+                "{{{}}}",
+                rooms
+                    .iter()
+                    .map(Uuid::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+            let rows = sqlx::query(
+                "SELECT message_id, created_at FROM message_search
+                 WHERE room_id = ANY(CAST($2 AS text[])) AND ts_match_vq(tsv, CAST($1 AS tsquery))
+                 ORDER BY created_at DESC LIMIT $3",
+            )
+            .bind(search::tsquery(terms))
+            .bind(array)
+            .bind(CANDIDATES)
+            .fetch_all(&mut *conn)
+            .await?;
+            found = rows
+                .iter()
+                .map(|r| Ok((r.try_get("created_at")?, r.try_get("message_id")?)))
+                .collect::<Result<_>>()?;
         }
+        found.sort_unstable_by(|a, b| b.cmp(a));
+        found.truncate(CANDIDATES as usize);
+        found.into_iter().map(|(_, id)| id).collect()
+    } else {
         let rooms = rooms
             .into_iter()
             .map(room_token)
             .collect::<Vec<_>>()
             .join(" OR ");
-        let sql = format!(
-            "SELECT c.message_id, c.room_id, c.created_at, c.score FROM (
-                 SELECT s.message_id, s.room_id, s.created_at, f.score FROM (
-                     SELECT rowid AS id, -bm25(message_fts, 0.0, 1.0) AS score FROM message_fts
-                     WHERE message_fts MATCH $1 ORDER BY rowid DESC LIMIT $2) f
-                 JOIN message_search s ON s.id = f.id) c
-             WHERE $3 = 0 OR {cursor}
-             ORDER BY c.score DESC, c.created_at DESC, c.message_id DESC LIMIT $7"
-        );
         let query = format!(
             "room : ({rooms}) AND body : ({})",
             search::fts5_query(terms)
         );
-        (sql, query)
-    };
-    let a = after.unwrap_or(After {
-        score: 0.0,
-        created_at: 0,
-        id: Uuid::nil(),
-    });
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        sqlx::query_scalar(
+            "SELECT s.message_id FROM (
+                 SELECT rowid AS id FROM message_fts WHERE message_fts MATCH $1
+                 ORDER BY rowid DESC LIMIT $2) f
+             JOIN message_search s ON s.id = f.id",
+        )
         .bind(query)
         .bind(CANDIDATES)
-        .bind(i64::from(after.is_some()))
-        .bind(a.score)
-        .bind(a.created_at)
-        .bind(a.id.to_string())
-        .bind(limit);
-    if pg {
-        q = q.bind(user.to_string()).bind(search::tsquery_exact(terms));
-        if let Some(r) = room {
-            q = q.bind(r.to_string());
-        }
-    }
-    let rows = q.fetch_all(&mut *conn).await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Hit {
-                id: uuid(row, "message_id")?,
-                room_id: uuid(row, "room_id")?,
-                created_at: row.try_get("created_at")?,
-                score: row.try_get("score")?,
-            })
-        })
-        .collect()
+        .fetch_all(&mut *conn)
+        .await?
+    };
+    let ids: Vec<Uuid> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+    messages_by_ids(conn, &ids).await
 }
 
-/// The messages with these ids (any order; missing ones are left out).
-pub async fn messages_by_ids(conn: &mut AnyConnection, ids: &[Uuid]) -> Result<Vec<Message>> {
+/// The live messages with these ids, each with its `created_at` in epoch ms (any order;
+/// missing and deleted ones are left out).
+pub async fn messages_by_ids(
+    conn: &mut AnyConnection,
+    ids: &[Uuid],
+) -> Result<Vec<(Message, i64)>> {
     let mut out = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "SELECT {MESSAGE_COLS} FROM messages WHERE id IN ({})",
+            "SELECT {MESSAGE_COLS} FROM messages WHERE id IN ({}) AND deleted = 0",
             super::list(chunk.len(), 1)
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -295,7 +303,7 @@ pub async fn messages_by_ids(conn: &mut AnyConnection, ids: &[Uuid]) -> Result<V
             q = q.bind(id.to_string());
         }
         for row in q.fetch_all(&mut *conn).await? {
-            out.push(message_from(&row)?);
+            out.push((message_from(&row)?, row.try_get("created_at")?));
         }
     }
     Ok(out)
@@ -393,47 +401,50 @@ mod tests {
 
         let terms = parse_query("alpha");
         let mut conn = db.pool().acquire().await.unwrap();
-        let found = |hits: Vec<Hit>| hits.iter().map(|h| h.id).collect::<Vec<_>>();
-        assert!(
-            search(&mut conn, user, None, &terms, None, 10)
+        let mut found = async |user: Uuid, room: Option<Uuid>| {
+            let mut ids: Vec<(i64, Uuid)> = candidates(&mut conn, user, room, &terms)
                 .await
                 .unwrap()
-                .is_empty()
-        );
-        assert_eq!(backfill(&mut conn, 1).await.unwrap(), 1);
+                .into_iter()
+                .map(|(m, at)| (at, m.id))
+                .collect();
+            ids.sort_unstable();
+            ids.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
+        };
+        assert!(found(user, None).await.is_empty());
         assert_eq!(
-            found(
-                search(&mut conn, user, None, &terms, None, 10)
-                    .await
-                    .unwrap()
-            ),
-            [msgs[0].id]
-        );
-        assert_eq!(backfill(&mut conn, 10).await.unwrap(), 1);
-        assert_eq!(backfill(&mut conn, 10).await.unwrap(), 0);
-        // Newest first among equal scores; the deleted message never.
-        assert_eq!(
-            found(
-                search(&mut conn, user, None, &terms, None, 10)
-                    .await
-                    .unwrap()
-            ),
-            [msgs[1].id, msgs[0].id]
-        );
-        // The room filter and a user in no room.
-        assert_eq!(
-            search(&mut conn, user, Some(room), &terms, None, 10)
+            backfill(&mut db.pool().acquire().await.unwrap(), 1)
                 .await
-                .unwrap()
-                .len(),
-            2
+                .unwrap(),
+            1
         );
-        assert!(
-            search(&mut conn, Uuid::now_v7(), None, &terms, None, 10)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert_eq!(found(user, None).await, [msgs[0].id]);
+        let mut c = db.pool().acquire().await.unwrap();
+        assert_eq!(backfill(&mut c, 10).await.unwrap(), 1);
+        assert_eq!(backfill(&mut c, 10).await.unwrap(), 0);
+        drop(c);
+        // The deleted message never; the room filter; a user in no room.
+        assert_eq!(found(user, None).await, [msgs[0].id, msgs[1].id]);
+        assert_eq!(found(user, Some(room)).await, [msgs[0].id, msgs[1].id]);
+        assert!(found(Uuid::now_v7(), None).await.is_empty());
+
+        // A common term (more matches than PostgreSQL's GIN pass takes): the newest
+        // CANDIDATES, through the newest-first path there.
+        let many: Vec<Message> = (0..PG_GIN_MATCHES + 100)
+            .map(|i| message(room, 10 + i, "alpha common"))
+            .collect();
+        let rows: Vec<(&Message, i64)> = many.iter().map(|m| (m, m.seq)).collect();
+        let mut tx = db.begin().await.unwrap();
+        store::insert_messages(tx.conn(), &rows).await.unwrap();
+        index(tx.conn(), &rows).await.unwrap();
+        tx.commit().await.unwrap();
+        let newest: Vec<Uuid> = many[many.len() - CANDIDATES as usize..]
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(found(user, None).await, newest);
+        assert_eq!(found(user, Some(room)).await, newest);
+        // Closing the pool waits for every pooled connection to come back.
         drop(conn);
         db.close().await;
     }
