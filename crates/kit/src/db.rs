@@ -284,16 +284,19 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
             let code = d.code();
             let code = code.as_deref().unwrap_or("");
             // PostgreSQL: class 08 connection exception; 57P01-03 admin/crash shutdown and
-            // "cannot connect now" (starting up); 53300 too many connections; 40001/40P01
+            // "cannot connect now" (starting up); 53100 disk full; 53300 too many connections; 40001/40P01
             // serialization failure/deadlock (retryable). SQLite: SQLITE_BUSY/LOCKED after
             // the busy timeout, told by its message (its numeric codes overlap SQLSTATEs).
             code.starts_with("08")
                 || matches!(
                     code,
-                    "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+                    "57P01" | "57P02" | "57P03" | "53100" | "53300" | "40001" | "40P01"
                 )
                 || d.message().contains("database is locked")
                 || d.message().contains("database table is locked")
+                // SQLITE_FULL: the disk filled up (seen when a machine ran out of space:
+                // a write answered 500). An outage of the storage, not a bug: 503.
+                || d.message().contains("database or disk is full")
         }
         _ => false,
     }

@@ -91,7 +91,10 @@ export function attachMentionAutocomplete(input, members) {
 
   input.addEventListener('input', () => { active = 0; update(); });
   input.addEventListener('click', update);
-  input.addEventListener('blur', () => setTimeout(close, 150));
+  // Closed a moment after focus leaves (a click on an option lands first), unless focus
+  // came back meanwhile: sending re-focuses the box, and a list opened by typing right
+  // after must stay open.
+  input.addEventListener('blur', () => setTimeout(() => { if (document.activeElement !== input) close(); }, 150));
   input.addEventListener('keydown', (e) => {
     if (listbox.hidden || !items.length) return;
     let handled = true;
