@@ -1,0 +1,24 @@
+//! Shared state of the handlers and event consumers.
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use bus::outbox::Outbox;
+use kit::db::Db;
+use token::Verifier;
+
+use crate::chat_client::ChatClient;
+
+#[derive(Clone)]
+pub struct ApiContext {
+    pub db: Db,
+    pub verifier: Arc<Verifier>,
+    pub outbox: Outbox,
+    pub chat: Arc<ChatClient>,
+}
+
+impl FromRef<ApiContext> for Arc<Verifier> {
+    fn from_ref(ctx: &ApiContext) -> Self {
+        ctx.verifier.clone()
+    }
+}
