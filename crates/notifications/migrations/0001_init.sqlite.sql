@@ -4,6 +4,9 @@ CREATE TABLE notifications (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL,
     kind TEXT NOT NULL,
+    -- The kind it falls back to when an edit removes the mention (a mention that is
+    -- also a reply stays as the reply); NULL: withdrawn then.
+    fallback_kind TEXT,
     room_id TEXT NOT NULL,
     message_id TEXT NOT NULL,
     seq BIGINT NOT NULL,

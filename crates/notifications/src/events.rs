@@ -231,24 +231,43 @@ async fn room_facts(
     Ok((facts, level_all))
 }
 
+/// `(recipient, kind, fallback kind)` of everyone the message notifies.
+fn choose_all(
+    addressing: &Addressing<'_>,
+    facts: &HashMap<Uuid, Facts>,
+    room_kind: &str,
+) -> Vec<(Uuid, Kind, Option<Kind>)> {
+    let now = kit::time::now_ms();
+    rules::candidates(addressing)
+        .into_iter()
+        .filter_map(|(user, reasons)| {
+            let f = facts.get(&user).copied().unwrap_or_default();
+            let mut admitted = rules::admitted(&reasons, room_kind, &f, now);
+            let kind = admitted.next()?;
+            Some((user, kind, admitted.next()))
+        })
+        .collect()
+}
+
 /// Creates the notifications `chosen` lists; returns the recipients who got a new one.
 #[allow(clippy::too_many_arguments)]
 async fn create_all(
     tx: &mut kit::db::Tx,
-    chosen: &[(Uuid, Kind)],
+    chosen: &[(Uuid, Kind, Option<Kind>)],
     room: Uuid,
     message: Uuid,
     seq: i64,
     actor: Uuid,
     preview: &str,
 ) -> anyhow::Result<BTreeSet<Uuid>> {
-    let users: Vec<Uuid> = chosen.iter().map(|(u, _)| *u).collect();
+    let users: Vec<Uuid> = chosen.iter().map(|(u, _, _)| *u).collect();
     let no_previews = settings::previews_off(tx.conn(), &users).await?;
     let mut changed = BTreeSet::new();
-    for &(user, kind) in chosen {
+    for &(user, kind, fallback) in chosen {
         let new = notifications::New {
             user_id: user,
             kind,
+            fallback,
             room_id: room,
             message_id: message,
             seq,
@@ -294,14 +313,7 @@ async fn created(ctx: &ApiContext, event: &Envelope, p: &Created) -> anyhow::Res
         recipient_ids: &p.recipient_ids,
         level_all: &level_all,
     };
-    let now = kit::time::now_ms();
-    let chosen: Vec<(Uuid, Kind)> = rules::candidates(&addressing)
-        .into_iter()
-        .filter_map(|(user, reasons)| {
-            let f = facts.get(&user).copied().unwrap_or_default();
-            rules::choose(&reasons, &p.room_kind, &f, now).map(|k| (user, k))
-        })
-        .collect();
+    let chosen = choose_all(&addressing, &facts, &p.room_kind);
     let changed = create_all(
         &mut tx,
         &chosen,
@@ -334,14 +346,7 @@ async fn updated(ctx: &ApiContext, event: &Envelope, p: &Updated) -> anyhow::Res
             mentioned_user_ids: &p.added_mention_ids,
             ..Default::default()
         };
-        let now = kit::time::now_ms();
-        let chosen: Vec<(Uuid, Kind)> = rules::candidates(&addressing)
-            .into_iter()
-            .filter_map(|(user, reasons)| {
-                let f = facts.get(&user).copied().unwrap_or_default();
-                rules::choose(&reasons, &p.room_kind, &f, now).map(|k| (user, k))
-            })
-            .collect();
+        let chosen = choose_all(&addressing, &facts, &p.room_kind);
         changed.extend(
             create_all(
                 &mut tx,

@@ -82,14 +82,26 @@ pub fn candidates(a: &Addressing<'_>) -> BTreeMap<Uuid, Vec<Kind>> {
 
 /// The kind of the one notification `reasons` (sorted) give under `facts`, or None.
 pub fn choose(reasons: &[Kind], room_kind: &str, facts: &Facts, now_ms: i64) -> Option<Kind> {
-    if facts.blocks_sender || facts.muted_until.is_some_and(|t| t > now_ms) {
-        return None;
-    }
+    admitted(reasons, room_kind, facts, now_ms).next()
+}
+
+/// Every reason of `reasons` (sorted) that `facts` admit, in order: the first is the
+/// notification's kind, the next what a `mention` falls back to when an edit removes it.
+pub fn admitted<'a>(
+    reasons: &'a [Kind],
+    room_kind: &str,
+    facts: &Facts,
+    now_ms: i64,
+) -> impl Iterator<Item = Kind> + 'a {
+    let silenced = facts.blocks_sender || facts.muted_until.is_some_and(|t| t > now_ms);
     let level = facts.level.unwrap_or_else(|| Level::default_for(room_kind));
-    reasons.iter().copied().find(|k| match level {
-        Level::None => false,
-        Level::Mentions => matches!(k, Kind::Mention | Kind::Reply),
-        Level::All => true,
+    reasons.iter().copied().filter(move |k| {
+        !silenced
+            && match level {
+                Level::None => false,
+                Level::Mentions => matches!(k, Kind::Mention | Kind::Reply),
+                Level::All => true,
+            }
     })
 }
 

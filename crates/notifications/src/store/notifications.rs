@@ -29,6 +29,8 @@ fn from_row(row: &AnyRow) -> Result<Notification, sqlx::Error> {
 pub struct New<'a> {
     pub user_id: Uuid,
     pub kind: Kind,
+    /// What a `mention` becomes when an edit removes it (see [`withdraw_mention`]).
+    pub fallback: Option<Kind>,
     pub room_id: Uuid,
     pub message_id: Uuid,
     pub seq: i64,
@@ -39,8 +41,8 @@ pub struct New<'a> {
 /// Inserts `n` unless the recipient already has one for the message; true when inserted.
 pub async fn insert(conn: &mut AnyConnection, n: &New<'_>) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "INSERT INTO notifications (id, user_id, kind, room_id, message_id, seq, actor_id, preview, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        "INSERT INTO notifications (id, user_id, kind, room_id, message_id, seq, actor_id, preview, created_at, fallback_kind)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          ON CONFLICT (user_id, message_id) DO NOTHING",
     )
     .bind(Uuid::now_v7().to_string())
@@ -52,18 +54,29 @@ pub async fn insert(conn: &mut AnyConnection, n: &New<'_>) -> Result<bool, sqlx:
     .bind(n.actor_id.to_string())
     .bind(n.preview)
     .bind(kit::time::now_ms())
+    .bind(n.fallback.map(Kind::as_str))
     .execute(conn)
     .await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Withdraws `user`'s unread `mention` of `message` (an edit removed the mention); true
-/// when one was withdrawn. A notification for another reason (a reply) stays.
+/// when one was withdrawn. One that is also a reply (its fallback kind) stays, as the
+/// reply.
 pub async fn withdraw_mention(
     conn: &mut AnyConnection,
     message: Uuid,
     user: Uuid,
 ) -> Result<bool, sqlx::Error> {
+    sqlx::query(
+        "UPDATE notifications SET kind = fallback_kind, fallback_kind = NULL
+         WHERE message_id = $1 AND user_id = $2 AND kind = 'mention' AND read_at IS NULL
+           AND fallback_kind IS NOT NULL",
+    )
+    .bind(message.to_string())
+    .bind(user.to_string())
+    .execute(&mut *conn)
+    .await?;
     let done = sqlx::query(
         "DELETE FROM notifications
          WHERE message_id = $1 AND user_id = $2 AND kind = 'mention' AND read_at IS NULL",
