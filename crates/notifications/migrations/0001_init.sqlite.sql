@@ -14,6 +14,10 @@ CREATE TABLE notifications (
     preview TEXT NOT NULL DEFAULT '',
     created_at BIGINT NOT NULL,
     read_at BIGINT,
+    -- Web Push: when it is next due (NULL: never; set at creation), how often tried, and
+    -- when it was done with (sent, or nothing to send to).
+    push_due_at BIGINT,
+    push_attempts BIGINT NOT NULL DEFAULT 0,
     pushed_at BIGINT,
     emailed_at BIGINT,
     UNIQUE (user_id, message_id)
@@ -22,6 +26,7 @@ CREATE INDEX notifications_by_user ON notifications (user_id, id);
 CREATE INDEX notifications_unread ON notifications (user_id, id) WHERE read_at IS NULL;
 CREATE INDEX notifications_by_room ON notifications (user_id, room_id, seq) WHERE read_at IS NULL;
 CREATE INDEX notifications_by_message ON notifications (message_id);
+CREATE INDEX notifications_push_due ON notifications (push_due_at) WHERE pushed_at IS NULL AND read_at IS NULL;
 
 CREATE TABLE preferences (
     user_id TEXT PRIMARY KEY,

@@ -8,6 +8,7 @@ use kit::db::Db;
 use token::Verifier;
 
 use crate::chat_client::ChatClient;
+use crate::push::Vapid;
 
 #[derive(Clone)]
 pub struct ApiContext {
@@ -15,6 +16,9 @@ pub struct ApiContext {
     pub verifier: Arc<Verifier>,
     pub outbox: Outbox,
     pub chat: Arc<ChatClient>,
+    pub vapid: Arc<Vapid>,
+    /// http origins accepted for push endpoints (tests); others must be https.
+    pub push_http_origins: Arc<Vec<String>>,
 }
 
 impl FromRef<ApiContext> for Arc<Verifier> {

@@ -284,6 +284,9 @@ async fn openapi_lists_every_route(backend: Backend) {
         ("/notifications/read", &["post"]),
         ("/notifications/preferences", &["get", "put"]),
         ("/notifications/rooms/{room_id}", &["get", "put"]),
+        ("/notifications/push/vapid-public-key", &["get"]),
+        ("/notifications/push/subscriptions", &["post"]),
+        ("/notifications/push/subscriptions/{id}", &["delete"]),
     ] {
         for m in methods {
             assert!(paths[path][m].is_object(), "{m} {path}");

@@ -3,6 +3,7 @@
 pub mod inbox;
 pub mod openapi;
 pub mod preferences;
+pub mod push;
 pub mod rooms;
 
 use axum::Router;
@@ -15,6 +16,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(inbox::router())
         .merge(preferences::router())
         .merge(rooms::router())
+        .merge(push::router())
         .merge(openapi::router())
         .with_state(ctx)
 }

@@ -86,6 +86,22 @@ pub fn document() -> Value {
                     "503": problem("dependency_unavailable: chat cannot answer"),
                 })), "RoomSettingPut"),
             },
+            "/notifications/push/vapid-public-key": {
+                "get": op("The VAPID public key for PushManager.subscribe", vec![], json!({ "200": ok("The key", "VapidKey") })),
+            },
+            "/notifications/push/subscriptions": {
+                "post": with_body(op("Register a Push API subscription", vec![], json!({
+                    "201": ok("Stored (the same endpoint again replaces it)", "SubscriptionId"),
+                    "400": problem("validation_failed (endpoint: https; keys: p256dh a P-256 point, auth 16 bytes)"),
+                })), "PushSubscription"),
+            },
+            "/notifications/push/subscriptions/{id}": {
+                "delete": op("Remove a push subscription", vec![json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } })], json!({
+                    "204": { "description": "Removed" },
+                    "400": problem("invalid_id"),
+                    "404": problem("subscription_not_found"),
+                })),
+            },
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
@@ -155,6 +171,16 @@ pub fn document() -> Value {
                     "properties": {
                         "level": { "type": "string", "enum": ["all", "mentions", "none"] },
                         "muted_until": { "type": ["string", "null"], "format": "date-time" },
+                    }
+                },
+                "VapidKey": { "type": "object", "required": ["key"], "properties": { "key": { "type": "string", "description": "base64url uncompressed P-256 public key (65 bytes)" } } },
+                "SubscriptionId": { "type": "object", "required": ["id"], "properties": { "id": { "type": "string", "format": "uuid" } } },
+                "PushSubscription": {
+                    "type": "object",
+                    "required": ["endpoint", "keys"],
+                    "properties": {
+                        "endpoint": { "type": "string", "format": "uri" },
+                        "keys": { "type": "object", "required": ["p256dh", "auth"], "properties": { "p256dh": { "type": "string" }, "auth": { "type": "string" } } },
                     }
                 },
                 "Problem": {

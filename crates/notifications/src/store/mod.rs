@@ -4,6 +4,7 @@
 
 pub mod copies;
 pub mod notifications;
+pub mod push;
 pub mod settings;
 
 use kit::db::Migration;

@@ -41,8 +41,8 @@ pub struct New<'a> {
 /// Inserts `n` unless the recipient already has one for the message; true when inserted.
 pub async fn insert(conn: &mut AnyConnection, n: &New<'_>) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "INSERT INTO notifications (id, user_id, kind, room_id, message_id, seq, actor_id, preview, created_at, fallback_kind)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        "INSERT INTO notifications (id, user_id, kind, room_id, message_id, seq, actor_id, preview, created_at, fallback_kind, push_due_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $9)
          ON CONFLICT (user_id, message_id) DO NOTHING",
     )
     .bind(Uuid::now_v7().to_string())
@@ -221,4 +221,24 @@ pub async fn list<'e, E: Executor<'e, Database = Any>>(
         .fetch_all(ex)
         .await?;
     rows.iter().map(from_row).collect()
+}
+
+/// One notification with its recipient and push attempts, for the push worker.
+pub async fn get_for_push<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    id: Uuid,
+) -> Result<Option<(Uuid, Notification, i64)>, sqlx::Error> {
+    let sql = format!("SELECT user_id, push_attempts, {COLUMNS} FROM notifications WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id.to_string())
+        .fetch_optional(ex)
+        .await?;
+    row.map(|r| {
+        Ok((
+            uuid_col(&r, "user_id")?,
+            from_row(&r)?,
+            r.try_get("push_attempts")?,
+        ))
+    })
+    .transpose()
 }

@@ -202,6 +202,15 @@ pub fn block(kind: &str, blocker: &User, blocked: &User) -> Envelope {
 
 impl App {
     pub async fn start(backend: Backend, test: &str) -> Option<App> {
+        Self::start_with(backend, test, |_| {}).await
+    }
+
+    /// [`App::start`] with the configuration changed by `tweak` first.
+    pub async fn start_with(
+        backend: Backend,
+        test: &str,
+        tweak: impl FnOnce(&mut notifications::Config),
+    ) -> Option<App> {
         let db = kit::testing::test_db(backend, test).await?;
         let dir = tempfile::tempdir().unwrap();
         let issuer = TestIssuer::start().await;
@@ -212,12 +221,13 @@ impl App {
             data_dir: dir.path().to_path_buf(),
             ..Default::default()
         };
-        let config = notifications::Config {
+        let mut config = notifications::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: db.url.clone(),
             chat_url,
             ..Default::default()
         };
+        tweak(&mut config);
         let bus = Bus::memory();
         let shutdown = tokio_util::sync::CancellationToken::new();
         let service = notifications::build(&common, &config, bus.clone(), shutdown.clone())
