@@ -1,6 +1,7 @@
-//! The chat service's internal membership check (`GET /internal/rooms/{room}/members/{user}`),
-//! with a short timeout: when chat cannot answer, the caller gets 503
-//! `dependency_unavailable`, never a silent allow.
+//! The chat service's internal routes: the membership check
+//! (`GET /internal/rooms/{room}/members/{user}`, with a short timeout: when chat cannot
+//! answer, the caller gets 503 `dependency_unavailable`, never a silent allow) and
+//! presence (`GET /internal/presence?user_ids=`), asked before a push.
 
 use std::time::Duration;
 
@@ -64,5 +65,31 @@ impl ChatClient {
                 Err(unavailable())
             }
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct PresenceItem {
+    user_id: Uuid,
+    status: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PresencePage {
+    items: Vec<PresenceItem>,
+}
+
+impl ChatClient {
+    /// Whether `user` has an open, active connection (`online`; `idle` and `offline` are
+    /// not). Err when chat cannot say (unreachable, timeout, an answer not understood):
+    /// the caller decides.
+    pub async fn is_online(&self, user: Uuid) -> anyhow::Result<bool> {
+        let url = format!("{}/internal/presence?user_ids={user}", self.base);
+        let res = self.http.get(&url).send().await?.error_for_status()?;
+        let page: PresencePage = res.json().await?;
+        Ok(page
+            .items
+            .iter()
+            .any(|i| i.user_id == user && i.status == "online"))
     }
 }

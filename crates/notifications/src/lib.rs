@@ -158,14 +158,15 @@ pub async fn build(
     );
     let (outbox, relay) =
         bus::outbox::Relay::spawn(events::SOURCE, db.clone(), bus.clone(), shutdown.clone());
+    let chat = Arc::new(chat_client::ChatClient::new(
+        &config.chat_url,
+        Duration::from_millis(config.chat_timeout_ms),
+    ));
     let ctx = ApiContext {
         db: db.clone(),
         verifier,
         outbox,
-        chat: Arc::new(chat_client::ChatClient::new(
-            &config.chat_url,
-            Duration::from_millis(config.chat_timeout_ms),
-        )),
+        chat: chat.clone(),
         vapid: vapid.clone(),
         push_http_origins: Arc::new(config.push_http_origins.clone()),
     };
@@ -177,6 +178,7 @@ pub async fn build(
             .build()
             .unwrap_or_default(),
         poll: Duration::from_millis(config.push_poll_ms),
+        chat,
     }
     .spawn(shutdown.clone());
     let consumer = events::subscribe(ctx.clone(), &bus, shutdown.clone());

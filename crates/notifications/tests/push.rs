@@ -28,6 +28,7 @@ kit::backend_tests!(
     gone_subscriptions_are_deleted,
     busy_push_services_are_retried,
     nothing_pushed_once_read_or_opted_out,
+    nothing_pushed_while_online,
     subscription_validation,
 );
 
@@ -479,6 +480,30 @@ async fn nothing_pushed_once_read_or_opted_out(backend: Backend) {
     assert_eq!(got_later.len(), 1, "{got_later:?}");
     assert_eq!(got[0]["kind"], "dm");
     assert!(svc.delivered_to("c").is_empty());
+    app.stop().await;
+}
+
+async fn nothing_pushed_while_online(backend: Backend) {
+    let Some((app, svc)) = setup(backend, "nothing_pushed_while_online", 100).await else {
+        return;
+    };
+    let (a, b, c) = (app.user("a"), app.user("b"), app.user("c"));
+    subscribe(&app, &svc, &b, "b").await;
+    subscribe(&app, &svc, &c, "c").await;
+    // b has chat open and active; c does not (the control).
+    app.chat.online.lock().unwrap().insert(b.id);
+    app.apply(
+        &Msg::channel(Uuid::now_v7(), 1, &a)
+            .mention(&[&b, &c])
+            .created(),
+    )
+    .await;
+    svc.wait_delivered("c", 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(svc.delivered_to("b").is_empty());
+    assert_eq!(svc.attempts.lock().unwrap().get("b"), None);
+    // Still in b's inbox, unread: the client shows it.
+    assert_eq!(app.unread(&b).await, 1);
     app.stop().await;
 }
 

@@ -5,8 +5,10 @@
 //! deleted; 429/5xx or no answer: tried again after 1 s doubling up to 60 s, at most
 //! [`MAX_ATTEMPTS`] times.
 //!
-//! Presence: chat does not offer `GET /internal/presence` yet, so every recipient counts
-//! as offline (a push also goes to someone with an open socket).
+//! Presence: nothing is pushed to a recipient chat reports `online` (an open, active
+//! connection: the client shows the notification and the badge itself); the notification
+//! is then done with, as architecture §6.5 designs. When chat cannot answer, the push goes
+//! out: a duplicate on an open screen is better than a missed notification.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::Vapid;
+use crate::chat_client::ChatClient;
 use crate::domain::Kind;
 use crate::store::{notifications, push, settings};
 
@@ -35,6 +38,7 @@ pub struct Pusher {
     pub vapid: Arc<Vapid>,
     pub http: reqwest::Client,
     pub poll: Duration,
+    pub chat: Arc<ChatClient>,
 }
 
 impl Pusher {
@@ -81,6 +85,15 @@ impl Pusher {
         if subs.is_empty() {
             push::mark_pushed(self.db.pool(), id, now).await?;
             return Ok(());
+        }
+        match self.chat.is_online(user).await {
+            Ok(true) => {
+                metrics::counter!("notifications_push_total", "outcome" => "online").increment(1);
+                push::mark_pushed(self.db.pool(), id, now).await?;
+                return Ok(());
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "presence unknown; pushing"),
         }
         let payload = serde_json::to_vec(&n)?;
         let urgency = match n.kind {

@@ -18,6 +18,8 @@ use uuid::Uuid;
 pub struct FakeChat {
     pub members: Arc<Mutex<HashMap<(Uuid, Uuid), &'static str>>>,
     pub down: Arc<std::sync::atomic::AtomicBool>,
+    /// Users with an open, active connection (`online`); everyone else is offline.
+    pub online: Arc<Mutex<std::collections::HashSet<Uuid>>>,
 }
 
 impl FakeChat {
@@ -40,6 +42,27 @@ impl FakeChat {
                             Some(kind) => (S::OK, axum::Json(json!({"role": "member", "room_kind": kind}))),
                             None => (S::NOT_FOUND, axum::Json(json!({"code": "room_not_found"}))),
                         }
+                    },
+                ),
+            )
+            .route(
+                "/internal/presence",
+                axum::routing::get(
+                    |State(chat): State<FakeChat>,
+                     axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>| async move {
+                        let online = chat.online.lock().unwrap().clone();
+                        let items: Vec<Value> = q
+                            .get("user_ids")
+                            .map(String::as_str)
+                            .unwrap_or_default()
+                            .split(',')
+                            .filter_map(|s| s.parse::<Uuid>().ok())
+                            .map(|u| {
+                                let status = if online.contains(&u) { "online" } else { "offline" };
+                                json!({"user_id": u, "status": status, "last_seen_at": null})
+                            })
+                            .collect();
+                        axum::Json(json!({ "items": items }))
                     },
                 ),
             )
