@@ -81,6 +81,7 @@ pub struct Upstreams {
     pub auth: Vec<String>,
     pub users: Vec<String>,
     pub chat: Vec<String>,
+    pub notifications: Vec<String>,
     /// Further clusters a custom route may name.
     #[serde(flatten)]
     pub other: BTreeMap<String, Vec<String>>,
@@ -92,6 +93,7 @@ impl Default for Upstreams {
             auth: vec!["http://127.0.0.1:3001".to_owned()],
             users: vec!["http://127.0.0.1:3003".to_owned()],
             chat: vec!["http://127.0.0.1:3002".to_owned()],
+            notifications: vec!["http://127.0.0.1:3004".to_owned()],
             other: BTreeMap::new(),
         }
     }
@@ -103,6 +105,7 @@ impl Upstreams {
             ("auth".to_owned(), self.auth.clone()),
             ("users".to_owned(), self.users.clone()),
             ("chat".to_owned(), self.chat.clone()),
+            ("notifications".to_owned(), self.notifications.clone()),
         ];
         out.extend(self.other.iter().map(|(k, v)| (k.clone(), v.clone())));
         out
@@ -229,6 +232,7 @@ pub fn default_routes() -> Vec<RouteConfig> {
         route("/users", "users", Token),
         ws,
         route("/chat", "chat", Token),
+        route("/notifications", "notifications", Token),
     ]
 }
 

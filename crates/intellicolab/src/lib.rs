@@ -16,6 +16,7 @@ pub struct Settings {
     pub auth: auth::Config,
     pub users: users::Config,
     pub chat: chat::Config,
+    pub notifications: notifications::Config,
     pub gateway: gateway::Config,
 }
 
@@ -25,6 +26,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("AUTH_DATABASE_URL", "auth.database_url"),
     ("USERS_DATABASE_URL", "users.database_url"),
     ("CHAT_DATABASE_URL", "chat.database_url"),
+    ("NOTIFICATIONS_DATABASE_URL", "notifications.database_url"),
 ];
 
 const LIST_KEYS: &[&str] = &[
@@ -32,6 +34,7 @@ const LIST_KEYS: &[&str] = &[
     "gateway.upstreams.auth",
     "gateway.upstreams.users",
     "gateway.upstreams.chat",
+    "gateway.upstreams.notifications",
     "gateway.cors_origins",
 ];
 
@@ -46,6 +49,7 @@ impl Settings {
         // service would refuse at start, with the key and its minimum.
         s.auth.validate()?;
         s.chat.validate()?;
+        s.notifications.validate()?;
         s.gateway.validate()?;
         Ok(s)
     }
@@ -59,6 +63,7 @@ impl Settings {
             Role::Auth => &mut self.auth.database_url,
             Role::Users => &mut self.users.database_url,
             Role::Chat => &mut self.chat.database_url,
+            Role::Notifications => &mut self.notifications.database_url,
             Role::All | Role::Gateway => return,
         };
         if slot.is_none() {
@@ -74,6 +79,7 @@ pub enum Role {
     Auth,
     Users,
     Chat,
+    Notifications,
 }
 
 /// Builds the services of `role` (not yet serving).
@@ -94,6 +100,11 @@ pub async fn build(
     if matches!(role, Role::All | Role::Chat) {
         services.push(chat::build(c, &settings.chat, bus.clone(), shutdown.clone()).await?);
     }
+    if matches!(role, Role::All | Role::Notifications) {
+        services.push(
+            notifications::build(c, &settings.notifications, bus.clone(), shutdown.clone()).await?,
+        );
+    }
     if matches!(role, Role::All | Role::Gateway) {
         services.push(gateway::build(c, &settings.gateway, bus.clone(), shutdown.clone()).await?);
     }
@@ -113,6 +124,9 @@ pub async fn migrate(settings: &Settings, role: Role) -> anyhow::Result<()> {
     if matches!(role, Role::All | Role::Chat) {
         chat::migrate(c, &settings.chat).await?;
     }
+    if matches!(role, Role::All | Role::Notifications) {
+        notifications::migrate(c, &settings.notifications).await?;
+    }
     if matches!(role, Role::All | Role::Gateway) {
         gateway::migrate(c, &settings.gateway).await?;
     }
@@ -130,8 +144,9 @@ pub async fn replay_events(
         Role::Auth => (&settings.auth.database_url, "auth"),
         Role::Users => (&settings.users.database_url, "users"),
         Role::Chat => (&settings.chat.database_url, "chat"),
+        Role::Notifications => (&settings.notifications.database_url, "notifications"),
         Role::All | Role::Gateway => {
-            anyhow::bail!("only auth, users and chat publish events")
+            anyhow::bail!("only auth, users, chat and notifications publish events")
         }
     };
     let db = kit::db::Db::open(url.as_deref(), &settings.common.data_dir, name).await?;

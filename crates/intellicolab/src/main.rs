@@ -37,7 +37,7 @@ enum Command {
     /// its running relay; consumers skip what they had applied. Only the outbox retention
     /// window (24 h) can be replayed.
     ReplayEvents {
-        /// The producing service: auth, users or chat.
+        /// The producing service: auth, users, chat or notifications.
         #[arg(long, value_enum)]
         service: Role,
         /// RFC 3339 time (2026-12-03T09:00:00Z) or epoch milliseconds.
@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
                 Role::Auth => "auth",
                 Role::Users => "users",
                 Role::Chat => "chat",
+                Role::Notifications => "notifications",
             };
             let telemetry = kit::telemetry::init(service_name, &settings.common.log_format);
             settings.apply_database_url(role);

@@ -147,6 +147,11 @@ pub mod code {
         TOO_MANY_CONNECTIONS = "too_many_connections";
         /// 400: `thread_root_id` is not a top-level message of the room.
         INVALID_THREAD = "invalid_thread";
+
+        // Notifications.
+
+        /// 404: no such push subscription of the caller.
+        SUBSCRIPTION_NOT_FOUND = "subscription_not_found";
     }
 }
 

@@ -212,6 +212,8 @@ pub fn config(auth: &[&Upstream], users: &[&Upstream], chat: &[&Upstream]) -> Co
             auth: urls(auth),
             users: urls(users),
             chat: urls(chat),
+            // No notifications upstream here: its route is removed below.
+            notifications: Vec::new(),
             other: BTreeMap::new(),
         },
         health_check_interval_ms: 200,
@@ -219,6 +221,7 @@ pub fn config(auth: &[&Upstream], users: &[&Upstream], chat: &[&Upstream]) -> Co
         eject_base_ms: 500,
         ..Config::default()
     };
+    cfg.routes.retain(|r| r.upstream != "notifications");
     for policy in ["default", "strict"] {
         set_rate_limit(&mut cfg, policy, 10_000, 1_000, 10_000);
     }

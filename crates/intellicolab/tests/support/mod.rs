@@ -106,6 +106,7 @@ pub struct Ports {
     pub auth: u16,
     pub users: u16,
     pub chat: u16,
+    pub notifications: u16,
     pub gateway: u16,
     /// The gateway's admin listener (`/metrics`; the public port serves none).
     pub gateway_admin: u16,
@@ -117,6 +118,7 @@ impl Ports {
             auth: free_port(),
             users: free_port(),
             chat: free_port(),
+            notifications: free_port(),
             gateway: free_port(),
             gateway_admin: free_port(),
         }
@@ -142,6 +144,11 @@ impl Ports {
                 format!("127.0.0.1:{}", self.chat),
             ),
             (
+                "INTELLICOLAB_NOTIFICATIONS__LISTEN",
+                format!("127.0.0.1:{}", self.notifications),
+            ),
+            ("INTELLICOLAB_NOTIFICATIONS__CHAT_URL", url(self.chat)),
+            (
                 "INTELLICOLAB_GATEWAY__LISTEN",
                 format!("127.0.0.1:{}", self.gateway),
             ),
@@ -154,6 +161,10 @@ impl Ports {
             ("INTELLICOLAB_GATEWAY__UPSTREAMS__AUTH", url(self.auth)),
             ("INTELLICOLAB_GATEWAY__UPSTREAMS__USERS", url(self.users)),
             ("INTELLICOLAB_GATEWAY__UPSTREAMS__CHAT", url(self.chat)),
+            (
+                "INTELLICOLAB_GATEWAY__UPSTREAMS__NOTIFICATIONS",
+                url(self.notifications),
+            ),
         ]
     }
 
@@ -165,6 +176,9 @@ impl Ports {
     }
     pub fn chat_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.chat)
+    }
+    pub fn notifications_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.notifications)
     }
     pub fn gateway_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.gateway)
@@ -179,6 +193,7 @@ impl Ports {
             self.auth_url(),
             self.users_url(),
             self.chat_url(),
+            self.notifications_url(),
             self.gateway_url(),
         ] {
             wait_ready(&format!("{base}/readyz")).await;

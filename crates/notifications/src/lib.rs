@@ -1,0 +1,194 @@
+//! The notifications service (architecture §6, API.md "Notifications"): an inbox of
+//! `dm`, `mention`, `reply` and `message` notifications built from chat's durable
+//! message events, with per-user preferences and per-room levels, on SQLite or
+//! PostgreSQL with its own database.
+//!
+//! - Consumes (consumer group [`events::GROUP`]) `chat.message.created/updated/deleted`
+//!   and `chat.room.read` (source `chat`), `user.blocked`/`user.unblocked` (source
+//!   `users`) and `user.registered`/`user.updated` (source `auth`). Each event is applied
+//!   once (`bus::inbox::begin_once`) and the unique `(user_id, message_id)` key keeps one
+//!   notification per recipient and message even without the inbox. The rules are pure
+//!   functions in [`rules`].
+//! - Publishes (source [`events::SOURCE`], through its outbox) `notifications.unread_count`
+//!   `{user_id, unread_count}` in the transaction of every change of a user's count, so
+//!   chat can forward it to the user's sockets.
+//! - Room levels are for members only: `GET {chat_url}/internal/rooms/{room}/members/{user}`.
+//! - `GET /openapi.json` for the gateway.
+
+pub mod api;
+pub mod chat_client;
+pub mod domain;
+pub mod events;
+pub mod push;
+pub mod rules;
+pub mod state;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::ApiContext;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `postgres://…` (`NOTIFICATIONS_DATABASE_URL`); unset = `<data dir>/notifications.db`.
+    pub database_url: Option<String>,
+    /// The chat service, for its internal membership route.
+    pub chat_url: String,
+    /// Timeout of one call to chat.
+    pub chat_timeout_ms: u64,
+    /// VAPID private key, base64url PKCS#8 (P-256); unset = generated on first start
+    /// into `<data dir>/vapid/private.pk8`.
+    pub vapid_private_key: Option<String>,
+    /// The VAPID JWT's `sub`: a contact for push services.
+    pub vapid_subject: String,
+    /// http origins accepted for push endpoints (test push services); others need https.
+    pub push_http_origins: Vec<String>,
+    /// How often the push worker looks for due notifications.
+    pub push_poll_ms: u64,
+    /// Timeout of one request to a push service.
+    pub push_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3004)),
+            database_url: None,
+            chat_url: "http://127.0.0.1:3002".to_owned(),
+            chat_timeout_ms: 2_000,
+            vapid_private_key: None,
+            vapid_subject: "mailto:admin@intellicolab.invalid".to_owned(),
+            push_http_origins: Vec::new(),
+            push_poll_ms: 500,
+            push_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Config {
+    /// Rejects a value below its minimum with an error naming the key, instead of silently
+    /// running with another value. Called by [`build`].
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let checks: [(&str, u64, u64); 3] = [
+            // 0 would fail every membership check (room levels) at once.
+            ("chat_timeout_ms", self.chat_timeout_ms, 1),
+            // Polling the due queue more than 20 times a second is load, not latency
+            // (API.md promises a push within 10 s).
+            ("push_poll_ms", self.push_poll_ms, 50),
+            // Push services answer in well under a second; 100 ms is the floor for a
+            // remote TLS handshake.
+            ("push_timeout_ms", self.push_timeout_ms, 100),
+        ];
+        for (key, value, min) in checks {
+            if value < min {
+                anyhow::bail!(
+                    "invalid configuration: notifications.{key} = {value}, the minimum is {min}"
+                );
+            }
+        }
+        if !(self.vapid_subject.starts_with("mailto:") || self.vapid_subject.starts_with("https:"))
+        {
+            anyhow::bail!(
+                "invalid configuration: notifications.vapid_subject must be a mailto: or https: URL"
+            );
+        }
+        if !(self.chat_url.starts_with("http://") || self.chat_url.starts_with("https://")) {
+            anyhow::bail!(
+                "invalid configuration: notifications.chat_url = {:?} is not an http(s) URL",
+                self.chat_url
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Service name: database file, metrics label.
+pub const NAME: &str = "notifications";
+
+pub use store::MIGRATIONS;
+
+fn setup<'a>(common: &'a kit::config::CommonConfig, config: &'a Config) -> kit::server::Setup<'a> {
+    kit::server::Setup {
+        name: NAME,
+        database_url: config.database_url.as_deref(),
+        data_dir: &common.data_dir,
+        migrations: store::MIGRATIONS,
+        listen: config.listen,
+    }
+}
+
+/// Applies the service's migrations and returns.
+pub async fn migrate(common: &kit::config::CommonConfig, config: &Config) -> anyhow::Result<()> {
+    setup(common, config).open_db().await?.close().await;
+    Ok(())
+}
+
+pub async fn build(
+    common: &kit::config::CommonConfig,
+    config: &Config,
+    bus: bus::Bus,
+    shutdown: CancellationToken,
+) -> anyhow::Result<kit::server::Service> {
+    config.validate()?;
+    let trusted = kit::net::TrustedProxies::parse(&common.trusted_proxies)?;
+    let kit::server::Started {
+        db,
+        listener,
+        ready,
+    } = setup(common, config).start(bus.probe()).await?;
+    let vapid = Arc::new(push::Vapid::load(
+        config.vapid_private_key.as_deref(),
+        &common.data_dir,
+        &config.vapid_subject,
+    )?);
+    // Everything that can fail is done: only now start the background tasks.
+    let shutdown = shutdown.child_token();
+    let verifier = token::Verifier::from_url(common.jwks_url());
+    let ready = kit::server::gated(
+        ready,
+        token::Verifier::spawn_revocation_sync(&common.auth_url),
+        "revoked sessions not loaded from auth yet",
+    );
+    let (outbox, relay) =
+        bus::outbox::Relay::spawn(events::SOURCE, db.clone(), bus.clone(), shutdown.clone());
+    let chat = Arc::new(chat_client::ChatClient::new(
+        &config.chat_url,
+        Duration::from_millis(config.chat_timeout_ms),
+    ));
+    let ctx = ApiContext {
+        db: db.clone(),
+        verifier,
+        outbox,
+        chat: chat.clone(),
+        vapid: vapid.clone(),
+        push_http_origins: Arc::new(config.push_http_origins.clone()),
+    };
+    let pusher = push::worker::Pusher {
+        db: db.clone(),
+        vapid,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.push_timeout_ms))
+            .build()
+            .unwrap_or_default(),
+        poll: Duration::from_millis(config.push_poll_ms),
+        chat,
+    }
+    .spawn(shutdown.clone());
+    let consumer = events::subscribe(ctx.clone(), &bus, shutdown.clone());
+    let router = kit::server::finish_router(NAME, api::router(ctx), ready, trusted);
+    Ok(kit::server::Service {
+        name: NAME,
+        listener,
+        router,
+        shutdown,
+        background: vec![relay, consumer, pusher],
+        event_loops: 0,
+    })
+}

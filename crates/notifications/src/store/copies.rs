@@ -1,0 +1,103 @@
+//! Local copies fed by other services' events: the blocks (users) and the recipients'
+//! identities (auth). Each row carries the id (uuid v7, time-ordered) of the newest
+//! event applied, so a late older event never overwrites a newer one.
+
+use sqlx::{Any, Executor, Row};
+use uuid::Uuid;
+
+pub async fn apply_block<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    blocker: Uuid,
+    blocked: Uuid,
+    active: bool,
+    version: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO blocks (blocker_id, blocked_id, active, version) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (blocker_id, blocked_id) DO UPDATE
+           SET active = excluded.active, version = excluded.version
+           WHERE blocks.version < excluded.version",
+    )
+    .bind(blocker.to_string())
+    .bind(blocked.to_string())
+    .bind(i64::from(active))
+    .bind(version)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// Everyone who blocks `sender` (bounded by the sender's blockers, not by room size).
+pub async fn blockers_of<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    sender: Uuid,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let rows = sqlx::query("SELECT blocker_id FROM blocks WHERE blocked_id = $1 AND active = 1")
+        .bind(sender.to_string())
+        .fetch_all(ex)
+        .await?;
+    rows.iter()
+        .map(|r| super::uuid_col(r, "blocker_id"))
+        .collect()
+}
+
+/// An identity change from auth (`None` fields are left as they are).
+pub struct Identity<'a> {
+    pub user_id: Uuid,
+    pub username: Option<&'a str>,
+    pub display_name: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub version: &'a str,
+}
+
+/// Upserts the identity; a field is taken when the event is newer than the row, or when
+/// the row does not know the field yet (a `user.registered` overtaken by an update).
+pub async fn apply_identity<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    i: &Identity<'_>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO recipients (user_id, username, display_name, email, version)
+         VALUES ($1, COALESCE($2, ''), COALESCE($3, ''), COALESCE($4, ''), $5)
+         ON CONFLICT (user_id) DO UPDATE SET
+           username = CASE WHEN excluded.username <> ''
+               AND (recipients.username = '' OR recipients.version < excluded.version)
+               THEN excluded.username ELSE recipients.username END,
+           display_name = CASE WHEN excluded.display_name <> ''
+               AND (recipients.display_name = '' OR recipients.version < excluded.version)
+               THEN excluded.display_name ELSE recipients.display_name END,
+           email = CASE WHEN excluded.email <> ''
+               AND (recipients.email = '' OR recipients.version < excluded.version)
+               THEN excluded.email ELSE recipients.email END,
+           version = CASE WHEN recipients.version < excluded.version
+               THEN excluded.version ELSE recipients.version END",
+    )
+    .bind(i.user_id.to_string())
+    .bind(i.username)
+    .bind(i.display_name)
+    .bind(i.email)
+    .bind(i.version)
+    .execute(ex)
+    .await?;
+    Ok(())
+}
+
+/// `(username, display_name, email)` of a recipient, if known.
+pub async fn identity<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    user: Uuid,
+) -> Result<Option<(String, String, String)>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT username, display_name, email FROM recipients WHERE user_id = $1")
+            .bind(user.to_string())
+            .fetch_optional(ex)
+            .await?;
+    row.map(|r| {
+        Ok((
+            r.try_get("username")?,
+            r.try_get("display_name")?,
+            r.try_get("email")?,
+        ))
+    })
+    .transpose()
+}
