@@ -62,7 +62,13 @@ impl System {
         let start = |role: &str| Proc::start(dir.path(), role, &["serve", role], &env);
         let auth = start("auth");
         wait_ready(&format!("{}/readyz", ports.auth_url())).await;
-        let procs = vec![auth, start("users"), start("chat"), start("gateway")];
+        let procs = vec![
+            auth,
+            start("users"),
+            start("chat"),
+            start("notifications"),
+            start("gateway"),
+        ];
         ports.wait_all_ready().await;
         Some(System {
             api: Client::new(&ports.gateway_url()),
