@@ -357,7 +357,7 @@ async fn replayed_user_events_are_redelivered_without_a_second_effect(backend: B
                 "--since",
                 &since_text,
             ],
-            "only auth, users and chat publish events",
+            "only auth, users, chat and notifications publish events",
         ),
         (
             vec![
