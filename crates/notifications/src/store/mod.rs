@@ -16,8 +16,8 @@ pub const MIGRATIONS: &[Migration] = &[
     bus::inbox::MIGRATION,
     Migration {
         id: "notifications-0001-init",
-        sqlite: include_str!("../../migrations/0001_init.sqlite.sql"),
-        postgres: include_str!("../../migrations/0001_init.postgres.sql"),
+        sqlite: include_str!("../../migrations/0001_init.sql"),
+        postgres: include_str!("../../migrations/0001_init.sql"),
     },
 ];
 
