@@ -930,6 +930,7 @@ test('notifications v1.1: the bell, the inbox, room levels, settings and the pus
   });
 
   await feature('the room menu: "nothing" silences a room, other rooms still notify; mute and unmute', async () => {
+    await cat.click(tid('nav-rooms'));
     await openRoom(cat, room);
     const menuButton = cat.locator(tid('room-notif-button'));
     await cat.locator(`${tid('room-notif-button')}[data-level="mentions"]`).waitFor(); // a channel's default
@@ -956,6 +957,7 @@ test('notifications v1.1: the bell, the inbox, room levels, settings and the pus
     assert.equal(await cat.locator(`${tid('inbox-item')}:has-text("silenced here")`).count(), 0);
     await cat.keyboard.press('Escape');
     // Mute for 1 hour, shown on the button (also after a reload), then unmute.
+    await cat.click(tid('nav-rooms'));
     await openRoom(cat, room2);
     await cat.click(tid('room-notif-button'));
     await cat.click(`${tid('room-notif-option')}[data-value="mute-1h"]`);
