@@ -209,17 +209,20 @@ store.addEventListener('status', (e) => {
 export function roomNotificationMenu(state) {
   const { roomId } = state;
   let setting = null;
+  // On phones only the icon shows (the label stays for screen readers and the tooltip).
+  const text = h('span', { class: 'notif-menu-label', text: 'Notifications' });
   const button = h('button', {
-    type: 'button', class: 'btn btn-small btn-ghost', testid: 'room-notif-button',
-    'aria-haspopup': 'menu', 'aria-expanded': 'false', 'aria-controls': `room-notif-menu-${roomId}`, text: 'Notifications',
-  });
+    type: 'button', class: 'btn btn-small btn-ghost notif-menu-button', testid: 'room-notif-button',
+    'aria-haspopup': 'menu', 'aria-expanded': 'false', 'aria-controls': `room-notif-menu-${roomId}`,
+  }, bellIcon(), ' ', text);
   const menu = h('ul', { id: `room-notif-menu-${roomId}`, class: 'notif-menu', role: 'menu', testid: 'room-notif-menu', 'aria-label': 'Room notifications', hidden: true });
   const wrap = h('div', { class: 'notif-menu-wrap' }, button, menu);
 
   const label = () => {
-    const text = setting ? describeRoomSetting(setting) : 'Notifications';
-    button.textContent = `🔔 ${text}`;
-    button.setAttribute('aria-label', `Notifications for this room: ${text}`);
+    const words = setting ? describeRoomSetting(setting) : 'Notifications';
+    text.textContent = words;
+    button.title = `Notifications for this room: ${words}`;
+    button.setAttribute('aria-label', button.title);
     if (setting) {
       button.dataset.level = setting.level;
       button.dataset.muted = String(muteState(setting).muted);
@@ -371,7 +374,7 @@ export function mountNotificationSettings(main) {
     form, pushCard));
 
   const radio = (name, value, label, checked) => h('label', { class: 'radio' },
-    h('input', { type: 'radio', name, value, checked, testid: `notif-${name}-${value}` }), label);
+    h('input', { type: 'radio', name, value, checked, testid: `notif-${name}-${value}` }), ` ${label}`);
   const check = (name, label, checked, hint) => h('div', { class: 'field' },
     h('label', { class: 'radio' }, h('input', { type: 'checkbox', name, checked, testid: `notif-${name}` }), label),
     hint ? h('p', { class: 'hint', text: hint }) : null);
