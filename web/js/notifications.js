@@ -161,15 +161,18 @@ export class Notifications extends EventTarget {
     return this.api('/notifications', { query: { unread: unread ? 'true' : undefined, cursor: cursor || undefined, limit } });
   }
 
-  /** Mark these read; the count follows locally at once (the frame confirms it). */
+  /**
+   * Mark these read, then ask the count again: the frame that follows may be missed (socket
+   * down), and nothing says whether another device read some of them first.
+   */
   async markRead(items) {
     const unread = items.filter((n) => !n.read_at);
     if (!unread.length) return;
     await this.api('/notifications/read', { method: 'POST', body: { ids: unread.map((n) => n.id) } });
     const at = new Date().toISOString();
     for (const n of unread) n.read_at = at;
-    this.setCount(this.count - unread.length);
     this.dispatchEvent(new CustomEvent('changed'));
+    await this.loadCount();
   }
 
   async markAllRead() {

@@ -205,18 +205,23 @@ test('count: GET, then frames; a slow GET answered after a frame does not undo i
 });
 
 test('mark read: only unread ids are sent, the count follows; all', async () => {
-  const { fn, calls } = fakeApi({});
+  let serverCount = 2;
+  const { fn, calls } = fakeApi({
+    'POST /notifications/read': (opts) => { serverCount = opts.body.all ? 0 : serverCount - opts.body.ids.length; },
+    'GET /notifications/unread-count': () => ({ count: serverCount }),
+  });
   const n = new Notifications({ api: fn, storage: memStorage() });
   n.setCount(2);
   const items = [{ id: 'a', read_at: null }, { id: 'b', read_at: '2026-12-03T15:00:00Z' }];
   await n.markRead(items);
-  assert.deepEqual(calls, [{ path: '/notifications/read', method: 'POST', body: { ids: ['a'] }, query: undefined }]);
+  assert.deepEqual(calls[0], { path: '/notifications/read', method: 'POST', body: { ids: ['a'] }, query: undefined });
+  assert.equal(calls[1].path, '/notifications/unread-count', 'the count is asked again');
   assert.ok(items[0].read_at);
   assert.equal(n.count, 1);
   await n.markRead(items); // nothing unread: no call
-  assert.equal(calls.length, 1);
+  assert.equal(calls.length, 2);
   await n.markAllRead();
-  assert.deepEqual(calls[1].body, { all: true });
+  assert.deepEqual(calls[2].body, { all: true });
   assert.equal(n.count, 0);
 });
 
