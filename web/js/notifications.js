@@ -181,6 +181,22 @@ export class Notifications extends EventTarget {
     this.dispatchEvent(new CustomEvent('changed'));
   }
 
+  /**
+   * Where a notification opens: its room around the message, or — for a reply inside a
+   * thread, which the timeline does not show — the thread with the reply. A Notification
+   * does not say which; the message's `message.created` event (`seq`) does.
+   */
+  async resolveHref(n) {
+    try {
+      const page = await this.api(`/chat/rooms/${encodeURIComponent(n.room_id)}/events`, { query: { after: n.seq - 1, limit: 1 } });
+      const m = page?.items?.[0]?.message;
+      if (m && m.id === n.message_id && m.thread_root_id) {
+        return `#/rooms/${encodeURIComponent(n.room_id)}?thread=${encodeURIComponent(m.thread_root_id)}&msg=${encodeURIComponent(n.message_id)}`;
+      }
+    } catch { /* the room around the message is still the right place to look */ }
+    return notificationHref(n);
+  }
+
   roomSetting(roomId) { return this.api(`/notifications/rooms/${encodeURIComponent(roomId)}`); }
 
   /** `patch`: `{level}`, `{muted_until}` (null unmutes) or both. */

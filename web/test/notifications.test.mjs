@@ -279,3 +279,20 @@ test('push: a subscription the server refuses is not kept', async () => {
   assert.equal(n.storedPush, null);
   assert.deepEqual(subscriptionBody(sub), { endpoint: 'http://x', keys: { p256dh: 'P', auth: 'A' } });
 });
+
+test('where a notification opens: around the message, or the thread of a thread reply', async () => {
+  const events = {
+    41: { kind: 'message.created', seq: 42, message: { id: 'msg-1', seq: 42, thread_root_id: null } },
+    9: { kind: 'message.created', seq: 10, message: { id: 'msg-2', seq: 10, thread_root_id: 'root-1' } },
+  };
+  const { fn, calls } = fakeApi({
+    'GET /chat/rooms/room-1/events': (opts) => ({ items: events[opts.query.after] ? [events[opts.query.after]] : [], has_more: false }),
+  });
+  const n = new Notifications({ api: fn, storage: memStorage() });
+  assert.equal(await n.resolveHref(NOTE), '#/rooms/room-1?around=42&msg=msg-1');
+  assert.deepEqual(calls[0].query, { after: 41, limit: 1 });
+  assert.equal(await n.resolveHref({ ...NOTE, message_id: 'msg-2', seq: 10 }), '#/rooms/room-1?thread=root-1&msg=msg-2');
+  // The event log unreachable: the room around the message.
+  const down = new Notifications({ api: async () => { throw new Error('503'); }, storage: memStorage() });
+  assert.equal(await down.resolveHref(NOTE), '#/rooms/room-1?around=42&msg=msg-1');
+});

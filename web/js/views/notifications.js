@@ -7,7 +7,7 @@ import { h, replace, toast, announce, showFormErrors, clearFormErrors, field } f
 import { auth } from '../api.js';
 import { store } from '../store.js';
 import {
-  notifications, badgeText, relativeTime, notificationHref, describeRoomSetting, muteState, muteUntil,
+  notifications, badgeText, relativeTime, describeRoomSetting, muteState, muteUntil,
   KIND_TEXT, LEVELS, MUTES,
 } from '../notifications.js';
 
@@ -174,7 +174,7 @@ export function mountBell(nav, beforeEl) {
 
   async function openNotification(n) {
     close({ quiet: true });
-    location.hash = notificationHref(n);
+    location.hash = await notifications.resolveHref(n);
     try {
       await notifications.markRead([n]);
     } catch (err) {
