@@ -69,7 +69,14 @@ export function mountBell(nav, beforeEl) {
     button.dataset.count = String(count);
   };
   showCount(0);
-  notifications.addEventListener('count', (e) => showCount(e.detail.count));
+  let shown = 0;
+  notifications.addEventListener('count', (e) => {
+    const { count } = e.detail;
+    // Screen readers hear a new notification; the count going down (read) is not news.
+    if (count > shown && notifications.known) announce(`${count} unread notification${count === 1 ? '' : 's'}`);
+    shown = count;
+    showCount(count);
+  });
 
   function open() {
     panel.hidden = false;
