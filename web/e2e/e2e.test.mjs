@@ -494,6 +494,27 @@ async function messageAction(page, text, action) {
   await m.hover();
   await m.locator(tid(action)).click();
 }
+/**
+ * Post `n` messages `<prefix> 1` … `<prefix> n` to the room named `roomName` over HTTP, as
+ * `page`'s user. The chat service limits sends per user (10/s, burst 20): wait as told on 429.
+ */
+async function postMessages(page, roomName, prefix, n) {
+  await page.evaluate(async ({ roomName: name, prefix: p, n: count }) => {
+    const { store, auth } = window.intellicolab;
+    const r = [...store.rooms.values()].find((x) => x.name === name);
+    for (let i = 1; i <= count; i++) {
+      for (let attempt = 0; attempt < 20; attempt++) {
+        const res = await fetch(`/chat/rooms/${r.id}/messages`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${await auth.token()}`, 'Content-Type': 'application/json' },
+          body: JSON.stringify({ body: `${p} ${i}`, client_msg_id: `${p}-${i}-${r.id}` }),
+        });
+        if (res.status !== 429) { if (!res.ok) throw new Error(`${p} ${i}: HTTP ${res.status}`); break; }
+        await new Promise((done) => setTimeout(done, 1000 * Number(res.headers.get('Retry-After') || 1)));
+      }
+    }
+  }, { roomName, prefix, n });
+}
 /** expectMessageOnce for bodies with mentions (elements inside: `:text-is` does not see through them). */
 async function expectOnce(page, text) {
   await page.locator(`${tid('message')}[data-state="sent"]:has(${tid('message-body')}:has-text("${text}"))`).first().waitFor();
@@ -707,22 +728,7 @@ test('chat v1.1: mentions, replies, threads, reactions, pins, seen by, presence 
     await send(ben, target);
     await expectOnce(ann, target);
     // Sixty newer messages: opening around the result must not load them all.
-    await ben.evaluate(async ({ roomName, n }) => {
-      const { store, auth } = window.intellicolab;
-      const r = [...store.rooms.values()].find((x) => x.name === roomName);
-      for (let i = 1; i <= n; i++) {
-        // The chat service limits sends per user (10/s, burst 20): wait as told on 429.
-        for (let attempt = 0; attempt < 20; attempt++) {
-          const res = await fetch(`/chat/rooms/${r.id}/messages`, {
-            method: 'POST',
-            headers: { Authorization: `Bearer ${await auth.token()}`, 'Content-Type': 'application/json' },
-            body: JSON.stringify({ body: `filler ${i}`, client_msg_id: `filler-${i}-${r.id}` }),
-          });
-          if (res.status !== 429) { if (!res.ok) throw new Error(`filler ${i}: HTTP ${res.status}`); break; }
-          await new Promise((done) => setTimeout(done, 1000 * Number(res.headers.get('Retry-After') || 1)));
-        }
-      }
-    }, { roomName: room, n: 60 });
+    await postMessages(ben, room, 'filler', 60);
     await expectOnce(ann, 'filler 60');
     await ann.fill(tid('sidebar-search'), `zebrafish ${SUFFIX}`);
     await ann.keyboard.press('Enter');
@@ -882,12 +888,7 @@ test('notifications v1.1: the bell, the inbox, room levels, settings and the pus
     await cat.locator(`${tid('notif-badge')}:text-is("1")`).waitFor();
     assert.equal(await cat.locator(tid('notif-bell')).getAttribute('aria-label'), 'Notifications, 1 unread');
     // Enough newer messages that the mention is not on the room's latest page.
-    const roomId = await dan.locator(tid('room-view')).getAttribute('data-room-id');
-    await dan.evaluate(async (id) => {
-      for (let i = 1; i <= 60; i++) {
-        await window.intellicolab.store.api(`/chat/rooms/${id}/messages`, { method: 'POST', body: { body: `later ${i}`, client_msg_id: crypto.randomUUID() } });
-      }
-    }, roomId);
+    await postMessages(dan, room, 'later', 60);
     await cat.click(tid('notif-bell'));
     const item = cat.locator(`${tid('inbox-item')}[data-kind="mention"]`);
     await item.waitFor();
