@@ -7,7 +7,7 @@
 // The push payload is the Notification of API.md as JSON (the server sends one only while
 // the person has no open connection). It names the actor and room by id only, and a service
 // worker has no access token to ask: the page posts the names it knows (`{type: 'names'}`),
-// kept in Cache Storage so they outlive this worker being stopped.
+// merged into Cache Storage so they outlive this worker being stopped.
 /* eslint-env serviceworker */
 
 const NAMES_CACHE = 'intellicolab-names';
@@ -33,11 +33,28 @@ async function readNames() {
   }
 }
 
+/** Keep at most this many of each (the newest posted win): ~1000 × ~60 bytes = 60 kB. */
+const NAMES_MAX = 1000;
+
+function capped(map) {
+  const entries = Object.entries(map || {});
+  return Object.fromEntries(entries.slice(Math.max(0, entries.length - NAMES_MAX)));
+}
+
+/** Merge posted names into the stored ones (`null` forgets them all: logout). */
 async function writeNames(names) {
   try {
     const cache = await self.caches.open(NAMES_CACHE);
-    if (names) await cache.put(NAMES_URL, new Response(JSON.stringify(names), { headers: { 'Content-Type': 'application/json' } }));
-    else await cache.delete(NAMES_URL);
+    if (!names) {
+      await cache.delete(NAMES_URL);
+      return;
+    }
+    const old = await readNames();
+    const merged = {
+      users: capped({ ...old.users, ...names.users }),
+      rooms: capped({ ...old.rooms, ...names.rooms }),
+    };
+    await cache.put(NAMES_URL, new Response(JSON.stringify(merged), { headers: { 'Content-Type': 'application/json' } }));
   } catch { /* no Cache Storage: titles fall back to generic words */ }
 }
 

@@ -804,8 +804,9 @@ test('chat v1.1: mentions, replies, threads, reactions, pins, seen by, presence 
  * stand-in PushManager: a real P-256 key pair and auth secret (the server checks them), an
  * endpoint on a reserved name (https://push.invalid, never reached: the user stays connected,
  * and the subscription is deleted before the end), kept in localStorage across reloads. The
- * service worker itself is the real one (registered from /sw.js); its push handler is
- * unit-tested in web/test/notifications.test.mjs.
+ * service worker itself is the real one (registered from /sw.js): a push is delivered to it
+ * through the DevTools protocol. Its click handler is unit-tested in
+ * web/test/notifications.test.mjs (a click on a notification cannot be made headless).
  */
 function stubPushManager() {
   const KEY = 'e2e.push_stub';
@@ -996,7 +997,7 @@ test('notifications v1.1: the bell, the inbox, room levels, settings and the pus
     assert.deepEqual(prefs, { email: 'daily', web_push: true, previews: false, timezone: 'Europe/Paris' });
   });
 
-  await feature('browser push: the service worker registers, the subscription is sent and deleted (stubbed PushManager)', async () => {
+  await feature('browser push: the service worker registers, shows a pushed notification, the subscription is sent and deleted (stubbed PushManager)', async () => {
     await cat.goto(`${BASE_URL}/#/settings/notifications`);
     await waitConnected(cat);
     await cat.locator(`${tid('push-state')}[data-state="off"]`).waitFor();
@@ -1020,6 +1021,34 @@ test('notifications v1.1: the bell, the inbox, room levels, settings and the pus
     assert.ok(state.keyMatches, 'subscribed with the server\'s VAPID key');
     assert.equal(state.stored.endpoint, state.endpoint);
     assert.match(state.stored.id, /^[0-9a-f-]{36}$/);
+    // A push as the server would send it, delivered to the real worker through the DevTools
+    // protocol (no push service needed): it shows the notification, titled with the names
+    // the page posted to the worker.
+    const [latest] = (await cat.evaluate(() => window.intellicolab.store.api('/notifications', { query: { limit: 1 } }))).items;
+    const cdp = await cat.context().newCDPSession(cat);
+    const registrationId = await new Promise((resolve) => {
+      cdp.on('ServiceWorker.workerRegistrationUpdated', ({ registrations }) => {
+        const r = registrations.find((x) => x.scopeURL === `${BASE_URL}/` && !x.isDeleted);
+        if (r) resolve(r.registrationId);
+      });
+      cdp.send('ServiceWorker.enable');
+    });
+    await cdp.send('ServiceWorker.deliverPushMessage', { origin: BASE_URL, registrationId, data: JSON.stringify(latest) });
+    const shown = await cat.evaluate(async (tag) => {
+      const reg = await navigator.serviceWorker.getRegistration('/');
+      for (let i = 0; i < 100; i++) {
+        const found = (await reg.getNotifications({ tag })).map((x) => ({ title: x.title, body: x.body, tag: x.tag, data: x.data }));
+        if (found.length) return found;
+        await new Promise((r) => setTimeout(r, 100)); // poll interval
+      }
+      return [];
+    }, latest.id);
+    assert.equal(shown.length, 1, 'the worker showed the pushed notification');
+    assert.equal(shown[0].title, `Dan_m E2E mentioned you in ${room2}`);
+    assert.equal(shown[0].body, latest.preview);
+    assert.match(latest.preview, /over in room two/, 'made before previews were turned off');
+    assert.equal(shown[0].data.href, `#/rooms/${latest.room_id}?around=${latest.seq}&msg=${latest.message_id}`);
+    await cdp.detach();
     await cat.reload();
     await waitConnected(cat);
     await cat.locator(`${tid('push-state')}[data-state="on"]`).waitFor();

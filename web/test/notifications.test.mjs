@@ -101,11 +101,15 @@ test('sw: without names the title is generic; a DM does not name the room; previ
   await w.dispatch('message', { data: { type: 'names', names: { users: { ann: 'Ann' }, rooms: { 'room-1': 'Ann' } } } });
   await w.dispatch('push', { data: pushData({ ...NOTE, id: 'n2', kind: 'dm', preview: '' }) });
   assert.deepEqual(w.shown.map((s) => s.title), ['Someone replied to you', 'Ann sent you a message']);
+  // Names posted later are merged into the known ones.
+  await w.dispatch('message', { data: { type: 'names', names: { users: { bo: 'Bo' }, rooms: {} } } });
+  await w.dispatch('push', { data: pushData({ ...NOTE, id: 'n4', kind: 'reply' }) });
+  assert.equal(w.shown[2].title, 'Ann replied to you in Ann');
   assert.equal(w.shown[1].options.body, '');
   // Logging out clears the names (the next person here must not see them).
   await w.dispatch('message', { data: { type: 'names', names: null } });
   await w.dispatch('push', { data: pushData({ ...NOTE, id: 'n3' }) });
-  assert.equal(w.shown[2].title, 'Someone mentioned you');
+  assert.equal(w.shown[3].title, 'Someone mentioned you');
 });
 
 test('sw: a push without a readable payload still shows something (userVisibleOnly)', async () => {

@@ -318,7 +318,7 @@ const worker = {
   start() {
     if (!this.supported()) return;
     store.addEventListener('rooms', this.onRooms);
-    this.postNames();
+    this.postNames({ actors: true });
   },
   stop() {
     if (!this.supported()) return;
@@ -339,11 +339,20 @@ const worker = {
     clearTimeout(worker.namesTimer);
     worker.namesTimer = setTimeout(() => worker.postNames(), NAMES_DEBOUNCE_MS);
   },
-  /** Room titles and people's names for the worker's notification titles (push on only). */
-  async postNames() {
+  /**
+   * Room titles and people's names for the worker's notification titles (push on only); it
+   * merges them into what it has. With `actors`, first the names of the people behind my
+   * recent notifications (those likely to notify again; the page may not have shown them).
+   */
+  async postNames({ actors = false } = {}) {
     if (!notifications.storedPush || !auth.user) return;
     const reg = await navigator.serviceWorker.getRegistration('/').catch(() => null);
     if (!reg?.active) return;
+    if (actors) {
+      const recent = await notifications.list({ limit: 100 }).catch(() => null);
+      const ids = new Set((recent?.items || []).map((n) => n.actor_id));
+      await Promise.all([...ids].map((id) => store.profile(id).catch(() => null)));
+    }
     const rooms = {};
     for (const r of store.rooms.values()) rooms[r.id] = store.roomTitle(r);
     const users = {};
@@ -472,7 +481,7 @@ export function mountNotificationSettings(main) {
       if (permission !== 'granted') { renderPush('The browser did not allow notifications.'); return; }
       const reg = await worker.registration();
       await notifications.subscribePush(reg.pushManager, auth.user?.id);
-      worker.postNames();
+      await worker.postNames({ actors: true });
       if (!disposed) renderPush('Browser notifications are on.');
     } catch (err) {
       if (!disposed) renderPush(errorText(err, `Could not turn on notifications: ${err?.message || err}`));
