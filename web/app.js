@@ -70,7 +70,10 @@ function render() {
       break;
     case 'me': result = mountMe(main); break;
     case 'sessions': result = mountSessions(main); break;
-    case 'settings': result = args[0] === 'notifications' ? mountNotificationSettings(main) : (location.replace('#/settings/notifications'), null); break;
+    case 'settings': // v1.1: only notification settings so far
+      if (args[0] !== 'notifications') { location.replace('#/settings/notifications'); return; }
+      result = mountNotificationSettings(main);
+      break;
     case 'confirm-email': result = mountConfirmEmail(main, { token: takeToken(name, query) }); break;
     case 'reset': result = mountResetPassword(main, { token: takeToken(name, query) }); break;
     case 'forgot-password': result = mountForgotPassword(main); break;
