@@ -99,7 +99,7 @@ async function onNotificationClick(event) {
   const open = windows.find((c) => c.focused) || windows[0];
   if (open) {
     await open.focus();
-    open.postMessage({ type: 'open-notification', href, id: data.id || null });
+    open.postMessage({ type: 'open-notification', href, id: data.id || null, room_id: data.room_id, message_id: data.message_id, seq: data.seq });
     return;
   }
   await self.clients.openWindow(`/${href}`);

@@ -131,7 +131,7 @@ test('sw: a click focuses an open page and posts it the room to open', async () 
   await w.dispatch('notificationclick', { notification });
   assert.equal(closed, 1);
   assert.equal(focused, 1);
-  assert.deepEqual(plain(posted), [{ type: 'open-notification', href: '#/rooms/room-1?around=42&msg=msg-1', id: NOTE.id }]);
+  assert.deepEqual(plain(posted), [{ type: 'open-notification', href: '#/rooms/room-1?around=42&msg=msg-1', id: NOTE.id, room_id: 'room-1', message_id: 'msg-1', seq: 42 }]);
   assert.deepEqual(w.opened, []);
 });
 

@@ -363,11 +363,13 @@ const worker = {
 
 // A click on a push notification while a page is open: the worker asks it to open the room.
 if (typeof navigator !== 'undefined' && 'serviceWorker' in navigator) {
-  navigator.serviceWorker.addEventListener('message', (e) => {
+  navigator.serviceWorker.addEventListener('message', async (e) => {
     const msg = e.data || {};
     if (msg.type !== 'open-notification' || typeof msg.href !== 'string' || !msg.href.startsWith('#/rooms/')) return;
-    location.hash = msg.href;
-    if (msg.id && auth.loggedIn) notifications.markRead([{ id: msg.id, read_at: null }]).catch(() => {});
+    if (!auth.loggedIn) { location.hash = msg.href; return; }
+    // A thread reply opens its thread, as from the inbox.
+    location.hash = msg.room_id && msg.message_id && Number(msg.seq) > 0 ? await notifications.resolveHref(msg) : msg.href;
+    if (msg.id) notifications.markRead([{ id: msg.id, read_at: null }]).catch(() => {});
   });
   navigator.serviceWorker.startMessages?.();
 }
