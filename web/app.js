@@ -7,6 +7,7 @@ import { mountChat } from './js/views/rooms.js';
 import { mountPeople, mountProfile, mountFollowList, mountMe } from './js/views/people.js';
 import { mountSessions } from './js/views/sessions.js';
 import { mountConfirmEmail, mountResetPassword, mountForgotPassword } from './js/views/account.js';
+import { mountBell, startNotifications, stopNotifications, mountNotificationSettings } from './js/views/notifications.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('main-nav');
@@ -69,6 +70,10 @@ function render() {
       break;
     case 'me': result = mountMe(main); break;
     case 'sessions': result = mountSessions(main); break;
+    case 'settings': // v1.1: only notification settings so far
+      if (args[0] !== 'notifications') { location.replace('#/settings/notifications'); return; }
+      result = mountNotificationSettings(main);
+      break;
     case 'confirm-email': result = mountConfirmEmail(main, { token: takeToken(name, query) }); break;
     case 'reset': result = mountResetPassword(main, { token: takeToken(name, query) }); break;
     case 'forgot-password': result = mountForgotPassword(main); break;
@@ -115,6 +120,7 @@ async function onLoggedIn() {
   try {
     if (!auth.user) auth.user = await api('/auth/me');
     await store.start();
+    startNotifications();
     store.noteActivity();
   } catch (err) {
     toast(err.humanMessage ? err.humanMessage() : 'Could not load your rooms.', 'error');
@@ -126,6 +132,7 @@ async function onLoggedIn() {
 auth.addEventListener('login', () => { onLoggedIn(); });
 auth.addEventListener('logout', (e) => {
   store.stop();
+  stopNotifications();
   showShell(false);
   const reason = e.detail?.reason;
   logoutNotice = reason === 'logout' ? 'You have logged out.'
@@ -170,6 +177,8 @@ document.addEventListener('visibilitychange', () => {
 });
 
 document.getElementById('logout-button').addEventListener('click', () => auth.logout());
+// v1.1: the notifications bell and inbox, before Log out.
+mountBell(nav, document.getElementById('logout-button'));
 // The skip link must not change the hash (that is the router's).
 document.querySelector('.skip-link').addEventListener('click', (e) => {
   e.preventDefault();

@@ -1,5 +1,6 @@
 // A small in-memory stand-in for the IntelliColab gateway, following /work/shared/API.md
-// (contract v1.1: mentions, threads, reactions, pins, read receipts, presence, search)
+// (contract v1.1: mentions, threads, reactions, pins, read receipts, presence, search,
+// notifications: inbox, count frames, room levels, preferences, push subscriptions)
 // closely enough to develop and test the web client without the Rust services.
 // It also serves web/ with the gateway's Content-Security-Policy, so CSP violations show up.
 //
@@ -152,6 +153,7 @@ function postMessage(r, user, { body, client_msg_id, reply_to, thread_root_id })
   r.messages.set(m.id, m);
   if (root) { root.reply_count += 1; root.last_reply_at = m.created_at; }
   addEvent(r, 'message.created', { message: m });
+  notifyMessage(r, m);
   return { message: msgView(r, m, user.id), created: true };
 }
 
@@ -327,6 +329,7 @@ route('POST', '/chat/rooms/:id/read', ({ me, p, body }) => {
   if (seq > (r.reads.get(me.user.id) || 0)) {
     r.reads.set(me.user.id, seq);
     r.readAt = { ...(r.readAt || {}), [me.user.id]: now() };
+    readNotes(me.user.id, (n) => n.room_id === r.room.id && n.seq <= seq);
     const frame = JSON.stringify({ type: 'read', room_id: r.room.id, user_id: me.user.id, seq });
     for (const s of sockets) if (s.userId !== me.user.id && r.members.has(s.userId)) s.send(frame);
   }
@@ -465,6 +468,85 @@ route('GET', '/chat/presence', ({ url }) => {
   return [200, { items: ids.map(presenceItem) }];
 });
 
+// ---------- notifications (v1.1) ----------
+const notes = []; // newest last: {id, user, kind, room_id, message_id, seq, actor_id, preview, created_at, read_at}
+const roomLevels = new Map(); // "user:room" -> {level, muted_until}
+const prefs = new Map(); // user -> {email, web_push, previews, timezone}
+const pushSubs = new Map(); // id -> {user, endpoint}
+const VAPID = crypto.createECDH('prime256v1');
+VAPID.generateKeys();
+const b64u = (buf) => Buffer.from(buf).toString('base64url');
+const prefsOf = (uid) => prefs.get(uid) || { email: 'instant', web_push: true, previews: true, timezone: 'UTC' };
+function levelOf(uid, r) {
+  return roomLevels.get(`${uid}:${r.room.id}`) || { level: r.room.kind === 'dm' ? 'all' : 'mentions', muted_until: null };
+}
+function sendCount(uid) {
+  const frame = JSON.stringify({ type: 'notifications', unread_count: notes.filter((n) => n.user === uid && !n.read_at).length });
+  for (const s of sockets) if (s.userId === uid) s.send(frame);
+}
+function notifyMessage(r, m) {
+  const parent = m.reply_to ? r.messages.get(m.reply_to) : m.thread_root_id ? r.messages.get(m.thread_root_id) : null;
+  for (const uid of r.members.keys()) {
+    if (uid === m.sender_id || blocks.has(`${uid}>${m.sender_id}`)) continue;
+    const { level, muted_until } = levelOf(uid, r);
+    if (level === 'none' || (muted_until && Date.parse(muted_until) > Date.now())) continue;
+    const kind = r.room.kind === 'dm' ? 'dm' : m.mentions.includes(uid) ? 'mention' : parent?.sender_id === uid ? 'reply' : level === 'all' ? 'message' : null;
+    if (!kind) continue;
+    notes.push({ id: uuid(), user: uid, kind, room_id: r.room.id, message_id: m.id, seq: m.seq, actor_id: m.sender_id,
+      preview: prefsOf(uid).previews ? [...m.body].slice(0, 140).join('') : '', created_at: now(), read_at: null });
+    sendCount(uid);
+  }
+}
+function readNotes(uid, pred) {
+  let n = 0;
+  for (const x of notes) if (x.user === uid && !x.read_at && pred(x)) { x.read_at = now(); n++; }
+  if (n) sendCount(uid);
+}
+const noteView = ({ user, ...n }) => n;
+route('GET', '/notifications', ({ me, url }) => {
+  const unread = url.searchParams.get('unread') === 'true';
+  return [200, page(notes.filter((n) => n.user === me.user.id && (!unread || !n.read_at)).reverse().map(noteView), url)];
+});
+route('GET', '/notifications/unread-count', ({ me }) => [200, { count: notes.filter((n) => n.user === me.user.id && !n.read_at).length }]);
+route('POST', '/notifications/read', ({ me, body }) => {
+  if (body.all === true) readNotes(me.user.id, () => true);
+  else if (Array.isArray(body.ids)) readNotes(me.user.id, (n) => body.ids.includes(n.id));
+  else throw new Problem(400, 'validation_failed', 'Send ids or all.', [{ field: 'ids', message: 'send either {"ids": [...]} or {"all": true}' }]);
+  return [204];
+});
+route('GET', '/notifications/preferences', ({ me }) => [200, prefsOf(me.user.id)]);
+route('PUT', '/notifications/preferences', ({ me, body }) => {
+  const zones = new Set(['UTC', ...Intl.supportedValuesOf('timeZone')]);
+  if (body.timezone !== undefined && !zones.has(body.timezone)) throw new Problem(400, 'validation_failed', 'Invalid preferences.', [{ field: 'timezone', message: 'must be an IANA time zone name' }]);
+  const next = { ...prefsOf(me.user.id) };
+  for (const k of ['email', 'web_push', 'previews', 'timezone']) if (body[k] !== undefined) next[k] = body[k];
+  prefs.set(me.user.id, next);
+  return [200, next];
+});
+route('GET', '/notifications/rooms/:id', ({ me, p }) => [200, { room_id: p.id, ...levelOf(me.user.id, getRoom(p.id, me.user)) }]);
+route('PUT', '/notifications/rooms/:id', ({ me, p, body }) => {
+  const r = getRoom(p.id, me.user);
+  if (body.level !== undefined && !['all', 'mentions', 'none'].includes(body.level)) throw new Problem(400, 'validation_failed', 'Invalid level.', [{ field: 'level', message: 'must be all, mentions or none' }]);
+  const next = { ...levelOf(me.user.id, r) };
+  if (body.level !== undefined) next.level = body.level;
+  if (body.muted_until !== undefined) next.muted_until = body.muted_until === null ? null : new Date(body.muted_until).toISOString();
+  roomLevels.set(`${me.user.id}:${r.room.id}`, next);
+  return [200, { room_id: p.id, ...next }];
+});
+route('GET', '/notifications/push/vapid-public-key', () => [200, { key: b64u(VAPID.getPublicKey()) }]);
+route('POST', '/notifications/push/subscriptions', ({ me, body }) => {
+  if (!/^https:\/\//.test(body.endpoint || '')) throw new Problem(400, 'validation_failed', 'Invalid subscription.', [{ field: 'endpoint', message: 'must be an https URL of a public push service' }]);
+  const existing = [...pushSubs].find(([, v]) => v.endpoint === body.endpoint);
+  const id = existing ? existing[0] : uuid();
+  pushSubs.set(id, { user: me.user.id, endpoint: body.endpoint });
+  return [201, { id }];
+});
+route('DELETE', '/notifications/push/subscriptions/:id', ({ me, p }) => {
+  if (pushSubs.get(p.id)?.user !== me.user.id) throw new Problem(404, 'subscription_not_found', 'No such push subscription.');
+  pushSubs.delete(p.id);
+  return [204];
+});
+
 // ---------- server ----------
 function send(res, status, body, headers = {}) {
   const h = { 'X-Request-Id': uuid(), ...headers };
@@ -477,7 +559,7 @@ function send(res, status, body, headers = {}) {
 const server = http.createServer(async (req, res) => {
   const url = new URL(req.url, `http://${req.headers.host}`);
   const p = url.pathname;
-  if (req.method === 'GET' && !/^\/(auth|users|chat)(\/|$)/.test(p)) {
+  if (req.method === 'GET' && !/^\/(auth|users|chat|notifications)(\/|$)/.test(p)) {
     const file = path.join(WEB_ROOT, p === '/' ? 'index.html' : path.normalize(p));
     if (!file.startsWith(WEB_ROOT) || file.includes(`${path.sep}e2e${path.sep}`) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) { res.writeHead(404); res.end('not found'); return; }
     res.writeHead(200, { 'Content-Type': TYPES[path.extname(file)] || 'application/octet-stream', 'Content-Security-Policy': CSP, 'Cache-Control': 'no-cache', 'X-Content-Type-Options': 'nosniff' });

@@ -144,6 +144,7 @@ export class Store extends EventTarget {
     });
     this.rt.addEventListener('read', (e) => this.handleRead(e.detail));
     this.rt.addEventListener('presence', (e) => this.handlePresence(e.detail));
+    this.rt.addEventListener('notifications', (e) => this.emit('notifications', e.detail));
     this.rt.addEventListener('event', (e) => this.handleFrame(e.detail));
     this.rt.addEventListener('ack', (e) => this.handleAck(e.detail));
     this.rt.addEventListener('send-error', (e) => this.handleSendError(e.detail));

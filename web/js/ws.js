@@ -165,6 +165,7 @@ export class Realtime extends EventTarget {
       case 'typing':
       case 'read':
       case 'presence':
+      case 'notifications': // v1.1: {unread_count}, the notifications service's badge
         this.dispatchEvent(new CustomEvent(frame.type, { detail: frame }));
         break;
       case 'pong':

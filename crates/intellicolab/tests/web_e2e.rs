@@ -105,6 +105,7 @@ impl Server {
             "AUTH_DATABASE_URL",
             "USERS_DATABASE_URL",
             "CHAT_DATABASE_URL",
+            "NOTIFICATIONS_DATABASE_URL",
         ] {
             cmd.env_remove(var);
         }
@@ -174,7 +175,7 @@ fn web_client_end_to_end_against_the_real_system() {
     std::fs::create_dir_all(&output).unwrap();
 
     let data = tempfile::tempdir().unwrap();
-    let [gateway, auth, users, chat] = free_ports::<4>();
+    let [gateway, auth, users, chat, notifications] = free_ports::<5>();
     let url = |port: u16| format!("http://127.0.0.1:{port}");
     let env: Vec<(String, String)> = [
         (
@@ -184,6 +185,15 @@ fn web_client_end_to_end_against_the_real_system() {
         ("INTELLICOLAB_AUTH__LISTEN", format!("127.0.0.1:{auth}")),
         ("INTELLICOLAB_USERS__LISTEN", format!("127.0.0.1:{users}")),
         ("INTELLICOLAB_CHAT__LISTEN", format!("127.0.0.1:{chat}")),
+        (
+            "INTELLICOLAB_NOTIFICATIONS__LISTEN",
+            format!("127.0.0.1:{notifications}"),
+        ),
+        ("INTELLICOLAB_NOTIFICATIONS__CHAT_URL", url(chat)),
+        (
+            "INTELLICOLAB_GATEWAY__UPSTREAMS__NOTIFICATIONS",
+            url(notifications),
+        ),
         ("INTELLICOLAB_GATEWAY__UPSTREAMS__AUTH", url(auth)),
         ("INTELLICOLAB_GATEWAY__UPSTREAMS__USERS", url(users)),
         ("INTELLICOLAB_GATEWAY__UPSTREAMS__CHAT", url(chat)),
@@ -214,6 +224,7 @@ fn web_client_end_to_end_against_the_real_system() {
         (auth, "/readyz"),
         (users, "/readyz"),
         (chat, "/readyz"),
+        (notifications, "/readyz"),
         (gateway, "/readyz"),
         (gateway, "/"),
         (gateway, "/auth/.well-known/jwks.json"),

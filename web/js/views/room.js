@@ -14,6 +14,7 @@ import { mountMembers } from './room/members.js';
 import { mountThreadPanel } from './room/threads.js';
 import { mountPins } from './room/pins.js';
 import { closeReactionPicker } from './room/reactions.js';
+import { roomNotificationMenu } from './notifications.js';
 
 /**
  * `target` (optional): `{around: seq, msg: id}` opens the history around that message and
@@ -48,7 +49,7 @@ export function mountRoom(pane, roomId, target = {}) {
   const header = h('header', { class: 'room-header' },
     h('a', { href: '#/rooms', class: 'back-link', 'aria-label': 'Back to chats', text: '←' }),
     h('div', { class: 'room-heading' }, title, topic),
-    h('div', { class: 'room-header-actions' }, pins.button, members.button));
+    h('div', { class: 'room-header-actions' }, roomNotificationMenu(state), pins.button, members.button));
   const body = h('div', { class: 'room-body' },
     h('div', { class: 'conversation' }, ...messages.elements, ...composer.elements),
     members.panel, thread.panel, pins.panel);
