@@ -17,7 +17,7 @@ import { WebSocketServer } from 'ws';
 const WEB_ROOT = path.resolve(process.env.WEB_ROOT || path.join(path.dirname(fileURLToPath(import.meta.url)), '..'));
 const PORT = Number(process.env.PORT || 8090);
 const TOKEN_TTL = Number(process.env.TOKEN_TTL || 900);
-const CSP = "default-src 'self'; connect-src 'self'; img-src 'self' https: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
+const CSP = "default-src 'self'; connect-src 'self'; img-src 'self' https: data: blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
 const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml', '.png': 'image/png', '.json': 'application/json' };
 
 const uuid = () => crypto.randomUUID();

@@ -51,6 +51,8 @@ pub struct MessageCreated<'a> {
     pub recipient_ids: Vec<Uuid>,
     pub preview: String,
     pub created_at: &'a str,
+    /// The files attached (the files service grants the room's members access to them).
+    pub attachments: &'a [domain::Attachment],
 }
 
 impl MessageCreated<'_> {
@@ -81,6 +83,7 @@ impl MessageCreated<'_> {
                 recipient_ids: recipients(room.and_then(|r| r.dm_key.as_deref()), m.sender_id),
                 preview: domain::preview(&m.body),
                 created_at: &m.created_at,
+                attachments: &m.attachments,
             },
         )
     }
@@ -131,6 +134,8 @@ pub struct MessageDeleted<'a> {
     pub deleted_by: Uuid,
     pub room_kind: &'a str,
     pub thread_root_id: Option<Uuid>,
+    /// The files the message carried (the files service detaches them).
+    pub attachment_ids: Vec<Uuid>,
 }
 
 // ---- events from other services ----------------------------------------------------
