@@ -910,6 +910,9 @@ test('files: an image and a document attached, the thumbnail and full-size view 
     await dee.locator(`${tid('attachment-thumb')}[data-loaded="true"][aria-label^="View alone.png"]`).waitFor();
   });
 
+  // A picture of the attachments for people reviewing a run (output/dee-files.png).
+  await dee.screenshot({ path: path.join(OUT, 'dee-files.png') }).catch(() => {});
+
   await step('files: no page errors or CSP violations', async () => {
     assert.deepEqual(problems, []);
   });

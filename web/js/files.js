@@ -32,6 +32,12 @@ export function formatSize(bytes) {
 /** Whether a `File` (the API's) is an image the files service made a thumbnail of. */
 export const isImage = (file) => !!file?.thumbnail_url && String(file.content_type || '').startsWith('image/');
 
+/** What a list shows of a message's text: its body, or the names of its attachments. */
+export function attachmentSummary(m) {
+  if (m?.body || !m?.attachments?.length) return m?.body || '';
+  return `📎 ${m.attachments.map((f) => f.filename).join(', ')}`;
+}
+
 /** A name for a pasted image that has none ("image.png" for every paste otherwise). */
 export function pastedName(type, now = new Date()) {
   const ext = { 'image/png': 'png', 'image/jpeg': 'jpg', 'image/gif': 'gif', 'image/webp': 'webp' }[type] || 'bin';

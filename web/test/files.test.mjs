@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  formatSize, AttachmentDraft, BlobUrls, uploadFile, isImage, pastedName, MAX_ATTACHMENTS,
+  formatSize, AttachmentDraft, BlobUrls, uploadFile, isImage, pastedName, attachmentSummary, MAX_ATTACHMENTS,
 } from '../js/files.js';
 import { sendFrame } from '../js/store.js';
 
@@ -24,7 +24,10 @@ test('formatSize: bytes, one decimal below 10, units of 1024', () => {
   assert.equal(formatSize('x'), '');
 });
 
-test('isImage and pasted names', () => {
+test('isImage, pasted names, the list summary of a message of files only', () => {
+  assert.equal(attachmentSummary({ body: 'hi', attachments: [{ filename: 'a.png' }] }), 'hi');
+  assert.equal(attachmentSummary({ body: '', attachments: [{ filename: 'a.png' }, { filename: 'b.pdf' }] }), '📎 a.png, b.pdf');
+  assert.equal(attachmentSummary({ body: '' }), '');
   assert.equal(isImage({ content_type: 'image/png', thumbnail_url: '/files/a/thumbnail' }), true);
   assert.equal(isImage({ content_type: 'image/svg+xml', thumbnail_url: null }), false);
   assert.equal(isImage({ content_type: 'application/pdf', thumbnail_url: null }), false);

@@ -299,19 +299,25 @@ pub fn preview(body: &str) -> String {
 
 /// Trims and checks a message body: 1–4000 Unicode characters, no control characters
 /// but line feeds and tabs (a NUL truncates the text in C clients and some databases).
+/// An edit's body: 1–4000 characters after trimming.
 pub fn parse_body(raw: &str) -> Result<String, ApiError> {
-    parse_send_body(raw, false)
+    checked_body(raw, false, "must not be empty")
 }
 
 /// A send's body: it may be empty when the message carries attachments.
 pub fn parse_send_body(raw: &str, has_attachments: bool) -> Result<String, ApiError> {
+    checked_body(
+        raw,
+        has_attachments,
+        "must not be empty when the message has no attachments",
+    )
+}
+
+fn checked_body(raw: &str, may_be_empty: bool, empty: &str) -> Result<String, ApiError> {
     let body = raw.trim();
     let n = body.chars().count();
-    if n == 0 && !has_attachments {
-        return Err(ApiError::validation(
-            "body",
-            "must not be empty (unless the message has attachments)",
-        ));
+    if n == 0 && !may_be_empty {
+        return Err(ApiError::validation("body", empty));
     }
     if kit::text::has_control(body, true) {
         return Err(ApiError::validation(
@@ -334,8 +340,7 @@ fn invalid_attachment(detail: impl Into<String>) -> ApiError {
 
 /// A send's `attachment_ids`: at most [`MAX_ATTACHMENTS`], no id twice (400
 /// `invalid_attachment`). Whether each is the sender's upload is the files service's answer.
-pub fn parse_attachment_ids(ids: Option<&[Uuid]>) -> Result<Vec<Uuid>, ApiError> {
-    let ids = ids.unwrap_or_default();
+pub fn parse_attachment_ids(ids: &[Uuid]) -> Result<Vec<Uuid>, ApiError> {
     if ids.len() > MAX_ATTACHMENTS {
         return Err(invalid_attachment(format!(
             "a message carries at most {MAX_ATTACHMENTS} attachments ({} given)",
@@ -559,11 +564,11 @@ mod tests {
     #[test]
     fn attachment_ids_at_most_ten_and_distinct() {
         let ids: Vec<Uuid> = (0..11).map(|_| Uuid::now_v7()).collect();
-        assert_eq!(parse_attachment_ids(None).unwrap(), Vec::<Uuid>::new());
-        assert_eq!(parse_attachment_ids(Some(&ids[..10])).unwrap(), ids[..10]);
-        let e = parse_attachment_ids(Some(&ids)).unwrap_err();
+        assert_eq!(parse_attachment_ids(&[]).unwrap(), Vec::<Uuid>::new());
+        assert_eq!(parse_attachment_ids(&ids[..10]).unwrap(), ids[..10]);
+        let e = parse_attachment_ids(&ids).unwrap_err();
         assert_eq!((e.code, e.status.as_u16()), ("invalid_attachment", 400));
-        let e = parse_attachment_ids(Some(&[ids[0], ids[1], ids[0]])).unwrap_err();
+        let e = parse_attachment_ids(&[ids[0], ids[1], ids[0]]).unwrap_err();
         assert_eq!(e.code, "invalid_attachment");
         assert!(e.detail.contains(&ids[0].to_string()), "{}", e.detail);
     }

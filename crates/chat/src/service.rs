@@ -461,7 +461,7 @@ pub async fn queue_message(
     sender: Uuid,
     input: SendInput<'_>,
 ) -> Result<crate::writer::Pending, ApiError> {
-    let attachment_ids = domain::parse_attachment_ids(Some(input.attachment_ids))?;
+    let attachment_ids = domain::parse_attachment_ids(input.attachment_ids)?;
     let body = domain::parse_send_body(input.body, !attachment_ids.is_empty())?;
     let client_msg_id = domain::parse_client_msg_id(input.client_msg_id)?;
     let room_id = input.room_id;

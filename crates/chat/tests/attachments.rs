@@ -171,6 +171,11 @@ async fn own_uploads_attach_everywhere(backend: Backend) {
     let only = post_message(&app, &room, &alice, json!({"attachment_ids": [a]})).await.1;
     let (_, rooms) = app.get("/chat/rooms", &bob).await;
     assert_eq!(rooms["items"][0]["last_message"]["attachments"], only["attachments"]);
+    // Its notification preview names the file instead of an empty body.
+    let e = events
+        .of("chat.message.created", only["id"].as_str().unwrap())
+        .await;
+    assert_eq!(e.data["preview"], "📎 a.png");
 
     let frame = loop {
         let f = bobs_ws.next_of("event").await;
@@ -227,7 +232,7 @@ async fn more_than_ten_or_duplicates_are_refused_without_asking(backend: Backend
     };
     let (alice, room) = app.alice_with_a_room().await;
     let ids: Vec<Uuid> = (0..11).map(|i| files.upload(&alice, &format!("{i}.png"))).collect();
-    let (s, e) = post_message(&app, &room, &alice, json!({"body": "x", "attachment_ids": ids})).await;
+    let (s, e) = post_message(&app, &room, &alice, json!({"body": "x", "attachment_ids": &ids})).await;
     assert_eq!((s, e["code"].as_str()), (400, Some("invalid_attachment")), "{e}");
     assert!(e["detail"].as_str().unwrap().contains("at most 10"), "{e}");
     let (s, e) = post_message(
@@ -241,7 +246,7 @@ async fn more_than_ten_or_duplicates_are_refused_without_asking(backend: Backend
     assert!(e["detail"].as_str().unwrap().contains("twice"), "{e}");
     assert!(files.calls().is_empty(), "refused before asking the files service");
     // Exactly ten is fine.
-    let (s, m) = post_message(&app, &room, &alice, json!({"body": "x", "attachment_ids": ids[..10]})).await;
+    let (s, m) = post_message(&app, &room, &alice, json!({"body": "x", "attachment_ids": &ids[..10]})).await;
     assert_eq!(s, 201, "{m}");
     assert_eq!(m["attachments"].as_array().unwrap().len(), 10);
     app.stop().await;

@@ -15,6 +15,22 @@ async function fetchBlob(url) {
   return res.blob();
 }
 
+const SVG = 'http://www.w3.org/2000/svg';
+const ICONS = {
+  // Feather-style outlines (24×24, stroked): drawn the same on every system, unlike emoji.
+  paperclip: 'M21.44 11.05l-9.19 9.19a6 6 0 0 1-8.49-8.49l9.19-9.19a4 4 0 0 1 5.66 5.66l-9.2 9.19a2 2 0 0 1-2.83-2.83l8.49-8.48',
+  file: 'M14 2H6a2 2 0 0 0-2 2v16a2 2 0 0 0 2 2h12a2 2 0 0 0 2-2V8zM14 2v6h6M8 13h8M8 17h8',
+};
+
+function icon(name) {
+  const svg = document.createElementNS(SVG, 'svg');
+  for (const [k, v] of Object.entries({ viewBox: '0 0 24 24', width: '20', height: '20', fill: 'none', stroke: 'currentColor', 'stroke-width': '2', 'stroke-linecap': 'round', 'stroke-linejoin': 'round', 'aria-hidden': 'true', class: 'icon' })) svg.setAttribute(k, v);
+  const path = document.createElementNS(SVG, 'path');
+  path.setAttribute('d', ICONS[name]);
+  svg.appendChild(path);
+  return svg;
+}
+
 const caches = new WeakMap(); // room state -> BlobUrls
 
 /** The room view's blob URLs (thumbnails), revoked when the view goes. */
@@ -90,7 +106,7 @@ export function attachmentList(state, m) {
       return btn;
     }
     return h('div', { class: 'file-card', testid: 'file-card', 'data-file-id': f.id },
-      h('span', { class: 'file-icon', 'aria-hidden': 'true', text: '📄' }),
+      h('span', { class: 'file-icon' }, icon('file')),
       h('span', { class: 'file-info' },
         h('span', { class: 'file-name', text: f.filename }),
         h('span', { class: 'file-size muted small', text: formatSize(f.size) })),
@@ -101,7 +117,7 @@ export function attachmentList(state, m) {
 /** The names of a pending message's attachments (it shows them until acknowledged). */
 export function pendingAttachments(p) {
   if (!p.attachments?.length) return null;
-  return h('p', { class: 'attachments-pending muted small', text: `📎 ${p.attachments.map((f) => f.filename).join(', ')}` });
+  return h('p', { class: 'attachments-pending muted small' }, icon('paperclip'), ` ${p.attachments.map((f) => f.filename).join(', ')}`);
 }
 
 /**
@@ -122,7 +138,7 @@ export function mountAttachmentPicker(state, { form, input, onChange }) {
     return { promise, abort: () => { aborted = true; inner?.abort(); } };
   });
   const fileInput = h('input', { type: 'file', multiple: true, hidden: true, testid: 'attach-input', tabindex: '-1', 'aria-hidden': 'true' });
-  const button = h('button', { type: 'button', class: 'btn btn-ghost attach-button', testid: 'attach-button', 'aria-label': 'Attach files', title: 'Attach files (or drop or paste them here)', text: '📎' });
+  const button = h('button', { type: 'button', class: 'btn btn-ghost attach-button', testid: 'attach-button', 'aria-label': 'Attach files', title: 'Attach files (or drop or paste them here)' }, icon('paperclip'));
   const chips = h('ul', { class: 'attachment-chips', testid: 'attachment-chips', 'aria-label': 'Attachments to send' });
   const bar = h('progress', { class: 'upload-progress', testid: 'upload-progress', max: '1', value: '0', 'aria-label': 'Upload progress', hidden: true });
   const tray = h('div', { class: 'attachment-tray', hidden: true }, chips, bar);
