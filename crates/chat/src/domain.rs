@@ -360,7 +360,10 @@ pub fn parse_attachment_ids(ids: &[Uuid]) -> Result<Vec<Uuid>, ApiError> {
 /// The files service's answer for `ids` in their order; 400 `invalid_attachment` naming
 /// the ids it did not return (unknown, or uploaded by someone else: the same answer, so
 /// a send does not reveal whether another user's file exists).
-pub fn order_attachments(ids: &[Uuid], found: Vec<Attachment>) -> Result<Vec<Attachment>, ApiError> {
+pub fn order_attachments(
+    ids: &[Uuid],
+    found: Vec<Attachment>,
+) -> Result<Vec<Attachment>, ApiError> {
     let mut out = Vec::with_capacity(ids.len());
     let mut missing = Vec::new();
     for id in ids {
@@ -587,7 +590,10 @@ mod tests {
     fn empty_body_only_with_attachments() {
         assert_eq!(parse_send_body("  ", true).unwrap(), "");
         assert_eq!(parse_send_body(" hi ", true).unwrap(), "hi");
-        assert_eq!(parse_send_body("  ", false).unwrap_err().code, "validation_failed");
+        assert_eq!(
+            parse_send_body("  ", false).unwrap_err().code,
+            "validation_failed"
+        );
         assert_eq!(parse_body("").unwrap_err().code, "validation_failed");
     }
 }

@@ -53,7 +53,10 @@ impl FakeFiles {
 
 async fn start_files() -> (String, Arc<FakeFiles>) {
     use axum::extract::State;
-    async fn lookup(State(fake): State<Arc<FakeFiles>>, axum::Json(q): axum::Json<Value>) -> axum::Json<Value> {
+    async fn lookup(
+        State(fake): State<Arc<FakeFiles>>,
+        axum::Json(q): axum::Json<Value>,
+    ) -> axum::Json<Value> {
         let owner: Uuid = q["owner_id"].as_str().unwrap().parse().unwrap();
         let ids: Vec<Uuid> = serde_json::from_value(q["ids"].clone()).unwrap();
         fake.calls.lock().unwrap().push((owner, ids.clone()));
@@ -85,8 +88,14 @@ async fn start(backend: Backend, test: &str) -> Option<(common::App, Arc<FakeFil
     Some((app, fake))
 }
 
-async fn post_message(app: &common::App, room: &str, u: &common::User, body: Value) -> (u16, Value) {
-    app.post(&format!("/chat/rooms/{room}/messages"), body, u).await
+async fn post_message(
+    app: &common::App,
+    room: &str,
+    u: &common::User,
+    body: Value,
+) -> (u16, Value) {
+    app.post(&format!("/chat/rooms/{room}/messages"), body, u)
+        .await
 }
 
 fn attachment_ids(m: &Value) -> Vec<String> {
@@ -119,7 +128,10 @@ async fn own_uploads_attach_everywhere(backend: Backend) {
     let first = &m["attachments"][0];
     assert_eq!(first["filename"], "b.png");
     assert_eq!(first["content_type"], "image/png");
-    assert_eq!((first["size"].as_i64(), first["width"].as_i64()), (Some(1234), Some(64)));
+    assert_eq!(
+        (first["size"].as_i64(), first["width"].as_i64()),
+        (Some(1234), Some(64))
+    );
     assert_eq!(first["url"], format!("/files/{b}"));
     assert_eq!(first["thumbnail_url"], format!("/files/{b}/thumbnail"));
     // One lookup, as the sender, of exactly the ids sent.
@@ -168,9 +180,14 @@ async fn own_uploads_attach_everywhere(backend: Backend) {
     assert_eq!(pins["items"][0]["attachments"], m["attachments"]);
     let (_, rooms) = app.get("/chat/rooms", &bob).await;
     assert_eq!(rooms["items"][0]["last_message"]["attachments"], json!([]));
-    let only = post_message(&app, &room, &alice, json!({"attachment_ids": [a]})).await.1;
+    let only = post_message(&app, &room, &alice, json!({"attachment_ids": [a]}))
+        .await
+        .1;
     let (_, rooms) = app.get("/chat/rooms", &bob).await;
-    assert_eq!(rooms["items"][0]["last_message"]["attachments"], only["attachments"]);
+    assert_eq!(
+        rooms["items"][0]["last_message"]["attachments"],
+        only["attachments"]
+    );
     // Its notification preview names the file instead of an empty body.
     let e = events
         .of("chat.message.created", only["id"].as_str().unwrap())
@@ -211,18 +228,24 @@ async fn someone_elses_or_unknown_files_are_refused(backend: Backend) {
             json!({"body": "x", "attachment_ids": ids}),
         )
         .await;
-        assert_eq!((s, e["code"].as_str()), (400, Some("invalid_attachment")), "{e}");
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (400, Some("invalid_attachment")),
+            "{e}"
+        );
         // The detail names the refused id, not the accepted one.
         let detail = e["detail"].as_str().unwrap();
-        assert!(detail.contains(&ids.last().unwrap().to_string()), "{detail}");
+        assert!(
+            detail.contains(&ids.last().unwrap().to_string()),
+            "{detail}"
+        );
         assert!(!detail.contains(&mine.to_string()), "{detail}");
     }
     // Nothing was stored.
-    let (_, page) = app.get(&format!("/chat/rooms/{room}/messages"), &alice).await;
-    assert!(
-        page["items"].as_array().unwrap().is_empty(),
-        "{page}"
-    );
+    let (_, page) = app
+        .get(&format!("/chat/rooms/{room}/messages"), &alice)
+        .await;
+    assert!(page["items"].as_array().unwrap().is_empty(), "{page}");
     app.stop().await;
 }
 
@@ -231,9 +254,21 @@ async fn more_than_ten_or_duplicates_are_refused_without_asking(backend: Backend
         return;
     };
     let (alice, room) = app.alice_with_a_room().await;
-    let ids: Vec<Uuid> = (0..11).map(|i| files.upload(&alice, &format!("{i}.png"))).collect();
-    let (s, e) = post_message(&app, &room, &alice, json!({"body": "x", "attachment_ids": &ids})).await;
-    assert_eq!((s, e["code"].as_str()), (400, Some("invalid_attachment")), "{e}");
+    let ids: Vec<Uuid> = (0..11)
+        .map(|i| files.upload(&alice, &format!("{i}.png")))
+        .collect();
+    let (s, e) = post_message(
+        &app,
+        &room,
+        &alice,
+        json!({"body": "x", "attachment_ids": &ids}),
+    )
+    .await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("invalid_attachment")),
+        "{e}"
+    );
     assert!(e["detail"].as_str().unwrap().contains("at most 10"), "{e}");
     let (s, e) = post_message(
         &app,
@@ -242,11 +277,24 @@ async fn more_than_ten_or_duplicates_are_refused_without_asking(backend: Backend
         json!({"body": "x", "attachment_ids": [ids[0], ids[1], ids[0]]}),
     )
     .await;
-    assert_eq!((s, e["code"].as_str()), (400, Some("invalid_attachment")), "{e}");
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("invalid_attachment")),
+        "{e}"
+    );
     assert!(e["detail"].as_str().unwrap().contains("twice"), "{e}");
-    assert!(files.calls().is_empty(), "refused before asking the files service");
+    assert!(
+        files.calls().is_empty(),
+        "refused before asking the files service"
+    );
     // Exactly ten is fine.
-    let (s, m) = post_message(&app, &room, &alice, json!({"body": "x", "attachment_ids": &ids[..10]})).await;
+    let (s, m) = post_message(
+        &app,
+        &room,
+        &alice,
+        json!({"body": "x", "attachment_ids": &ids[..10]}),
+    )
+    .await;
     assert_eq!(s, 201, "{m}");
     assert_eq!(m["attachments"].as_array().unwrap().len(), 10);
     app.stop().await;
@@ -259,16 +307,27 @@ async fn body_or_attachments_required(backend: Backend) {
     let (alice, room) = app.alice_with_a_room().await;
     let f = files.upload(&alice, "f.png");
     // Empty (or blank, or missing) body with an attachment: stored with body "".
-    for body in [json!({"body": "  ", "attachment_ids": [f]}), json!({"attachment_ids": [f]})] {
+    for body in [
+        json!({"body": "  ", "attachment_ids": [f]}),
+        json!({"attachment_ids": [f]}),
+    ] {
         let (s, m) = post_message(&app, &room, &alice, body).await;
         assert_eq!(s, 201, "{m}");
         assert_eq!(m["body"], "");
         assert_eq!(attachment_ids(&m), vec![f.to_string()]);
     }
     // Neither: 400 naming the body, as before attachments existed.
-    for body in [json!({"body": ""}), json!({"body": " ", "attachment_ids": []}), json!({})] {
+    for body in [
+        json!({"body": ""}),
+        json!({"body": " ", "attachment_ids": []}),
+        json!({}),
+    ] {
         let (s, e) = post_message(&app, &room, &alice, body).await;
-        assert_eq!((s, e["code"].as_str()), (400, Some("validation_failed")), "{e}");
+        assert_eq!(
+            (s, e["code"].as_str()),
+            (400, Some("validation_failed")),
+            "{e}"
+        );
         assert_eq!(e["errors"][0]["field"], "body", "{e}");
     }
     app.stop().await;
@@ -303,11 +362,17 @@ async fn files_down_is_503_with_retry_after(backend: Backend) {
     // Sends without attachments do not depend on the files service.
     app.send(&room, &alice, "still here").await;
     let mut ws = app.connect(&alice).await;
-    ws.send(json!({"type": "send", "room_id": room, "body": "", "client_msg_id": "w1",
-                   "attachment_ids": [Uuid::now_v7()]}))
-        .await;
+    ws.send(
+        json!({"type": "send", "room_id": room, "body": "", "client_msg_id": "w1",
+                   "attachment_ids": [Uuid::now_v7()]}),
+    )
+    .await;
     let e = ws.next_of("error").await;
-    assert_eq!((e["client_msg_id"].as_str(), e["code"].as_str()), (Some("w1"), Some("dependency_unavailable")), "{e}");
+    assert_eq!(
+        (e["client_msg_id"].as_str(), e["code"].as_str()),
+        (Some("w1"), Some("dependency_unavailable")),
+        "{e}"
+    );
     assert_eq!(e["retry_after_ms"], 2000, "{e}");
     app.stop().await;
 }
@@ -345,11 +410,19 @@ async fn deletion_clears_attachments_and_names_them(backend: Backend) {
     let (alice, bob, room) = app.alice_and_bob_in_a_room().await;
     let events = app.observe_events();
     let f = files.upload(&alice, "gone.png");
-    let (_, m) = post_message(&app, &room, &alice, json!({"body": "bye", "attachment_ids": [f]})).await;
+    let (_, m) = post_message(
+        &app,
+        &room,
+        &alice,
+        json!({"body": "bye", "attachment_ids": [f]}),
+    )
+    .await;
     let mid = m["id"].as_str().unwrap();
     let mut ws = app.connect(&bob).await;
     // The owner deletes it (moderation), as the sender could.
-    let (s, _) = app.delete(&format!("/chat/rooms/{room}/messages/{mid}"), &alice).await;
+    let (s, _) = app
+        .delete(&format!("/chat/rooms/{room}/messages/{mid}"), &alice)
+        .await;
     assert_eq!(s, 204);
     let e = events.of("chat.message.deleted", mid).await;
     assert_eq!(e.data["attachment_ids"], json!([f]));
@@ -358,7 +431,10 @@ async fn deletion_clears_attachments_and_names_them(backend: Backend) {
     assert_eq!(frame["event"]["message"]["attachments"], json!([]));
     let (_, page) = app.get(&format!("/chat/rooms/{room}/messages"), &bob).await;
     let tomb = &page["items"][0];
-    assert_eq!((tomb["deleted"].as_bool(), tomb["attachments"].clone()), (Some(true), json!([])));
+    assert_eq!(
+        (tomb["deleted"].as_bool(), tomb["attachments"].clone()),
+        (Some(true), json!([]))
+    );
     // Earlier events no longer show the files either (the tombstone replaces them).
     let (_, log) = app.get(&format!("/chat/rooms/{room}/events"), &bob).await;
     for e in log["items"].as_array().unwrap() {
@@ -369,7 +445,8 @@ async fn deletion_clears_attachments_and_names_them(backend: Backend) {
     // A message without files: the event says so with an empty list.
     let plain = app.send(&room, &bob, "plain").await;
     let pid = plain["id"].as_str().unwrap();
-    app.delete(&format!("/chat/rooms/{room}/messages/{pid}"), &bob).await;
+    app.delete(&format!("/chat/rooms/{room}/messages/{pid}"), &bob)
+        .await;
     let e = events.of("chat.message.deleted", pid).await;
     assert_eq!(e.data["attachment_ids"], json!([]));
     app.stop().await;
@@ -381,14 +458,29 @@ async fn edits_keep_attachments(backend: Backend) {
     };
     let (alice, room) = app.alice_with_a_room().await;
     let f = files.upload(&alice, "kept.png");
-    let (_, m) = post_message(&app, &room, &alice, json!({"body": "v1", "attachment_ids": [f]})).await;
+    let (_, m) = post_message(
+        &app,
+        &room,
+        &alice,
+        json!({"body": "v1", "attachment_ids": [f]}),
+    )
+    .await;
     let mid = m["id"].as_str().unwrap();
     let (s, edited) = app
-        .patch(&format!("/chat/rooms/{room}/messages/{mid}"), json!({"body": "v2"}), &alice)
+        .patch(
+            &format!("/chat/rooms/{room}/messages/{mid}"),
+            json!({"body": "v2"}),
+            &alice,
+        )
         .await;
     assert_eq!(s, 200, "{edited}");
-    assert_eq!((edited["body"].as_str(), edited["attachments"].clone()), (Some("v2"), m["attachments"].clone()));
-    let (_, page) = app.get(&format!("/chat/rooms/{room}/messages"), &alice).await;
+    assert_eq!(
+        (edited["body"].as_str(), edited["attachments"].clone()),
+        (Some("v2"), m["attachments"].clone())
+    );
+    let (_, page) = app
+        .get(&format!("/chat/rooms/{room}/messages"), &alice)
+        .await;
     assert_eq!(page["items"][0]["attachments"], m["attachments"]);
     app.stop().await;
 }

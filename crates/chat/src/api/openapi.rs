@@ -105,7 +105,7 @@ pub fn document() -> Value {
     discover_params.extend(page_params());
     let mut members_params = vec![room_id()];
     members_params.extend(page_params());
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "IntelliColab chat",
@@ -409,23 +409,7 @@ pub fn document() -> Value {
                         "reply_count": { "type": "integer", "description": "thread roots: replies so far (tombstones included)" },
                         "last_reply_at": { "type": ["string", "null"], "format": "date-time" },
                         "reactions": { "type": "array", "items": { "$ref": "#/components/schemas/ReactionCount" }, "description": "v1.1: by first reaction time; empty on a deleted message" },
-                        "pinned": { "type": "boolean", "description": "v1.1" },
-                        "attachments": { "type": "array", "items": { "$ref": "#/components/schemas/File" }, "description": "v1.1: the files attached at send (as the files service described them then); empty on a deleted message" }
-                    }
-                },
-                "File": {
-                    "type": "object", "required": ["id", "filename", "content_type", "size", "sha256", "width", "height", "created_at", "url", "thumbnail_url"],
-                    "properties": {
-                        "id": { "type": "string", "format": "uuid" },
-                        "filename": { "type": "string" },
-                        "content_type": { "type": "string", "description": "sniffed from the bytes" },
-                        "size": { "type": "integer", "description": "bytes" },
-                        "sha256": { "type": "string" },
-                        "width": { "type": ["integer", "null"], "description": "images only" },
-                        "height": { "type": ["integer", "null"], "description": "images only" },
-                        "created_at": { "type": "string", "format": "date-time" },
-                        "url": { "type": "string", "description": "/files/{id}" },
-                        "thumbnail_url": { "type": ["string", "null"], "description": "images only: /files/{id}/thumbnail" }
+                        "pinned": { "type": "boolean", "description": "v1.1" }
                     }
                 },
                 "ReactionCount": {
@@ -477,12 +461,44 @@ pub fn document() -> Value {
                     "type": "object",
                     "description": "body or attachment_ids (or both)",
                     "properties": { "body": { "type": "string" }, "client_msg_id": { "type": "string", "maxLength": 128 }, "reply_to": { "type": "string", "format": "uuid" },
-                                    "thread_root_id": { "type": "string", "format": "uuid", "description": "reply in the thread of this top-level message of the room" },
-                                    "attachment_ids": { "type": "array", "maxItems": 10, "uniqueItems": true, "items": { "type": "string", "format": "uuid" }, "description": "v1.1: files the sender uploaded (POST /files)" } }
+                                    "thread_root_id": { "type": "string", "format": "uuid", "description": "reply in the thread of this top-level message of the room" } }
                 },
                 "EditMessage": { "type": "object", "required": ["body"], "properties": { "body": { "type": "string" } } },
                 "ReadMarker": { "type": "object", "required": ["seq"], "properties": { "seq": { "type": "integer", "minimum": 0 } } }
             }
         }
-    })
+    });
+    add_attachments(&mut doc);
+    doc
 }
+
+/// Files v1.1 in the document: `File`, `Message.attachments`, `SendMessage.attachment_ids`
+/// (added afterwards: the document's `json!` is at the macro's recursion limit).
+fn add_attachments(doc: &mut Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["File"] = json!({
+        "type": "object",
+        "required": ["id", "filename", "content_type", "size", "sha256", "width", "height", "created_at", "url", "thumbnail_url"],
+        "properties": {
+            "id": { "type": "string", "format": "uuid" },
+            "filename": { "type": "string" },
+            "content_type": { "type": "string", "description": "sniffed from the bytes" },
+            "size": { "type": "integer", "description": "bytes" },
+            "sha256": { "type": "string" },
+            "width": { "type": ["integer", "null"], "description": "images only" },
+            "height": { "type": ["integer", "null"], "description": "images only" },
+            "created_at": { "type": "string", "format": "date-time" },
+            "url": { "type": "string", "description": "/files/{id}" },
+            "thumbnail_url": { "type": ["string", "null"], "description": "images only: /files/{id}/thumbnail" }
+        }
+    });
+    schemas["Message"]["properties"]["attachments"] = json!({
+        "type": "array", "items": { "$ref": "#/components/schemas/File" },
+        "description": "v1.1: the files attached at send (as the files service described them then); kept by edits, empty on a deleted message"
+    });
+    schemas["SendMessage"]["properties"]["attachment_ids"] = json!({
+        "type": "array", "maxItems": 10, "uniqueItems": true, "items": { "type": "string", "format": "uuid" },
+        "description": "v1.1: files the sender uploaded (POST /files); the body may then be empty"
+    });
+}
+
