@@ -501,4 +501,3 @@ fn add_attachments(doc: &mut Value) {
         "description": "v1.1: files the sender uploaded (POST /files); the body may then be empty"
     });
 }
-
