@@ -8,6 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 
@@ -1084,4 +1085,134 @@ test('notifications v1.1: the bell, the inbox, room levels, settings and the pus
   await dan.context().close();
   delete pages.cat;
   delete pages.dan;
+});
+
+/** A small RGB PNG (`width`×`height`, a gradient), made here: no image files in the repository. */
+function makePng(width, height) {
+  const crcTable = Array.from({ length: 256 }, (_, n) => {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    return c >>> 0;
+  });
+  const crc32 = (buf) => {
+    let c = 0xffffffff;
+    for (const b of buf) c = crcTable[(c ^ b) & 0xff] ^ (c >>> 8);
+    return (c ^ 0xffffffff) >>> 0;
+  };
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr.set([8, 2, 0, 0, 0], 8); // 8 bits, truecolour, deflate, no filter, no interlace
+  const rows = [];
+  for (let y = 0; y < height; y++) {
+    const row = Buffer.alloc(1 + width * 3); // filter byte 0, then RGB
+    for (let x = 0; x < width; x++) row.set([Math.round((255 * x) / width), 80, Math.round((255 * y) / height)], 1 + x * 3);
+    rows.push(row);
+  }
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('IDAT', zlib.deflateSync(Buffer.concat(rows))),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
+}
+
+test('files: an image and a document attached, the thumbnail and full-size view on the other side', async () => {
+  const cal = await newUser('cal');
+  const dee = await newUser('dee');
+  const calName = `cal_${SUFFIX}`;
+  const deeName = `dee_${SUFFIX}`;
+  const room = `files room ${SUFFIX}`;
+  const png = makePng(48, 36);
+  const text = 'Notes for the files test\n'.repeat(40);
+
+  await step('files: two users share a private room', async () => {
+    await register(cal, calName);
+    await register(dee, deeName);
+    await cal.click(tid('new-room-button'));
+    await cal.fill(tid('room-name-input'), room);
+    await cal.check(tid('room-visibility-private'));
+    await cal.click(tid('create-room-submit'));
+    await cal.locator(`${tid('room-title')}:text-is("${room}")`).waitFor();
+    await cal.click(tid('members-toggle'));
+    const invite = cal.locator(`${tid('invite-item')}:has-text("@${deeName}") ${tid('invite-button')}`);
+    await searchUntil(cal, 'invite-search', deeName, invite);
+    await invite.click();
+    await cal.locator(`${tid('member-list')} ${tid('member-item')}`).nth(1).waitFor();
+    await cal.click(tid('members-toggle'));
+    await openRoom(dee, room);
+  });
+
+  await step('files: a chip can be removed before sending', async () => {
+    await cal.setInputFiles(tid('attach-input'), { name: 'unwanted.txt', mimeType: 'text/plain', buffer: Buffer.from('no') });
+    const chipEl = cal.locator(`${tid('attachment-chip')}:has-text("unwanted.txt")`);
+    await chipEl.waitFor();
+    await chipEl.locator(tid('attachment-remove')).click();
+    await chipEl.waitFor({ state: 'detached' });
+  });
+
+  await step('files: cal attaches a PNG and a text file (upload progress, chips) and sends them', async () => {
+    await cal.setInputFiles(tid('attach-input'), [
+      { name: 'gradient.png', mimeType: 'image/png', buffer: png },
+      { name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from(text) },
+    ]);
+    await cal.locator(`${tid('attachment-chip')}[data-state="done"]:has-text("gradient.png")`).waitFor();
+    await cal.locator(`${tid('attachment-chip')}[data-state="done"]:has-text("notes.txt")`).waitFor();
+    assert.equal(await cal.locator(tid('upload-progress')).isHidden(), true, 'no progress bar once uploaded');
+    await send(cal, 'Two files for you');
+    await cal.locator(`${tid('attachment-chip')}`).first().waitFor({ state: 'detached' });
+    await expectOnce(cal, 'Two files for you');
+  });
+
+  await step('files: dee sees the thumbnail, opens the full-size image and closes it with Escape', async () => {
+    const m = messageWith(dee, 'Two files for you');
+    await m.waitFor();
+    const thumb = m.locator(`${tid('attachment-thumb')}[data-loaded="true"]`);
+    await thumb.waitFor();
+    const shown = await thumb.locator('img').evaluate((img) => ({ w: img.naturalWidth, src: img.src }));
+    assert.ok(shown.w > 0 && shown.src.startsWith('blob:'), `the thumbnail is drawn from a blob URL (${JSON.stringify(shown)})`);
+    await thumb.click();
+    const viewer = dee.locator(tid('image-viewer'));
+    await viewer.waitFor();
+    await dee.waitForFunction(() => document.querySelector('[data-testid="viewer-image"]')?.naturalWidth > 0);
+    assert.equal(await viewer.locator(tid('viewer-image')).evaluate((img) => img.naturalWidth), 48, 'the full-size image');
+    await dee.keyboard.press('Escape');
+    await viewer.waitFor({ state: 'detached' });
+  });
+
+  await step('files: dee sees the document card and downloads it under its name', async () => {
+    const card = messageWith(dee, 'Two files for you').locator(`${tid('file-card')}:has-text("notes.txt")`);
+    await card.waitFor();
+    assert.match(await card.innerText(), /1 KB/);
+    const [download] = await Promise.all([dee.waitForEvent('download'), card.hover().then(() => card.locator(tid('file-download')).click())]);
+    assert.equal(download.suggestedFilename(), 'notes.txt');
+    const saved = await download.path();
+    assert.equal(fs.readFileSync(saved, 'utf8'), text);
+  });
+
+  await step('files: an image alone, without text, is a message too', async () => {
+    await cal.setInputFiles(tid('attach-input'), { name: 'alone.png', mimeType: 'image/png', buffer: makePng(8, 8) });
+    await cal.locator(`${tid('attachment-chip')}[data-state="done"]:has-text("alone.png")`).waitFor();
+    await cal.click(tid('send-button'));
+    await dee.locator(`${tid('attachment-thumb')}[data-loaded="true"][aria-label^="View alone.png"]`).waitFor();
+  });
+
+  // A picture of the attachments for people reviewing a run (output/dee-files.png).
+  await dee.screenshot({ path: path.join(OUT, 'dee-files.png') }).catch(() => {});
+
+  await step('files: no page errors or CSP violations', async () => {
+    assert.deepEqual(problems, []);
+  });
+  await cal.context().close();
+  await dee.context().close();
+  delete pages.cal;
+  delete pages.dee;
 });

@@ -1,6 +1,6 @@
 // A small in-memory stand-in for the IntelliColab gateway, following /work/shared/API.md
 // (contract v1.1: mentions, threads, reactions, pins, read receipts, presence, search,
-// notifications: inbox, count frames, room levels, preferences, push subscriptions)
+// notifications: inbox, count frames, room levels, preferences, push subscriptions; files)
 // closely enough to develop and test the web client without the Rust services.
 // It also serves web/ with the gateway's Content-Security-Policy, so CSP violations show up.
 //
@@ -18,7 +18,7 @@ import { WebSocketServer } from 'ws';
 const WEB_ROOT = path.resolve(process.env.WEB_ROOT || path.join(path.dirname(fileURLToPath(import.meta.url)), '..'));
 const PORT = Number(process.env.PORT || 8090);
 const TOKEN_TTL = Number(process.env.TOKEN_TTL || 900);
-const CSP = "default-src 'self'; connect-src 'self'; img-src 'self' https: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
+const CSP = "default-src 'self'; connect-src 'self'; img-src 'self' https: data: blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'";
 const TYPES = { '.html': 'text/html; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8', '.svg': 'image/svg+xml', '.png': 'image/png', '.json': 'application/json' };
 
 const uuid = () => crypto.randomUUID();
@@ -30,6 +30,7 @@ const follows = new Set(); // "a>b"
 const blocks = new Set(); // "a>b" a blocks b
 const rooms = new Map(); // id -> {room, members: Map(user_id -> {role, joined_at}), events: [], messages: Map(id->msg), reads: Map(user->seq), reactions: Map(msg id -> Map(emoji -> Set(user))), pins: Set(msg id), dmKey}
 const sockets = new Set();
+const files = new Map(); // id -> {owner, bytes: Buffer, file: File, rooms: Set(room id)}
 
 class Problem extends Error {
   constructor(status, code, detail, errors) { super(detail); this.status = status; this.code = code; this.detail = detail; this.errors = errors; }
@@ -136,9 +137,17 @@ function mentionsOf(r, sender, body) {
   out.delete(sender.id);
   return [...out];
 }
-function postMessage(r, user, { body, client_msg_id, reply_to, thread_root_id }) {
+function postMessage(r, user, { body, client_msg_id, reply_to, thread_root_id, attachment_ids }) {
+  const ids = Array.isArray(attachment_ids) ? attachment_ids : [];
+  if (ids.length > 10) throw new Problem(400, 'invalid_attachment', 'A message carries at most 10 attachments.');
+  if (new Set(ids).size !== ids.length) throw new Problem(400, 'invalid_attachment', 'An attachment is listed twice.');
+  const attachments = ids.map((id) => {
+    const f = files.get(id);
+    if (!f || f.owner !== user.id) throw new Problem(400, 'invalid_attachment', `Not an upload of yours: ${id}`);
+    return f;
+  });
   const text = String(body ?? '').trim();
-  if (!text || [...text].length > 4000) throw new Problem(400, 'validation_failed', 'A message needs 1 to 4000 characters.', [{ field: 'body', message: 'must be 1–4000 characters' }]);
+  if ((!text && !attachments.length) || [...text].length > 4000) throw new Problem(400, 'validation_failed', 'A message needs 1 to 4000 characters.', [{ field: 'body', message: 'must be 1–4000 characters' }]);
   if (client_msg_id) {
     const dup = [...r.messages.values()].find((m) => m.sender_id === user.id && m.client_msg_id === client_msg_id);
     if (dup) return { message: msgView(r, dup, user.id), created: false };
@@ -149,7 +158,9 @@ function postMessage(r, user, { body, client_msg_id, reply_to, thread_root_id })
     if (!root || root.thread_root_id) throw new Problem(400, 'invalid_thread', 'thread_root_id must be a top-level message of this room.');
   }
   const m = { id: uuid(), room_id: r.room.id, seq: r.events.length + 1, sender_id: user.id, body: text, client_msg_id: client_msg_id || null, reply_to: reply_to || null, created_at: now(), edited_at: null, deleted: false,
-    mentions: mentionsOf(r, user, text), thread_root_id: root ? root.id : null, reply_count: 0, last_reply_at: null };
+    mentions: mentionsOf(r, user, text), thread_root_id: root ? root.id : null, reply_count: 0, last_reply_at: null,
+    attachments: attachments.map((f) => f.file) };
+  for (const f of attachments) f.rooms.add(r.room.id);
   r.messages.set(m.id, m);
   if (root) { root.reply_count += 1; root.last_reply_at = m.created_at; }
   addEvent(r, 'message.created', { message: m });
@@ -319,7 +330,7 @@ route('DELETE', '/chat/rooms/:id/messages/:mid', ({ me, p }) => {
   const r = getRoom(p.id, me.user); const m = r.messages.get(p.mid);
   if (!m) throw new Problem(404, 'not_found', 'No such message.');
   if (m.sender_id !== me.user.id && !['owner', 'admin'].includes(r.members.get(me.user.id).role)) throw new Problem(403, 'forbidden', 'Not allowed.');
-  m.deleted = true; m.body = ''; m.edited_at = now();
+  m.deleted = true; m.body = ''; m.edited_at = now(); m.attachments = [];
   addEvent(r, 'message.deleted', { message: { ...m } });
   return [204];
 });
@@ -556,9 +567,49 @@ function send(res, status, body, headers = {}) {
   res.end(JSON.stringify(body));
 }
 
+// ---------- files (v1.1): raw uploads, bytes for the uploader and the members of rooms where attached ----------
+const IMAGE_TYPES = { png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', gif: 'image/gif', webp: 'image/webp' };
+async function filesRoute(req, res, url) {
+  const me = whoami(req, url);
+  const p = url.pathname;
+  if (req.method === 'POST' && p === '/files') {
+    const chunks = [];
+    for await (const chunk of req) chunks.push(chunk);
+    const bytes = Buffer.concat(chunks);
+    const filename = url.searchParams.get('filename') || 'upload';
+    if (bytes.length > 25 * 1024 * 1024) throw new Problem(413, 'payload_too_large', 'The file is too large.');
+    const png = bytes.length > 24 && bytes.readUInt32BE(12) === 0x49484452; // "IHDR"
+    const ext = filename.split('.').pop().toLowerCase();
+    const type = png ? 'image/png' : IMAGE_TYPES[ext] || (bytes.includes(0) ? 'application/octet-stream' : 'text/plain');
+    const image = type.startsWith('image/');
+    const id = uuid();
+    const file = { id, filename, content_type: type, size: bytes.length, sha256: crypto.createHash('sha256').update(bytes).digest('hex'),
+      width: png ? bytes.readUInt32BE(16) : null, height: png ? bytes.readUInt32BE(20) : null, created_at: now(),
+      url: `/files/${id}`, thumbnail_url: image ? `/files/${id}/thumbnail` : null };
+    files.set(id, { owner: me.user.id, bytes, file, rooms: new Set() });
+    send(res, 201, file);
+    return;
+  }
+  const m = p.match(/^\/files\/([^/]+)(\/thumbnail)?$/);
+  const f = m && files.get(m[1]);
+  const allowed = f && (f.owner === me.user.id || [...f.rooms].some((rid) => rooms.get(rid)?.members.has(me.user.id)));
+  if (req.method !== 'GET' || !allowed) throw new Problem(404, 'file_not_found', 'No such file.');
+  const image = f.file.content_type.startsWith('image/');
+  res.writeHead(200, { 'Content-Type': f.file.content_type, 'Content-Length': f.bytes.length, 'X-Content-Type-Options': 'nosniff', 'Cache-Control': 'private',
+    ...(image ? {} : { 'Content-Disposition': `attachment; filename="${f.file.filename.replace(/"/g, '')}"` }) });
+  res.end(f.bytes);
+}
+
 const server = http.createServer(async (req, res) => {
   const url = new URL(req.url, `http://${req.headers.host}`);
   const p = url.pathname;
+  if (/^\/files(\/|$)/.test(p)) {
+    try { await filesRoute(req, res, url); } catch (e) {
+      if (!(e instanceof Problem)) { console.error(e); e = new Problem(500, 'internal', 'Internal error.'); }
+      send(res, e.status, { type: 'about:blank', title: http.STATUS_CODES[e.status], status: e.status, detail: e.detail, code: e.code });
+    }
+    return;
+  }
   if (req.method === 'GET' && !/^\/(auth|users|chat|notifications)(\/|$)/.test(p)) {
     const file = path.join(WEB_ROOT, p === '/' ? 'index.html' : path.normalize(p));
     if (!file.startsWith(WEB_ROOT) || file.includes(`${path.sep}e2e${path.sep}`) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) { res.writeHead(404); res.end('not found'); return; }

@@ -474,12 +474,15 @@ export class Store extends EventTarget {
     return this.pending.get(roomId);
   }
 
-  /** Send a message; `threadRootId` puts it in that message's thread (v1.1). */
-  sendMessage(roomId, body, replyTo, threadRootId) {
+  /**
+   * Send a message; `threadRootId` puts it in that message's thread (v1.1); `attachments`:
+   * uploaded `File`s (files v1.1), sent as `attachment_ids`.
+   */
+  sendMessage(roomId, body, replyTo, threadRootId, attachments = []) {
     const clientMsgId = uuid();
     const p = {
       client_msg_id: clientMsgId, room_id: roomId, body, reply_to: replyTo || null,
-      thread_root_id: threadRootId || null,
+      thread_root_id: threadRootId || null, attachments,
       sender_id: this.me?.id, created_at: new Date().toISOString(), state: 'pending',
     };
     this.pendingFor(roomId).set(clientMsgId, p);
@@ -502,6 +505,7 @@ export class Store extends EventTarget {
         const body = { body: p.body, client_msg_id: clientMsgId };
         if (p.reply_to) body.reply_to = p.reply_to;
         if (p.thread_root_id) body.thread_root_id = p.thread_root_id;
+        if (p.attachments?.length) body.attachment_ids = p.attachments.map((f) => f.id);
         const message = await this.api(`/chat/rooms/${roomId}/messages`, { method: 'POST', body });
         this.rt?.dropPending(clientMsgId);
         this.handleAck({ client_msg_id: clientMsgId, message });
@@ -691,10 +695,11 @@ function activity(room) {
 }
 
 /** The WebSocket `send` frame of a pending message. */
-function sendFrame(p) {
+export function sendFrame(p) {
   const frame = { room_id: p.room_id, body: p.body, client_msg_id: p.client_msg_id };
   if (p.reply_to) frame.reply_to = p.reply_to;
   if (p.thread_root_id) frame.thread_root_id = p.thread_root_id;
+  if (p.attachments?.length) frame.attachment_ids = p.attachments.map((f) => f.id);
   return frame;
 }
 

@@ -184,10 +184,11 @@ export class Realtime extends EventTarget {
   }
 
   /** Queue a message; it is sent now if connected and resent on every reconnect until acked. */
-  sendMessage({ room_id, body, client_msg_id, reply_to, thread_root_id }) {
+  sendMessage({ room_id, body, client_msg_id, reply_to, thread_root_id, attachment_ids }) {
     const frame = { type: 'send', room_id, body, client_msg_id };
     if (reply_to) frame.reply_to = reply_to;
     if (thread_root_id) frame.thread_root_id = thread_root_id;
+    if (attachment_ids?.length) frame.attachment_ids = attachment_ids;
     this.pending.set(client_msg_id, frame);
     this._raw(frame);
   }

@@ -14,6 +14,9 @@ pub const MAX_CLIENT_MSG_ID_CHARS: usize = 128;
 pub const MAX_REACTIONS_PER_MESSAGE: i64 = 20;
 /// Pinned messages per room (API.md v1.1): the pin list is one unpaginated page.
 pub const MAX_PINS_PER_ROOM: i64 = 50;
+/// Files on one message (API.md "Files — v1.1"): one lookup of ≤ 10 ids per send, and a
+/// snapshot of ≤ 10 × ~400 bytes of JSON on the message row.
+pub const MAX_ATTACHMENTS: usize = 10;
 
 mod emoji;
 pub use emoji::parse_emoji;
@@ -113,6 +116,28 @@ pub struct Message {
     /// v1.1: `messages.pinned_at IS NOT NULL`.
     #[serde(default)]
     pub pinned: bool,
+    /// v1.1 (files): the attached files as the files service described them at send (a
+    /// snapshot on the message row); emptied when the message is deleted.
+    #[serde(default)]
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file attached to a message: the files service's `File` (API.md "Files — v1.1"),
+/// copied into chat at send so that reading a room never calls the files service.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct Attachment {
+    pub id: Uuid,
+    pub filename: String,
+    pub content_type: String,
+    pub size: i64,
+    pub sha256: String,
+    /// Images only, else null.
+    pub width: Option<i64>,
+    pub height: Option<i64>,
+    pub created_at: String,
+    /// `/files/{id}` (through the gateway).
+    pub url: String,
+    pub thumbnail_url: Option<String>,
 }
 
 impl Message {
@@ -274,11 +299,25 @@ pub fn preview(body: &str) -> String {
 
 /// Trims and checks a message body: 1–4000 Unicode characters, no control characters
 /// but line feeds and tabs (a NUL truncates the text in C clients and some databases).
+/// An edit's body: 1–4000 characters after trimming.
 pub fn parse_body(raw: &str) -> Result<String, ApiError> {
+    checked_body(raw, false, "must not be empty")
+}
+
+/// A send's body: it may be empty when the message carries attachments.
+pub fn parse_send_body(raw: &str, has_attachments: bool) -> Result<String, ApiError> {
+    checked_body(
+        raw,
+        has_attachments,
+        "must not be empty when the message has no attachments",
+    )
+}
+
+fn checked_body(raw: &str, may_be_empty: bool, empty: &str) -> Result<String, ApiError> {
     let body = raw.trim();
     let n = body.chars().count();
-    if n == 0 {
-        return Err(ApiError::validation("body", "must not be empty"));
+    if n == 0 && !may_be_empty {
+        return Err(ApiError::validation("body", empty));
     }
     if kit::text::has_control(body, true) {
         return Err(ApiError::validation(
@@ -293,6 +332,53 @@ pub fn parse_body(raw: &str) -> Result<String, ApiError> {
         ));
     }
     Ok(body.to_owned())
+}
+
+fn invalid_attachment(detail: impl Into<String>) -> ApiError {
+    ApiError::bad_request(kit::error::code::INVALID_ATTACHMENT, detail)
+}
+
+/// A send's `attachment_ids`: at most [`MAX_ATTACHMENTS`], no id twice (400
+/// `invalid_attachment`). Whether each is the sender's upload is the files service's answer.
+pub fn parse_attachment_ids(ids: &[Uuid]) -> Result<Vec<Uuid>, ApiError> {
+    if ids.len() > MAX_ATTACHMENTS {
+        return Err(invalid_attachment(format!(
+            "a message carries at most {MAX_ATTACHMENTS} attachments ({} given)",
+            ids.len()
+        )));
+    }
+    for (i, id) in ids.iter().enumerate() {
+        if ids[..i].contains(id) {
+            return Err(invalid_attachment(format!(
+                "attachment {id} is listed twice"
+            )));
+        }
+    }
+    Ok(ids.to_vec())
+}
+
+/// The files service's answer for `ids` in their order; 400 `invalid_attachment` naming
+/// the ids it did not return (unknown, or uploaded by someone else: the same answer, so
+/// a send does not reveal whether another user's file exists).
+pub fn order_attachments(
+    ids: &[Uuid],
+    found: Vec<Attachment>,
+) -> Result<Vec<Attachment>, ApiError> {
+    let mut out = Vec::with_capacity(ids.len());
+    let mut missing = Vec::new();
+    for id in ids {
+        match found.iter().find(|f| f.id == *id) {
+            Some(f) => out.push(f.clone()),
+            None => missing.push(id.to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(invalid_attachment(format!(
+            "not an upload of yours: {}",
+            missing.join(", ")
+        )));
+    }
+    Ok(out)
 }
 
 pub fn parse_client_msg_id(raw: Option<&str>) -> Result<Option<String>, ApiError> {
@@ -467,5 +553,47 @@ mod tests {
         assert_eq!(w["kind"], "member.joined");
         assert_eq!(w["user_id"], Uuid::nil().to_string());
         assert_eq!(e.member(), Some(Uuid::nil()));
+    }
+
+    fn file(id: Uuid) -> Attachment {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "filename": "a.png", "content_type": "image/png", "size": 3,
+            "sha256": "00", "width": 1, "height": 1, "created_at": "2026-01-01T00:00:00Z",
+            "url": format!("/files/{id}"), "thumbnail_url": null,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn attachment_ids_at_most_ten_and_distinct() {
+        let ids: Vec<Uuid> = (0..11).map(|_| Uuid::now_v7()).collect();
+        assert_eq!(parse_attachment_ids(&[]).unwrap(), Vec::<Uuid>::new());
+        assert_eq!(parse_attachment_ids(&ids[..10]).unwrap(), ids[..10]);
+        let e = parse_attachment_ids(&ids).unwrap_err();
+        assert_eq!((e.code, e.status.as_u16()), ("invalid_attachment", 400));
+        let e = parse_attachment_ids(&[ids[0], ids[1], ids[0]]).unwrap_err();
+        assert_eq!(e.code, "invalid_attachment");
+        assert!(e.detail.contains(&ids[0].to_string()), "{}", e.detail);
+    }
+
+    #[test]
+    fn attachments_follow_the_ids_and_name_the_missing_ones() {
+        let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let ordered = order_attachments(&[b, a], vec![file(a), file(b)]).unwrap();
+        assert_eq!(ordered.iter().map(|f| f.id).collect::<Vec<_>>(), vec![b, a]);
+        let e = order_attachments(&[a, c], vec![file(a)]).unwrap_err();
+        assert_eq!(e.code, "invalid_attachment");
+        assert!(e.detail.contains(&c.to_string()) && !e.detail.contains(&a.to_string()));
+    }
+
+    #[test]
+    fn empty_body_only_with_attachments() {
+        assert_eq!(parse_send_body("  ", true).unwrap(), "");
+        assert_eq!(parse_send_body(" hi ", true).unwrap(), "hi");
+        assert_eq!(
+            parse_send_body("  ", false).unwrap_err().code,
+            "validation_failed"
+        );
+        assert_eq!(parse_body("").unwrap_err().code, "validation_failed");
     }
 }

@@ -51,6 +51,8 @@ pub struct MessageCreated<'a> {
     pub recipient_ids: Vec<Uuid>,
     pub preview: String,
     pub created_at: &'a str,
+    /// The files attached (the files service grants the room's members access to them).
+    pub attachments: &'a [domain::Attachment],
 }
 
 impl MessageCreated<'_> {
@@ -79,11 +81,22 @@ impl MessageCreated<'_> {
                 reply_to: m.reply_to,
                 reply_to_sender_id: notify.reply_to_sender_id,
                 recipient_ids: recipients(room.and_then(|r| r.dm_key.as_deref()), m.sender_id),
-                preview: domain::preview(&m.body),
+                preview: attachment_preview(m),
                 created_at: &m.created_at,
+                attachments: &m.attachments,
             },
         )
     }
+}
+
+/// The preview of a message: its body's, or for a message of attachments only their names
+/// ("📎 a.png, b.pdf"), so a notification of it is not blank.
+fn attachment_preview(m: &Message) -> String {
+    if !m.body.is_empty() || m.attachments.is_empty() {
+        return domain::preview(&m.body);
+    }
+    let names: Vec<&str> = m.attachments.iter().map(|a| a.filename.as_str()).collect();
+    domain::preview(&format!("📎 {}", names.join(", ")))
 }
 
 /// The DM pair (`dm_key`) without the sender.
@@ -131,6 +144,8 @@ pub struct MessageDeleted<'a> {
     pub deleted_by: Uuid,
     pub room_kind: &'a str,
     pub thread_root_id: Option<Uuid>,
+    /// The files the message carried (the files service detaches them).
+    pub attachment_ids: Vec<Uuid>,
 }
 
 // ---- events from other services ----------------------------------------------------

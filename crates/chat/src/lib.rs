@@ -13,9 +13,11 @@
 
 mod access;
 mod api;
+mod dependency;
 pub mod domain;
 mod events;
 mod fanout;
+mod files_client;
 pub mod hub;
 mod presence;
 mod ratelimit;
@@ -65,6 +67,11 @@ pub struct Config {
     pub typing_throttle_ms: u64,
     /// Timeout of the user service's relationship check.
     pub users_timeout_ms: u64,
+    /// Base URL of the files service, asked at send which `attachment_ids` are the
+    /// sender's uploads (`POST /internal/files/lookup`).
+    pub files_url: String,
+    /// Timeout of that lookup.
+    pub files_timeout_ms: u64,
     /// Group-commit writers for message sends (rooms are spread over them); 0 = one on
     /// SQLite (a single writer anyway), four on PostgreSQL.
     pub send_writers: usize,
@@ -104,6 +111,8 @@ impl Default for Config {
             ws_max_frame_bytes: 64 * 1024,
             typing_throttle_ms: 2_000,
             users_timeout_ms: 2_000,
+            files_url: "http://127.0.0.1:3005".to_owned(),
+            files_timeout_ms: 2_000,
             send_writers: 0,
             ws_max_per_user: 16,
             ws_resume_wait_ms: 1_000,
@@ -120,12 +129,14 @@ impl Config {
     /// Rejects a value below its minimum with an error naming the key and the minimum,
     /// instead of silently running with another value. Called by [`build`].
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(&str, u64, u64); 10] = [
+        let checks: [(&str, u64, u64); 11] = [
             // A resync reads the last seq of every room the node serves: more often than
             // 10 times a second is load, not freshness (lost pub/sub messages are rare).
             ("fanout_resync_ms", self.fanout_resync_ms, 100),
             // 0 would fail every relationship check (invites, DMs) at once.
             ("users_timeout_ms", self.users_timeout_ms, 1),
+            // …and every send with attachments.
+            ("files_timeout_ms", self.files_timeout_ms, 1),
             // A `send` frame with its JSON framing takes a few hundred bytes: below 1 KiB
             // clients would be closed with 1009 for ordinary frames.
             ("ws_max_frame_bytes", self.ws_max_frame_bytes as u64, 1024),
@@ -270,6 +281,10 @@ pub async fn build(
         fanout,
         presence,
         users,
+        files: Arc::new(files_client::FilesClient::new(
+            &config.files_url,
+            Duration::from_millis(config.files_timeout_ms),
+        )),
         send_limit: Arc::new(ratelimit::RateLimiter::new(
             config.send_rate_per_sec,
             config.send_burst,

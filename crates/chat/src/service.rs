@@ -420,6 +420,8 @@ pub struct SendInput<'a> {
     pub client_msg_id: Option<&'a str>,
     pub reply_to: Option<Uuid>,
     pub thread_root_id: Option<Uuid>,
+    /// Files the sender uploaded to the files service (≤ 10, distinct).
+    pub attachment_ids: &'a [Uuid],
     /// The sender's username (from the access token), for the bus event.
     pub sender_username: &'a str,
 }
@@ -449,16 +451,18 @@ fn invalid_thread() -> ApiError {
 /// connection that queues its sends one after the other gets them stored in that order
 /// (see [`crate::writer::Writer::enqueue`]).
 ///
-/// Most sends (no reply, no thread, no `@`) need nothing from the database here; the
-/// others read what they refer to and resolve mentions against the room's members, one
-/// send at a time (messages never change rooms, members may: the writer re-checks the
-/// sender's membership in its transaction).
+/// Most sends (no reply, no thread, no `@`, no attachment) need nothing from the database
+/// or another service here; the others read what they refer to and resolve mentions
+/// against the room's members, one send at a time (messages never change rooms, members
+/// may: the writer re-checks the sender's membership in its transaction), and ask the
+/// files service whether the attachments are the sender's uploads.
 pub async fn queue_message(
     ctx: &ApiContext,
     sender: Uuid,
     input: SendInput<'_>,
 ) -> Result<crate::writer::Pending, ApiError> {
-    let body = domain::parse_body(input.body)?;
+    let attachment_ids = domain::parse_attachment_ids(input.attachment_ids)?;
+    let body = domain::parse_send_body(input.body, !attachment_ids.is_empty())?;
     let client_msg_id = domain::parse_client_msg_id(input.client_msg_id)?;
     let room_id = input.room_id;
     let tokens = if body.contains('@') {
@@ -503,6 +507,10 @@ pub async fn queue_message(
         let everyone = tokens.room && role.can_moderate();
         send.notify.mentioned_room = everyone;
         send.mentions = mentions(&mut conn, room_id, sender, &tokens, everyone).await?;
+    }
+    if !attachment_ids.is_empty() {
+        let found = ctx.files.lookup(sender, &attachment_ids).await?;
+        send.attachments = domain::order_attachments(&attachment_ids, found)?;
     }
     send.body = body;
     ctx.writer.enqueue(sender, send).await
@@ -662,10 +670,15 @@ pub async fn delete_message(
     }
     store::update_message(tx.conn(), id, "", None, true, &[]).await?;
     store::search::unindex(tx.conn(), id).await?;
+    let attachment_ids: Vec<Uuid> = message.attachments.iter().map(|a| a.id).collect();
+    if !attachment_ids.is_empty() {
+        store::clear_attachments(tx.conn(), id).await?;
+    }
     message.body = String::new();
     message.deleted = true;
     message.edited_at = None;
     message.mentions = Vec::new();
+    message.attachments = Vec::new();
     let mut events: Vec<RoomEvent> = reactions::forget_deleted(&mut tx, &mut message, user)
         .await?
         .into_iter()
@@ -684,6 +697,7 @@ pub async fn delete_message(
             deleted_by: user,
             room_kind: &room.kind,
             thread_root_id: message.thread_root_id,
+            attachment_ids,
         },
     );
     bus::outbox::enqueue(&mut tx, &envelope).await?;

@@ -17,6 +17,8 @@ pub struct ApiContext {
     /// Who is online (per-user subscriber index, local tracker, store).
     pub presence: Arc<crate::presence::Presence>,
     pub users: Arc<UsersClient>,
+    /// Checks a send's `attachment_ids` with the files service.
+    pub files: Arc<crate::files_client::FilesClient>,
     pub send_limit: Arc<RateLimiter>,
     /// Group commit of message sends.
     pub writer: crate::writer::Writer,

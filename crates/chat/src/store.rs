@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../migrations/0006_search.sqlite.sql"),
         postgres: include_str!("../migrations/0006_search.postgres.sql"),
     },
+    Migration {
+        id: "chat-0007-attachments",
+        sqlite: include_str!("../migrations/0007_attachments.sql"),
+        postgres: include_str!("../migrations/0007_attachments.sql"),
+    },
 ];
 
 type Result<T> = std::result::Result<T, sqlx::Error>;
@@ -84,7 +89,7 @@ fn room_from(row: &AnyRow) -> Result<Room> {
 
 const MESSAGE_COLS: &str =
     "id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted,
-    mentions, thread_root_id, reply_count, last_reply_at, pinned_at";
+    mentions, thread_root_id, reply_count, last_reply_at, pinned_at, attachments";
 
 fn message_from(row: &AnyRow) -> Result<Message> {
     let edited_at: Option<i64> = row.try_get("edited_at")?;
@@ -107,7 +112,21 @@ fn message_from(row: &AnyRow) -> Result<Message> {
             .map(kit::time::rfc3339),
         reactions: Vec::new(),
         pinned: row.try_get::<Option<i64>, _>("pinned_at")?.is_some(),
+        attachments: match row.try_get::<Option<String>, _>("attachments")? {
+            Some(json) => {
+                serde_json::from_str(&json).map_err(|e| sqlx::Error::Decode(Box::new(e)))?
+            }
+            None => Vec::new(),
+        },
     })
+}
+
+/// The `attachments` column: a JSON array, NULL when there are none.
+fn attachments_to_json(m: &Message) -> Option<String> {
+    if m.attachments.is_empty() {
+        return None;
+    }
+    serde_json::to_string(&m.attachments).ok()
 }
 
 /// A JSON array of uuids (the `mentions` column).
@@ -469,6 +488,15 @@ pub async fn update_message<'e, E: Executor<'e, Database = Any>>(
     .bind(id.to_string())
     .execute(ex)
     .await?;
+    Ok(())
+}
+
+/// Empties a deleted message's attachments.
+pub async fn clear_attachments<'e, E: Executor<'e, Database = Any>>(ex: E, id: Uuid) -> Result<()> {
+    sqlx::query("UPDATE messages SET attachments = NULL WHERE id = $1")
+        .bind(id.to_string())
+        .execute(ex)
+        .await?;
     Ok(())
 }
 
@@ -962,12 +990,12 @@ static INSERT_SENDS_PG: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH m AS (
              INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, edited_at, deleted,
-                  mentions, thread_root_id)
+                  mentions, thread_root_id, attachments)
              SELECT id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at, NULL, 0,
-                  mentions, thread_root_id
+                  mentions, thread_root_id, attachments
              FROM json_to_recordset($1::json) AS x(id text, room_id text, seq bigint, sender_id text,
                   body text, client_msg_id text, reply_to text, created_at bigint, mentions text,
-                  thread_root_id text)
+                  thread_root_id text, attachments text)
              ON CONFLICT (sender_id, client_msg_id) DO NOTHING
              RETURNING id),
          e AS (
@@ -1008,7 +1036,7 @@ pub async fn insert_sends(
                 "id": m.id, "room_id": m.room_id, "seq": m.seq, "sender_id": m.sender_id,
                 "body": m.body, "client_msg_id": m.client_msg_id, "reply_to": m.reply_to,
                 "created_at": created_at, "mentions": ids_to_json(&m.mentions),
-                "thread_root_id": m.thread_root_id,
+                "thread_root_id": m.thread_root_id, "attachments": attachments_to_json(m),
             })
         })
         .collect();
@@ -1043,10 +1071,10 @@ pub async fn insert_messages(
     for chunk in messages.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO messages (id, room_id, seq, sender_id, body, client_msg_id, reply_to, created_at,
-                  mentions, thread_root_id, edited_at, deleted)
+                  mentions, thread_root_id, attachments, edited_at, deleted)
              VALUES {}
              ON CONFLICT (sender_id, client_msg_id) DO NOTHING RETURNING id",
-            placeholders(chunk.len(), 10, 1).replace(')', ", NULL, 0)")
+            placeholders(chunk.len(), 11, 1).replace(')', ", NULL, 0)")
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (m, created_at) in chunk {
@@ -1060,7 +1088,8 @@ pub async fn insert_messages(
                 .bind(m.reply_to.map(|u| u.to_string()))
                 .bind(*created_at)
                 .bind(ids_to_json(&m.mentions))
-                .bind(m.thread_root_id.map(|u| u.to_string()));
+                .bind(m.thread_root_id.map(|u| u.to_string()))
+                .bind(attachments_to_json(m));
         }
         for row in q.fetch_all(&mut *conn).await? {
             inserted.insert(uuid(&row, "id")?);

@@ -2,17 +2,14 @@
 //! when the user service is down the caller gets 503 `dependency_unavailable`, never a
 //! silent allow. Also the paged block list for the one-time backfill of chat's copy.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kit::ApiError;
 use kit::error::code;
 use serde::Deserialize;
 use uuid::Uuid;
 
-/// Consecutive failures that open the breaker, and how long it stays open.
-const FAILURE_THRESHOLD: u32 = 3;
-const OPEN_FOR: Duration = Duration::from_secs(5);
+use crate::dependency::{self, Breaker};
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 pub struct PairFlags {
@@ -55,16 +52,10 @@ pub struct Username {
     pub username: String,
 }
 
-#[derive(Default)]
-struct Breaker {
-    failures: u32,
-    open_until: Option<Instant>,
-}
-
 pub struct UsersClient {
     base: String,
     http: reqwest::Client,
-    breaker: Mutex<Breaker>,
+    breaker: Breaker,
 }
 
 fn unavailable() -> ApiError {
@@ -76,54 +67,33 @@ fn unavailable() -> ApiError {
 
 impl UsersClient {
     pub fn new(base: &str, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .build()
-            .unwrap_or_default();
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            http,
-            breaker: Mutex::new(Breaker::default()),
+            http: dependency::http_client(timeout),
+            breaker: Breaker::default(),
         }
     }
 
     /// `GET /internal/relationships/{a}/{b}` of the user service.
     pub async fn relationship(&self, a: Uuid, b: Uuid) -> Result<PairFlags, ApiError> {
-        if let Ok(b) = self.breaker.lock()
-            && b.open_until.is_some_and(|t| t > Instant::now())
-        {
+        if self.breaker.is_open() {
             metrics::counter!("chat_users_breaker_rejections_total").increment(1);
             return Err(unavailable());
         }
         let url = format!("{}/internal/relationships/{a}/{b}", self.base);
         let result = async {
-            let mut req = self.http.get(&url);
-            // The relationship check joins the trace of the request that needs it.
-            if let Some(tp) = kit::trace::current_traceparent() {
-                req = req.header(kit::http::TRACEPARENT.clone(), tp);
-            }
-            let res = req.send().await?.error_for_status()?;
+            let res = dependency::traced(self.http.get(&url))
+                .send()
+                .await?
+                .error_for_status()?;
             res.json::<PairFlags>().await
         }
         .await;
-        let Ok(mut breaker) = self.breaker.lock() else {
-            return result.map_err(|_| unavailable());
-        };
-        match result {
-            Ok(flags) => {
-                *breaker = Breaker::default();
-                Ok(flags)
-            }
-            Err(e) => {
-                breaker.failures += 1;
-                if breaker.failures >= FAILURE_THRESHOLD {
-                    breaker.open_until = Some(Instant::now() + OPEN_FOR);
-                }
-                tracing::warn!(error = %e, failures = breaker.failures, "user service relationship check failed");
-                Err(unavailable())
-            }
-        }
+        let failures = self.breaker.record(result.is_ok());
+        result.map_err(|e| {
+            tracing::warn!(error = %e, failures, "user service relationship check failed");
+            unavailable()
+        })
     }
 
     /// One page of a list for a one-time backfill (`/internal/blocks`,

@@ -55,6 +55,8 @@ pub struct NewSend {
     pub reply_to: Option<Uuid>,
     pub thread_root_id: Option<Uuid>,
     pub mentions: Vec<Uuid>,
+    /// Checked with the files service (the sender's uploads), in the order sent.
+    pub attachments: Vec<crate::domain::Attachment>,
     /// For the bus event only (a notifications consumer needs them without calling back).
     pub notify: NotifyInfo,
 }
@@ -511,6 +513,7 @@ async fn try_batch(
             last_reply_at: None,
             reactions: Vec::new(),
             pinned: false,
+            attachments: job.send.attachments.clone(),
         });
         *seq += 1;
     }
@@ -705,6 +708,7 @@ mod tests {
             last_reply_at: None,
             reactions: Vec::new(),
             pinned: false,
+            attachments: Vec::new(),
         };
         let (raced, fresh) = (message(2, "taken"), message(3, "fresh"));
         let event = |m: &Message| RoomEvent {

@@ -17,7 +17,10 @@ static DOCS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/assets/docs");
 /// No inline scripts or styles; the client talks only to this origin. `connect-src
 /// 'self'` covers its WebSocket too (same-origin `ws:`/`wss:` match `'self'` in CSP
 /// Level 3, as Chromium, Firefox and Safari implement it); `ws: wss:` would allow any host.
-pub const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' https: data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'";
+/// `img-src blob:`: attachment images are fetched with the bearer token (`/files` needs
+/// `Authorization`, which an `<img src>` cannot send) and shown from blob URLs the page
+/// itself made.
+pub const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' https: data: blob:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'";
 
 struct Asset {
     body: &'static [u8],

@@ -147,6 +147,9 @@ pub mod code {
         TOO_MANY_CONNECTIONS = "too_many_connections";
         /// 400: `thread_root_id` is not a top-level message of the room.
         INVALID_THREAD = "invalid_thread";
+        /// 400: an `attachment_ids` entry is not an upload of the sender's (unknown,
+        /// someone else's), or there are more than 10 or duplicates.
+        INVALID_ATTACHMENT = "invalid_attachment";
 
         // Notifications.
 

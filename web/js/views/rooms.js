@@ -5,6 +5,7 @@ import { store, fetchAll } from '../store.js';
 import { mountRoom } from './room.js';
 import { mountSearch } from './room/search.js';
 import { presenceDot } from './room/state.js';
+import { attachmentSummary } from '../files.js';
 
 /**
  * Mount the chat layout. `pane` is 'empty' | 'room' | 'discover' | 'new'.
@@ -75,7 +76,7 @@ function roomItem(room, active) {
   let preview = 'No messages yet';
   if (last) {
     const who = last.sender_id === store.me?.id ? 'You' : store.nameOf(last.sender_id, '');
-    preview = last.deleted ? 'Message deleted' : `${who ? `${who}: ` : ''}${last.body}`;
+    preview = last.deleted ? 'Message deleted' : `${who ? `${who}: ` : ''}${attachmentSummary(last)}`;
   }
   const unread = room.unread_count || 0;
   const peerId = room.kind === 'dm' ? store.dmPeers.get(room.id) : null;

@@ -35,10 +35,14 @@ pub fn router() -> Router<ApiContext> {
 
 #[derive(Deserialize)]
 struct SendBody {
+    /// May be left out (or empty) when the message has attachments.
+    #[serde(default)]
     body: String,
     client_msg_id: Option<String>,
     reply_to: Option<Uuid>,
     thread_root_id: Option<Uuid>,
+    #[serde(default)]
+    attachment_ids: Vec<Uuid>,
 }
 
 async fn send(
@@ -59,6 +63,7 @@ async fn send(
             client_msg_id: body.client_msg_id.as_deref(),
             reply_to: body.reply_to,
             thread_root_id: body.thread_root_id,
+            attachment_ids: &body.attachment_ids,
             sender_username: &user.username,
         },
     )

@@ -105,7 +105,7 @@ pub fn document() -> Value {
     discover_params.extend(page_params());
     let mut members_params = vec![room_id()];
     members_params.extend(page_params());
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "IntelliColab chat",
@@ -179,12 +179,12 @@ pub fn document() -> Value {
                 "post": op("Send a message (acknowledged after it is stored)", vec![room_id()], Some(body("SendMessage")), json!({
                     "201": ok("Stored", "Message"),
                     "200": ok("The message stored earlier with the same client_msg_id", "Message"),
-                    "400": problem("validation_failed (body 1–4000 characters after trimming, without control characters but line feeds and tabs; reply_to of another room); invalid_thread (thread_root_id not a top-level message of this room)"),
+                    "400": problem("validation_failed (body 1–4000 characters after trimming, without control characters but line feeds and tabs — empty allowed with attachments; reply_to of another room); invalid_thread (thread_root_id not a top-level message of this room); invalid_attachment (more than 10 attachment_ids, one twice, or one that is not an upload of the sender's)"),
                     "403": problem("not_member; blocked (a DM whose members block each other, either way)"),
                     "404": hidden_room(),
                     "409": problem("client_msg_id_conflict: the id was used in another room"),
                     "429": problem("rate_limited, with Retry-After"),
-                    "503": problem("database_unavailable, with Retry-After: not stored; retry with the same client_msg_id"),
+                    "503": problem("database_unavailable, with Retry-After: not stored; retry with the same client_msg_id; dependency_unavailable, with Retry-After: the files service cannot check the attachments"),
                 })),
                 "get": op("Message history, ascending seq", history_params, None, json!({
                     "200": ok("Messages", "MessageSlice"),
@@ -458,7 +458,8 @@ pub fn document() -> Value {
                 "UserRef": { "type": "object", "required": ["user_id"], "properties": { "user_id": { "type": "string", "format": "uuid" } } },
                 "RoleChange": { "type": "object", "required": ["role"], "properties": { "role": { "enum": ["admin", "member"] } } },
                 "SendMessage": {
-                    "type": "object", "required": ["body"],
+                    "type": "object",
+                    "description": "body or attachment_ids (or both)",
                     "properties": { "body": { "type": "string" }, "client_msg_id": { "type": "string", "maxLength": 128 }, "reply_to": { "type": "string", "format": "uuid" },
                                     "thread_root_id": { "type": "string", "format": "uuid", "description": "reply in the thread of this top-level message of the room" } }
                 },
@@ -466,5 +467,37 @@ pub fn document() -> Value {
                 "ReadMarker": { "type": "object", "required": ["seq"], "properties": { "seq": { "type": "integer", "minimum": 0 } } }
             }
         }
-    })
+    });
+    add_attachments(&mut doc);
+    doc
+}
+
+/// Files v1.1 in the document: `File`, `Message.attachments`, `SendMessage.attachment_ids`
+/// (added afterwards: the document's `json!` is at the macro's recursion limit).
+fn add_attachments(doc: &mut Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["File"] = json!({
+        "type": "object",
+        "required": ["id", "filename", "content_type", "size", "sha256", "width", "height", "created_at", "url", "thumbnail_url"],
+        "properties": {
+            "id": { "type": "string", "format": "uuid" },
+            "filename": { "type": "string" },
+            "content_type": { "type": "string", "description": "sniffed from the bytes" },
+            "size": { "type": "integer", "description": "bytes" },
+            "sha256": { "type": "string" },
+            "width": { "type": ["integer", "null"], "description": "images only" },
+            "height": { "type": ["integer", "null"], "description": "images only" },
+            "created_at": { "type": "string", "format": "date-time" },
+            "url": { "type": "string", "description": "/files/{id}" },
+            "thumbnail_url": { "type": ["string", "null"], "description": "images only: /files/{id}/thumbnail" }
+        }
+    });
+    schemas["Message"]["properties"]["attachments"] = json!({
+        "type": "array", "items": { "$ref": "#/components/schemas/File" },
+        "description": "v1.1: the files attached at send (as the files service described them then); kept by edits, empty on a deleted message"
+    });
+    schemas["SendMessage"]["properties"]["attachment_ids"] = json!({
+        "type": "array", "maxItems": 10, "uniqueItems": true, "items": { "type": "string", "format": "uuid" },
+        "description": "v1.1: files the sender uploaded (POST /files); the body may then be empty"
+    });
 }

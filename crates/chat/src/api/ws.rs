@@ -107,10 +107,14 @@ async fn upgrade(
 enum ClientFrame {
     Send {
         room_id: Uuid,
+        /// May be left out (or empty) when the message has attachments.
+        #[serde(default)]
         body: String,
         client_msg_id: String,
         reply_to: Option<Uuid>,
         thread_root_id: Option<Uuid>,
+        #[serde(default)]
+        attachment_ids: Vec<Uuid>,
     },
     Resume {
         rooms: BTreeMap<Uuid, i64>,
@@ -335,6 +339,7 @@ struct SendJob {
     client_msg_id: String,
     reply_to: Option<Uuid>,
     thread_root_id: Option<Uuid>,
+    attachment_ids: Vec<Uuid>,
 }
 
 /// Stores the connection's sends in order and answers each with `ack` or `error`.
@@ -363,6 +368,7 @@ async fn send_loop(
                     client_msg_id: Some(&job.client_msg_id),
                     reply_to: job.reply_to,
                     thread_root_id: job.thread_root_id,
+                    attachment_ids: &job.attachment_ids,
                     sender_username: &username,
                 },
             )
@@ -378,7 +384,17 @@ async fn send_loop(
                 Ok((message, _)) => {
                     json!({"type": "ack", "client_msg_id": client_msg_id, "message": message})
                 }
-                Err(e) => error_frame(Some(&client_msg_id), e.code, &e.detail),
+                Err(e) => {
+                    let mut frame = error_frame(Some(&client_msg_id), e.code, &e.detail);
+                    // A dependency outage (503) says when to retry, as `Retry-After` does
+                    // over HTTP and `retry_after_ms` does for the rate limit.
+                    if let Some((_, secs)) = e.headers.iter().find(|(h, _)| *h == "retry-after")
+                        && let Ok(secs) = secs.parse::<u64>()
+                    {
+                        frame["retry_after_ms"] = Value::from(secs * 1000);
+                    }
+                    frame
+                }
             };
             // A lost ack is harmless: the client resends the same client_msg_id.
             if out.send_timeout(text(&frame), timeout).await.is_err() {
@@ -557,6 +573,7 @@ impl Conn {
                 client_msg_id,
                 reply_to,
                 thread_root_id,
+                attachment_ids,
             } => {
                 let job = SendJob {
                     room_id,
@@ -564,6 +581,7 @@ impl Conn {
                     client_msg_id,
                     reply_to,
                     thread_root_id,
+                    attachment_ids,
                 };
                 self.on_send(job).await
             }

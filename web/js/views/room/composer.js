@@ -1,9 +1,11 @@
 // The composer of a room: the message box (Enter sends, Shift+Enter adds a line, Up in an
-// empty box edits my last message), replies, and typing notices, sent and shown.
+// empty box edits my last message), replies, attachments (./attachments.js) and typing
+// notices, sent and shown.
 import { h, replace, clear, toast } from '../../dom.js';
 import { store } from '../../store.js';
 import { nameEl } from './state.js';
 import { attachMentionAutocomplete, memberProfiles } from './mentions.js';
+import { mountAttachmentPicker } from './attachments.js';
 
 const TYPING_SEND_EVERY_MS = 3000;
 const TYPING_SHOW_MS = 6000;
@@ -23,13 +25,16 @@ export function mountComposer(state, { onEditLast, onSent }) {
   // `@` autocomplete first: its Enter/Tab/Escape must win over sending and cancelling.
   const mentionList = attachMentionAutocomplete(input, () => memberProfiles(state));
   const sendBtn = h('button', { type: 'submit', class: 'btn btn-primary', testid: 'send-button', text: 'Send' });
-  const composer = h('form', { class: 'composer', testid: 'composer', 'aria-label': 'Send a message' },
+  const composer = h('form', { class: 'composer', testid: 'composer', 'aria-label': 'Send a message' });
+  const attach = mountAttachmentPicker(state, { form: composer, input });
+  composer.append(...[
     replyBar,
     mentionList,
+    attach.tray,
     h('div', { class: 'composer-row' },
       h('label', { for: 'composer-input', class: 'visually-hidden', text: 'Message' }),
-      input, sendBtn),
-    h('p', { id: 'composer-hint', class: 'visually-hidden', text: 'Enter sends, Shift+Enter adds a new line, Up arrow edits your last message. Type @ to mention a member.' }));
+      attach.button, attach.fileInput, input, sendBtn),
+    h('p', { id: 'composer-hint', class: 'visually-hidden', text: 'Enter sends, Shift+Enter adds a new line, Up arrow edits your last message. Type @ to mention a member. Drop or paste files to attach them.' })]);
 
   // ----- typing: shown -----
   const typists = new Map(); // user id -> timeout
@@ -100,9 +105,13 @@ export function mountComposer(state, { onEditLast, onSent }) {
 
   function send() {
     const text = input.value.trim();
-    if (!text) return;
+    const { draft } = attach;
+    if (draft.busy) { toast('Wait for the uploads to finish.', 'info'); return; }
+    const files = draft.files;
+    if (!text && !files.length) return;
     if ([...text].length > 4000) { toast('Messages can be at most 4000 characters.', 'error'); return; }
-    store.sendMessage(roomId, text, replyTo?.id);
+    store.sendMessage(roomId, text, replyTo?.id, null, files);
+    draft.clear();
     input.value = '';
     autosize();
     cancelReply();

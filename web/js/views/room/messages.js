@@ -11,6 +11,7 @@ import { messageBody, mentionsMe } from './mentions.js';
 import { reactionChips, openReactionPicker } from './reactions.js';
 import { threadSummary } from './threads.js';
 import { setPinned } from './pins.js';
+import { attachmentList, pendingAttachments } from './attachments.js';
 
 /** "Seen by" is shown in DMs and in rooms of at most this many members (more is noise). */
 export const SEEN_BY_MAX_MEMBERS = 10;
@@ -78,6 +79,8 @@ export function mountMessages(state, { onReply, focusComposer, onOpenThread }) {
       li.appendChild(editForm(m));
     } else {
       li.appendChild(m.deleted ? h('p', { class: 'message-body', testid: 'message-body', text: 'This message was deleted.' }) : messageBody(m));
+      const files = attachmentList(state, m);
+      if (files) li.appendChild(files);
     }
     const chips = m.deleted ? null : reactionChips(roomId, m);
     if (chips) li.appendChild(chips);
@@ -107,7 +110,8 @@ export function mountMessages(state, { onReply, focusComposer, onOpenThread }) {
       nameEl(p.sender_id),
       h('span', { class: 'pending-label', text: p.state === 'failed' ? `Not sent: ${p.error || 'error'}` : 'Sending…' })),
     p.reply_to ? quote(p.reply_to) : null,
-    h('p', { class: 'message-body', testid: 'message-body', text: p.body }));
+    h('p', { class: 'message-body', testid: 'message-body', text: p.body }),
+    pendingAttachments(p));
     if (p.state === 'failed') {
       li.appendChild(h('div', { class: 'message-actions always' },
         h('button', { type: 'button', class: 'btn-link', testid: 'retry-button', on: { click: () => store.retryPending(roomId, p.client_msg_id) }, text: 'Retry' }),

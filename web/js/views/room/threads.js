@@ -8,6 +8,7 @@ import { api } from '../../api.js';
 import { store } from '../../store.js';
 import { nameEl } from './state.js';
 import { messageBody, attachMentionAutocomplete, memberProfiles, mentionsMe } from './mentions.js';
+import { attachmentList } from './attachments.js';
 import { reactionChips, openReactionPicker } from './reactions.js';
 
 /** The summary button under a root, or null when it has no replies. */
@@ -59,6 +60,7 @@ export function mountThreadPanel(state) {
       h('div', { class: 'message-meta' }, nameEl(m.sender_id), h('time', { datetime: m.created_at, title: formatDate(m.created_at), text: formatTime(m.created_at) }),
         m.edited_at && !m.deleted ? h('span', { class: 'edited', text: '(edited)' }) : null),
       m.deleted ? h('p', { class: 'message-body', testid: 'message-body', text: 'This message was deleted.' }) : messageBody(m),
+      attachmentList(state, m),
       reactionChips(roomId, m));
     // The panel's list is short: every control is in the tab order (the main list's are
     // only while their message has focus).
