@@ -162,6 +162,11 @@ async fn session(
                     raw.push_str(l.strip_prefix('.').unwrap_or(l));
                     raw.push_str("\r\n");
                 }
+                // lettre ends DATA with CRLF.CRLF after the message even when the message
+                // ends with a CRLF itself: that empty last line is not the message's.
+                if raw.ends_with("\r\n\r\n") {
+                    raw.truncate(raw.len() - 2);
+                }
                 let mut m = parse(&raw);
                 m.envelope_from = std::mem::take(&mut from);
                 m.envelope_to = std::mem::take(&mut to);
@@ -200,7 +205,7 @@ pub fn parse(raw: &str) -> ParsedMail {
         raw: raw.replace('\n', "\r\n"),
         ..ParsedMail::default()
     };
-    collect_parts(&headers, body, &mut m);
+    collect_parts(&headers, body, false, &mut m);
     m
 }
 
@@ -244,7 +249,7 @@ fn param(value: &str, name: &str) -> Option<String> {
     })
 }
 
-fn collect_parts(headers: &[(String, String)], body: &str, m: &mut ParsedMail) {
+fn collect_parts(headers: &[(String, String)], body: &str, in_multipart: bool, m: &mut ParsedMail) {
     let ctype = find(headers, "Content-Type").unwrap_or("text/plain");
     let mime = ctype
         .split(';')
@@ -263,12 +268,16 @@ fn collect_parts(headers: &[(String, String)], body: &str, m: &mut ParsedMail) {
             }
             let part = part.strip_prefix('\n').unwrap_or(part);
             let (h, b) = split_entity(part);
-            collect_parts(&h, b, m);
+            collect_parts(&h, b, true, m);
         }
         return;
     }
     // The line break before a boundary belongs to the boundary (RFC 2046 §5.1.1).
-    let body = body.strip_suffix('\n').unwrap_or(body);
+    let body = if in_multipart {
+        body.strip_suffix('\n').unwrap_or(body)
+    } else {
+        body
+    };
     let decoded = match find(headers, "Content-Transfer-Encoding")
         .unwrap_or("7bit")
         .to_ascii_lowercase()

@@ -96,6 +96,7 @@ impl Default for Config {
             email_delay_ms: 5 * 60_000,
             // A mail goes out within 30 s of being due; the digest within 30 s of 08:00.
             email_poll_ms: 30_000,
+            email_clock: email::worker::Clock::default(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! - **Instant** (`email: "instant"`, the default): a notification still unread
 //!   `email_delay_ms` (5 min) after its creation is mailed; everything of one user due in
-//!   that round goes in one mail. The claim is the recheck (read or withdrawn ones are not
+//!   that round, or within a quarter of the delay after, goes in one mail. The claim is the recheck (read or withdrawn ones are not
 //!   claimed, see [`crate::store::email`]). Nothing is mailed to a recipient chat reports
 //!   `online` (an open, active connection), as for pushes; when chat cannot answer the mail
 //!   goes out. `off` users' due notifications are claimed and dropped.
@@ -107,7 +107,10 @@ impl Emailer {
             return Ok(()); // switched meanwhile: the digest takes them
         }
         let claim = Uuid::now_v7();
-        if email::claim(self.db.pool(), user, cutoff, now, claim).await? == 0 {
+        // Those due within the next quarter of the delay (75 s of 5 min) join this mail:
+        // a burst of mentions is one mail, not one a poll apart.
+        let window = cutoff.saturating_add(self.delay_ms / 4);
+        if email::claim(self.db.pool(), user, window, now, claim).await? == 0 {
             return Ok(()); // read, withdrawn, or another instance took them
         }
         let items = email::claimed(self.db.pool(), claim).await?;

@@ -28,12 +28,12 @@ pub async fn due_users<'e, E: Executor<'e, Database = Any>>(
     limit: i64,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT n.user_id, MIN(n.created_at) AS first FROM notifications n
+        "SELECT n.user_id, MIN(n.created_at) AS first_at FROM notifications n
          LEFT JOIN preferences p ON p.user_id = n.user_id
          WHERE n.emailed_at IS NULL AND n.read_at IS NULL AND n.created_at <= $1
            AND (n.email_retry_at IS NULL OR n.email_retry_at <= $2)
            AND (p.email IS NULL OR p.email <> 'daily')
-         GROUP BY n.user_id ORDER BY first LIMIT $3",
+         GROUP BY n.user_id ORDER BY first_at LIMIT $3",
     )
     .bind(cutoff)
     .bind(now)
