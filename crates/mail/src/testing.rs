@@ -310,7 +310,9 @@ fn quoted_printable(s: &str) -> String {
         let b = line.as_bytes();
         let mut j = 0;
         while j < b.len() {
-            let hex = line.get(j + 1..j + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = line
+                .get(j + 1..j + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             match hex {
                 Some(v) if b[j] == b'=' => {
                     out.push(v);
@@ -377,7 +379,10 @@ mod tests {
 
     #[test]
     fn quoted_printable_decodes_bytes_and_soft_breaks() {
-        assert_eq!(quoted_printable("caf=C3=A9 ok=\nnext\nline"), "café oknext\nline");
+        assert_eq!(
+            quoted_printable("caf=C3=A9 ok=\nnext\nline"),
+            "café oknext\nline"
+        );
         assert_eq!(quoted_printable("a=3Db"), "a=b");
     }
 

@@ -29,7 +29,12 @@ fn sample() -> Mail {
 
 fn check(m: &mail::testing::ParsedMail) {
     let want = sample();
-    assert_eq!(m.header("Subject"), Some(want.subject.as_str()), "{}", m.raw);
+    assert_eq!(
+        m.header("Subject"),
+        Some(want.subject.as_str()),
+        "{}",
+        m.raw
+    );
     assert_eq!(
         m.header("List-Unsubscribe"),
         Some("<https://colab.example/notifications/unsubscribe?token=abc.def>")
@@ -65,7 +70,11 @@ async fn smtp_multipart_with_headers_round_trips() {
     let m = sink.next_message(Duration::from_secs(10)).await;
     assert_eq!(m.text().replace("\r\n", "\n"), "Open the link.\n");
     assert_eq!(m.html, None);
-    assert!(sink.try_next_message(Duration::from_millis(200)).await.is_none());
+    assert!(
+        sink.try_next_message(Duration::from_millis(200))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]

@@ -70,7 +70,11 @@ async fn verified(app: &App, user: &User) {
 
 fn assert_mail_to(m: &ParsedMail, user: &User) {
     assert_eq!(m.envelope_to, vec![email_of(user)], "{}", m.raw);
-    assert!(m.header("To").unwrap().contains(&email_of(user)), "{}", m.raw);
+    assert!(
+        m.header("To").unwrap().contains(&email_of(user)),
+        "{}",
+        m.raw
+    );
 }
 
 /// The mail's `List-Unsubscribe` token.
@@ -139,7 +143,9 @@ async fn instant_mail_after_the_delay(backend: Backend) {
     let html = m.html();
     assert!(html.contains("<p>Hello @bob,</p>"), "{html}");
     assert!(
-        html.contains("&lt;b&gt;Ali &amp; &quot;Co&quot;&lt;/b&gt; (@alice) mentioned you in #general"),
+        html.contains(
+            "&lt;b&gt;Ali &amp; &quot;Co&quot;&lt;/b&gt; (@alice) mentioned you in #general"
+        ),
         "{html}"
     );
     assert!(
@@ -150,7 +156,10 @@ async fn instant_mail_after_the_delay(backend: Backend) {
     for raw in ["<script>", "<b>Ali", "<img", "Bob &lt;img"] {
         assert!(!html.contains(raw), "{raw} in {html}");
     }
-    assert!(!text.contains("Bob <img"), "no display name greeting: {text}");
+    assert!(
+        !text.contains("Bob <img"),
+        "no display name greeting: {text}"
+    );
     // Mailing does not read it, and it is mailed once.
     assert_eq!(app.unread(&bob).await, 1);
     assert!(sink.try_next_message(QUIET).await.is_none());
@@ -269,8 +278,7 @@ async fn daily_digest_at_local_eight(backend: Backend) {
     let (sink, url) = SmtpSink::start().await;
     let utc = |d: u32, h: u32, m: u32| -> i64 {
         // 2027-03-01T00:00:00Z = 1803859200.
-        (1_803_859_200 + i64::from(d - 1) * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60)
-            * 1000
+        (1_803_859_200 + i64::from(d - 1) * 86_400 + i64::from(h) * 3600 + i64::from(m) * 60) * 1000
     };
     let now = Arc::new(AtomicI64::new(utc(13, 12, 59)));
     let clock_now = now.clone();
@@ -305,7 +313,11 @@ async fn daily_digest_at_local_eight(backend: Backend) {
         app.apply(&m.created()).await;
     }
     // 07:59 EST: no digest yet, and no instant mail for a `daily` user (delay 0).
-    assert!(sink.try_next_message(Duration::from_millis(800)).await.is_none());
+    assert!(
+        sink.try_next_message(Duration::from_millis(800))
+            .await
+            .is_none()
+    );
     now.store(utc(13, 13, 0), Ordering::SeqCst);
     let m = sink.next_message(WAIT).await;
     assert_mail_to(&m, &dora);
@@ -314,7 +326,11 @@ async fn daily_digest_at_local_eight(backend: Backend) {
         Some("Your IntelliColab digest: 2 unread notifications")
     );
     for msg in &first {
-        assert!(m.text().contains(&msg.message_id.to_string()), "{}", m.text());
+        assert!(
+            m.text().contains(&msg.message_id.to_string()),
+            "{}",
+            m.text()
+        );
     }
     // previews: false — no message text.
     assert!(!m.text().contains("message 1"), "{}", m.text());
@@ -323,10 +339,18 @@ async fn daily_digest_at_local_eight(backend: Backend) {
     let second = Msg::channel(room, 3, &alice).mention(&[&dora]);
     app.apply(&second.created()).await;
     now.store(utc(13, 20, 0), Ordering::SeqCst);
-    assert!(sink.try_next_message(Duration::from_millis(800)).await.is_none());
+    assert!(
+        sink.try_next_message(Duration::from_millis(800))
+            .await
+            .is_none()
+    );
     // 07:59 EDT on the 14th (11:59 UTC): not yet; at 13:00 UTC it would be an hour late.
     now.store(utc(14, 11, 59), Ordering::SeqCst);
-    assert!(sink.try_next_message(Duration::from_millis(800)).await.is_none());
+    assert!(
+        sink.try_next_message(Duration::from_millis(800))
+            .await
+            .is_none()
+    );
     now.store(utc(14, 12, 0), Ordering::SeqCst);
     let m = sink.next_message(WAIT).await;
     assert_eq!(
@@ -350,7 +374,11 @@ async fn daily_digest_at_local_eight(backend: Backend) {
             .await
             .unwrap();
     assert_eq!(day.as_deref(), Some("2027-03-14"));
-    assert!(sink.try_next_message(Duration::from_millis(800)).await.is_none());
+    assert!(
+        sink.try_next_message(Duration::from_millis(800))
+            .await
+            .is_none()
+    );
     app.stop().await;
 }
 
@@ -373,7 +401,10 @@ async fn unsubscribe_link_turns_mail_off(backend: Backend) {
             // As a mail client does (RFC 8058): no login, the form body.
             let res = app
                 .http
-                .post(format!("{}/notifications/unsubscribe?token={token}", app.url))
+                .post(format!(
+                    "{}/notifications/unsubscribe?token={token}",
+                    app.url
+                ))
                 .header("content-type", "application/x-www-form-urlencoded")
                 .body("List-Unsubscribe=One-Click")
                 .send()
@@ -474,11 +505,19 @@ async fn user_deleted_removes_their_data(backend: Backend) {
     let room = Uuid::now_v7();
     app.chat.join(room, &bob, "channel");
     let (s, body) = app
-        .put(&bob, &format!("/notifications/rooms/{room}"), json!({"level": "all"}))
+        .put(
+            &bob,
+            &format!("/notifications/rooms/{room}"),
+            json!({"level": "all"}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
     let (s, _) = app
-        .put(&bob, "/notifications/preferences", json!({"previews": false}))
+        .put(
+            &bob,
+            "/notifications/preferences",
+            json!({"previews": false}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     sqlx::query(

@@ -56,7 +56,11 @@ impl Clock {
 
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Clock(set)" } else { "Clock(system)" })
+        f.write_str(if self.0.is_some() {
+            "Clock(set)"
+        } else {
+            "Clock(system)"
+        })
     }
 }
 
@@ -149,7 +153,12 @@ impl Emailer {
             if local.hour() < DIGEST_HOUR {
                 continue;
             }
-            let today = format!("{:04}-{:02}-{:02}", local.year(), local.month(), local.day());
+            let today = format!(
+                "{:04}-{:02}-{:02}",
+                local.year(),
+                local.month(),
+                local.day()
+            );
             if u.digest_on.as_deref() >= Some(today.as_str()) {
                 continue;
             }
