@@ -9,7 +9,6 @@ mod api;
 pub mod domain;
 mod events;
 mod hashing;
-mod mail;
 mod state;
 mod store;
 

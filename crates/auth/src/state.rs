@@ -3,7 +3,7 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 
 use crate::hashing::Hasher;
-use crate::mail::Mailer;
+use mail::Mailer;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]

@@ -232,6 +232,9 @@ pub fn default_routes() -> Vec<RouteConfig> {
         route("/users", "users", Token),
         ws,
         route("/chat", "chat", Token),
+        // The one-click opt-out of notification mails (RFC 8058): a mail client POSTs
+        // it with no login; the HMAC token in the URL is the authority.
+        strict(route("/notifications/unsubscribe", "notifications", Public)),
         route("/notifications", "notifications", Token),
     ]
 }
@@ -458,6 +461,7 @@ request_headers_add = { "x-from" = "gateway" }
             "/auth/login",
             "/auth/password-reset/",
             "/auth/email/verify/confirm",
+            "/notifications/unsubscribe",
         ] {
             assert_eq!(find(p).auth, AuthPolicy::Public);
             assert_eq!(find(p).rate_limit.as_deref(), Some("strict"));

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::domain::{Kind, Level};
 use crate::rules::{self, Addressing, Facts};
 use crate::state::ApiContext;
-use crate::store::{copies, notifications, settings};
+use crate::store::{self, copies, notifications, settings};
 
 /// Source name of the events this service publishes.
 pub const SOURCE: &str = "notifications";
@@ -70,6 +70,9 @@ struct Created {
     recipient_ids: Vec<Uuid>,
     #[serde(default)]
     preview: String,
+    /// `''` for a DM; kept for mails (`#general`).
+    #[serde(default)]
+    room_name: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +120,13 @@ struct IdentityEvent {
     display_name: Option<String>,
     #[serde(default)]
     email: Option<String>,
+    #[serde(default)]
+    email_verified: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct UserDeleted {
+    user_id: Uuid,
 }
 
 pub fn subscribe(
@@ -196,10 +206,22 @@ pub async fn handle(ctx: &ApiContext, event: &Envelope) -> anyhow::Result<()> {
                         username: p.username.as_deref(),
                         display_name: p.display_name.as_deref(),
                         email: p.email.as_deref(),
+                        email_verified: p.email_verified,
                         version: &version,
                     },
                 )
                 .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+            Err(e) => skip(event, e),
+        },
+        ("auth", "user.deleted") => match event.payload::<UserDeleted>() {
+            Ok(p) => {
+                let Some(mut tx) = bus::inbox::begin_once(&ctx.db, GROUP, event).await? else {
+                    return Ok(());
+                };
+                store::email::delete_user(tx.conn(), p.user_id).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -314,6 +336,9 @@ async fn created(ctx: &ApiContext, event: &Envelope, p: &Created) -> anyhow::Res
         level_all: &level_all,
     };
     let chosen = choose_all(&addressing, &facts, &p.room_kind);
+    if !chosen.is_empty() && !p.room_name.is_empty() {
+        store::email::apply_room_name(tx.conn(), p.room_id, &p.room_name).await?;
+    }
     let changed = create_all(
         &mut tx,
         &chosen,

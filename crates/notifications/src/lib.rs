@@ -5,19 +5,22 @@
 //!
 //! - Consumes (consumer group [`events::GROUP`]) `chat.message.created/updated/deleted`
 //!   and `chat.room.read` (source `chat`), `user.blocked`/`user.unblocked` (source
-//!   `users`) and `user.registered`/`user.updated` (source `auth`). Each event is applied
+//!   `users`) and `user.registered`/`user.updated`/`user.deleted` (source `auth`). Each event is applied
 //!   once (`bus::inbox::begin_once`) and the unique `(user_id, message_id)` key keeps one
 //!   notification per recipient and message even without the inbox. The rules are pure
 //!   functions in [`rules`].
 //! - Publishes (source [`events::SOURCE`], through its outbox) `notifications.unread_count`
 //!   `{user_id, unread_count}` in the transaction of every change of a user's count, so
 //!   chat can forward it to the user's sockets.
+//! - Mails (instant after 5 min unread, or a daily digest at local 08:00) through the
+//!   shared [`mail`] sender, with a one-click unsubscribe link ([`email`]).
 //! - Room levels are for members only: `GET {chat_url}/internal/rooms/{room}/members/{user}`.
 //! - `GET /openapi.json` for the gateway.
 
 pub mod api;
 pub mod chat_client;
 pub mod domain;
+pub mod email;
 pub mod events;
 pub mod push;
 pub mod rules;
@@ -54,6 +57,23 @@ pub struct Config {
     pub push_poll_ms: u64,
     /// Timeout of one request to a push service.
     pub push_timeout_ms: u64,
+    /// `smtp://…` / `smtps://…`; unset = `.eml` files in `<data dir>/outbox/` (as auth).
+    pub smtp_url: Option<String>,
+    pub mail_from: String,
+    /// Where people open the app: links in mails, and the unsubscribe URL (the gateway
+    /// serves both).
+    pub public_url: String,
+    /// HMAC key of the unsubscribe links (at least 32 characters); unset = generated on
+    /// first start into `<data dir>/mail/unsubscribe.key`. Instances must share it.
+    pub unsubscribe_secret: Option<String>,
+    /// How long a notification stays unread before it is mailed (`email: "instant"`).
+    pub email_delay_ms: u64,
+    /// How often the email worker looks for due mails and digests.
+    pub email_poll_ms: u64,
+    /// Tests only: the email worker's clock (the digest's local 08:00); the system clock
+    /// by default.
+    #[serde(skip)]
+    pub email_clock: email::worker::Clock,
 }
 
 impl Default for Config {
@@ -68,6 +88,15 @@ impl Default for Config {
             push_http_origins: Vec::new(),
             push_poll_ms: 500,
             push_timeout_ms: 10_000,
+            smtp_url: None,
+            mail_from: "IntelliColab <no-reply@intellicolab.local>".to_owned(),
+            public_url: "http://127.0.0.1:8080".to_owned(),
+            unsubscribe_secret: None,
+            // API.md: "still unread after 5 minutes is mailed".
+            email_delay_ms: 5 * 60_000,
+            // A mail goes out within 30 s of being due; the digest within 30 s of 08:00.
+            email_poll_ms: 30_000,
+            email_clock: email::worker::Clock::default(),
         }
     }
 }
@@ -76,7 +105,7 @@ impl Config {
     /// Rejects a value below its minimum with an error naming the key, instead of silently
     /// running with another value. Called by [`build`].
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(&str, u64, u64); 3] = [
+        let checks: [(&str, u64, u64); 4] = [
             // 0 would fail every membership check (room levels) at once.
             ("chat_timeout_ms", self.chat_timeout_ms, 1),
             // Polling the due queue more than 20 times a second is load, not latency
@@ -85,6 +114,9 @@ impl Config {
             // Push services answer in well under a second; 100 ms is the floor for a
             // remote TLS handshake.
             ("push_timeout_ms", self.push_timeout_ms, 100),
+            // Each round reads the due queue and every `daily` user: more often than 20
+            // times a second is load, not promptness.
+            ("email_poll_ms", self.email_poll_ms, 50),
         ];
         for (key, value, min) in checks {
             if value < min {
@@ -97,6 +129,12 @@ impl Config {
         {
             anyhow::bail!(
                 "invalid configuration: notifications.vapid_subject must be a mailto: or https: URL"
+            );
+        }
+        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
+            anyhow::bail!(
+                "invalid configuration: notifications.public_url = {:?} is not an http(s) URL",
+                self.public_url
             );
         }
         if !(self.chat_url.starts_with("http://") || self.chat_url.starts_with("https://")) {
@@ -148,6 +186,15 @@ pub async fn build(
         &common.data_dir,
         &config.vapid_subject,
     )?);
+    let unsubscribe = Arc::new(email::UnsubscribeKey::load(
+        config.unsubscribe_secret.as_deref(),
+        &common.data_dir,
+    )?);
+    let mailer = mail::Mailer::new(
+        config.smtp_url.as_deref(),
+        &config.mail_from,
+        common.data_dir.join("outbox"),
+    )?;
     // Everything that can fail is done: only now start the background tasks.
     let shutdown = shutdown.child_token();
     let verifier = token::Verifier::from_url(common.jwks_url());
@@ -169,6 +216,7 @@ pub async fn build(
         chat: chat.clone(),
         vapid: vapid.clone(),
         push_http_origins: Arc::new(config.push_http_origins.clone()),
+        unsubscribe: unsubscribe.clone(),
     };
     let pusher = push::worker::Pusher {
         db: db.clone(),
@@ -178,7 +226,18 @@ pub async fn build(
             .build()
             .unwrap_or_default(),
         poll: Duration::from_millis(config.push_poll_ms),
+        chat: chat.clone(),
+    }
+    .spawn(shutdown.clone());
+    let emailer = email::worker::Emailer {
+        db: db.clone(),
+        mailer,
         chat,
+        key: unsubscribe,
+        public_url: config.public_url.trim_end_matches('/').to_owned(),
+        delay_ms: i64::try_from(config.email_delay_ms).unwrap_or(i64::MAX),
+        poll: Duration::from_millis(config.email_poll_ms),
+        clock: config.email_clock.clone(),
     }
     .spawn(shutdown.clone());
     let consumer = events::subscribe(ctx.clone(), &bus, shutdown.clone());
@@ -188,7 +247,7 @@ pub async fn build(
         listener,
         router,
         shutdown,
-        background: vec![relay, consumer, pusher],
+        background: vec![relay, consumer, pusher, emailer],
         event_loops: 0,
     })
 }

@@ -19,6 +19,8 @@ pub struct ApiContext {
     pub vapid: Arc<Vapid>,
     /// http origins accepted for push endpoints (tests); others must be https.
     pub push_http_origins: Arc<Vec<String>>,
+    /// Verifies the tokens of `POST /notifications/unsubscribe`.
+    pub unsubscribe: Arc<crate::email::UnsubscribeKey>,
 }
 
 impl FromRef<ApiContext> for Arc<Verifier> {

@@ -5,6 +5,7 @@ pub mod openapi;
 pub mod preferences;
 pub mod push;
 pub mod rooms;
+pub mod unsubscribe;
 
 use axum::Router;
 use serde::Serialize;
@@ -17,6 +18,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(preferences::router())
         .merge(rooms::router())
         .merge(push::router())
+        .merge(unsubscribe::router())
         .merge(openapi::router())
         .with_state(ctx)
 }

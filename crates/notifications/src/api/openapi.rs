@@ -102,6 +102,18 @@ pub fn document() -> Value {
                     "404": problem("subscription_not_found"),
                 })),
             },
+            "/notifications/unsubscribe": {
+                "post": {
+                    "tags": ["notifications"],
+                    "summary": "One-click email opt-out (RFC 8058): email preference off; no login",
+                    "security": [],
+                    "parameters": [json!({ "name": "token", "in": "query", "required": true, "description": "from the mail's List-Unsubscribe URL", "schema": { "type": "string" } })],
+                    "responses": {
+                        "204": { "description": "Email notifications are off (again is harmless)" },
+                        "400": problem("invalid_token"),
+                    },
+                },
+            },
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },

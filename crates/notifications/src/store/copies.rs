@@ -47,18 +47,22 @@ pub struct Identity<'a> {
     pub username: Option<&'a str>,
     pub display_name: Option<&'a str>,
     pub email: Option<&'a str>,
+    /// Absent from the event = unverified (an address auth has not confirmed gets no
+    /// notification mail).
+    pub email_verified: bool,
     pub version: &'a str,
 }
 
 /// Upserts the identity; a field is taken when the event is newer than the row, or when
 /// the row does not know the field yet (a `user.registered` overtaken by an update).
+/// `email_verified` follows the newest event, as the address it qualifies.
 pub async fn apply_identity<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     i: &Identity<'_>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO recipients (user_id, username, display_name, email, version)
-         VALUES ($1, COALESCE($2, ''), COALESCE($3, ''), COALESCE($4, ''), $5)
+        "INSERT INTO recipients (user_id, username, display_name, email, version, email_verified)
+         VALUES ($1, COALESCE($2, ''), COALESCE($3, ''), COALESCE($4, ''), $5, $6)
          ON CONFLICT (user_id) DO UPDATE SET
            username = CASE WHEN excluded.username <> ''
                AND (recipients.username = '' OR recipients.version < excluded.version)
@@ -69,6 +73,8 @@ pub async fn apply_identity<'e, E: Executor<'e, Database = Any>>(
            email = CASE WHEN excluded.email <> ''
                AND (recipients.email = '' OR recipients.version < excluded.version)
                THEN excluded.email ELSE recipients.email END,
+           email_verified = CASE WHEN recipients.version < excluded.version
+               THEN excluded.email_verified ELSE recipients.email_verified END,
            version = CASE WHEN recipients.version < excluded.version
                THEN excluded.version ELSE recipients.version END",
     )
@@ -77,27 +83,39 @@ pub async fn apply_identity<'e, E: Executor<'e, Database = Any>>(
     .bind(i.display_name)
     .bind(i.email)
     .bind(i.version)
+    .bind(i64::from(i.email_verified))
     .execute(ex)
     .await?;
     Ok(())
 }
 
-/// `(username, display_name, email)` of a recipient, if known.
+/// A user as auth last described them.
+#[derive(Debug, Clone, Default)]
+pub struct Recipient {
+    pub username: String,
+    pub display_name: String,
+    pub email: String,
+    pub email_verified: bool,
+}
+
+/// The identity of a user (a recipient, or an actor named in a mail), if known.
 pub async fn identity<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     user: Uuid,
-) -> Result<Option<(String, String, String)>, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT username, display_name, email FROM recipients WHERE user_id = $1")
-            .bind(user.to_string())
-            .fetch_optional(ex)
-            .await?;
+) -> Result<Option<Recipient>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT username, display_name, email, email_verified FROM recipients WHERE user_id = $1",
+    )
+    .bind(user.to_string())
+    .fetch_optional(ex)
+    .await?;
     row.map(|r| {
-        Ok((
-            r.try_get("username")?,
-            r.try_get("display_name")?,
-            r.try_get("email")?,
-        ))
+        Ok(Recipient {
+            username: r.try_get("username")?,
+            display_name: r.try_get("display_name")?,
+            email: r.try_get("email")?,
+            email_verified: r.try_get::<i64, _>("email_verified")? != 0,
+        })
     })
     .transpose()
 }

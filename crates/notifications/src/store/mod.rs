@@ -3,6 +3,7 @@
 //! the pool for reads, `tx.conn()` inside a transaction.
 
 pub mod copies;
+pub mod email;
 pub mod notifications;
 pub mod push;
 pub mod settings;
@@ -18,6 +19,11 @@ pub const MIGRATIONS: &[Migration] = &[
         id: "notifications-0001-init",
         sqlite: include_str!("../../migrations/0001_init.sql"),
         postgres: include_str!("../../migrations/0001_init.sql"),
+    },
+    Migration {
+        id: "notifications-0002-email",
+        sqlite: include_str!("../../migrations/0002_email.sql"),
+        postgres: include_str!("../../migrations/0002_email.sql"),
     },
 ];
 

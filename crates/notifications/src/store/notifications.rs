@@ -8,9 +8,10 @@ use uuid::Uuid;
 use super::uuid_col;
 use crate::domain::{Kind, Notification};
 
-const COLUMNS: &str = "id, kind, room_id, message_id, seq, actor_id, preview, created_at, read_at";
+pub(crate) const COLUMNS: &str =
+    "id, kind, room_id, message_id, seq, actor_id, preview, created_at, read_at";
 
-fn from_row(row: &AnyRow) -> Result<Notification, sqlx::Error> {
+pub(crate) fn from_row(row: &AnyRow) -> Result<Notification, sqlx::Error> {
     let kind: String = row.try_get("kind")?;
     Ok(Notification {
         id: uuid_col(row, "id")?,

@@ -293,6 +293,11 @@ impl App {
         }
     }
 
+    /// The service's data directory (the `.eml` outbox, generated keys).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn user(&self, username: &str) -> User {
         let id = Uuid::now_v7();
         User {
