@@ -184,7 +184,7 @@ pub fn compose(style: Style, ctx: &Context<'_>, items: &[Notification]) -> mail:
         Style::Instant => "you have unread notifications:",
         Style::Digest => "here is what you have not read since your last digest:",
     };
-    let settings = format!("{}/#/me", ctx.public_url);
+    let settings = format!("{}/#/settings/notifications", ctx.public_url);
     let mut text = format!("{greeting}\n\n{intro}\n\n");
     let mut html = format!(
         "<!DOCTYPE html><html><body><p>{}</p><p>{}</p><ul>",
