@@ -83,9 +83,7 @@ pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(text.len() * 5 / 8);
     let (mut buffer, mut bits) = (0u32, 0u32);
     for c in text.bytes() {
-        let value = BASE32
-            .iter()
-            .position(|&x| x == c.to_ascii_uppercase())?;
+        let value = BASE32.iter().position(|&x| x == c.to_ascii_uppercase())?;
         buffer = (buffer << 5) | value as u32;
         bits += 5;
         if bits >= 8 {

@@ -11,7 +11,10 @@ use common::{PASSWORD, spawn, spawn_with, token};
 use kit::db::Backend;
 use serde_json::json;
 
-kit::backend_tests!(deleting_an_account, reserved_names_are_free_after_the_period,);
+kit::backend_tests!(
+    deleting_an_account,
+    reserved_names_are_free_after_the_period,
+);
 
 async fn deleting_an_account(backend: Backend) {
     let Some(app) = spawn(backend, "delete_account").await else {
@@ -29,15 +32,26 @@ async fn deleting_an_account(backend: Backend) {
     let (status, body) = app.delete_json("/auth/me", json!({}), None).await;
     assert_eq!(status, 401, "{body}");
     let (status, body) = app
-        .delete_json("/auth/me", json!({"current_password": "not my password"}), Some(&access))
+        .delete_json(
+            "/auth/me",
+            json!({"current_password": "not my password"}),
+            Some(&access),
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("invalid_credentials")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invalid_credentials"))
+    );
     let (status, _) = app.get("/auth/me", Some(&access)).await;
     assert_eq!(status, 200, "a refused deletion changes nothing");
 
     let since = kit::time::now_ms();
     let (status, body) = app
-        .delete_json("/auth/me", json!({"current_password": PASSWORD}), Some(&access))
+        .delete_json(
+            "/auth/me",
+            json!({"current_password": PASSWORD}),
+            Some(&access),
+        )
         .await;
     assert_eq!(status, 204, "{body}");
 
@@ -47,7 +61,11 @@ async fn deleting_an_account(backend: Backend) {
         assert_eq!(status, 401, "{body}");
     }
     let (status, _) = app
-        .post("/auth/refresh", json!({"refresh_token": other_refresh}), None)
+        .post(
+            "/auth/refresh",
+            json!({"refresh_token": other_refresh}),
+            None,
+        )
         .await;
     assert_eq!(status, 401);
     let (_, revocations) = app
@@ -59,11 +77,18 @@ async fn deleting_an_account(backend: Backend) {
         .iter()
         .map(|r| r["session_id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(ended.len(), 2, "both sessions are reported to other services: {revocations}");
+    assert_eq!(
+        ended.len(),
+        2,
+        "both sessions are reported to other services: {revocations}"
+    );
     // The account is gone for every lookup.
     for login in ["lia", "lia@example.com"] {
         let (status, body) = app.login(login, PASSWORD).await;
-        assert_eq!((status, body["code"].as_str()), (401, Some("invalid_credentials")));
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (401, Some("invalid_credentials"))
+        );
     }
     app.post(
         "/auth/password-reset/request",
@@ -73,12 +98,25 @@ async fn deleting_an_account(backend: Backend) {
     .await;
     // Username and email are reserved.
     for (body, code) in [
-        (json!({"username": "lia", "email": "new@example.com", "password": PASSWORD}), "username_taken"),
-        (json!({"username": "LIA", "email": "new@example.com", "password": PASSWORD}), "username_taken"),
-        (json!({"username": "lia2", "email": "LIA@example.com", "password": PASSWORD}), "email_taken"),
+        (
+            json!({"username": "lia", "email": "new@example.com", "password": PASSWORD}),
+            "username_taken",
+        ),
+        (
+            json!({"username": "LIA", "email": "new@example.com", "password": PASSWORD}),
+            "username_taken",
+        ),
+        (
+            json!({"username": "lia2", "email": "LIA@example.com", "password": PASSWORD}),
+            "email_taken",
+        ),
     ] {
         let (status, problem) = app.post("/auth/register", body.clone(), None).await;
-        assert_eq!((status, problem["code"].as_str()), (409, Some(code)), "{body}: {problem}");
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (409, Some(code)),
+            "{body}: {problem}"
+        );
     }
     // Others are untouched.
     assert_eq!(app.login("max", PASSWORD).await.0, 200);
@@ -86,7 +124,11 @@ async fn deleting_an_account(backend: Backend) {
     common::eventually(|| {
         let events = seen.lock().unwrap();
         events.iter().any(|e| e.kind == "user.deleted")
-            && events.iter().filter(|e| e.kind == "session.revoked").count() >= 2
+            && events
+                .iter()
+                .filter(|e| e.kind == "session.revoked")
+                .count()
+                >= 2
     })
     .await;
     let events = seen.lock().unwrap().clone();
@@ -98,12 +140,19 @@ async fn deleting_an_account(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mails = app.mails_to("lia@example.com", 1).await;
     assert_eq!(mails.len(), 1, "{mails:?}");
-    assert!(mails[0].contains("Subject: Your IntelliColab account was deleted"), "{}", mails[0]);
+    assert!(
+        mails[0].contains("Subject: Your IntelliColab account was deleted"),
+        "{}",
+        mails[0]
+    );
     app.stop().await;
 }
 
 async fn reserved_names_are_free_after_the_period(backend: Backend) {
-    let Some(app) = spawn_with(backend, "delete_reserve", |c| c.deleted_name_reserve_secs = 1).await
+    let Some(app) = spawn_with(backend, "delete_reserve", |c| {
+        c.deleted_name_reserve_secs = 1
+    })
+    .await
     else {
         return;
     };

@@ -235,7 +235,9 @@ async fn email_change_refusals(backend: Backend) {
     );
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(
-        app.mails().iter().all(|m| m.contains(common::VERIFY_SUBJECT)),
+        app.mails()
+            .iter()
+            .all(|m| m.contains(common::VERIFY_SUBJECT)),
         "no mail for a refused request (only the registrations' verifications)"
     );
     app.stop().await;

@@ -72,7 +72,10 @@ async fn mfa_token(app: &TestAuth, login: &str, password: &str) -> String {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["mfa_required"], true, "{body}");
     assert_eq!(body["methods"], json!(["totp", "recovery_code"]));
-    assert!(body["access_token"].is_null() && body["refresh_token"].is_null(), "{body}");
+    assert!(
+        body["access_token"].is_null() && body["refresh_token"].is_null(),
+        "{body}"
+    );
     token(&body, "mfa_token")
 }
 
@@ -102,11 +105,21 @@ async fn setup_enable_and_log_in_with_codes(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("invalid_credentials")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invalid_credentials"))
+    );
     let (status, body) = app
-        .post("/auth/mfa/totp/enable", json!({"code": "123456"}), Some(&access))
+        .post(
+            "/auth/mfa/totp/enable",
+            json!({"code": "123456"}),
+            Some(&access),
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("mfa_not_set_up")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("mfa_not_set_up"))
+    );
 
     // A second setup replaces the first (pending) secret.
     let (_, first) = app
@@ -128,7 +141,11 @@ async fn setup_enable_and_log_in_with_codes(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     let secret = body["secret"].as_str().unwrap().to_owned();
     assert_ne!(secret, first);
-    assert_eq!(auth::totp::base32_decode(&secret).unwrap().len(), 20, "160 bits");
+    assert_eq!(
+        auth::totp::base32_decode(&secret).unwrap().len(),
+        20,
+        "160 bits"
+    );
     let uri = body["otpauth_uri"].as_str().unwrap();
     assert!(
         uri.starts_with("otpauth://totp/IntelliColab:fay?")
@@ -145,7 +162,11 @@ async fn setup_enable_and_log_in_with_codes(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("invalid_code")), "old secret");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("invalid_code")),
+        "old secret"
+    );
     let (status, body) = app
         .post(
             "/auth/mfa/totp/enable",
@@ -165,22 +186,38 @@ async fn setup_enable_and_log_in_with_codes(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("mfa_already_enabled")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("mfa_already_enabled"))
+    );
 
     let mfa = mfa_token(&app, "fay", PASSWORD).await;
     // A wrong password still says nothing of MFA.
     let (status, body) = app.login("fay", "not my password").await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("invalid_credentials")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_credentials"))
+    );
     let res = second_step(&app, "bogus", "code", &code(&secret, step + 1)).await;
     assert_eq!(problem(&res), (401, Some("invalid_token")), "{}", res.1);
     // The code that enabled it was used: a replay is refused.
     let res = second_step(&app, &mfa, "code", &code(&secret, step)).await;
-    assert_eq!(problem(&res), (401, Some("invalid_code")), "replay: {}", res.1);
+    assert_eq!(
+        problem(&res),
+        (401, Some("invalid_code")),
+        "replay: {}",
+        res.1
+    );
     // Two steps ahead is outside the skew; one behind is older than the used one.
     let res = second_step(&app, &mfa, "code", &code(&secret, step + 2)).await;
     assert_eq!(problem(&res), (401, Some("invalid_code")), "+2: {}", res.1);
     let res = second_step(&app, &mfa, "code", &code(&secret, step - 1)).await;
-    assert_eq!(problem(&res), (401, Some("invalid_code")), "-1 after 0: {}", res.1);
+    assert_eq!(
+        problem(&res),
+        (401, Some("invalid_code")),
+        "-1 after 0: {}",
+        res.1
+    );
     let both = app
         .post(
             "/auth/login/mfa",
@@ -232,7 +269,12 @@ async fn recovery_codes_work_once(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     let mfa = mfa_token(&app, "gia", PASSWORD).await;
     let res = second_step(&app, &mfa, "recovery_code", &codes[0]).await;
-    assert_eq!(problem(&res), (401, Some("invalid_code")), "used: {}", res.1);
+    assert_eq!(
+        problem(&res),
+        (401, Some("invalid_code")),
+        "used: {}",
+        res.1
+    );
     // Typed from paper: case and dashes do not matter.
     let typed = codes[1].replace('-', "").to_lowercase();
     let (status, body) = second_step(&app, &mfa, "recovery_code", &typed).await;
@@ -248,10 +290,18 @@ async fn wrong_codes_are_throttled_like_logins(backend: Backend) {
     let step = fresh_step().await;
     let (secret, _) = enable(&app, &token(&a, "access_token"), step).await;
     let mfa = mfa_token(&app, "hal", PASSWORD).await;
-    let wrong = format!("{:06}", (code(&secret, step + 1).parse::<u32>().unwrap() + 1) % 1_000_000);
+    let wrong = format!(
+        "{:06}",
+        (code(&secret, step + 1).parse::<u32>().unwrap() + 1) % 1_000_000
+    );
     for i in 0..4 {
         let res = second_step(&app, &mfa, "code", &wrong).await;
-        assert_eq!(problem(&res), (401, Some("invalid_code")), "attempt {i}: {}", res.1);
+        assert_eq!(
+            problem(&res),
+            (401, Some("invalid_code")),
+            "attempt {i}: {}",
+            res.1
+        );
     }
     // A right password in between forgives nothing (else guesses would never end).
     let mfa = mfa_token(&app, "hal", PASSWORD).await;
@@ -299,7 +349,7 @@ async fn disable_needs_the_password_and_a_code(backend: Backend) {
     let Some(app) = spawn(backend, "mfa_disable").await else {
         return;
     };
-    let a = app.register("jo").await;
+    let a = app.register("joe").await;
     let access = token(&a, "access_token");
     let (status, body) = app
         .post(
@@ -308,18 +358,43 @@ async fn disable_needs_the_password_and_a_code(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("mfa_not_enabled")));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("mfa_not_enabled"))
+    );
     let step = fresh_step().await;
     let (secret, codes) = enable(&app, &access, step).await;
     let cases = [
-        (json!({"current_password": "nope", "code": code(&secret, step + 1)}), 403, "invalid_credentials"),
-        (json!({"current_password": PASSWORD, "code": code(&secret, step)}), 403, "invalid_code"),
-        (json!({"current_password": PASSWORD, "code": "AAAA-BBBB-CCCC-DDDD"}), 403, "invalid_code"),
-        (json!({"current_password": PASSWORD}), 400, "validation_failed"),
+        (
+            json!({"current_password": "nope", "code": code(&secret, step + 1)}),
+            403,
+            "invalid_credentials",
+        ),
+        (
+            json!({"current_password": PASSWORD, "code": code(&secret, step)}),
+            403,
+            "invalid_code",
+        ),
+        (
+            json!({"current_password": PASSWORD, "code": "AAAA-BBBB-CCCC-DDDD"}),
+            403,
+            "invalid_code",
+        ),
+        (
+            json!({"current_password": PASSWORD}),
+            400,
+            "validation_failed",
+        ),
     ];
     for (body, status, code_) in cases {
-        let (s, problem) = app.post("/auth/mfa/totp/disable", body.clone(), Some(&access)).await;
-        assert_eq!((s, problem["code"].as_str()), (status, Some(code_)), "{body}: {problem}");
+        let (s, problem) = app
+            .post("/auth/mfa/totp/disable", body.clone(), Some(&access))
+            .await;
+        assert_eq!(
+            (s, problem["code"].as_str()),
+            (status, Some(code_)),
+            "{body}: {problem}"
+        );
     }
     let (status, body) = app
         .post(
@@ -331,13 +406,16 @@ async fn disable_needs_the_password_and_a_code(backend: Backend) {
     assert_eq!(status, 204, "{body}");
     let (_, me) = app.get("/auth/me", Some(&access)).await;
     assert_eq!(me["mfa_enabled"], false);
-    let (status, body) = app.login("jo", PASSWORD).await;
+    let (status, body) = app.login("joe", PASSWORD).await;
     assert_eq!(status, 200);
-    assert!(body["access_token"].is_string(), "no second step any more: {body}");
+    assert!(
+        body["access_token"].is_string(),
+        "no second step any more: {body}"
+    );
     // Recovery codes went with it.
     let step = fresh_step().await;
     enable(&app, &access, step).await;
-    let mfa = mfa_token(&app, "jo", PASSWORD).await;
+    let mfa = mfa_token(&app, "joe", PASSWORD).await;
     let res = second_step(&app, &mfa, "recovery_code", &codes[4]).await;
     assert_eq!(problem(&res), (401, Some("invalid_code")), "{}", res.1);
     app.stop().await;

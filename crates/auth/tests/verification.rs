@@ -61,7 +61,11 @@ async fn registration_mails_a_single_use_link(backend: Backend) {
     .await;
     let events = seen.lock().unwrap().clone();
     let registered = events.iter().find(|e| e.kind == "user.registered").unwrap();
-    assert_eq!(registered.data["email_verified"], false, "{:?}", registered.data);
+    assert_eq!(
+        registered.data["email_verified"], false,
+        "{:?}",
+        registered.data
+    );
     let updated = events.iter().find(|e| e.kind == "user.updated").unwrap();
     assert_eq!(updated.data["user_id"], a["user"]["id"]);
     assert_eq!(updated.data["email"], "ada@example.com");
@@ -136,9 +140,7 @@ async fn links_expire(backend: Backend) {
         (400, Some("invalid_token")),
         "{body}"
     );
-    let (_, me) = app
-        .get("/auth/me", Some(&token(&a, "access_token")))
-        .await;
+    let (_, me) = app.get("/auth/me", Some(&token(&a, "access_token"))).await;
     assert_eq!(me["email_verified"], false);
     app.stop().await;
 }

@@ -43,7 +43,10 @@ async fn a_deleted_account_leaves_and_its_messages_lose_their_sender(backend: Ba
     assert_eq!(left["event"]["kind"], "member.left", "{left}");
     assert_eq!(left["event"]["user_id"], json!(alice.id));
     let handover = ws.next_of("event").await;
-    assert_eq!(handover["event"]["kind"], "member.role_changed", "{handover}");
+    assert_eq!(
+        handover["event"]["kind"], "member.role_changed",
+        "{handover}"
+    );
     assert_eq!(handover["event"]["user_id"], json!(bob.id));
     let (_, r) = app.get(&format!("/chat/rooms/{room}"), &bob).await;
     assert_eq!(r["owner_id"], json!(bob.id), "{r}");
@@ -82,7 +85,9 @@ async fn a_deleted_account_leaves_and_its_messages_lose_their_sender(backend: Ba
     assert!(created[0]["message"]["sender_id"].is_null(), "{events}");
     assert_eq!(created[1]["message"]["sender_id"], json!(bob.id));
     assert!(
-        !events.to_string().contains(&format!("\"sender_id\":\"{}\"", alice.id)),
+        !events
+            .to_string()
+            .contains(&format!("\"sender_id\":\"{}\"", alice.id)),
         "{events}"
     );
 

@@ -67,12 +67,22 @@ async fn a_deleted_account_is_gone_everywhere() {
     assert_eq!(s, 201, "{room}");
     let room = room["id"].as_str().unwrap().to_owned();
     let (s, _, _) = api
-        .call("POST", &format!("/chat/rooms/{room}/join"), Some(&bob.access), None)
+        .call(
+            "POST",
+            &format!("/chat/rooms/{room}/join"),
+            Some(&bob.access),
+            None,
+        )
         .await;
     assert_eq!(s, 200);
     let messages = format!("/chat/rooms/{room}/messages");
     let (s, sent, _) = api
-        .call("POST", &messages, Some(&alice.access), Some(json!({"body": "bye all"})))
+        .call(
+            "POST",
+            &messages,
+            Some(&alice.access),
+            Some(json!({"body": "bye all"})),
+        )
         .await;
     assert_eq!(s, 201, "{sent}");
 
@@ -99,7 +109,10 @@ async fn a_deleted_account_is_gone_everywhere() {
             Some(json!({"login": "alice", "password": alice.password})),
         )
         .await;
-    assert_eq!((s, body["code"].as_str()), (401, Some("invalid_credentials")));
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (401, Some("invalid_credentials"))
+    );
     let (s, _, _) = api
         .call(
             "POST",
@@ -111,9 +124,12 @@ async fn a_deleted_account_is_gone_everywhere() {
     assert_eq!(s, 401);
 
     // The user service: the profile and the follows both ways go.
-    eventually(&api, &format!("/users/{}", alice.id), &bob.access, |s, _| {
-        s == 404
-    })
+    eventually(
+        &api,
+        &format!("/users/{}", alice.id),
+        &bob.access,
+        |s, _| s == 404,
+    )
     .await;
     let me = eventually(&api, "/users/me", &bob.access, |_, p| {
         p["followers_count"] == 0 && p["following_count"] == 0
@@ -146,6 +162,10 @@ async fn a_deleted_account_is_gone_everywhere() {
         ),
     ] {
         let (s, problem, _) = api.call("POST", "/auth/register", None, Some(body)).await;
-        assert_eq!((s, problem["code"].as_str()), (409, Some(code)), "{problem}");
+        assert_eq!(
+            (s, problem["code"].as_str()),
+            (409, Some(code)),
+            "{problem}"
+        );
     }
 }

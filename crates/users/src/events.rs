@@ -213,7 +213,11 @@ async fn apply(
 /// profile becomes a tombstone — all in one transaction with the inbox row, so a
 /// redelivery does nothing. Nobody consumes `user.unfollowed`, so removed follows are
 /// not announced.
-async fn delete_account(ctx: &ApiContext, event: &Envelope, user: uuid::Uuid) -> anyhow::Result<()> {
+async fn delete_account(
+    ctx: &ApiContext,
+    event: &Envelope,
+    user: uuid::Uuid,
+) -> anyhow::Result<()> {
     let Some(mut tx) = bus::inbox::begin_once(&ctx.db, GROUP, event).await? else {
         return Ok(());
     };

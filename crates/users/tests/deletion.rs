@@ -57,7 +57,10 @@ async fn a_deleted_account_loses_profile_and_edges(backend: Backend) {
     // The other sides' counters and lists.
     let bob_profile = app.profile(&bob, &bob).await;
     assert_eq!(
-        (bob_profile["followers_count"].as_i64(), bob_profile["following_count"].as_i64()),
+        (
+            bob_profile["followers_count"].as_i64(),
+            bob_profile["following_count"].as_i64()
+        ),
         (Some(0), Some(0)),
         "{bob_profile}"
     );
@@ -66,7 +69,11 @@ async fn a_deleted_account_loses_profile_and_edges(backend: Backend) {
     assert_eq!(blocks["items"], json!([]), "{blocks}");
     let (_, found) = app.get(&bob, "/users/search?q=ann").await;
     assert!(
-        found["items"].as_array().unwrap().iter().all(|p| p["username"] != "ann"),
+        found["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["username"] != "ann"),
         "{found}"
     );
     // Each removed block is announced, once.
@@ -86,7 +93,9 @@ async fn a_deleted_account_loses_profile_and_edges(backend: Backend) {
     let (s, _) = app.get(&bob, &format!("/users/{}", ann.id)).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Following the deleted account is refused like any unknown user.
-    let (s, _) = app.put(&bob, &format!("/users/me/following/{}", ann.id)).await;
+    let (s, _) = app
+        .put(&bob, &format!("/users/me/following/{}", ann.id))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     app.stop().await;
 }

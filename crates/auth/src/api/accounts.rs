@@ -77,7 +77,9 @@ async fn register(
             "that username is taken",
         ));
     }
-    if store::users::by_email_key(pool, email.key()).await?.is_some()
+    if store::users::by_email_key(pool, email.key())
+        .await?
+        .is_some()
         || accounts::is_reserved(pool, &accounts::email_key(email.key()), now).await?
     {
         return Err(ApiError::conflict(

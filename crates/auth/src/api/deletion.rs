@@ -58,7 +58,12 @@ async fn delete_account(
     let mut tx = ctx.db.begin().await?;
     let ended = store::sessions::revoke_all(tx.conn(), user.id, None, now).await?;
     publish_revoked(&ctx, &mut tx, user.id, &ended).await?;
-    accounts::retire(tx.conn(), &accounts::username_key(&user.username), reserved_until).await?;
+    accounts::retire(
+        tx.conn(),
+        &accounts::username_key(&user.username),
+        reserved_until,
+    )
+    .await?;
     accounts::retire(tx.conn(), &accounts::email_key(&email_key), reserved_until).await?;
     accounts::purge_secrets(tx.conn(), user.id).await?;
     store::users::anonymise(tx.conn(), user.id, now).await?;

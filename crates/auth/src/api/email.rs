@@ -81,7 +81,11 @@ impl VerificationMail {
         let mailer = ctx.mailer.clone();
         tokio::spawn(async move {
             if let Err(e) = mailer
-                .send(&self.to, "Verify your IntelliColab email address", self.body)
+                .send(
+                    &self.to,
+                    "Verify your IntelliColab email address",
+                    self.body,
+                )
                 .await
             {
                 tracing::error!(error = %e, "verification mail failed");
@@ -271,8 +275,7 @@ async fn confirm(
     };
     if token.purpose == email_tokens::EMAIL_VERIFY {
         // An address changed since the mail is not the one the link proves.
-        if !store::users::set_email_verified(tx.conn(), token.user_id, &token.email, now).await?
-        {
+        if !store::users::set_email_verified(tx.conn(), token.user_id, &token.email, now).await? {
             return Err(invalid());
         }
         let user = store::users::by_id(tx.conn(), token.user_id)

@@ -2,24 +2,23 @@
 
 use sqlx::{Any, AnyConnection, Executor, Row};
 
+/// A TOTP credential, pending or enabled (`users::UserRow::mfa_enabled` tells which).
 pub struct TotpRow {
     /// Base32 (RFC 4648, no padding) of the 160-bit secret.
     pub secret: String,
-    pub enabled: bool,
 }
 
 pub async fn totp<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     user_id: uuid::Uuid,
 ) -> Result<Option<TotpRow>, sqlx::Error> {
-    let row = sqlx::query("SELECT secret, enabled_at FROM totp_credentials WHERE user_id = $1")
+    let row = sqlx::query("SELECT secret FROM totp_credentials WHERE user_id = $1")
         .bind(user_id.to_string())
         .fetch_optional(ex)
         .await?;
     row.map(|r| {
         Ok(TotpRow {
             secret: r.try_get("secret")?,
-            enabled: r.try_get::<Option<i64>, _>("enabled_at")?.is_some(),
         })
     })
     .transpose()

@@ -398,9 +398,8 @@ pub async fn edges_of(
             .map(|r| {
                 let a: String = r.try_get("a")?;
                 let b: String = r.try_get("b")?;
-                let parse = |s: &str| {
-                    Uuid::parse_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)))
-                };
+                let parse =
+                    |s: &str| Uuid::parse_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)));
                 Ok((parse(&a)?, parse(&b)?))
             })
             .collect()
