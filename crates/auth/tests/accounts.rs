@@ -526,7 +526,11 @@ async fn password_reset(backend: Backend) {
     let file = std::fs::read_dir(&outbox)
         .unwrap()
         .map(|f| f.unwrap().path())
-        .find(|p| !std::fs::read_to_string(p).unwrap().contains(common::VERIFY_SUBJECT))
+        .find(|p| {
+            !std::fs::read_to_string(p)
+                .unwrap()
+                .contains(common::VERIFY_SUBJECT)
+        })
         .unwrap();
     assert_eq!(file.extension().unwrap(), "eml");
     let mail = std::fs::read_to_string(&file).unwrap();
