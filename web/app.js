@@ -7,6 +7,7 @@ import { mountChat } from './js/views/rooms.js';
 import { mountPeople, mountProfile, mountFollowList, mountMe } from './js/views/people.js';
 import { mountSessions } from './js/views/sessions.js';
 import { mountConfirmEmail, mountResetPassword, mountForgotPassword } from './js/views/account.js';
+import { mountSecurity, refreshVerifyBanner } from './js/views/security.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('main-nav');
@@ -17,7 +18,7 @@ let lastRoute = null;
 
 const PUBLIC_ROUTES = new Set(['login', 'register']);
 /** Pages of mailed links: they work logged in or out (the mail may be opened anywhere). */
-const OPEN_ROUTES = new Set(['confirm-email', 'reset', 'forgot-password']);
+const OPEN_ROUTES = new Set(['confirm-email', 'verify-email', 'reset', 'forgot-password']);
 
 /** `#/name/arg?query`: the mailed links carry their token in the query (`#/reset?token=…`). */
 function parseRoute() {
@@ -51,6 +52,7 @@ function render() {
   cleanup = null;
   clear(main);
   document.body.dataset.route = name || 'home';
+  refreshVerifyBanner();
 
   let result;
   switch (name) {
@@ -69,7 +71,10 @@ function render() {
       break;
     case 'me': result = mountMe(main); break;
     case 'sessions': result = mountSessions(main); break;
-    case 'confirm-email': result = mountConfirmEmail(main, { token: takeToken(name, query) }); break;
+    case 'security': result = mountSecurity(main); break;
+    // The email change's link and the verification link (API.md v1.1) confirm the same way.
+    case 'confirm-email':
+    case 'verify-email': result = mountConfirmEmail(main, { token: takeToken(name, query) }); break;
     case 'reset': result = mountResetPassword(main, { token: takeToken(name, query) }); break;
     case 'forgot-password': result = mountForgotPassword(main); break;
     default:
@@ -127,10 +132,12 @@ auth.addEventListener('login', () => { onLoggedIn(); });
 auth.addEventListener('logout', (e) => {
   store.stop();
   showShell(false);
+  refreshVerifyBanner();
   const reason = e.detail?.reason;
   logoutNotice = reason === 'logout' ? 'You have logged out.'
     : reason === 'refresh_token_reused' ? 'Your session was ended for your security. Please log in again.'
       : reason === 'password_reset' ? 'Your password was changed and every session ended. Log in with your new password.'
+      : reason === 'account_deleted' ? 'Your account was deleted.'
       : 'Your session has ended. Please log in again.';
   lastRoute = null;
   if (location.hash === '#/login') render(); else location.hash = '#/login';

@@ -90,6 +90,18 @@ pub mod code {
         INVALID_CREDENTIALS = "invalid_credentials";
         /// 401: a refresh token was used twice; its whole session is revoked.
         REFRESH_TOKEN_REUSED = "refresh_token_reused";
+        /// 400 at passkey registration, 401 at passkey login: the credential or its
+        /// ceremony does not verify (origin, challenge unknown/used/expired, signature,
+        /// relying party, unknown credential).
+        INVALID_PASSKEY = "invalid_passkey";
+        /// 401: the passkey's signature counter did not increase (a cloned authenticator?).
+        PASSKEY_CLONE_DETECTED = "passkey_clone_detected";
+        /// 409: this authenticator's credential is already registered.
+        PASSKEY_EXISTS = "passkey_exists";
+        /// 409: the account already has the maximum of passkeys (20).
+        TOO_MANY_PASSKEYS = "too_many_passkeys";
+        /// 404: no such passkey of the caller.
+        PASSKEY_NOT_FOUND = "passkey_not_found";
 
         // Users.
 

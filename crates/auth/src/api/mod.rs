@@ -5,6 +5,7 @@ mod email;
 mod internal;
 mod keys;
 mod login;
+mod passkeys;
 mod password;
 mod sessions;
 mod throttle;
@@ -26,6 +27,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(email::router())
         .merge(internal::router())
         .merge(login::router())
+        .merge(passkeys::router())
         .merge(password::router())
         .merge(sessions::router())
         .merge(keys::router())

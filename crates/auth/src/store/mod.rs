@@ -3,6 +3,7 @@
 
 pub mod devices;
 pub mod email_tokens;
+pub mod passkeys;
 pub mod resets;
 pub mod sessions;
 pub mod throttle;
@@ -19,6 +20,11 @@ pub const MIGRATIONS: &[kit::db::Migration] = &[
         id: "auth-0002-email-tokens-devices",
         sqlite: include_str!("../../migrations/0002_email_tokens_devices.sql"),
         postgres: include_str!("../../migrations/0002_email_tokens_devices.sql"),
+    },
+    kit::db::Migration {
+        id: "auth-0004-passkeys",
+        sqlite: include_str!("../../migrations/0004_passkeys.sql"),
+        postgres: include_str!("../../migrations/0004_passkeys.sql"),
     },
 ];
 
