@@ -227,6 +227,9 @@ pub fn default_routes() -> Vec<RouteConfig> {
         // Checks the current password: as strict as a login.
         strict(route("/auth/email", "auth", Token)),
         route("/auth/refresh", "auth", Public),
+        // Passwordless passkey login (start and finish): no token yet; each start stores a
+        // challenge, so as strict as a login.
+        strict(route("/auth/passkeys/login/", "auth", Public)),
         jwks,
         route("/auth", "auth", Token),
         route("/users", "users", Token),
@@ -463,6 +466,8 @@ request_headers_add = { "x-from" = "gateway" }
             assert_eq!(find(p).rate_limit.as_deref(), Some("strict"));
         }
         assert_eq!(find("/auth/refresh").auth, AuthPolicy::Public);
+        assert_eq!(find("/auth/passkeys/login/").auth, AuthPolicy::Public);
+        assert_eq!(find("/auth/passkeys/login/").rate_limit.as_deref(), Some("strict"));
         assert_eq!(find("/auth/.well-known/jwks.json").auth, AuthPolicy::Public);
         assert_eq!(find("/auth/email").auth, AuthPolicy::Token);
         assert_eq!(find("/auth/email").rate_limit.as_deref(), Some("strict"));
