@@ -39,11 +39,18 @@ async fn full_ceremony_end_to_end(backend: Backend) {
     assert_eq!(options["rp"]["id"], "localhost");
     assert_eq!(
         options["user"]["id"],
-        B64.encode(uuid::Uuid::parse_str(a["user"]["id"].as_str().unwrap()).unwrap().as_bytes())
+        B64.encode(
+            uuid::Uuid::parse_str(a["user"]["id"].as_str().unwrap())
+                .unwrap()
+                .as_bytes()
+        )
     );
     assert_eq!(options["user"]["name"], "pia");
     assert_eq!(options["authenticatorSelection"]["residentKey"], "required");
-    assert_eq!(options["authenticatorSelection"]["userVerification"], "preferred");
+    assert_eq!(
+        options["authenticatorSelection"]["userVerification"],
+        "preferred"
+    );
     assert_eq!(options["attestation"], "none");
     assert_eq!(options["excludeCredentials"], json!([]));
     assert_eq!(options["pubKeyCredParams"][0]["alg"], -7);
@@ -82,11 +89,16 @@ async fn full_ceremony_end_to_end(backend: Backend) {
     let (_, options) = app
         .post("/auth/passkeys/register/start", json!({}), Some(&access))
         .await;
-    let mut body = SoftAuthenticator::new().create(&options, ORIGIN, Attestation::PackedForged, None);
+    let mut body =
+        SoftAuthenticator::new().create(&options, ORIGIN, Attestation::PackedForged, None);
     let (status, problem) = app
         .post("/auth/passkeys/register/finish", body.take(), Some(&access))
         .await;
-    assert_eq!((status, problem["code"].as_str()), (400, Some("invalid_passkey")), "{problem}");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("invalid_passkey")),
+        "{problem}"
+    );
     // The same authenticator again: 409.
     let (_, options) = app
         .post("/auth/passkeys/register/start", json!({}), Some(&access))
@@ -98,7 +110,11 @@ async fn full_ceremony_end_to_end(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!((status, problem["code"].as_str()), (409, Some("passkey_exists")), "{problem}");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (409, Some("passkey_exists")),
+        "{problem}"
+    );
 
     let (status, list) = app.get("/auth/passkeys", Some(&access)).await;
     assert_eq!(status, 200);
@@ -109,18 +125,26 @@ async fn full_ceremony_end_to_end(backend: Backend) {
 
     // Passwordless login: no token, discoverable credential.
     for round in 1..=2 {
-        let (status, options) = app.post("/auth/passkeys/login/start", json!({}), None).await;
+        let (status, options) = app
+            .post("/auth/passkeys/login/start", json!({}), None)
+            .await;
         assert_eq!(status, 200, "{options}");
         assert_eq!(options["rpId"], "localhost");
         assert_eq!(options["allowCredentials"], json!([]));
         assert_eq!(options["userVerification"], "preferred");
         let (status, tokens) = app
-            .post("/auth/passkeys/login/finish", key.get(&options, ORIGIN), None)
+            .post(
+                "/auth/passkeys/login/finish",
+                key.get(&options, ORIGIN),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "round {round}: {tokens}");
         assert_eq!(tokens["user"]["username"], "pia");
         assert!(tokens.get("mfa_required").is_none(), "{tokens}");
-        let (status, me) = app.get("/auth/me", Some(&token(&tokens, "access_token"))).await;
+        let (status, me) = app
+            .get("/auth/me", Some(&token(&tokens, "access_token")))
+            .await;
         assert_eq!((status, me["username"].as_str()), (200, Some("pia")));
     }
     let (_, list) = app.get("/auth/passkeys", Some(&access)).await;
@@ -128,22 +152,42 @@ async fn full_ceremony_end_to_end(backend: Backend) {
     assert_eq!(list["items"][1]["last_used_at"], Value::Null, "{list}");
 
     // A signature that does not verify.
-    let (_, options) = app.post("/auth/passkeys/login/start", json!({}), None).await;
+    let (_, options) = app
+        .post("/auth/passkeys/login/start", json!({}), None)
+        .await;
     let mut assertion = key.get(&options, ORIGIN);
-    let mut sig = B64.decode(assertion["response"]["signature"].as_str().unwrap()).unwrap();
+    let mut sig = B64
+        .decode(assertion["response"]["signature"].as_str().unwrap())
+        .unwrap();
     let last = sig.len() - 1;
     sig[last] ^= 1;
     assertion["response"]["signature"] = json!(B64.encode(sig));
-    let (status, problem) = app.post("/auth/passkeys/login/finish", assertion, None).await;
-    assert_eq!((status, problem["code"].as_str()), (401, Some("invalid_passkey")), "{problem}");
+    let (status, problem) = app
+        .post("/auth/passkeys/login/finish", assertion, None)
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("invalid_passkey")),
+        "{problem}"
+    );
     // An authenticator the service never saw.
-    let (_, options) = app.post("/auth/passkeys/login/start", json!({}), None).await;
+    let (_, options) = app
+        .post("/auth/passkeys/login/start", json!({}), None)
+        .await;
     let mut stranger = SoftAuthenticator::new();
     stranger.user_handle = key.user_handle.clone();
     let (status, problem) = app
-        .post("/auth/passkeys/login/finish", stranger.get(&options, ORIGIN), None)
+        .post(
+            "/auth/passkeys/login/finish",
+            stranger.get(&options, ORIGIN),
+            None,
+        )
         .await;
-    assert_eq!((status, problem["code"].as_str()), (401, Some("invalid_passkey")), "{problem}");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("invalid_passkey")),
+        "{problem}"
+    );
     app.stop().await;
 }
 
@@ -154,7 +198,11 @@ async fn wrong_origin_is_refused(backend: Backend) {
     let a = app.register("quinn").await;
     let access = token(&a, "access_token");
     let mut key = SoftAuthenticator::new();
-    for origin in ["https://evil.example", "http://localhost:8081", "http://127.0.0.1:8080"] {
+    for origin in [
+        "https://evil.example",
+        "http://localhost:8081",
+        "http://127.0.0.1:8080",
+    ] {
         let (_, options) = app
             .post("/auth/passkeys/register/start", json!({}), Some(&access))
             .await;
@@ -165,8 +213,15 @@ async fn wrong_origin_is_refused(backend: Backend) {
                 Some(&access),
             )
             .await;
-        assert_eq!((status, problem["code"].as_str()), (400, Some("invalid_passkey")), "{origin}: {problem}");
-        assert!(problem["detail"].as_str().unwrap().contains("origin"), "{problem}");
+        assert_eq!(
+            (status, problem["code"].as_str()),
+            (400, Some("invalid_passkey")),
+            "{origin}: {problem}"
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().contains("origin"),
+            "{problem}"
+        );
     }
     // A credential for another relying party (rp id hash) is refused too.
     let (_, mut options) = app
@@ -180,7 +235,11 @@ async fn wrong_origin_is_refused(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!((status, problem["code"].as_str()), (400, Some("invalid_passkey")), "{problem}");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("invalid_passkey")),
+        "{problem}"
+    );
     let (_, list) = app.get("/auth/passkeys", Some(&access)).await;
     assert_eq!(list["items"], json!([]));
 
@@ -195,11 +254,21 @@ async fn wrong_origin_is_refused(backend: Backend) {
         )
         .await;
     assert_eq!(status, 201);
-    let (_, options) = app.post("/auth/passkeys/login/start", json!({}), None).await;
-    let (status, problem) = app
-        .post("/auth/passkeys/login/finish", key.get(&options, "https://evil.example"), None)
+    let (_, options) = app
+        .post("/auth/passkeys/login/start", json!({}), None)
         .await;
-    assert_eq!((status, problem["code"].as_str()), (401, Some("invalid_passkey")), "{problem}");
+    let (status, problem) = app
+        .post(
+            "/auth/passkeys/login/finish",
+            key.get(&options, "https://evil.example"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("invalid_passkey")),
+        "{problem}"
+    );
     app.stop().await;
 }
 
@@ -222,7 +291,11 @@ async fn a_challenge_is_single_use(backend: Backend) {
             Some(&access_b),
         )
         .await;
-    assert_eq!((status, problem["code"].as_str()), (400, Some("invalid_passkey")), "{problem}");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("invalid_passkey")),
+        "{problem}"
+    );
     let (status, _) = app
         .post(
             "/auth/passkeys/register/finish",
@@ -237,40 +310,86 @@ async fn a_challenge_is_single_use(backend: Backend) {
         .await;
     let body = key.create(&options, ORIGIN, Attestation::None, None);
     let (status, _) = app
-        .post("/auth/passkeys/register/finish", body.clone(), Some(&access_a))
+        .post(
+            "/auth/passkeys/register/finish",
+            body.clone(),
+            Some(&access_a),
+        )
         .await;
     assert_eq!(status, 201);
     let (status, problem) = app
         .post("/auth/passkeys/register/finish", body, Some(&access_a))
         .await;
-    assert_eq!((status, problem["code"].as_str()), (400, Some("invalid_passkey")), "{problem}");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (400, Some("invalid_passkey")),
+        "{problem}"
+    );
 
     // A login assertion replayed: its challenge is gone.
-    let (_, options) = app.post("/auth/passkeys/login/start", json!({}), None).await;
+    let (_, options) = app
+        .post("/auth/passkeys/login/start", json!({}), None)
+        .await;
     let assertion = key.get(&options, ORIGIN);
     let (status, _) = app
         .post("/auth/passkeys/login/finish", assertion.clone(), None)
         .await;
     assert_eq!(status, 200);
-    let (status, problem) = app.post("/auth/passkeys/login/finish", assertion, None).await;
-    assert_eq!((status, problem["code"].as_str()), (401, Some("invalid_passkey")), "{problem}");
+    let (status, problem) = app
+        .post("/auth/passkeys/login/finish", assertion, None)
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("invalid_passkey")),
+        "{problem}"
+    );
     // Even signed anew with a fresh counter, an old challenge is refused; so is one the
     // server never issued, and a registration challenge used to log in.
-    let (status, _) = app.post("/auth/passkeys/login/finish", key.get(&options, ORIGIN), None).await;
+    let (status, _) = app
+        .post(
+            "/auth/passkeys/login/finish",
+            key.get(&options, ORIGIN),
+            None,
+        )
+        .await;
     assert_eq!(status, 401);
     let made_up = json!({"challenge": B64.encode([7u8; 32]), "rpId": "localhost"});
-    let (status, _) = app.post("/auth/passkeys/login/finish", key.get(&made_up, ORIGIN), None).await;
+    let (status, _) = app
+        .post(
+            "/auth/passkeys/login/finish",
+            key.get(&made_up, ORIGIN),
+            None,
+        )
+        .await;
     assert_eq!(status, 401);
     let (_, reg) = app
         .post("/auth/passkeys/register/start", json!({}), Some(&access_a))
         .await;
     let as_login = json!({"challenge": reg["challenge"], "rpId": "localhost"});
-    let (status, _) = app.post("/auth/passkeys/login/finish", key.get(&as_login, ORIGIN), None).await;
+    let (status, _) = app
+        .post(
+            "/auth/passkeys/login/finish",
+            key.get(&as_login, ORIGIN),
+            None,
+        )
+        .await;
     assert_eq!(status, 401);
     // The legitimate next login still works.
-    let (_, options) = app.post("/auth/passkeys/login/start", json!({}), None).await;
-    let (status, tokens) = app.post("/auth/passkeys/login/finish", key.get(&options, ORIGIN), None).await;
-    assert_eq!((status, tokens["user"]["username"].as_str()), (200, Some("rosa")), "{tokens}");
+    let (_, options) = app
+        .post("/auth/passkeys/login/start", json!({}), None)
+        .await;
+    let (status, tokens) = app
+        .post(
+            "/auth/passkeys/login/finish",
+            key.get(&options, ORIGIN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, tokens["user"]["username"].as_str()),
+        (200, Some("rosa")),
+        "{tokens}"
+    );
     app.stop().await;
 }
 
@@ -296,14 +415,28 @@ async fn a_cloned_authenticator_is_refused(backend: Backend) {
     let mut clone = key.clone();
     // …while the original goes on logging in (counter 2, 3).
     for _ in 0..2 {
-        let (_, options) = app.post("/auth/passkeys/login/start", json!({}), None).await;
-        let (status, _) = app.post("/auth/passkeys/login/finish", key.get(&options, ORIGIN), None).await;
+        let (_, options) = app
+            .post("/auth/passkeys/login/start", json!({}), None)
+            .await;
+        let (status, _) = app
+            .post(
+                "/auth/passkeys/login/finish",
+                key.get(&options, ORIGIN),
+                None,
+            )
+            .await;
         assert_eq!(status, 200);
     }
     // The clone signs with counter 2: not above the stored 3.
-    let (_, options) = app.post("/auth/passkeys/login/start", json!({}), None).await;
+    let (_, options) = app
+        .post("/auth/passkeys/login/start", json!({}), None)
+        .await;
     let (status, problem) = app
-        .post("/auth/passkeys/login/finish", clone.get(&options, ORIGIN), None)
+        .post(
+            "/auth/passkeys/login/finish",
+            clone.get(&options, ORIGIN),
+            None,
+        )
         .await;
     assert_eq!(
         (status, problem["code"].as_str()),
@@ -311,12 +444,28 @@ async fn a_cloned_authenticator_is_refused(backend: Backend) {
         "{problem}"
     );
     // Equal is refused too (counter 3 again).
-    let (_, options) = app.post("/auth/passkeys/login/start", json!({}), None).await;
-    let (status, _) = app.post("/auth/passkeys/login/finish", clone.get(&options, ORIGIN), None).await;
+    let (_, options) = app
+        .post("/auth/passkeys/login/start", json!({}), None)
+        .await;
+    let (status, _) = app
+        .post(
+            "/auth/passkeys/login/finish",
+            clone.get(&options, ORIGIN),
+            None,
+        )
+        .await;
     assert_eq!(status, 401);
     // The original, ahead of the stored counter, still logs in.
-    let (_, options) = app.post("/auth/passkeys/login/start", json!({}), None).await;
-    let (status, _) = app.post("/auth/passkeys/login/finish", key.get(&options, ORIGIN), None).await;
+    let (_, options) = app
+        .post("/auth/passkeys/login/start", json!({}), None)
+        .await;
+    let (status, _) = app
+        .post(
+            "/auth/passkeys/login/finish",
+            key.get(&options, ORIGIN),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
 
     // An authenticator that keeps no counter (always 0, like synced passkeys) is fine.
@@ -334,9 +483,15 @@ async fn a_cloned_authenticator_is_refused(backend: Backend) {
         .await;
     assert_eq!(status, 201);
     for _ in 0..2 {
-        let (_, options) = app.post("/auth/passkeys/login/start", json!({}), None).await;
+        let (_, options) = app
+            .post("/auth/passkeys/login/start", json!({}), None)
+            .await;
         let (status, body) = app
-            .post("/auth/passkeys/login/finish", synced.get(&options, ORIGIN), None)
+            .post(
+                "/auth/passkeys/login/finish",
+                synced.get(&options, ORIGIN),
+                None,
+            )
             .await;
         assert_eq!(status, 200, "{body}");
     }
@@ -368,7 +523,11 @@ async fn only_the_owner_deletes_a_passkey(backend: Backend) {
     let (status, _) = app.delete(&path, None).await;
     assert_eq!(status, 401);
     let (status, problem) = app.delete(&path, Some(&access_b)).await;
-    assert_eq!((status, problem["code"].as_str()), (404, Some("passkey_not_found")), "{problem}");
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (404, Some("passkey_not_found")),
+        "{problem}"
+    );
     let (_, list) = app.get("/auth/passkeys", Some(&access_b)).await;
     assert_eq!(list["items"], json!([]), "Viggo sees none of Uma's");
     let (_, list) = app.get("/auth/passkeys", Some(&access_a)).await;
@@ -381,9 +540,21 @@ async fn only_the_owner_deletes_a_passkey(backend: Backend) {
     let (_, list) = app.get("/auth/passkeys", Some(&access_a)).await;
     assert_eq!(list["items"], json!([]));
     // A deleted passkey no longer logs in.
-    let (_, options) = app.post("/auth/passkeys/login/start", json!({}), None).await;
-    let (status, problem) = app.post("/auth/passkeys/login/finish", key.get(&options, ORIGIN), None).await;
-    assert_eq!((status, problem["code"].as_str()), (401, Some("invalid_passkey")), "{problem}");
+    let (_, options) = app
+        .post("/auth/passkeys/login/start", json!({}), None)
+        .await;
+    let (status, problem) = app
+        .post(
+            "/auth/passkeys/login/finish",
+            key.get(&options, ORIGIN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("invalid_passkey")),
+        "{problem}"
+    );
     app.stop().await;
 }
 
@@ -449,9 +620,19 @@ impl SoftAuthenticator {
     }
 
     /// `navigator.credentials.create()` answered, as `PublicKeyCredential.toJSON()`.
-    fn create(&mut self, options: &Value, origin: &str, att: Attestation, name: Option<&str>) -> Value {
+    fn create(
+        &mut self,
+        options: &Value,
+        origin: &str,
+        att: Attestation,
+        name: Option<&str>,
+    ) -> Value {
         self.user_handle = B64.decode(options["user"]["id"].as_str().unwrap()).unwrap();
-        let client_data = client_data("webauthn.create", options["challenge"].as_str().unwrap(), origin);
+        let client_data = client_data(
+            "webauthn.create",
+            options["challenge"].as_str().unwrap(),
+            origin,
+        );
         let point = self.point();
         let cose = cbor_map(&[
             (cbor_int(1), cbor_int(2)),
@@ -473,14 +654,20 @@ impl SoftAuthenticator {
                 "packed",
                 cbor_map(&[
                     (cbor_text("alg"), cbor_int(-7)),
-                    (cbor_text("sig"), cbor_bytes(&Self::sign(&self.pkcs8, &signed))),
+                    (
+                        cbor_text("sig"),
+                        cbor_bytes(&Self::sign(&self.pkcs8, &signed)),
+                    ),
                 ]),
             ),
             Attestation::PackedForged => (
                 "packed",
                 cbor_map(&[
                     (cbor_text("alg"), cbor_int(-7)),
-                    (cbor_text("sig"), cbor_bytes(&Self::sign(&SoftAuthenticator::new().pkcs8, &signed))),
+                    (
+                        cbor_text("sig"),
+                        cbor_bytes(&Self::sign(&SoftAuthenticator::new().pkcs8, &signed)),
+                    ),
                 ]),
             ),
         };
@@ -509,7 +696,11 @@ impl SoftAuthenticator {
 
     /// `navigator.credentials.get()` answered with the discoverable credential.
     fn get(&mut self, options: &Value, origin: &str) -> Value {
-        let client_data = client_data("webauthn.get", options["challenge"].as_str().unwrap(), origin);
+        let client_data = client_data(
+            "webauthn.get",
+            options["challenge"].as_str().unwrap(),
+            origin,
+        );
         let counter = self.tick();
         // UP and UV.
         let auth_data = auth_data_head(options["rpId"].as_str().unwrap(), 0x05, counter);
@@ -530,8 +721,10 @@ impl SoftAuthenticator {
 }
 
 fn client_data(kind: &str, challenge: &str, origin: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"type": kind, "challenge": challenge, "origin": origin, "crossOrigin": false}))
-        .unwrap()
+    serde_json::to_vec(
+        &json!({"type": kind, "challenge": challenge, "origin": origin, "crossOrigin": false}),
+    )
+    .unwrap()
 }
 
 /// rpIdHash ‖ flags ‖ signCount.
@@ -553,7 +746,11 @@ fn cbor_head(major: u8, n: u64) -> Vec<u8> {
 }
 
 fn cbor_int(i: i64) -> Vec<u8> {
-    if i >= 0 { cbor_head(0, i as u64) } else { cbor_head(1, (-1 - i) as u64) }
+    if i >= 0 {
+        cbor_head(0, i as u64)
+    } else {
+        cbor_head(1, (-1 - i) as u64)
+    }
 }
 
 fn cbor_bytes(b: &[u8]) -> Vec<u8> {

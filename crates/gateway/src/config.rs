@@ -467,7 +467,10 @@ request_headers_add = { "x-from" = "gateway" }
         }
         assert_eq!(find("/auth/refresh").auth, AuthPolicy::Public);
         assert_eq!(find("/auth/passkeys/login/").auth, AuthPolicy::Public);
-        assert_eq!(find("/auth/passkeys/login/").rate_limit.as_deref(), Some("strict"));
+        assert_eq!(
+            find("/auth/passkeys/login/").rate_limit.as_deref(),
+            Some("strict")
+        );
         assert_eq!(find("/auth/.well-known/jwks.json").auth, AuthPolicy::Public);
         assert_eq!(find("/auth/email").auth, AuthPolicy::Token);
         assert_eq!(find("/auth/email").rate_limit.as_deref(), Some("strict"));

@@ -73,7 +73,10 @@ struct PasskeyList {
 }
 
 /// GET /auth/passkeys — the caller's passkeys, oldest first.
-async fn list(State(ctx): State<ApiContext>, caller: CurrentSession) -> ApiResult<Json<PasskeyList>> {
+async fn list(
+    State(ctx): State<ApiContext>,
+    caller: CurrentSession,
+) -> ApiResult<Json<PasskeyList>> {
     let rows = store::passkeys::list(ctx.db.pool(), caller.user_id).await?;
     Ok(Json(PasskeyList {
         items: rows.into_iter().map(PasskeyView::from).collect(),
@@ -245,8 +248,10 @@ async fn register_finish(
     if body.kind != "public-key" {
         return Err(refused(Refusal("type is not public-key".to_owned())));
     }
-    let client_data_json = b64("clientDataJSON", &body.response.client_data_json).map_err(refused)?;
-    let attestation = b64("attestationObject", &body.response.attestation_object).map_err(refused)?;
+    let client_data_json =
+        b64("clientDataJSON", &body.response.client_data_json).map_err(refused)?;
+    let attestation =
+        b64("attestationObject", &body.response.attestation_object).map_err(refused)?;
     let raw_id = b64("rawId", &body.raw_id).map_err(refused)?;
     let client_data = ctx
         .relying_party
@@ -347,7 +352,8 @@ async fn login_finish(
     if body.kind != "public-key" {
         return Err(refused(Refusal("type is not public-key".to_owned())));
     }
-    let client_data_json = b64("clientDataJSON", &body.response.client_data_json).map_err(refused)?;
+    let client_data_json =
+        b64("clientDataJSON", &body.response.client_data_json).map_err(refused)?;
     let auth_data = b64("authenticatorData", &body.response.authenticator_data).map_err(refused)?;
     let signature = b64("signature", &body.response.signature).map_err(refused)?;
     let raw_id = b64("rawId", &body.raw_id).map_err(refused)?;
@@ -355,14 +361,18 @@ async fn login_finish(
         .relying_party
         .client_data(&client_data_json, "webauthn.get")
         .map_err(refused)?;
-    if take_challenge(&ctx, &client_data, PURPOSE_LOGIN).await?.is_none() {
+    if take_challenge(&ctx, &client_data, PURPOSE_LOGIN)
+        .await?
+        .is_none()
+    {
         return Err(refused(Refusal(
             "the challenge is unknown, already used or expired; start again".to_owned(),
         )));
     }
-    let passkey = store::passkeys::by_credential_id(ctx.db.pool(), &URL_SAFE_NO_PAD.encode(&raw_id))
-        .await?
-        .ok_or_else(|| refused(Refusal("this passkey is not registered here".to_owned())))?;
+    let passkey =
+        store::passkeys::by_credential_id(ctx.db.pool(), &URL_SAFE_NO_PAD.encode(&raw_id))
+            .await?
+            .ok_or_else(|| refused(Refusal("this passkey is not registered here".to_owned())))?;
     // §7.2 step 6: a discoverable credential names its user; it must be the owner.
     let handle = body
         .response

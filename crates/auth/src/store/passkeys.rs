@@ -36,8 +36,15 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<PasskeyRow, sqlx::Error> {
     })
 }
 
-const COLUMNS: &str =
-    "id, user_id, credential_id, algorithm, public_key, sign_count, name, created_at, last_used_at";
+/// `SELECT <passkey columns> FROM passkeys <filter>` as a static string.
+macro_rules! select_passkeys {
+    ($filter:literal) => {
+        concat!(
+            "SELECT id, user_id, credential_id, algorithm, public_key, sign_count, name, created_at, last_used_at FROM passkeys ",
+            $filter
+        )
+    };
+}
 
 /// Inserts `p`; false when its credential id is already registered (to anyone).
 pub async fn insert(conn: &mut AnyConnection, p: &PasskeyRow) -> Result<bool, sqlx::Error> {
@@ -64,8 +71,8 @@ pub async fn list<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     user_id: uuid::Uuid,
 ) -> Result<Vec<PasskeyRow>, sqlx::Error> {
-    sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM passkeys WHERE user_id = $1 ORDER BY created_at, id"
+    sqlx::query(select_passkeys!(
+        "WHERE user_id = $1 ORDER BY created_at, id"
     ))
     .bind(user_id.to_string())
     .fetch_all(ex)
@@ -89,15 +96,13 @@ pub async fn by_credential_id<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     credential_id: &str,
 ) -> Result<Option<PasskeyRow>, sqlx::Error> {
-    sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM passkeys WHERE credential_id = $1"
-    ))
-    .bind(credential_id)
-    .fetch_optional(ex)
-    .await?
-    .as_ref()
-    .map(from_row)
-    .transpose()
+    sqlx::query(select_passkeys!("WHERE credential_id = $1"))
+        .bind(credential_id)
+        .fetch_optional(ex)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
 }
 
 /// Records a use with the authenticator's new counter, only if the stored counter is
@@ -190,7 +195,10 @@ pub async fn take_challenge<'e, E: Executor<'e, Database = Any>>(
     }
     let user: Option<String> = row.try_get("user_id")?;
     Ok(Some(
-        user.map(|u| u.parse().map_err(|e| sqlx::Error::Decode(Box::new(e))))
-            .transpose()?,
+        user.map(|u| {
+            u.parse::<uuid::Uuid>()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+        })
+        .transpose()?,
     ))
 }

@@ -130,9 +130,12 @@ impl Decoder<'_> {
         let head = *self.take(1)?.first().ok_or(Error("truncated"))?;
         let (major, info) = (head >> 5, head & 0x1f);
         Ok(match major {
-            0 => Value::Int(i64::try_from(self.argument(info)?).map_err(|_| Error("integer too large"))?),
+            0 => Value::Int(
+                i64::try_from(self.argument(info)?).map_err(|_| Error("integer too large"))?,
+            ),
             1 => {
-                let n = i64::try_from(self.argument(info)?).map_err(|_| Error("integer too large"))?;
+                let n =
+                    i64::try_from(self.argument(info)?).map_err(|_| Error("integer too large"))?;
                 Value::Int(-1 - n)
             }
             2 => {
@@ -141,7 +144,8 @@ impl Decoder<'_> {
             }
             3 => {
                 let n = self.length(info)?;
-                let s = std::str::from_utf8(self.take(n)?).map_err(|_| Error("text is not UTF-8"))?;
+                let s =
+                    std::str::from_utf8(self.take(n)?).map_err(|_| Error("text is not UTF-8"))?;
                 Value::Text(s.to_owned())
             }
             4 => {

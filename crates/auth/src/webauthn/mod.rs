@@ -85,7 +85,9 @@ impl RelyingParty {
         let raw: Raw = serde_json::from_slice(json)
             .map_err(|_| refuse("clientDataJSON is not the expected JSON"))?;
         if raw.kind != expected_type {
-            return Err(refuse(format!("clientDataJSON.type is not {expected_type}")));
+            return Err(refuse(format!(
+                "clientDataJSON.type is not {expected_type}"
+            )));
         }
         let challenge = URL_SAFE_NO_PAD
             .decode(raw.challenge.trim_end_matches('='))
