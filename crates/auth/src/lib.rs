@@ -1,8 +1,9 @@
 //! The auth service: registration, login, EdDSA access tokens with a JWKS, rotating
 //! refresh tokens in revocable sessions, password change and reset, email change with a
-//! mailed confirmation, brute-force throttling with device tokens. Publishes
-//! `user.registered`, `user.updated`, `session.revoked` and `user.password_changed`
-//! through its outbox, and lists recently ended sessions for other services at
+//! mailed confirmation, email verification, TOTP two-factor login with recovery codes,
+//! account deletion, brute-force throttling with device tokens. Publishes
+//! `user.registered`, `user.updated`, `user.deleted`, `session.revoked` and
+//! `user.password_changed` through its outbox, and lists recently ended sessions for other services at
 //! `GET /internal/revocations` (not under `/auth`, so the gateway never exposes it).
 
 mod api;
@@ -12,6 +13,7 @@ mod hashing;
 mod mail;
 mod state;
 mod store;
+pub mod totp;
 mod webauthn;
 
 use std::net::SocketAddr;
@@ -52,6 +54,15 @@ pub struct Config {
     pub password_reset_ttl_secs: i64,
     /// Lifetime of the confirmation token mailed to a new email address.
     pub email_change_ttl_secs: i64,
+    /// Lifetime of the verification link token mailed at registration and on request.
+    pub email_verify_ttl_secs: i64,
+    /// Least time between two verification mails of one account (`POST
+    /// /auth/email/verify/request` answers 429 sooner): nobody fills a mailbox with them.
+    pub email_verify_resend_secs: i64,
+    /// Lifetime of the `mfa_token` a login with two-factor authentication returns.
+    pub mfa_token_ttl_secs: i64,
+    /// How long the username and email of a deleted account stay reserved.
+    pub deleted_name_reserve_secs: i64,
     /// `smtp://…` / `smtps://…`; unset = `.eml` files in `<data dir>/outbox/`.
     pub smtp_url: Option<String>,
     pub mail_from: String,
@@ -82,6 +93,12 @@ impl Default for Config {
             device_token_ttl_days: 180,
             password_reset_ttl_secs: 30 * 60,
             email_change_ttl_secs: 24 * 3600,
+            email_verify_ttl_secs: 24 * 3600,
+            email_verify_resend_secs: 60,
+            mfa_token_ttl_secs: 5 * 60,
+            // 30 days: long enough that contacts notice the account is gone before anyone
+            // else can appear under its name; the address can be re-registered after.
+            deleted_name_reserve_secs: 30 * 86_400,
             smtp_url: None,
             mail_from: "IntelliColab <no-reply@intellicolab.local>".to_owned(),
             public_url: "http://127.0.0.1:8080".to_owned(),

@@ -24,7 +24,51 @@ kit::backend_tests!(
     a_challenge_is_single_use,
     a_cloned_authenticator_is_refused,
     only_the_owner_deletes_a_passkey,
+    a_deleted_account_passkey_no_longer_logs_in,
 );
+
+async fn a_deleted_account_passkey_no_longer_logs_in(backend: Backend) {
+    let Some(app) = spawn(backend, "passkey_account_deleted").await else {
+        return;
+    };
+    let a = app.register("wren").await;
+    let access = token(&a, "access_token");
+    let mut key = SoftAuthenticator::new();
+    let (_, options) = app
+        .post("/auth/passkeys/register/start", json!({}), Some(&access))
+        .await;
+    let (status, _) = app
+        .post(
+            "/auth/passkeys/register/finish",
+            key.create(&options, ORIGIN, Attestation::None, None),
+            Some(&access),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let req = app
+        .http
+        .delete(format!("{}/auth/me", app.url))
+        .bearer_auth(&access)
+        .json(&json!({"current_password": common::PASSWORD}));
+    let (status, body) = common::read(req.send().await.unwrap()).await;
+    assert_eq!(status, 204, "{body}");
+    let (_, options) = app
+        .post("/auth/passkeys/login/start", json!({}), None)
+        .await;
+    let (status, problem) = app
+        .post(
+            "/auth/passkeys/login/finish",
+            key.get(&options, ORIGIN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (401, Some("invalid_passkey")),
+        "{problem}"
+    );
+    app.stop().await;
+}
 
 async fn full_ceremony_end_to_end(backend: Backend) {
     let Some(app) = spawn(backend, "passkey_ceremony").await else {

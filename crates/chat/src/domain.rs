@@ -82,11 +82,39 @@ pub struct MyRoom {
     pub last_message: Option<Message>,
 }
 
+/// The sender of a deleted account's messages. They stay (API.md: shown with
+/// `sender_id: null`, a "deleted user"); storage keeps the nil uuid instead of making
+/// `messages.sender_id` nullable. That needs no table rebuild on SQLite (its `ALTER
+/// TABLE` cannot drop NOT NULL) and leaves every comparison in the code as it is: no
+/// caller's id is ever nil, so "is the caller the sender" stays false. Only the wire
+/// form changes, in one place: [`sender_id`].
+pub const DELETED_SENDER: Uuid = Uuid::nil();
+
+/// `Message::sender_id` on the wire: `null` for [`DELETED_SENDER`] (and back).
+mod sender_id {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use uuid::Uuid;
+
+    pub fn serialize<S: Serializer>(id: &Uuid, s: S) -> Result<S::Ok, S::Error> {
+        if id.is_nil() {
+            s.serialize_none()
+        } else {
+            s.serialize_some(id)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Uuid, D::Error> {
+        Ok(Option::<Uuid>::deserialize(d)?.unwrap_or(super::DELETED_SENDER))
+    }
+}
+
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct Message {
     pub id: Uuid,
     pub room_id: Uuid,
     pub seq: i64,
+    /// `null` for a deleted account's messages (stored as [`DELETED_SENDER`]).
+    #[serde(with = "sender_id")]
     pub sender_id: Uuid,
     pub body: String,
     pub client_msg_id: Option<String>,

@@ -1,5 +1,5 @@
 //! Events the chat service publishes (source `chat`, through its outbox), and the
-//! consumers of other services' events: `session.revoked` (auth) and
+//! consumers of other services' events: `session.revoked` and `user.deleted` (auth) and
 //! `user.blocked` / `user.unblocked` (users, with a one-time backfill of the blocks).
 
 use std::sync::Arc;
@@ -220,20 +220,22 @@ struct BlockChange {
 /// older event never overwrites a newer one (see `store::apply_block`).
 pub fn consume_users_events(
     bus: &bus::Bus,
-    db: kit::db::Db,
+    ctx: crate::state::ApiContext,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     bus.subscribe(
         bus::Subscription::new(GROUP, &["users", "auth"]),
         bus::handler(move |event: bus::Envelope| {
-            let db = db.clone();
+            let ctx = ctx.clone();
             async move {
+                let db = &ctx.db;
                 let active = match (event.source.as_str(), event.kind.as_str()) {
                     ("users", "user.blocked") => true,
                     ("users", "user.unblocked") => false,
                     ("auth", "user.registered" | "user.updated") => {
-                        return copy_username(&db, &event).await;
+                        return copy_username(db, &event).await;
                     }
+                    ("auth", "user.deleted") => return forget_account(&ctx, &event).await,
                     _ => return Ok(()),
                 };
                 let change: BlockChange = match event.payload() {
@@ -244,7 +246,7 @@ pub fn consume_users_events(
                         return Ok(());
                     }
                 };
-                let Some(mut tx) = bus::inbox::begin_once(&db, GROUP, &event).await? else {
+                let Some(mut tx) = bus::inbox::begin_once(db, GROUP, &event).await? else {
                     return Ok(());
                 };
                 store::apply_block(
@@ -261,6 +263,50 @@ pub fn consume_users_events(
         }),
         shutdown,
     )
+}
+
+#[derive(Deserialize)]
+struct Deleted {
+    user_id: Uuid,
+}
+
+/// `user.deleted` (auth): the account leaves every room it is in, each through the
+/// ordinary leave (a `member.left` event with the room's next seq, fanned out; an owner
+/// hands a channel to the longest-standing admin, else member — what Mattermost does
+/// with a deactivated owner's channels and close to Matrix, where power passes to who
+/// is left — so no channel stays without an owner while it has members). Then, in one
+/// transaction with the inbox row, its messages get the tombstone sender and its
+/// username copy goes ([`store::forget_sender`]). Its blocks leave chat's copy through
+/// the users service's `user.unblocked` events; its sockets closed when auth revoked its
+/// sessions (`session.revoked` comes first, from the same auth transaction), and its
+/// presence then ends like any disconnect. A redelivery finds no membership and a
+/// processed inbox row: nothing happens twice.
+async fn forget_account(
+    ctx: &crate::state::ApiContext,
+    event: &bus::Envelope,
+) -> anyhow::Result<()> {
+    let user = match event.payload::<Deleted>() {
+        Ok(d) => d.user_id,
+        Err(e) => {
+            tracing::warn!(event = %event.id, kind = %event.kind, error = %e, "undecodable event skipped");
+            return Ok(());
+        }
+    };
+    for room in store::room_ids_of(ctx.db.pool(), user).await? {
+        match crate::service::leave(ctx, user, room).await {
+            Ok(()) => {}
+            // Left meanwhile (a concurrent delivery): nothing to do.
+            Err(e) if e.status.is_client_error() => {}
+            Err(e) => return Err(anyhow::anyhow!("leaving room {room}: {e}")),
+        }
+    }
+    let Some(mut tx) = bus::inbox::begin_once(&ctx.db, GROUP, event).await? else {
+        return Ok(());
+    };
+    let messages = store::forget_sender(tx.conn(), user).await?;
+    tx.commit().await?;
+    tracing::info!(user_id = %user, messages, "deleted account removed from chat");
+    Ok(())
 }
 
 #[derive(Deserialize)]

@@ -9,7 +9,9 @@
 //!   database, so a connected client sees every event of its rooms in seq order.
 //! - Consumes `session.revoked` (source `auth`) to close the sockets of ended sessions,
 //!   and `user.blocked` / `user.unblocked` (source `users`) into its copy of the blocks,
-//!   which stops DM sends either way; publishes `chat.message.created` through its outbox.
+//!   which stops DM sends either way, and `user.deleted` (source `auth`): the account
+//!   leaves its rooms and its messages stay with `sender_id` null; publishes
+//!   `chat.message.created` through its outbox.
 
 mod access;
 mod api;
@@ -234,11 +236,6 @@ pub async fn build(
         &common.users_url,
         Duration::from_millis(config.users_timeout_ms),
     ));
-    background.push(events::consume_users_events(
-        &bus,
-        db.clone(),
-        shutdown.clone(),
-    ));
     for what in [events::Backfill::Blocks, events::Backfill::Usernames] {
         background.push(events::backfill(
             what,
@@ -277,6 +274,12 @@ pub async fn build(
         writer,
         shutdown: shutdown.clone(),
     };
+    // After the context: `user.deleted` leaves rooms through the ordinary service path.
+    background.push(events::consume_users_events(
+        &bus,
+        ctx.clone(),
+        shutdown.clone(),
+    ));
     let router = kit::server::finish_router("chat", api::router(ctx), ready, trusted);
     Ok(kit::server::Service {
         name: "chat",

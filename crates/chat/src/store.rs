@@ -611,6 +611,38 @@ pub async fn member_ids<'e, E: Executor<'e, Database = Any>>(
     rows.iter().map(|r| uuid(r, "user_id")).collect()
 }
 
+/// What chat keeps of a deleted account besides its memberships (which leave first,
+/// with their room events): its messages stay with the tombstone sender
+/// ([`crate::domain::DELETED_SENDER`], shown as `sender_id: null`) and without
+/// `client_msg_id` (unique per sender, and every deleted sender shares the tombstone);
+/// the stored room-event payloads of those messages are rewritten to say
+/// `"sender_id":null` (the event log is history too); the username copy goes (so
+/// `@name` no longer resolves to it). Returns the messages changed. Idempotent.
+pub async fn forget_sender(conn: &mut AnyConnection, user: Uuid) -> Result<u64> {
+    // Payloads are serde_json's compact form: the field is exactly `"sender_id":"<id>"`.
+    sqlx::query(
+        "UPDATE room_events SET payload = REPLACE(payload, $1, '\"sender_id\":null')
+         WHERE message_id IN (SELECT id FROM messages WHERE sender_id = $2)",
+    )
+    .bind(format!("\"sender_id\":\"{user}\""))
+    .bind(user.to_string())
+    .execute(&mut *conn)
+    .await?;
+    let changed = sqlx::query(
+        "UPDATE messages SET sender_id = $1, client_msg_id = NULL WHERE sender_id = $2",
+    )
+    .bind(crate::domain::DELETED_SENDER.to_string())
+    .bind(user.to_string())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    sqlx::query("DELETE FROM usernames WHERE user_id = $1")
+        .bind(user.to_string())
+        .execute(conn)
+        .await?;
+    Ok(changed)
+}
+
 /// Records usernames (from auth's events or the user service's backfill).
 pub async fn upsert_usernames(conn: &mut AnyConnection, rows: &[(Uuid, String)]) -> Result<()> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {

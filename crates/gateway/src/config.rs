@@ -226,6 +226,9 @@ pub fn default_routes() -> Vec<RouteConfig> {
         strict(route("/auth/email/verify/confirm", "auth", Public)),
         // Checks the current password: as strict as a login.
         strict(route("/auth/email", "auth", Token)),
+        // TOTP setup/enable/disable check a password or a code: as strict as a login
+        // (`/auth/login` above already covers the second step, `/auth/login/mfa`).
+        strict(route("/auth/mfa", "auth", Token)),
         route("/auth/refresh", "auth", Public),
         // Passwordless passkey login (start and finish): no token yet; each start stores a
         // challenge, so as strict as a login.
@@ -474,6 +477,7 @@ request_headers_add = { "x-from" = "gateway" }
         assert_eq!(find("/auth/.well-known/jwks.json").auth, AuthPolicy::Public);
         assert_eq!(find("/auth/email").auth, AuthPolicy::Token);
         assert_eq!(find("/auth/email").rate_limit.as_deref(), Some("strict"));
+        assert_eq!(find("/auth/mfa").rate_limit.as_deref(), Some("strict"));
         assert_eq!(find("/auth").auth, AuthPolicy::Token);
         assert!(find("/chat/ws").websocket);
     }

@@ -90,6 +90,15 @@ pub mod code {
         INVALID_CREDENTIALS = "invalid_credentials";
         /// 401: a refresh token was used twice; its whole session is revoked.
         REFRESH_TOKEN_REUSED = "refresh_token_reused";
+        /// 401 at the second step of a login, 403 when turning two-factor login on or
+        /// off: the TOTP or recovery code is wrong or was already used.
+        INVALID_CODE = "invalid_code";
+        /// 409: two-factor login is already on (turn it off first).
+        MFA_ALREADY_ENABLED = "mfa_already_enabled";
+        /// 409: no pending TOTP setup to enable (call `/auth/mfa/totp/setup` first).
+        MFA_NOT_SET_UP = "mfa_not_set_up";
+        /// 409: two-factor login is not on.
+        MFA_NOT_ENABLED = "mfa_not_enabled";
         /// 400 at passkey registration, 401 at passkey login: the credential or its
         /// ceremony does not verify (origin, challenge unknown/used/expired, signature,
         /// relying party, unknown credential).

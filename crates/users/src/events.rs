@@ -1,6 +1,9 @@
 //! Events of the user service: the ones it publishes (source [`SOURCE`], through its
 //! outbox), and its consumption of the auth service's: profiles follow `user.registered`
-//! and `user.updated`; `session.revoked` makes this service's verifier reject the session.
+//! and `user.updated`; `user.deleted` removes the account's follows and blocks (both
+//! ways, publishing `user.unblocked` for each block: chat and notifications keep copies)
+//! and leaves a tombstone profile; `session.revoked` makes this service's verifier
+//! reject the session.
 //!
 //! Each profile effect runs in one transaction with its `processed_events` row
 //! (`bus::inbox::begin_once`), so redelivery is harmless. Order does not matter either:
@@ -74,6 +77,11 @@ struct Updated {
     username: Option<String>,
     #[serde(default)]
     display_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Deleted {
+    user_id: uuid::Uuid,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +167,10 @@ pub async fn handle(ctx: &ApiContext, event: &Envelope) -> anyhow::Result<()> {
             }
             Err(e) => skip(event, e),
         },
+        "user.deleted" => match event.payload::<Deleted>() {
+            Ok(p) => delete_account(ctx, event, p.user_id).await,
+            Err(e) => skip(event, e),
+        },
         // `session.revoked` comes through the broadcast subscription (see `subscribe`).
         _ => Ok(()),
     }
@@ -193,6 +205,40 @@ async fn apply(
     if announced {
         ctx.outbox.wake();
     }
+    Ok(())
+}
+
+/// `user.deleted`: every follow edge (counters of the other side adjusted) and block
+/// edge of the account goes, each removed block announced as `user.unblocked`, and the
+/// profile becomes a tombstone — all in one transaction with the inbox row, so a
+/// redelivery does nothing. Nobody consumes `user.unfollowed`, so removed follows are
+/// not announced.
+async fn delete_account(
+    ctx: &ApiContext,
+    event: &Envelope,
+    user: uuid::Uuid,
+) -> anyhow::Result<()> {
+    let Some(mut tx) = bus::inbox::begin_once(&ctx.db, GROUP, event).await? else {
+        return Ok(());
+    };
+    let mut changes = Changes::default();
+    let (follows, blocks) = crate::store::graph::edges_of(tx.conn(), user).await?;
+    for (follower, followee) in follows {
+        crate::store::graph::delete_follow(&mut tx, follower, followee, &mut changes).await?;
+    }
+    let announce = !blocks.is_empty();
+    for (blocker, blocked) in blocks {
+        if crate::store::graph::delete_block(tx.conn(), blocker, blocked).await? {
+            bus::outbox::enqueue(&mut tx, &block("user.unblocked", blocker, blocked)).await?;
+        }
+    }
+    profiles::tombstone(&mut tx, user, &mut changes).await?;
+    tx.commit().await?;
+    changes.apply_to(&ctx.search);
+    if announce {
+        ctx.outbox.wake();
+    }
+    tracing::info!(user_id = %user, "profile of a deleted account removed");
     Ok(())
 }
 

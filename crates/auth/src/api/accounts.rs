@@ -13,7 +13,7 @@ use super::{CurrentSession, TokenResponse, UserView, collect_errors, start_sessi
 use crate::domain::{DisplayName, Email, Password, Username};
 use crate::events::{self, UserRegistered, UserUpdated};
 use crate::state::ApiContext;
-use crate::store::{self, users::NewUser};
+use crate::store::{self, accounts, users::NewUser};
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -66,15 +66,21 @@ async fn register(
     };
 
     // Cheap conflict checks before the expensive hash; the unique constraints decide races.
-    if store::users::exists_username(ctx.db.pool(), username.as_str()).await? {
+    // A deleted account's names stay reserved for `deleted_name_reserve_secs`.
+    let now = kit::time::now_ms();
+    let pool = ctx.db.pool();
+    if store::users::exists_username(pool, username.as_str()).await?
+        || accounts::is_reserved(pool, &accounts::username_key(username.as_str()), now).await?
+    {
         return Err(ApiError::conflict(
             kit::error::code::USERNAME_TAKEN,
             "that username is taken",
         ));
     }
-    if store::users::by_email_key(ctx.db.pool(), email.key())
+    if store::users::by_email_key(pool, email.key())
         .await?
         .is_some()
+        || accounts::is_reserved(pool, &accounts::email_key(email.key()), now).await?
     {
         return Err(ApiError::conflict(
             kit::error::code::EMAIL_TAKEN,
@@ -83,7 +89,6 @@ async fn register(
     }
     let password_hash = ctx.hasher.hash(password.expose()).await?;
 
-    let now = kit::time::now_ms();
     let id = uuid::Uuid::now_v7();
     let mut tx = ctx.db.begin().await?;
     let new = NewUser {
@@ -123,12 +128,15 @@ async fn register(
             email: &user.email,
             display_name: &user.display_name,
             created_at: kit::time::rfc3339(now),
+            email_verified: false,
         },
     );
     bus::outbox::enqueue(&mut tx, &event).await?;
+    let mail = super::email::issue_verification(&ctx, &mut tx, &user, now).await?;
     let tokens = start_session(&ctx, &mut tx, &user, user_agent(&headers), ip.to_string()).await?;
     tx.commit().await?;
     ctx.outbox.wake();
+    mail.send(&ctx);
     metrics::counter!("auth_registrations_total").increment(1);
     tracing::info!(user_id = %id, "account registered");
     Ok((StatusCode::CREATED, Json(tokens)))
@@ -179,20 +187,11 @@ async fn update_me(
         .map(|d| d.as_str().to_owned())
         .unwrap_or_else(|| user.display_name.clone());
     store::users::set_display_name(tx.conn(), user.id, &new_display, kit::time::now_ms()).await?;
-    let event = bus::Envelope::new(
-        events::SOURCE,
-        "user.updated",
-        UserUpdated {
-            user_id: user.id,
-            username: &user.username,
-            email: &user.email,
-            display_name: &new_display,
-        },
-    );
-    bus::outbox::enqueue(&mut tx, &event).await?;
     let updated = store::users::by_id(tx.conn(), user.id)
         .await?
         .ok_or_else(|| ApiError::internal("updated user missing"))?;
+    let event = bus::Envelope::new(events::SOURCE, "user.updated", UserUpdated::of(&updated));
+    bus::outbox::enqueue(&mut tx, &event).await?;
     tx.commit().await?;
     ctx.outbox.wake();
     Ok(Json(UserView::from(&updated)))

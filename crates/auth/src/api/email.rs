@@ -1,6 +1,12 @@
-//! Changing the email address: the current password, then a single-use link mailed to
-//! the new address; a notice goes to the old one. `PATCH /auth/me` cannot change it (a
-//! stolen access token alone would otherwise take the account over through a reset).
+//! Email verification and changing the email address. Verification: a single-use link
+//! token mailed at registration and on request. A change: the current password, then a
+//! single-use link mailed to the new address (confirming it verifies that address); a
+//! notice goes to the old one. `PATCH /auth/me` cannot change it (a stolen access token
+//! alone would otherwise take the account over through a reset).
+//!
+//! Security mails greet with the username only, never the display name: that is text
+//! the account holder (or whoever took the account over) chose, and it must not put
+//! words into a mail that comes from us.
 
 use axum::Router;
 use axum::extract::State;
@@ -21,7 +27,99 @@ use crate::store::{self, email_tokens};
 pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/auth/email", post(request_change))
+        .route("/auth/email/verify/request", post(request_verification))
         .route("/auth/email/verify/confirm", post(confirm))
+}
+
+/// Issues a verification token for the account's current address inside `tx` (voiding
+/// older ones) and returns the mail to send once `tx` commits.
+pub async fn issue_verification(
+    ctx: &ApiContext,
+    tx: &mut kit::db::Tx,
+    user: &store::users::UserRow,
+    now: i64,
+) -> Result<VerificationMail, ApiError> {
+    let token = store::random_token();
+    email_tokens::void_outstanding(tx.conn(), user.id, email_tokens::EMAIL_VERIFY, now).await?;
+    email_tokens::insert(
+        tx.conn(),
+        &email_tokens::NewEmailToken {
+            hash: &store::token_hash(&token),
+            user_id: user.id,
+            purpose: email_tokens::EMAIL_VERIFY,
+            email: &user.email,
+            now,
+            expires_at: now + ctx.config.email_verify_ttl_secs * 1000,
+        },
+    )
+    .await?;
+    let hours = ctx.config.email_verify_ttl_secs / 3600;
+    let url = ctx.config.public_url.trim_end_matches('/');
+    let body = format!(
+        "Hello {username},\n\nplease confirm that this is the email address of the IntelliColab \
+         account {username}.\nYour verification token (valid for {hours} hours, usable once):\n\n\
+         {token}\n\n\
+         Open {url}/#/confirm-email?token={token} or send it to POST /auth/email/verify/confirm.\n\
+         If you did not create this account, ignore this mail.\n",
+        username = user.username,
+    );
+    Ok(VerificationMail {
+        to: user.email.clone(),
+        body,
+    })
+}
+
+/// A verification mail, sent after the transaction that issued its token committed.
+pub struct VerificationMail {
+    to: String,
+    body: String,
+}
+
+impl VerificationMail {
+    /// Sends it in the background: an SMTP server's latency is not the client's.
+    pub fn send(self, ctx: &ApiContext) {
+        let mailer = ctx.mailer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = mailer
+                .send(
+                    &self.to,
+                    "Verify your IntelliColab email address",
+                    self.body,
+                )
+                .await
+            {
+                tracing::error!(error = %e, "verification mail failed");
+            }
+        });
+    }
+}
+
+/// POST /auth/email/verify/request — 202; mails a new verification token (voiding older
+/// ones) unless the address is already verified. 429 within `email_verify_resend_secs`
+/// of the previous one.
+async fn request_verification(
+    State(ctx): State<ApiContext>,
+    caller: CurrentSession,
+) -> ApiResult<StatusCode> {
+    let now = kit::time::now_ms();
+    let mut tx = ctx.db.begin().await?;
+    let user = store::users::by_id(tx.conn(), caller.user_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("account not found"))?;
+    if user.email_verified_at.is_some() {
+        return Ok(StatusCode::ACCEPTED);
+    }
+    let gap_ms = ctx.config.email_verify_resend_secs * 1000;
+    if let Some(last) =
+        email_tokens::latest_issued(tx.conn(), user.id, email_tokens::EMAIL_VERIFY).await?
+        && last + gap_ms > now
+    {
+        return Err(ApiError::rate_limited((last + gap_ms - now) as u64, 1));
+    }
+    let mail = issue_verification(&ctx, &mut tx, &user, now).await?;
+    tx.commit().await?;
+    mail.send(&ctx);
+    Ok(StatusCode::ACCEPTED)
 }
 
 #[derive(Deserialize)]
@@ -90,23 +188,21 @@ async fn request_change(
     let hours = ctx.config.email_change_ttl_secs / 3600;
     let url = ctx.config.public_url.trim_end_matches('/');
     let confirm = format!(
-        "Hello {name},\n\nplease confirm that {new} is to be the email address of the \
+        "Hello {username},\n\nplease confirm that {new} is to be the email address of the \
          IntelliColab account {username}.\nYour confirmation token (valid for {hours} hours, \
          usable once):\n\n{token}\n\n\
          Open {url}/#/confirm-email?token={token} or send it to POST /auth/email/verify/confirm.\n\
          If you did not ask for this, ignore this mail; nothing changes.\n",
-        name = user.display_name,
         new = email.as_str(),
         username = user.username,
     );
     let notice = format!(
-        "Hello {name},\n\nsomeone signed in to your IntelliColab account {username} asked to \
+        "Hello {username},\n\nsomeone signed in to your IntelliColab account {username} asked to \
          change its email address from this one to {new}.\nThe change happens only once the \
          link mailed to the new address is confirmed.\n\n\
          If this was not you, change your password now at {url} (this ends every other \
          session) and review your sessions; until the new address is confirmed, a newer \
          request replaces this one.\n",
-        name = user.display_name,
         username = user.username,
         new = mask(email.as_str()),
     );
@@ -155,9 +251,11 @@ struct ConfirmBody {
     token: String,
 }
 
-/// POST /auth/email/verify/confirm — 204. For an email change: the address is checked
-/// to be free again, set, published as `user.updated`, and every outstanding password
-/// reset token of the account is voided (it went to the old address).
+/// POST /auth/email/verify/confirm — 204. A verification token marks the address
+/// verified if it is still the account's (published as `user.updated`). For an email
+/// change: the address is checked to be free again, set (and verified), published as
+/// `user.updated`, and every outstanding password reset token of the account is voided
+/// (it went to the old address).
 async fn confirm(
     State(ctx): State<ApiContext>,
     Json(body): Json<ConfirmBody>,
@@ -175,6 +273,21 @@ async fn confirm(
     else {
         return Err(invalid());
     };
+    if token.purpose == email_tokens::EMAIL_VERIFY {
+        // An address changed since the mail is not the one the link proves.
+        if !store::users::set_email_verified(tx.conn(), token.user_id, &token.email, now).await? {
+            return Err(invalid());
+        }
+        let user = store::users::by_id(tx.conn(), token.user_id)
+            .await?
+            .ok_or_else(invalid)?;
+        let event = bus::Envelope::new(events::SOURCE, "user.updated", UserUpdated::of(&user));
+        bus::outbox::enqueue(&mut tx, &event).await?;
+        tx.commit().await?;
+        ctx.outbox.wake();
+        tracing::info!(user_id = %user.id, "email verified");
+        return Ok(StatusCode::NO_CONTENT);
+    }
     if token.purpose != email_tokens::EMAIL_CHANGE {
         return Err(invalid());
     }
@@ -200,16 +313,12 @@ async fn confirm(
         });
     }
     store::resets::void_all(tx.conn(), user.id, now).await?;
-    let event = bus::Envelope::new(
-        events::SOURCE,
-        "user.updated",
-        UserUpdated {
-            user_id: user.id,
-            username: &user.username,
-            email: email.as_str(),
-            display_name: &user.display_name,
-        },
-    );
+    // A verification link mailed to the old address no longer proves anything.
+    email_tokens::void_outstanding(tx.conn(), user.id, email_tokens::EMAIL_VERIFY, now).await?;
+    let user = store::users::by_id(tx.conn(), user.id)
+        .await?
+        .ok_or_else(invalid)?;
+    let event = bus::Envelope::new(events::SOURCE, "user.updated", UserUpdated::of(&user));
     bus::outbox::enqueue(&mut tx, &event).await?;
     tx.commit().await?;
     ctx.outbox.wake();

@@ -34,6 +34,14 @@ struct LoginBody {
     device_token: Option<String>,
 }
 
+/// Tokens, or (the account has two-factor login on) the start of the second step.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum LoginResponse {
+    Tokens(TokenResponse),
+    MfaRequired(super::mfa::MfaRequired),
+}
+
 fn invalid_credentials() -> ApiError {
     ApiError::unauthorized(
         kit::error::code::INVALID_CREDENTIALS,
@@ -49,13 +57,14 @@ fn invalid_credentials() -> ApiError {
 /// counts under its normalised string), per (account, client IP) and per IP. The last
 /// two refuse with 429; the account alone only slows its logins down. A valid device
 /// token of the account skips the account and address limits, so the owner logs in at
-/// once during an attack.
+/// once during an attack. With two-factor login on, a right password answers
+/// `{mfa_required, mfa_token, methods}` and `POST /auth/login/mfa` finishes.
 async fn login(
     State(ctx): State<ApiContext>,
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
     Json(body): Json<LoginBody>,
-) -> ApiResult<Json<TokenResponse>> {
+) -> ApiResult<Json<LoginResponse>> {
     let login = body.login.trim().to_lowercase();
     if login.is_empty() || login.chars().count() > 254 {
         return Err(ApiError::validation(
@@ -93,6 +102,13 @@ async fn login(
         metrics::counter!("auth_logins_total", "outcome" => "invalid_credentials").increment(1);
         return Err(invalid_credentials());
     };
+    if user.mfa_enabled {
+        // The password was right; the second step decides (see `super::mfa` for why
+        // nothing is forgiven yet). The device token stays as it is until then.
+        let required = super::mfa::challenge(&ctx, &mut tx, &user, now).await?;
+        tx.commit().await?;
+        return Ok(Json(LoginResponse::MfaRequired(required)));
+    }
     keys.forgive(tx.conn(), &gate).await?;
     store::throttle::purge(tx.conn(), now - ctx.config.login_window_secs * 1000).await?;
     // The presented device token is replaced by the new one `start_session` issues.
@@ -103,7 +119,7 @@ async fn login(
     tx.commit().await?;
     metrics::counter!("auth_logins_total", "outcome" => "success").increment(1);
     tracing::info!(user_id = %user.id, "login");
-    Ok(Json(tokens))
+    Ok(Json(LoginResponse::Tokens(tokens)))
 }
 
 #[derive(Deserialize)]

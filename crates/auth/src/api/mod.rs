@@ -1,10 +1,12 @@
 //! HTTP API of the auth service, one module per feature.
 
 mod accounts;
+mod deletion;
 mod email;
 mod internal;
 mod keys;
 mod login;
+mod mfa;
 mod passkeys;
 mod password;
 mod sessions;
@@ -24,9 +26,11 @@ use crate::store::{self, sessions::SessionRow, users::UserRow};
 pub fn router(ctx: ApiContext) -> Router {
     Router::new()
         .merge(accounts::router())
+        .merge(deletion::router())
         .merge(email::router())
         .merge(internal::router())
         .merge(login::router())
+        .merge(mfa::router())
         .merge(passkeys::router())
         .merge(password::router())
         .merge(sessions::router())
@@ -43,6 +47,8 @@ pub struct UserView {
     pub display_name: String,
     #[serde(serialize_with = "kit::time::ser_rfc3339::serialize")]
     pub created_at: i64,
+    pub email_verified: bool,
+    pub mfa_enabled: bool,
 }
 
 impl From<&UserRow> for UserView {
@@ -53,6 +59,8 @@ impl From<&UserRow> for UserView {
             email: u.email.clone(),
             display_name: u.display_name.clone(),
             created_at: u.created_at,
+            email_verified: u.email_verified_at.is_some(),
+            mfa_enabled: u.mfa_enabled,
         }
     }
 }

@@ -105,11 +105,12 @@ async fn send_reset(ctx: &ApiContext, email: &Email) -> anyhow::Result<()> {
     tx.commit().await?;
     let minutes = ctx.config.password_reset_ttl_secs / 60;
     let body = format!(
-        "Hello {name},\n\nsomeone asked to reset the password of your IntelliColab account.\n\
+        "Hello {username},\n\nsomeone asked to reset the password of your IntelliColab account \
+         {username}.\n\
          Your reset token (valid for {minutes} minutes, usable once):\n\n{token}\n\n\
          Open {url}/#/reset?token={token} or send it to POST /auth/password-reset/confirm.\n\
          If this was not you, ignore this mail; your password is unchanged.\n",
-        name = user.display_name,
+        username = user.username,
         url = ctx.config.public_url.trim_end_matches('/'),
     );
     ctx.mailer

@@ -4,6 +4,8 @@ use sqlx::{AnyConnection, Row};
 
 /// Confirming sets the account's email to the token's address.
 pub const EMAIL_CHANGE: &str = "email_change";
+/// Confirming marks the account's email verified, if it is still the token's address.
+pub const EMAIL_VERIFY: &str = "email_verify";
 
 pub struct NewEmailToken<'a> {
     pub hash: &'a str,
@@ -84,4 +86,19 @@ pub async fn consume(
         purpose: row.try_get("purpose")?,
         email: row.try_get("email")?,
     }))
+}
+
+/// When the newest token of `user_id` for `purpose` was issued (throttles re-sends).
+pub async fn latest_issued(
+    conn: &mut AnyConnection,
+    user_id: uuid::Uuid,
+    purpose: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT MAX(created_at) FROM email_tokens WHERE user_id = $1 AND purpose = $2",
+    )
+    .bind(user_id.to_string())
+    .bind(purpose)
+    .fetch_one(conn)
+    .await
 }

@@ -1,8 +1,10 @@
 //! SQL of the auth service. Functions take any executor: the pool for reads, a
 //! transaction's connection (`tx.conn()`) for writes that go with other writes.
 
+pub mod accounts;
 pub mod devices;
 pub mod email_tokens;
+pub mod mfa;
 pub mod passkeys;
 pub mod resets;
 pub mod sessions;
@@ -20,6 +22,11 @@ pub const MIGRATIONS: &[kit::db::Migration] = &[
         id: "auth-0002-email-tokens-devices",
         sqlite: include_str!("../../migrations/0002_email_tokens_devices.sql"),
         postgres: include_str!("../../migrations/0002_email_tokens_devices.sql"),
+    },
+    kit::db::Migration {
+        id: "auth-0003-verify-mfa-deletion",
+        sqlite: include_str!("../../migrations/0003_verify_mfa_deletion.sql"),
+        postgres: include_str!("../../migrations/0003_verify_mfa_deletion.sql"),
     },
     kit::db::Migration {
         id: "auth-0004-passkeys",

@@ -8,6 +8,10 @@ pub struct UserRow {
     pub display_name: String,
     pub password_hash: String,
     pub created_at: i64,
+    /// When the current address was confirmed; `None` = unverified.
+    pub email_verified_at: Option<i64>,
+    /// A TOTP credential is enabled: logins ask for a second factor.
+    pub mfa_enabled: bool,
 }
 
 fn from_row(row: &sqlx::any::AnyRow) -> Result<UserRow, sqlx::Error> {
@@ -19,14 +23,19 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<UserRow, sqlx::Error> {
         display_name: row.try_get("display_name")?,
         password_hash: row.try_get("password_hash")?,
         created_at: row.try_get("created_at")?,
+        email_verified_at: row.try_get("email_verified_at")?,
+        mfa_enabled: row.try_get::<Option<i64>, _>("mfa_enabled_at")?.is_some(),
     })
 }
 
-/// `SELECT <user columns> FROM users <filter>` as a static string.
+/// `SELECT <user columns> FROM users WHERE <not deleted> AND <filter>` as a static
+/// string: a deleted (anonymised) account is found by no lookup.
 macro_rules! select_users {
     ($filter:literal) => {
         concat!(
-            "SELECT id, username, email, display_name, password_hash, created_at FROM users ",
+            "SELECT id, username, email, display_name, password_hash, created_at, email_verified_at,
+               (SELECT t.enabled_at FROM totp_credentials t WHERE t.user_id = users.id) AS mfa_enabled_at
+             FROM users WHERE deleted_at IS NULL AND ",
             $filter
         )
     };
@@ -66,7 +75,7 @@ pub async fn by_id<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     id: uuid::Uuid,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query(select_users!("WHERE id = $1"))
+    sqlx::query(select_users!("id = $1"))
         .bind(id.to_string())
         .fetch_optional(ex)
         .await?
@@ -81,7 +90,7 @@ pub async fn by_login<'e, E: Executor<'e, Database = Any>>(
     login: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     let key = login.trim().to_lowercase();
-    sqlx::query(select_users!("WHERE username = $1 OR email_key = $1"))
+    sqlx::query(select_users!("(username = $1 OR email_key = $1)"))
         .bind(key)
         .fetch_optional(ex)
         .await?
@@ -94,7 +103,7 @@ pub async fn by_email_key<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     email_key: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query(select_users!("WHERE email_key = $1"))
+    sqlx::query(select_users!("email_key = $1"))
         .bind(email_key)
         .fetch_optional(ex)
         .await?
@@ -144,7 +153,8 @@ pub async fn set_display_name<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
-/// Sets the email (a unique violation means another account took the address).
+/// Sets a confirmed new email (a unique violation means another account took the
+/// address).
 pub async fn set_email<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     id: uuid::Uuid,
@@ -152,12 +162,55 @@ pub async fn set_email<'e, E: Executor<'e, Database = Any>>(
     email_key: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE users SET email = $1, email_key = $2, updated_at = $3 WHERE id = $4")
+    // A confirmed change proves the new address: it is verified from now on.
+    sqlx::query("UPDATE users SET email = $1, email_key = $2, email_verified_at = $3, updated_at = $3 WHERE id = $4")
         .bind(email)
         .bind(email_key)
         .bind(now)
         .bind(id.to_string())
         .execute(ex)
         .await?;
+    Ok(())
+}
+
+/// Marks the current address verified, if it is still `email`; returns whether it did.
+pub async fn set_email_verified<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    id: uuid::Uuid,
+    email: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE users SET email_verified_at = $1, updated_at = $1
+         WHERE id = $2 AND email = $3 AND email_verified_at IS NULL AND deleted_at IS NULL",
+    )
+    .bind(now)
+    .bind(id.to_string())
+    .bind(email)
+    .execute(ex)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Anonymises a deleted account: username and email key become `~deleted-<id>` (no
+/// valid username or address contains `~`), the password hash and names are emptied.
+/// The row stays so its revoked sessions keep being reported to other services.
+pub async fn anonymise<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    id: uuid::Uuid,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let tomb = format!("~deleted-{id}");
+    sqlx::query(
+        "UPDATE users SET username = $1, email = '', email_key = $1, display_name = '',
+           password_hash = '', email_verified_at = NULL, deleted_at = $2, updated_at = $2
+         WHERE id = $3",
+    )
+    .bind(&tomb)
+    .bind(now)
+    .bind(id.to_string())
+    .execute(ex)
+    .await?;
     Ok(())
 }

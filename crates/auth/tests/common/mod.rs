@@ -110,17 +110,37 @@ impl TestAuth {
             .collect()
     }
 
-    /// Waits until `n` mails went to `to` and returns them, oldest first.
+    /// Waits until `n` mails other than email verifications (which every registration
+    /// sends) went to `to` and returns them, oldest first.
     pub async fn mails_to(&self, to: &str, n: usize) -> Vec<String> {
-        let header = format!("To: {to}");
         let find = || -> Vec<String> {
-            self.mails()
+            self.mails_with(to)
                 .into_iter()
-                .filter(|m| m.lines().any(|l| l == header))
+                .filter(|m| !m.contains(VERIFY_SUBJECT))
                 .collect()
         };
         eventually(|| find().len() >= n).await;
         find()
+    }
+
+    /// Waits until `n` email verification mails went to `to` and returns them.
+    pub async fn verification_mails(&self, to: &str, n: usize) -> Vec<String> {
+        let find = || -> Vec<String> {
+            self.mails_with(to)
+                .into_iter()
+                .filter(|m| m.contains(VERIFY_SUBJECT))
+                .collect()
+        };
+        eventually(|| find().len() >= n).await;
+        find()
+    }
+
+    fn mails_with(&self, to: &str) -> Vec<String> {
+        let header = format!("To: {to}");
+        self.mails()
+            .into_iter()
+            .filter(|m| m.lines().any(|l| l == header))
+            .collect()
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
@@ -133,6 +153,15 @@ impl TestAuth {
 
     pub async fn delete(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         let mut req = self.http.delete(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.unwrap()).await
+    }
+
+    /// `DELETE` with a JSON body (`DELETE /auth/me {current_password}`).
+    pub async fn delete_json(&self, path: &str, body: Value, token: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.delete(format!("{}{path}", self.url)).json(&body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -163,6 +192,8 @@ impl TestAuth {
 }
 
 pub const PASSWORD: &str = "correct horse battery";
+
+pub const VERIFY_SUBJECT: &str = "Subject: Verify your IntelliColab email address";
 
 pub async fn read(res: reqwest::Response) -> (u16, Value) {
     let status = res.status().as_u16();

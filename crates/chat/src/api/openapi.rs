@@ -397,7 +397,7 @@ pub fn document() -> Value {
                         "id": { "type": "string", "format": "uuid" },
                         "room_id": { "type": "string", "format": "uuid" },
                         "seq": { "type": "integer" },
-                        "sender_id": { "type": "string", "format": "uuid" },
+                        "sender_id": { "type": ["string", "null"], "format": "uuid", "description": "null for a deleted account's messages" },
                         "body": { "type": "string" },
                         "client_msg_id": { "type": ["string", "null"] },
                         "reply_to": { "type": ["string", "null"], "format": "uuid" },

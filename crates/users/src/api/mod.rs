@@ -81,5 +81,13 @@ pub async fn ensure_me(ctx: &ApiContext, user: &AuthUser) -> ApiResult<Profile> 
     let profile = store::profiles::get(tx.conn(), user.id).await?;
     tx.commit().await?;
     changes.apply_to(&ctx.search);
-    profile.ok_or_else(|| ApiError::internal("profile missing right after its creation"))
+    // None: the account was deleted (its tombstone is never revived), and this token
+    // is still within the revocation propagation time.
+    profile.ok_or_else(|| {
+        ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            kit::error::code::PROFILE_NOT_FOUND,
+            "no profile exists for this account",
+        )
+    })
 }

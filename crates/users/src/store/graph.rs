@@ -385,3 +385,36 @@ pub async fn suggestions<'e, E: Executor<'e, Database = Any>>(
         .map(|r| Ok((r.try_get("id")?, r.try_get("score")?)))
         .collect()
 }
+
+/// Every edge touching `user`, as `(from, to)` pairs: its follows (`follower →
+/// followee`) and its blocks (`blocker → blocked`), both directions, for removing them
+/// when the account is deleted.
+pub async fn edges_of(
+    conn: &mut sqlx::AnyConnection,
+    user: Uuid,
+) -> Result<(Vec<(Uuid, Uuid)>, Vec<(Uuid, Uuid)>), sqlx::Error> {
+    let pairs = |rows: Vec<sqlx::any::AnyRow>| -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
+        rows.iter()
+            .map(|r| {
+                let a: String = r.try_get("a")?;
+                let b: String = r.try_get("b")?;
+                let parse =
+                    |s: &str| Uuid::parse_str(s).map_err(|e| sqlx::Error::Decode(Box::new(e)));
+                Ok((parse(&a)?, parse(&b)?))
+            })
+            .collect()
+    };
+    let follows = sqlx::query(
+        "SELECT follower_id AS a, followee_id AS b FROM follows WHERE follower_id = $1 OR followee_id = $1",
+    )
+    .bind(user.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let blocks = sqlx::query(
+        "SELECT blocker_id AS a, blocked_id AS b FROM blocks WHERE blocker_id = $1 OR blocked_id = $1",
+    )
+    .bind(user.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((pairs(follows)?, pairs(blocks)?))
+}

@@ -30,6 +30,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/0002_search_index.sqlite.sql"),
         postgres: include_str!("../../migrations/0002_search_index.postgres.sql"),
     },
+    Migration {
+        id: "users-0003-deleted-profiles",
+        sqlite: include_str!("../../migrations/0003_deleted_profiles.sql"),
+        postgres: include_str!("../../migrations/0003_deleted_profiles.sql"),
+    },
 ];
 
 pub const PROFILE_COLUMNS: &str = "p.id, p.username, p.display_name, p.bio, p.avatar_url, p.created_at, p.followers_count, p.following_count";

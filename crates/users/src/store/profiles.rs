@@ -101,13 +101,17 @@ pub async fn apply_identity(
     .await?;
     let select = match backend {
         Backend::Postgres => {
-            "SELECT username, display_name, username_ver, display_name_ver FROM profiles WHERE id = $1 FOR UPDATE"
+            "SELECT username, display_name, username_ver, display_name_ver, deleted_at FROM profiles WHERE id = $1 FOR UPDATE"
         }
         Backend::Sqlite => {
-            "SELECT username, display_name, username_ver, display_name_ver FROM profiles WHERE id = $1"
+            "SELECT username, display_name, username_ver, display_name_ver, deleted_at FROM profiles WHERE id = $1"
         }
     };
     let row = sqlx::query(select).bind(&id).fetch_one(tx.conn()).await?;
+    // A deleted account stays deleted, whatever arrives after its `user.deleted`.
+    if row.try_get::<Option<i64>, _>("deleted_at")?.is_some() {
+        return Ok(false);
+    }
     let mut username: String = row.try_get("username")?;
     let mut display_name: String = row.try_get("display_name")?;
     let mut username_ver: String = row.try_get("username_ver")?;
@@ -168,6 +172,39 @@ pub async fn apply_identity(
             .await?;
     }
     Ok(names_changed)
+}
+
+/// Turns the profile of a deleted account into a tombstone (created if no event of the
+/// account arrived yet): every visible field emptied, hidden from every read (they all
+/// require `username <> ''`) and from search, and never revived by a later identity
+/// change ([`apply_identity`] checks `deleted_at`). The follow and block edges are the
+/// caller's to remove first (counters and events go with them).
+pub async fn tombstone(tx: &mut Tx, id: Uuid, changes: &mut Changes) -> Result<(), sqlx::Error> {
+    let now = kit::time::now_ms();
+    sqlx::query(
+        "INSERT INTO profiles (id, created_at, updated_at) VALUES ($1, $2, $2) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id.to_string())
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    sqlx::query(
+        "UPDATE profiles SET username = '', display_name = '', bio = '', avatar_url = '',
+           username_norm = '', display_norm = '', followers_count = 0, following_count = 0,
+           deleted_at = $2, updated_at = $2
+         WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    let update = Update::Names {
+        id: id.as_u128(),
+        username_norm: String::new(),
+        display_norm: String::new(),
+        visible: false,
+    };
+    changes.record(tx, update).await
 }
 
 /// Applies a validated `PATCH /users/me` to an existing profile.
