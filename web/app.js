@@ -8,6 +8,7 @@ import { mountPeople, mountProfile, mountFollowList, mountMe } from './js/views/
 import { mountSessions } from './js/views/sessions.js';
 import { mountConfirmEmail, mountResetPassword, mountForgotPassword } from './js/views/account.js';
 import { mountBell, startNotifications, stopNotifications, mountNotificationSettings } from './js/views/notifications.js';
+import { mountSecurity, refreshVerifyBanner } from './js/views/security.js';
 
 const main = document.getElementById('main');
 const nav = document.getElementById('main-nav');
@@ -18,7 +19,7 @@ let lastRoute = null;
 
 const PUBLIC_ROUTES = new Set(['login', 'register']);
 /** Pages of mailed links: they work logged in or out (the mail may be opened anywhere). */
-const OPEN_ROUTES = new Set(['confirm-email', 'reset', 'forgot-password']);
+const OPEN_ROUTES = new Set(['confirm-email', 'verify-email', 'reset', 'forgot-password']);
 
 /** `#/name/arg?query`: the mailed links carry their token in the query (`#/reset?token=…`). */
 function parseRoute() {
@@ -52,6 +53,7 @@ function render() {
   cleanup = null;
   clear(main);
   document.body.dataset.route = name || 'home';
+  refreshVerifyBanner();
 
   let result;
   switch (name) {
@@ -74,7 +76,10 @@ function render() {
       if (args[0] !== 'notifications') { location.replace('#/settings/notifications'); return; }
       result = mountNotificationSettings(main);
       break;
-    case 'confirm-email': result = mountConfirmEmail(main, { token: takeToken(name, query) }); break;
+    case 'security': result = mountSecurity(main); break;
+    // The email change's link and the verification link (API.md v1.1) confirm the same way.
+    case 'confirm-email':
+    case 'verify-email': result = mountConfirmEmail(main, { token: takeToken(name, query) }); break;
     case 'reset': result = mountResetPassword(main, { token: takeToken(name, query) }); break;
     case 'forgot-password': result = mountForgotPassword(main); break;
     default:
@@ -134,10 +139,12 @@ auth.addEventListener('logout', (e) => {
   store.stop();
   stopNotifications();
   showShell(false);
+  refreshVerifyBanner();
   const reason = e.detail?.reason;
   logoutNotice = reason === 'logout' ? 'You have logged out.'
     : reason === 'refresh_token_reused' ? 'Your session was ended for your security. Please log in again.'
       : reason === 'password_reset' ? 'Your password was changed and every session ended. Log in with your new password.'
+      : reason === 'account_deleted' ? 'Your account was deleted.'
       : 'Your session has ended. Please log in again.';
   lastRoute = null;
   if (location.hash === '#/login') render(); else location.hash = '#/login';

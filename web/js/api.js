@@ -297,6 +297,17 @@ export async function login({ login: who, password }) {
   const device = deviceTokenFor(who);
   if (device) body.device_token = device;
   const tokens = await api('/auth/login', { method: 'POST', body, auth: false });
+  // Two-factor on (API.md v1.1): no tokens yet; `loginMfa` finishes with a code.
+  if (tokens?.mfa_required) return { mfa: { token: tokens.mfa_token, methods: tokens.methods || [] } };
+  auth.accept(tokens);
+  if (!auth.user) auth.user = await api('/auth/me');
+  return auth.user;
+}
+
+/** POST /auth/login/mfa: `{code}` (authenticator app) or `{recovery_code}`. */
+export async function loginMfa({ mfa_token, code, recovery_code }) {
+  const body = recovery_code ? { mfa_token, recovery_code } : { mfa_token, code };
+  const tokens = await api('/auth/login/mfa', { method: 'POST', body, auth: false });
   auth.accept(tokens);
   if (!auth.user) auth.user = await api('/auth/me');
   return auth.user;

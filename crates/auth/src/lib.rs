@@ -13,6 +13,7 @@ mod hashing;
 mod state;
 mod store;
 pub mod totp;
+mod webauthn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +67,13 @@ pub struct Config {
     pub mail_from: String,
     /// Where people open the app (used in reset and confirmation mails).
     pub public_url: String,
+    /// WebAuthn relying-party id: the domain passkeys are bound to — the host of
+    /// `passkey_origin` or a parent domain of it, never an IP address (browsers refuse
+    /// those, so passkeys need the app opened at a name such as `localhost`).
+    pub passkey_rp_id: String,
+    /// The origin the web client is served from, exactly as browsers write it in a
+    /// ceremony (`scheme://host[:port]`); ceremonies from any other origin are refused.
+    pub passkey_origin: String,
 }
 
 impl Default for Config {
@@ -93,6 +101,8 @@ impl Default for Config {
             smtp_url: None,
             mail_from: "IntelliColab <no-reply@intellicolab.local>".to_owned(),
             public_url: "http://127.0.0.1:8080".to_owned(),
+            passkey_rp_id: "localhost".to_owned(),
+            passkey_origin: "http://localhost:8080".to_owned(),
         }
     }
 }
@@ -106,6 +116,33 @@ impl Config {
             anyhow::bail!(
                 "invalid configuration: auth.login_slowdown_max_ms = {}, the minimum is 0",
                 self.login_slowdown_max_ms
+            );
+        }
+        self.validate_passkeys()
+    }
+
+    /// The relying-party id must be the origin's host or a parent domain of it (WebAuthn
+    /// L2 §5.1.3 "is a registrable domain suffix of or is equal to"): otherwise every
+    /// browser refuses every ceremony, which is better said at start-up.
+    fn validate_passkeys(&self) -> anyhow::Result<()> {
+        let host = self
+            .passkey_origin
+            .strip_prefix("https://")
+            .or_else(|| self.passkey_origin.strip_prefix("http://"))
+            .map(|rest| rest.split(['/', ':']).next().unwrap_or_default())
+            .unwrap_or_default();
+        let rp = self.passkey_rp_id.as_str();
+        if rp.parse::<std::net::IpAddr>().is_ok() {
+            anyhow::bail!(
+                "invalid configuration: auth.passkey_rp_id = {rp:?} is an IP address; browsers accept only domain names (e.g. localhost)"
+            );
+        }
+        let suffix = !rp.is_empty()
+            && (host == rp || host.strip_suffix(rp).is_some_and(|h| h.ends_with('.')));
+        if !suffix {
+            anyhow::bail!(
+                "invalid configuration: auth.passkey_rp_id = {rp:?} is neither the host of auth.passkey_origin = {:?} nor a parent domain of it",
+                self.passkey_origin
             );
         }
         Ok(())
@@ -162,6 +199,11 @@ pub async fn build(
         outbox,
         hasher: hashing::Hasher::default(),
         mailer: Arc::new(mailer),
+        relying_party: Arc::new(webauthn::RelyingParty::new(
+            &config.passkey_rp_id,
+            "IntelliColab",
+            &config.passkey_origin,
+        )),
     };
     let router = kit::server::finish_router("auth", api::router(ctx), ready, trusted);
     Ok(kit::server::Service {

@@ -15,6 +15,7 @@ pub struct ApiContext {
     pub outbox: bus::outbox::Outbox,
     pub hasher: Hasher,
     pub mailer: Arc<Mailer>,
+    pub relying_party: Arc<crate::webauthn::RelyingParty>,
 }
 
 impl FromRef<ApiContext> for Arc<token::Verifier> {

@@ -230,6 +230,9 @@ pub fn default_routes() -> Vec<RouteConfig> {
         // (`/auth/login` above already covers the second step, `/auth/login/mfa`).
         strict(route("/auth/mfa", "auth", Token)),
         route("/auth/refresh", "auth", Public),
+        // Passwordless passkey login (start and finish): no token yet; each start stores a
+        // challenge, so as strict as a login.
+        strict(route("/auth/passkeys/login/", "auth", Public)),
         jwks,
         route("/auth", "auth", Token),
         route("/users", "users", Token),
@@ -470,6 +473,11 @@ request_headers_add = { "x-from" = "gateway" }
             assert_eq!(find(p).rate_limit.as_deref(), Some("strict"));
         }
         assert_eq!(find("/auth/refresh").auth, AuthPolicy::Public);
+        assert_eq!(find("/auth/passkeys/login/").auth, AuthPolicy::Public);
+        assert_eq!(
+            find("/auth/passkeys/login/").rate_limit.as_deref(),
+            Some("strict")
+        );
         assert_eq!(find("/auth/.well-known/jwks.json").auth, AuthPolicy::Public);
         assert_eq!(find("/auth/email").auth, AuthPolicy::Token);
         assert_eq!(find("/auth/email").rate_limit.as_deref(), Some("strict"));

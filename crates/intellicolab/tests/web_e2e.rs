@@ -201,6 +201,12 @@ fn web_client_end_to_end_against_the_real_system() {
         ("INTELLICOLAB_USERS_URL", url(users)),
         ("INTELLICOLAB_AUTH__PUBLIC_URL", url(gateway)),
         ("INTELLICOLAB_GATEWAY__PUBLIC_URL", url(gateway)),
+        // Passkeys: WebAuthn refuses IP addresses, so the passkey scenario opens the app
+        // at localhost (the relying-party id's default).
+        (
+            "INTELLICOLAB_AUTH__PASSKEY_ORIGIN",
+            format!("http://localhost:{gateway}"),
+        ),
         // Every browser of the scenario is 127.0.0.1: registrations, logins, email changes
         // and password resets of two users and a mail reader (~12 requests in a minute)
         // would exceed the strict limit (burst 5, 10 a minute) meant for one client. The

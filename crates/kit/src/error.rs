@@ -99,6 +99,18 @@ pub mod code {
         MFA_NOT_SET_UP = "mfa_not_set_up";
         /// 409: two-factor login is not on.
         MFA_NOT_ENABLED = "mfa_not_enabled";
+        /// 400 at passkey registration, 401 at passkey login: the credential or its
+        /// ceremony does not verify (origin, challenge unknown/used/expired, signature,
+        /// relying party, unknown credential).
+        INVALID_PASSKEY = "invalid_passkey";
+        /// 401: the passkey's signature counter did not increase (a cloned authenticator?).
+        PASSKEY_CLONE_DETECTED = "passkey_clone_detected";
+        /// 409: this authenticator's credential is already registered.
+        PASSKEY_EXISTS = "passkey_exists";
+        /// 409: the account already has the maximum of passkeys (20).
+        TOO_MANY_PASSKEYS = "too_many_passkeys";
+        /// 404: no such passkey of the caller.
+        PASSKEY_NOT_FOUND = "passkey_not_found";
 
         // Users.
 

@@ -110,7 +110,8 @@ export function mountConfirmEmail(main, { token } = {}) {
       try {
         const me = await api('/auth/me');
         email = me.email;
-        if (auth.user) auth.user.email = email;
+        // `email_verified` too: the verification link lands here (#/verify-email).
+        if (auth.user) Object.assign(auth.user, me);
         rememberDevice(me); // a login by the new address finds this account's device token
       } catch { /* the confirmation stands; the profile shows the address */ }
     }

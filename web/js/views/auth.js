@@ -1,6 +1,7 @@
 // Log in and register forms.
-import { h, field, showFormErrors, clearFormErrors } from '../dom.js';
-import { login, register } from '../api.js';
+import { h, field, replace, showFormErrors, clearFormErrors } from '../dom.js';
+import { login, loginMfa, register } from '../api.js';
+import { loginWithPasskey, passkeysSupported, passkeyErrorMessage } from '../webauthn.js';
 
 export function mountLogin(main, { notice } = {}) {
   const form = h('form', { class: 'card auth-card', testid: 'login-form', novalidate: true, 'aria-labelledby': 'login-title' },
@@ -10,6 +11,7 @@ export function mountLogin(main, { notice } = {}) {
     field({ label: 'Username or email', name: 'login', autocomplete: 'username', required: true, testid: 'login-username', attrs: { 'data-autofocus': '' } }),
     field({ label: 'Password', name: 'password', type: 'password', autocomplete: 'current-password', required: true, testid: 'login-password' }),
     h('button', { type: 'submit', class: 'btn btn-primary btn-block', testid: 'login-submit', text: 'Log in' }),
+    passkeyButton(),
     h('p', { class: 'muted' }, h('a', { href: '#/forgot-password', testid: 'goto-forgot-password', text: 'Forgot your password?' })),
     h('p', { class: 'muted' }, 'New here? ', h('a', { href: '#/register', testid: 'goto-register', text: 'Create an account' })));
   form.addEventListener('submit', async (e) => {
@@ -24,7 +26,8 @@ export function mountLogin(main, { notice } = {}) {
     btn.disabled = true;
     btn.textContent = 'Logging in…';
     try {
-      await login({ login: data.login.trim(), password: data.password });
+      const result = await login({ login: data.login.trim(), password: data.password });
+      if (result?.mfa) { mfaStep(form, result.mfa); return; }
       // The app switches to the room list on the auth "login" event.
     } catch (err) {
       if (err.status === 401) err.detail = err.detail || 'Wrong username or password.';
@@ -34,6 +37,70 @@ export function mountLogin(main, { notice } = {}) {
     }
   });
   main.appendChild(h('div', { class: 'auth-page' }, intro(), form));
+}
+
+/** "Log in with a passkey": passwordless, and no second step (the passkey is both). */
+function passkeyButton() {
+  if (!passkeysSupported()) return null;
+  const btn = h('button', { type: 'button', class: 'btn btn-block', testid: 'login-passkey', text: 'Log in with a passkey' });
+  btn.addEventListener('click', async () => {
+    const form = btn.closest('form');
+    clearFormErrors(form);
+    btn.disabled = true;
+    try {
+      await loginWithPasskey();
+    } catch (err) {
+      showFormErrors(form, { errors: [], humanMessage: () => (err?.code === 'passkey_clone_detected' || err?.code === 'invalid_passkey'
+        ? `${err.detail || 'This passkey was refused.'}`
+        : passkeyErrorMessage(err)) });
+      btn.disabled = false;
+    }
+  });
+  return btn;
+}
+
+/**
+ * The second step when the account has two-factor login on: a code from the
+ * authenticator app, or one of the recovery codes (API.md v1.1, `mfa_token` valid 5 min).
+ */
+function mfaStep(form, mfa) {
+  let recovery = false;
+  const input = () => field(recovery
+    ? { label: 'Recovery code', name: 'code', autocomplete: 'off', required: true, testid: 'mfa-code',
+      hint: 'One of the codes you saved when you set up two-factor login. Each works once.', attrs: { 'data-autofocus': '', autocapitalize: 'none', spellcheck: 'false' } }
+    : { label: 'Code from your authenticator app', name: 'code', autocomplete: 'one-time-code', required: true, testid: 'mfa-code',
+      hint: 'The 6 digits your app shows for IntelliColab.', attrs: { 'data-autofocus': '', inputmode: 'numeric', maxlength: '6', pattern: '[0-9]*' } });
+  const slot = h('div', {}, input());
+  const toggle = h('button', { type: 'button', class: 'btn btn-link', testid: 'mfa-use-recovery', text: 'Use a recovery code instead' });
+  const submit = h('button', { type: 'submit', class: 'btn btn-primary btn-block', testid: 'mfa-submit', text: 'Verify' });
+  const step = h('form', { class: 'card auth-card', testid: 'mfa-form', novalidate: true, 'aria-labelledby': 'mfa-title' },
+    h('h1', { id: 'mfa-title', tabindex: '-1', text: 'Two-factor login' }),
+    h('p', { class: 'form-error', role: 'alert', tabindex: '-1', hidden: true, testid: 'form-error' }),
+    slot, submit, toggle,
+    h('p', { class: 'muted' }, h('a', { href: '#/login', testid: 'mfa-cancel', text: 'Start again' })));
+  toggle.addEventListener('click', () => {
+    recovery = !recovery;
+    replace(slot, input());
+    toggle.textContent = recovery ? 'Use a code from the app instead' : 'Use a recovery code instead';
+    slot.querySelector('input').focus();
+  });
+  step.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    clearFormErrors(step);
+    const value = String(new FormData(step).get('code') || '').replace(/\s+/g, '');
+    if (!value) { showFormErrors(step, { errors: [{ field: 'code', message: 'Enter the code.' }], humanMessage: () => 'The code is missing.' }); return; }
+    submit.disabled = true;
+    try {
+      await loginMfa(recovery ? { mfa_token: mfa.token, recovery_code: value } : { mfa_token: mfa.token, code: value });
+    } catch (err) {
+      if (err.code === 'invalid_code') err.detail = recovery ? 'That recovery code is not valid or was already used.' : 'That code is not valid. Wait for the next one and try again.';
+      if (err.status === 401 && err.code !== 'invalid_code') err.detail = 'This login took too long. Start again.';
+      showFormErrors(step, err);
+      submit.disabled = false;
+    }
+  });
+  form.replaceWith(step);
+  step.querySelector('input').focus();
 }
 
 export function mountRegister(main) {

@@ -7,6 +7,7 @@ mod internal;
 mod keys;
 mod login;
 mod mfa;
+mod passkeys;
 mod password;
 mod sessions;
 mod throttle;
@@ -30,6 +31,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .merge(internal::router())
         .merge(login::router())
         .merge(mfa::router())
+        .merge(passkeys::router())
         .merge(password::router())
         .merge(sessions::router())
         .merge(keys::router())

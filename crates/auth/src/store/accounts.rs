@@ -15,6 +15,9 @@ pub async fn purge_secrets(
         "DELETE FROM totp_credentials WHERE user_id = $1",
         "DELETE FROM recovery_codes WHERE user_id = $1",
         "DELETE FROM mfa_challenges WHERE user_id = $1",
+        // A deleted account's passkeys must not log in (the row stays, anonymised).
+        "DELETE FROM passkeys WHERE user_id = $1",
+        "DELETE FROM passkey_challenges WHERE user_id = $1",
         "DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM sessions WHERE user_id = $1)",
     ] {
         sqlx::query(sql)

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod devices;
 pub mod email_tokens;
 pub mod mfa;
+pub mod passkeys;
 pub mod resets;
 pub mod sessions;
 pub mod throttle;
@@ -26,6 +27,11 @@ pub const MIGRATIONS: &[kit::db::Migration] = &[
         id: "auth-0003-verify-mfa-deletion",
         sqlite: include_str!("../../migrations/0003_verify_mfa_deletion.sql"),
         postgres: include_str!("../../migrations/0003_verify_mfa_deletion.sql"),
+    },
+    kit::db::Migration {
+        id: "auth-0004-passkeys",
+        sqlite: include_str!("../../migrations/0004_passkeys.sql"),
+        postgres: include_str!("../../migrations/0004_passkeys.sql"),
     },
 ];
 
