@@ -12,10 +12,13 @@
 //! - Publishes (source [`events::SOURCE`], through its outbox) `notifications.unread_count`
 //!   `{user_id, unread_count}` in the transaction of every change of a user's count, so
 //!   chat can forward it to the user's sockets.
+//! - Blocks made before this service consumed `user.blocked` are copied once from the
+//!   user service's `GET {users_url}/internal/blocks` ([`backfill`], `kit::backfill`).
 //! - Room levels are for members only: `GET {chat_url}/internal/rooms/{room}/members/{user}`.
 //! - `GET /openapi.json` for the gateway.
 
 pub mod api;
+pub mod backfill;
 pub mod chat_client;
 pub mod domain;
 pub mod events;
@@ -54,6 +57,9 @@ pub struct Config {
     pub push_poll_ms: u64,
     /// Timeout of one request to a push service.
     pub push_timeout_ms: u64,
+    /// Requests in flight at most per push-service origin (scheme, host, port), so one
+    /// slow push service cannot take every turn.
+    pub push_concurrency_per_origin: u64,
 }
 
 impl Default for Config {
@@ -68,6 +74,9 @@ impl Default for Config {
             push_http_origins: Vec::new(),
             push_poll_ms: 500,
             push_timeout_ms: 10_000,
+            // At a push service's ~100 ms a request, 8 in flight is ~80 pushes/s per
+            // origin, and a stalled origin (10 s timeout) holds 8 connections, not all.
+            push_concurrency_per_origin: 8,
         }
     }
 }
@@ -76,7 +85,7 @@ impl Config {
     /// Rejects a value below its minimum with an error naming the key, instead of silently
     /// running with another value. Called by [`build`].
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(&str, u64, u64); 3] = [
+        let checks: [(&str, u64, u64); 4] = [
             // 0 would fail every membership check (room levels) at once.
             ("chat_timeout_ms", self.chat_timeout_ms, 1),
             // Polling the due queue more than 20 times a second is load, not latency
@@ -85,6 +94,12 @@ impl Config {
             // Push services answer in well under a second; 100 ms is the floor for a
             // remote TLS handshake.
             ("push_timeout_ms", self.push_timeout_ms, 100),
+            // 0 would never push.
+            (
+                "push_concurrency_per_origin",
+                self.push_concurrency_per_origin,
+                1,
+            ),
         ];
         for (key, value, min) in checks {
             if value < min {
@@ -179,16 +194,27 @@ pub async fn build(
             .unwrap_or_default(),
         poll: Duration::from_millis(config.push_poll_ms),
         chat,
+        per_origin: usize::try_from(config.push_concurrency_per_origin).unwrap_or(usize::MAX),
     }
     .spawn(shutdown.clone());
     let consumer = events::subscribe(ctx.clone(), &bus, shutdown.clone());
+    let blocks_backfill = kit::backfill::spawn(
+        backfill::Blocks,
+        db.clone(),
+        reqwest::Client::builder()
+            .timeout(backfill::PAGE_TIMEOUT)
+            .build()
+            .unwrap_or_default(),
+        common.users_url.clone(),
+        shutdown.clone(),
+    );
     let router = kit::server::finish_router(NAME, api::router(ctx), ready, trusted);
     Ok(kit::server::Service {
         name: NAME,
         listener,
         router,
         shutdown,
-        background: vec![relay, consumer, pusher],
+        background: vec![relay, consumer, pusher, blocks_backfill],
         event_loops: 0,
     })
 }

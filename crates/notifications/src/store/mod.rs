@@ -19,6 +19,8 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/0001_init.sql"),
         postgres: include_str!("../../migrations/0001_init.sql"),
     },
+    // The one-time blocks backfill's record (`backfill`).
+    kit::backfill::MIGRATION,
 ];
 
 /// A uuid column stored as text.
