@@ -135,7 +135,9 @@ async fn kill_9_of_notifications_creates_each_notification_once(backend: Backend
 
     notifications = start();
     support::wait_ready(&format!("{base}/readyz")).await;
-    let deadline = Instant::now() + Duration::from_secs(40);
+    // The event the killed process had read but not acknowledged is taken over once it
+    // has been idle for the bus's claim time (30 s, looked at every 15 s): up to 45 s.
+    let deadline = Instant::now() + Duration::from_secs(75);
     loop {
         let n = count(&handle, "SELECT COUNT(*) FROM notifications").await;
         if n >= total {
@@ -196,7 +198,7 @@ async fn kill_9_of_notifications_creates_each_notification_once(backend: Backend
             )
             .await;
         assert_eq!(s, 200, "{body}");
-        assert_eq!(body["unread_count"], MESSAGES as i64, "{}", reader.username);
+        assert_eq!(body["count"], MESSAGES as i64, "{}", reader.username);
         let (s, body, _) = api
             .call(
                 "GET",
@@ -219,7 +221,7 @@ async fn kill_9_of_notifications_creates_each_notification_once(backend: Backend
     }
     handle.close().await;
     assert!(
-        started.elapsed() < Duration::from_secs(90),
+        started.elapsed() < Duration::from_secs(150),
         "took {:?}",
         started.elapsed()
     );
