@@ -39,6 +39,9 @@ pub enum Scenario {
     /// Presence: N users each watching `--watch` others while `--churn` users/s leave and
     /// come back; change-delivery latency and server CPU.
     Presence,
+    /// Notifications: one `@room` message of a `--room-size` room → every unread count
+    /// (sockets) and every Web Push; then notifications/s for `--mentions` of them.
+    Notify,
     /// Only print the machine description (for the report header).
     Machine,
 }
@@ -119,6 +122,9 @@ pub struct Cli {
     /// reactions: members among them that hold a WebSocket during the run.
     #[arg(long, default_value_t = 100)]
     pub watchers: usize,
+    /// notify: `@room` messages posted back to back for the sustained rate.
+    #[arg(long, default_value_t = 20)]
+    pub mentions: usize,
     /// Record a `perf` profile of the server during each measurement and add the top
     /// symbols to the report.
     #[arg(long)]
@@ -205,6 +211,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Resume => scenarios::resume::run(&cli, nofile).await?,
         Scenario::Reactions => scenarios::reactions::run(&cli, nofile).await?,
         Scenario::Presence => scenarios::presence::run(&cli, nofile).await?,
+        Scenario::Notify => scenarios::notify::run(&cli, nofile).await?,
     };
     let mut report = report;
     report.profiles = profile::take();

@@ -63,6 +63,7 @@ pub struct Ports {
     pub auth: u16,
     pub users: u16,
     pub chat: u16,
+    pub notifications: u16,
     pub gateway: u16,
 }
 
@@ -74,6 +75,9 @@ pub struct System {
     pub backend: &'static str,
     _dbs: Vec<ScratchDb>,
     log_path: PathBuf,
+    /// The notifications service's database URL (PostgreSQL), for scenarios that count
+    /// its rows; `None`: `notifications.db` in the data dir.
+    pub notifications_db: Option<String>,
 }
 
 /// Settings a scenario adds to the server's environment (rate limits raised for load, …).
@@ -105,6 +109,7 @@ impl System {
             auth: free_port()?,
             users: free_port()?,
             chat: free_port()?,
+            notifications: free_port()?,
             gateway: free_port()?,
         };
         let mut env: Env = vec![
@@ -123,6 +128,14 @@ impl System {
                 format!("127.0.0.1:{}", ports.chat),
             ),
             (
+                "INTELLICOLAB_NOTIFICATIONS__LISTEN".into(),
+                format!("127.0.0.1:{}", ports.notifications),
+            ),
+            (
+                "INTELLICOLAB_NOTIFICATIONS__CHAT_URL".into(),
+                format!("http://127.0.0.1:{}", ports.chat),
+            ),
+            (
                 "INTELLICOLAB_GATEWAY__LISTEN".into(),
                 format!("127.0.0.1:{}", ports.gateway),
             ),
@@ -139,6 +152,10 @@ impl System {
                 format!("http://127.0.0.1:{}", ports.chat),
             ),
             (
+                "INTELLICOLAB_GATEWAY__UPSTREAMS__NOTIFICATIONS".into(),
+                format!("http://127.0.0.1:{}", ports.notifications),
+            ),
+            (
                 "INTELLICOLAB_AUTH_URL".into(),
                 format!("http://127.0.0.1:{}", ports.auth),
             ),
@@ -149,9 +166,10 @@ impl System {
         ];
         let mut dbs = Vec::new();
         let mut backend = "sqlite";
+        let mut notifications_db = None;
         if let Some(admin) = &opts.database_url {
             backend = "postgres";
-            for service in ["auth", "users", "chat"] {
+            for service in ["auth", "users", "chat", "notifications"] {
                 let url = match prepared_db.as_ref().filter(|db| db.purpose == service) {
                     Some(db) => db.url.clone(),
                     None => {
@@ -161,6 +179,9 @@ impl System {
                         url
                     }
                 };
+                if service == "notifications" {
+                    notifications_db = Some(url.clone());
+                }
                 env.push((format!("{}_DATABASE_URL", service.to_uppercase()), url));
             }
         }
@@ -182,6 +203,7 @@ impl System {
             .env_remove("AUTH_DATABASE_URL")
             .env_remove("USERS_DATABASE_URL")
             .env_remove("CHAT_DATABASE_URL")
+            .env_remove("NOTIFICATIONS_DATABASE_URL")
             .env_remove("REDIS_URL")
             .envs(env)
             .stdin(Stdio::null())
@@ -196,6 +218,7 @@ impl System {
             backend,
             _dbs: dbs,
             log_path,
+            notifications_db,
         };
         system.wait_ready(Duration::from_secs(60)).await?;
         Ok(system)
@@ -222,9 +245,10 @@ impl System {
             self.ports.auth,
             self.ports.users,
             self.ports.chat,
+            self.ports.notifications,
             self.ports.gateway,
         ];
-        let mut ready = [false; 4];
+        let mut ready = [false; 5];
         while started.elapsed() < limit {
             if let Some(status) = self.child.try_wait()? {
                 anyhow::bail!(
@@ -247,9 +271,14 @@ impl System {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         anyhow::bail!(
-            "server not ready after {limit:?} (auth, users, chat, gateway ready: {ready:?}); log:\n{}",
+            "server not ready after {limit:?} (auth, users, chat, notifications, gateway ready: {ready:?}); log:\n{}",
             self.log_tail(30)
         )
+    }
+
+    /// The data dir (`notifications.db` and the other SQLite files live there).
+    pub fn data_dir(&self) -> &Path {
+        self._data_dir.path()
     }
 
     pub fn log_tail(&self, lines: usize) -> String {

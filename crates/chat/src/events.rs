@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::domain::{self, Message};
 use crate::fanout::Fanout;
 use crate::store;
-use crate::users_client::{self, UsersClient};
+use crate::users_client;
 use crate::writer::NotifyInfo;
 
 pub const SOURCE: &str = "chat";
@@ -347,114 +347,55 @@ async fn copy_username(db: &kit::db::Db, event: &bus::Envelope) -> anyhow::Resul
     Ok(())
 }
 
-/// A one-time copy of a list the user service keeps, for what happened before chat
-/// consumed its events.
-#[derive(Clone, Copy)]
-pub enum Backfill {
-    /// `GET /internal/blocks` into `blocks` (made before chat consumed `user.blocked`).
-    Blocks,
-    /// `GET /internal/usernames` into `usernames` (accounts registered before chat
-    /// consumed `user.registered`).
-    Usernames,
-}
+/// `GET /internal/blocks` of the user service into `blocks`, once (blocks made before
+/// chat consumed `user.blocked`).
+pub struct BlocksBackfill;
 
-impl Backfill {
-    /// Its `sync_state` name.
-    fn job(self) -> &'static str {
-        match self {
-            Backfill::Blocks => BLOCKS_BACKFILL,
-            Backfill::Usernames => "usernames-backfill",
-        }
+impl kit::backfill::Job for BlocksBackfill {
+    type Item = users_client::BlockEdge;
+
+    fn name(&self) -> &'static str {
+        BLOCKS_BACKFILL
     }
 
-    /// Copies the page after `after` in `tx`; returns its item count and the next cursor.
-    async fn copy_page(
-        self,
-        users: &UsersClient,
-        tx: &mut kit::db::Tx,
-        after: Option<&str>,
-    ) -> anyhow::Result<(usize, Option<String>)> {
-        match self {
-            Backfill::Blocks => {
-                let page = users
-                    .page::<users_client::BlockEdge>("/internal/blocks", after)
-                    .await?;
-                let edges: Vec<(Uuid, Uuid)> = page
-                    .items
-                    .iter()
-                    .map(|e| (e.blocker_id, e.blocked_id))
-                    .collect();
-                store::backfill_blocks(tx.conn(), &edges).await?;
-                Ok((edges.len(), page.next_cursor))
-            }
-            Backfill::Usernames => {
-                let page = users
-                    .page::<users_client::Username>("/internal/usernames", after)
-                    .await?;
-                let rows: Vec<(Uuid, String)> = page
-                    .items
-                    .into_iter()
-                    .map(|u| (u.user_id, u.username))
-                    .collect();
-                store::upsert_usernames(tx.conn(), &rows).await?;
-                Ok((rows.len(), page.next_cursor))
-            }
-        }
+    fn path(&self) -> &'static str {
+        "/internal/blocks"
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        items: Vec<users_client::BlockEdge>,
+    ) -> anyhow::Result<()> {
+        let edges: Vec<(Uuid, Uuid)> = items.iter().map(|e| (e.blocker_id, e.blocked_id)).collect();
+        store::backfill_blocks(conn, &edges).await?;
+        Ok(())
     }
 }
 
-/// Runs `what` once, the first time chat starts. Retried in the background while the
-/// user service cannot answer: 0.5 s, doubling up to 30 s.
-pub fn backfill(
-    what: Backfill,
-    db: kit::db::Db,
-    users: Arc<UsersClient>,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut delay = std::time::Duration::from_millis(500);
-        loop {
-            let run = async {
-                let mut conn = db.pool().acquire().await?;
-                if store::sync_done(&mut *conn, what.job()).await? {
-                    return Ok(0);
-                }
-                drop(conn);
-                let mut after: Option<String> = None;
-                let mut copied = 0;
-                loop {
-                    let mut tx = db.begin().await?;
-                    let (n, next) = what.copy_page(&users, &mut tx, after.as_deref()).await?;
-                    if next.is_none() {
-                        store::mark_synced(tx.conn(), what.job()).await?;
-                    }
-                    tx.commit().await?;
-                    copied += n;
-                    match next {
-                        Some(c) => after = Some(c),
-                        None => return Ok::<usize, anyhow::Error>(copied),
-                    }
-                }
-            };
-            let result = tokio::select! {
-                r = run => r,
-                _ = shutdown.cancelled() => return,
-            };
-            match result {
-                Ok(0) => return,
-                Ok(n) => {
-                    tracing::info!(job = what.job(), rows = n, "copied from the user service");
-                    return;
-                }
-                Err(e) => {
-                    tracing::warn!(job = what.job(), error = %e, retry_in_ms = delay.as_millis() as u64, "cannot copy from the user service yet");
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            delay = (delay * 2).min(std::time::Duration::from_secs(30));
-        }
-    })
+/// `GET /internal/usernames` of the user service into `usernames`, once (accounts
+/// registered before chat consumed `user.registered`).
+pub struct UsernamesBackfill;
+
+impl kit::backfill::Job for UsernamesBackfill {
+    type Item = users_client::Username;
+
+    fn name(&self) -> &'static str {
+        "usernames-backfill"
+    }
+
+    fn path(&self) -> &'static str {
+        "/internal/usernames"
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        items: Vec<users_client::Username>,
+    ) -> anyhow::Result<()> {
+        let rows: Vec<(Uuid, String)> =
+            items.into_iter().map(|u| (u.user_id, u.username)).collect();
+        store::upsert_usernames(conn, &rows).await?;
+        Ok(())
+    }
 }

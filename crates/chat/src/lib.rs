@@ -247,14 +247,26 @@ pub async fn build(
         &common.users_url,
         Duration::from_millis(config.users_timeout_ms),
     ));
-    for what in [events::Backfill::Blocks, events::Backfill::Usernames] {
-        background.push(events::backfill(
-            what,
-            db.clone(),
-            users.clone(),
-            shutdown.clone(),
-        ));
-    }
+    // The one-time copies page through the user service with the same timeout as its
+    // relationship checks; retried in the background while it cannot answer.
+    let backfill_http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(config.users_timeout_ms))
+        .build()
+        .unwrap_or_default();
+    background.push(kit::backfill::spawn(
+        events::BlocksBackfill,
+        db.clone(),
+        backfill_http.clone(),
+        common.users_url.clone(),
+        shutdown.clone(),
+    ));
+    background.push(kit::backfill::spawn(
+        events::UsernamesBackfill,
+        db.clone(),
+        backfill_http,
+        common.users_url.clone(),
+        shutdown.clone(),
+    ));
     background.push(search::backfill(db.clone(), shutdown.clone()));
     // Sockets are long-lived: tell them to go away when the service stops, so graceful
     // shutdown does not wait for clients.

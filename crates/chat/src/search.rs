@@ -325,7 +325,7 @@ pub fn backfill(db: kit::db::Db, shutdown: CancellationToken) -> tokio::task::Jo
         loop {
             let run = async {
                 let mut conn = db.pool().acquire().await?;
-                if store::sync_done(&mut *conn, SEARCH_BACKFILL).await? {
+                if kit::backfill::done(&mut *conn, SEARCH_BACKFILL).await? {
                     return Ok(0);
                 }
                 drop(conn);
@@ -334,7 +334,7 @@ pub fn backfill(db: kit::db::Db, shutdown: CancellationToken) -> tokio::task::Jo
                     let mut tx = db.begin().await?;
                     let n = store::search::backfill(tx.conn(), BACKFILL_BATCH).await?;
                     if (n as i64) < BACKFILL_BATCH {
-                        store::mark_synced(tx.conn(), SEARCH_BACKFILL).await?;
+                        kit::backfill::mark_done(tx.conn(), SEARCH_BACKFILL).await?;
                     }
                     tx.commit().await?;
                     total += n;

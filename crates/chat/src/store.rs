@@ -926,26 +926,6 @@ pub async fn backfill_blocks(conn: &mut AnyConnection, edges: &[(Uuid, Uuid)]) -
     Ok(())
 }
 
-/// Whether the one-time job `name` is done.
-pub async fn sync_done<'e, E: Executor<'e, Database = Any>>(ex: E, name: &str) -> Result<bool> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_state WHERE name = $1")
-        .bind(name)
-        .fetch_one(ex)
-        .await?;
-    Ok(n > 0)
-}
-
-pub async fn mark_synced<'e, E: Executor<'e, Database = Any>>(ex: E, name: &str) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO sync_state (name, done_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-    )
-    .bind(name)
-    .bind(kit::time::now_ms())
-    .execute(ex)
-    .await?;
-    Ok(())
-}
-
 /// The stored messages of the given `(sender, client_msg_id)` pairs.
 pub async fn messages_by_client_ids(
     conn: &mut AnyConnection,

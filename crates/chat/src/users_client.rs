@@ -1,6 +1,7 @@
 //! The user service's relationship check, with a short timeout and a circuit breaker:
 //! when the user service is down the caller gets 503 `dependency_unavailable`, never a
-//! silent allow. Also the paged block list for the one-time backfill of chat's copy.
+//! silent allow. Also the items of the user service's paged lists that chat copies once
+//! (`kit::backfill`).
 
 use std::time::Duration;
 
@@ -29,13 +30,6 @@ pub struct PairFlags {
 
 fn yes() -> bool {
     true
-}
-
-/// One page of a paged internal list of the user service (`{items, next_cursor}`).
-#[derive(Debug, Deserialize)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next_cursor: Option<String>,
 }
 
 /// An item of `GET /internal/blocks`.
@@ -94,28 +88,5 @@ impl UsersClient {
             tracing::warn!(error = %e, failures, "user service relationship check failed");
             unavailable()
         })
-    }
-
-    /// One page of a list for a one-time backfill (`/internal/blocks`,
-    /// `/internal/usernames`), 1000 items at a time; no circuit breaker: the caller retries
-    /// in the background.
-    pub async fn page<T: serde::de::DeserializeOwned>(
-        &self,
-        path: &str,
-        after: Option<&str>,
-    ) -> anyhow::Result<Page<T>> {
-        let mut url = reqwest::Url::parse(&format!("{}{path}", self.base))?;
-        url.query_pairs_mut().append_pair("limit", "1000");
-        if let Some(after) = after {
-            url.query_pairs_mut().append_pair("after", after);
-        }
-        Ok(self
-            .http
-            .get(url)
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?)
     }
 }

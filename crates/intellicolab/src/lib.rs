@@ -36,6 +36,7 @@ const LIST_KEYS: &[&str] = &[
     "gateway.upstreams.chat",
     "gateway.upstreams.notifications",
     "gateway.cors_origins",
+    "notifications.push_http_origins",
 ];
 
 impl Settings {

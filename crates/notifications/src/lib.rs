@@ -14,10 +14,13 @@
 //!   chat can forward it to the user's sockets.
 //! - Mails (instant after 5 min unread, or a daily digest at local 08:00) through the
 //!   shared [`mail`] sender, with a one-click unsubscribe link ([`email`]).
+//! - Blocks made before this service consumed `user.blocked` are copied once from the
+//!   user service's `GET {users_url}/internal/blocks` ([`backfill`], `kit::backfill`).
 //! - Room levels are for members only: `GET {chat_url}/internal/rooms/{room}/members/{user}`.
 //! - `GET /openapi.json` for the gateway.
 
 pub mod api;
+pub mod backfill;
 pub mod chat_client;
 pub mod domain;
 pub mod email;
@@ -74,6 +77,9 @@ pub struct Config {
     /// by default.
     #[serde(skip)]
     pub email_clock: email::worker::Clock,
+    /// Requests in flight at most per push-service origin (scheme, host, port), so one
+    /// slow push service cannot take every turn.
+    pub push_concurrency_per_origin: u64,
 }
 
 impl Default for Config {
@@ -97,6 +103,9 @@ impl Default for Config {
             // A mail goes out within 30 s of being due; the digest within 30 s of 08:00.
             email_poll_ms: 30_000,
             email_clock: email::worker::Clock::default(),
+            // At a push service's ~100 ms a request, 8 in flight is ~80 pushes/s per
+            // origin, and a stalled origin (10 s timeout) holds 8 connections, not all.
+            push_concurrency_per_origin: 8,
         }
     }
 }
@@ -117,6 +126,12 @@ impl Config {
             // Each round reads the due queue and every `daily` user: more often than 20
             // times a second is load, not promptness.
             ("email_poll_ms", self.email_poll_ms, 50),
+            // 0 would never push.
+            (
+                "push_concurrency_per_origin",
+                self.push_concurrency_per_origin,
+                1,
+            ),
         ];
         for (key, value, min) in checks {
             if value < min {
@@ -227,6 +242,7 @@ pub async fn build(
             .unwrap_or_default(),
         poll: Duration::from_millis(config.push_poll_ms),
         chat: chat.clone(),
+        per_origin: usize::try_from(config.push_concurrency_per_origin).unwrap_or(usize::MAX),
     }
     .spawn(shutdown.clone());
     let emailer = email::worker::Emailer {
@@ -241,13 +257,23 @@ pub async fn build(
     }
     .spawn(shutdown.clone());
     let consumer = events::subscribe(ctx.clone(), &bus, shutdown.clone());
+    let blocks_backfill = kit::backfill::spawn(
+        backfill::Blocks,
+        db.clone(),
+        reqwest::Client::builder()
+            .timeout(backfill::PAGE_TIMEOUT)
+            .build()
+            .unwrap_or_default(),
+        common.users_url.clone(),
+        shutdown.clone(),
+    );
     let router = kit::server::finish_router(NAME, api::router(ctx), ready, trusted);
     Ok(kit::server::Service {
         name: NAME,
         listener,
         router,
         shutdown,
-        background: vec![relay, consumer, pusher, emailer],
+        background: vec![relay, consumer, pusher, emailer, blocks_backfill],
         event_loops: 0,
     })
 }

@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +28,8 @@ kit::backend_tests!(
     pushes_are_signed_and_decrypt,
     gone_subscriptions_are_deleted,
     busy_push_services_are_retried,
+    retry_after_is_honoured,
+    one_slow_push_service_does_not_starve_the_others,
     nothing_pushed_once_read_or_opted_out,
     nothing_pushed_while_online,
     subscription_validation,
@@ -128,6 +131,32 @@ struct PushService {
     attempts: Arc<Mutex<HashMap<String, usize>>>,
     /// Anything that failed verification.
     errors: Arc<Mutex<Vec<String>>>,
+    /// `Retry-After` (seconds) sent with scripted answers.
+    retry_after: Arc<Mutex<Option<u64>>>,
+    /// When each request arrived, per endpoint.
+    arrivals: Arc<Mutex<HashMap<String, Vec<Instant>>>>,
+    /// How long the service takes to answer (a slow push service).
+    delay_ms: Arc<AtomicU64>,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: Arc<AtomicUsize>,
+    max_in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a request in flight for as long as it lives.
+struct InFlight(PushService);
+
+impl InFlight {
+    fn enter(svc: &PushService) -> InFlight {
+        let now = svc.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        svc.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(svc.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl PushService {
@@ -253,7 +282,19 @@ async fn receive(
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> axum::http::StatusCode {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let _counted = InFlight::enter(&svc);
+    svc.arrivals
+        .lock()
+        .unwrap()
+        .entry(name.clone())
+        .or_default()
+        .push(Instant::now());
+    let delay = svc.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     *svc.attempts
         .lock()
         .unwrap()
@@ -266,7 +307,11 @@ async fn receive(
         .get_mut(&name)
         .and_then(|q| q.pop_front());
     if let Some(code) = scripted {
-        return axum::http::StatusCode::from_u16(code).unwrap();
+        let status = axum::http::StatusCode::from_u16(code).unwrap();
+        return match *svc.retry_after.lock().unwrap() {
+            Some(secs) => (status, [("retry-after", secs.to_string())]).into_response(),
+            None => status.into_response(),
+        };
     }
     let check = (|| {
         verify_vapid(&svc, &headers)?;
@@ -304,21 +349,37 @@ async fn receive(
     match check {
         Ok((payload, urgency)) => {
             svc.delivered.lock().unwrap().push((name, payload, urgency));
-            axum::http::StatusCode::CREATED
+            axum::http::StatusCode::CREATED.into_response()
         }
         Err(e) => {
             svc.errors.lock().unwrap().push(e);
-            axum::http::StatusCode::BAD_REQUEST
+            axum::http::StatusCode::BAD_REQUEST.into_response()
         }
     }
 }
 
 async fn setup(backend: Backend, test: &str, poll_ms: u64) -> Option<(App, PushService)> {
-    let svc = PushService::start().await;
-    let origin = svc.url.clone();
+    let (app, mut services) = setup_many(backend, test, poll_ms, 1, 8).await?;
+    Some((app, services.remove(0)))
+}
+
+/// `n` push services on their own origins, at most `per_origin` requests to each at once.
+async fn setup_many(
+    backend: Backend,
+    test: &str,
+    poll_ms: u64,
+    n: usize,
+    per_origin: u64,
+) -> Option<(App, Vec<PushService>)> {
+    let mut services = Vec::new();
+    for _ in 0..n {
+        services.push(PushService::start().await);
+    }
+    let origins: Vec<String> = services.iter().map(|s| s.url.clone()).collect();
     let app = App::start_with(backend, test, |c| {
-        c.push_http_origins = vec![origin];
+        c.push_http_origins = origins;
         c.push_poll_ms = poll_ms;
+        c.push_concurrency_per_origin = per_origin;
     })
     .await?;
     let u = app.user("keyreader");
@@ -326,8 +387,10 @@ async fn setup(backend: Backend, test: &str, poll_ms: u64) -> Option<(App, PushS
     assert_eq!(s, StatusCode::OK, "{body}");
     let key = body["key"].as_str().unwrap();
     assert_eq!(URL_SAFE_NO_PAD.decode(key).unwrap().len(), 65);
-    *svc.vapid_key.lock().unwrap() = key.to_owned();
-    Some((app, svc))
+    for svc in &services {
+        *svc.vapid_key.lock().unwrap() = key.to_owned();
+    }
+    Some((app, services))
 }
 
 async fn subscribe(app: &App, svc: &PushService, user: &User, name: &str) -> String {
@@ -444,6 +507,77 @@ async fn busy_push_services_are_retried(backend: Backend) {
     let got = svc.wait_delivered("busy", 1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1);
     assert_eq!(svc.attempts.lock().unwrap().get("busy"), Some(&3));
+    app.stop().await;
+}
+
+async fn retry_after_is_honoured(backend: Backend) {
+    let Some((app, svc)) = setup(backend, "retry_after_is_honoured", 100).await else {
+        return;
+    };
+    let (a, b) = (app.user("a"), app.user("b"));
+    subscribe(&app, &svc, &b, "throttled").await;
+    // 429 with `Retry-After: 3`: the back-off alone would try again after 1 s.
+    *svc.retry_after.lock().unwrap() = Some(3);
+    svc.script
+        .lock()
+        .unwrap()
+        .insert("throttled".into(), VecDeque::from([429]));
+    app.apply(&Msg::dm(Uuid::now_v7(), 1, &a, &b).created())
+        .await;
+    svc.wait_delivered("throttled", 1, Duration::from_secs(10))
+        .await;
+    let arrivals = svc.arrivals.lock().unwrap()["throttled"].clone();
+    assert_eq!(arrivals.len(), 2);
+    let gap = arrivals[1] - arrivals[0];
+    assert!(gap >= Duration::from_secs(3), "tried again after {gap:?}");
+    app.stop().await;
+}
+
+async fn one_slow_push_service_does_not_starve_the_others(backend: Backend) {
+    // At most 2 requests at once per push service; `slow` takes 600 ms an answer.
+    let Some((app, services)) =
+        setup_many(backend, "one_slow_push_service_does_not_starve", 100, 2, 2).await
+    else {
+        return;
+    };
+    let (slow, fast) = (&services[0], &services[1]);
+    slow.delay_ms.store(600, Ordering::SeqCst);
+    let a = app.user("a");
+    let mut slow_users = Vec::new();
+    for i in 0..8 {
+        let u = app.user(&format!("s{i}"));
+        subscribe(&app, slow, &u, &format!("s{i}")).await;
+        slow_users.push(u);
+    }
+    let f = app.user("f");
+    subscribe(&app, fast, &f, "f").await;
+    let started = Instant::now();
+    // One `@room`-like mention of all 9; the slow service's 8 pushes are due first.
+    let mut everyone: Vec<&common::User> = slow_users.iter().collect();
+    everyone.push(&f);
+    app.apply(
+        &Msg::channel(Uuid::now_v7(), 1, &a)
+            .mention(&everyone)
+            .created(),
+    )
+    .await;
+    fast.wait_delivered("f", 1, Duration::from_secs(10)).await;
+    let fast_took = started.elapsed();
+    for i in 0..8 {
+        slow.wait_delivered(&format!("s{i}"), 1, Duration::from_secs(15))
+            .await;
+    }
+    let slow_took = started.elapsed();
+    // The fast service got its push while the slow one still had 6 of 8 to answer
+    // (8 at 2 at a time × 600 ms ≥ 2.4 s).
+    assert!(
+        fast_took < Duration::from_millis(1_500),
+        "the fast push service waited {fast_took:?}"
+    );
+    assert!(slow_took >= Duration::from_millis(2_400), "{slow_took:?}");
+    // Never more than 2 at once at the slow service, and it did get 2 at once.
+    assert_eq!(slow.max_in_flight.load(Ordering::SeqCst), 2);
+    assert!(slow.errors.lock().unwrap().is_empty());
     app.stop().await;
 }
 

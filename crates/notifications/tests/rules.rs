@@ -15,6 +15,7 @@ kit::backend_tests!(
     mention_reply_and_thread_rules,
     never_own_messages,
     blocked_senders_never_notify,
+    blocks_made_before_the_service_are_copied_once,
     levels_and_mutes,
     duplicate_delivery_creates_one,
     edits_add_and_withdraw_mentions,
@@ -144,6 +145,56 @@ async fn blocked_senders_never_notify(backend: Backend) {
     app.apply(&Msg::channel(room, 3, &a).mention(&[&b]).created())
         .await;
     assert_eq!(app.inbox(&b).await.len(), 1);
+    app.stop().await;
+}
+
+async fn blocks_made_before_the_service_are_copied_once(backend: Backend) {
+    // Five blocks at the user service before notifications ever ran (3 pages of 2):
+    // b blocks a, and four pairs of strangers.
+    let (a_id, b_id) = (Uuid::now_v7(), Uuid::now_v7());
+    let mut blocks = vec![(b_id, a_id)];
+    blocks.extend((0..4).map(|_| (Uuid::now_v7(), Uuid::now_v7())));
+    let Some(app) = App::start_full(
+        backend,
+        "blocks_made_before_the_service_are_copied_once",
+        blocks,
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
+    let name = |id: Uuid, n: &str| common::User {
+        id,
+        username: n.to_owned(),
+        token: app.issuer.token(id, n),
+    };
+    let (a, b, c) = (name(a_id, "a"), name(b_id, "b"), app.user("c"));
+    // Wait for the copy: its `sync_state` row is written with the last page.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !kit::backfill::done(app.db.pool(), notifications::backfill::BLOCKS)
+        .await
+        .unwrap()
+    {
+        assert!(std::time::Instant::now() < deadline, "blocks never copied");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        app.chat
+            .block_pages
+            .load(std::sync::atomic::Ordering::SeqCst),
+        3
+    );
+    let room = Uuid::now_v7();
+    app.apply(&Msg::channel(room, 1, &a).mention(&[&b, &c]).created())
+        .await;
+    assert_eq!(app.unread(&b).await, 0, "b blocks a");
+    assert_eq!(app.unread(&c).await, 1, "the control");
+    // A later unblock event overrides the copied block.
+    app.apply(&block("user.unblocked", &b, &a)).await;
+    app.apply(&Msg::channel(room, 2, &a).mention(&[&b]).created())
+        .await;
+    assert_eq!(app.unread(&b).await, 1);
     app.stop().await;
 }
 

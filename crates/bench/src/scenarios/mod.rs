@@ -5,6 +5,7 @@ pub mod gateway;
 pub mod ingest;
 pub mod login;
 pub mod message_search;
+pub mod notify;
 pub mod presence;
 pub mod reactions;
 pub mod resume;

@@ -27,6 +27,33 @@ pub async fn apply_block<'e, E: Executor<'e, Database = Any>>(
     Ok(())
 }
 
+/// Rows per backfill INSERT (2 binds each): 500 rows are 1,000 binds.
+const BACKFILL_ROWS: usize = 500;
+
+/// Adds backfilled active blocks (version ''): a pair that an event already set keeps
+/// what the event said, and any later event overwrites the backfilled row.
+pub async fn backfill_blocks(
+    conn: &mut sqlx::AnyConnection,
+    edges: &[(Uuid, Uuid)],
+) -> Result<(), sqlx::Error> {
+    for chunk in edges.chunks(BACKFILL_ROWS) {
+        let rows = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, 1, '')", 2 * i + 1, 2 * i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO blocks (blocker_id, blocked_id, active, version) VALUES {rows}
+             ON CONFLICT (blocker_id, blocked_id) DO NOTHING"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (blocker, blocked) in chunk {
+            q = q.bind(blocker.to_string()).bind(blocked.to_string());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Everyone who blocks `sender` (bounded by the sender's blockers, not by room size).
 pub async fn blockers_of<'e, E: Executor<'e, Database = Any>>(
     ex: E,

@@ -25,6 +25,8 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/0002_email.sql"),
         postgres: include_str!("../../migrations/0002_email.sql"),
     },
+    // The one-time blocks backfill's record (`backfill`).
+    kit::backfill::MIGRATION,
 ];
 
 /// A uuid column stored as text.

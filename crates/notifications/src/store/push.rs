@@ -154,3 +154,17 @@ pub async fn retry_at<'e, E: Executor<'e, Database = Any>>(
     .await?;
     Ok(())
 }
+
+/// Due again at `at` without counting an attempt (its push service had no free turn).
+pub async fn defer<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    id: Uuid,
+    at: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE notifications SET push_due_at = $2 WHERE id = $1")
+        .bind(id.to_string())
+        .bind(at)
+        .execute(ex)
+        .await?;
+    Ok(())
+}

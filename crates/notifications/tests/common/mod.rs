@@ -20,7 +20,16 @@ pub struct FakeChat {
     pub down: Arc<std::sync::atomic::AtomicBool>,
     /// Users with an open, active connection (`online`); everyone else is offline.
     pub online: Arc<Mutex<std::collections::HashSet<Uuid>>>,
+    /// The user service's blocks `(blocker, blocked)` for `GET /internal/blocks` (the
+    /// stand-in serves the user service's internal routes too), and how often it was
+    /// asked for a page.
+    pub blocks: Arc<Mutex<Vec<(Uuid, Uuid)>>>,
+    pub block_pages: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Edges per page of the stand-in's `GET /internal/blocks`, whatever `limit` asks: small,
+/// so a few blocks already take several pages.
+const BLOCKS_PAGE: usize = 2;
 
 impl FakeChat {
     pub fn join(&self, room: Uuid, user: &User, kind: &'static str) {
@@ -63,6 +72,26 @@ impl FakeChat {
                             })
                             .collect();
                         axum::Json(json!({ "items": items }))
+                    },
+                ),
+            )
+            .route(
+                "/internal/blocks",
+                axum::routing::get(
+                    |State(chat): State<FakeChat>,
+                     axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>| async move {
+                        chat.block_pages.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let from: usize = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+                        let blocks = chat.blocks.lock().unwrap().clone();
+                        let items: Vec<Value> = blocks
+                            .iter()
+                            .skip(from)
+                            .take(BLOCKS_PAGE)
+                            .map(|(a, b)| json!({"blocker_id": a, "blocked_id": b}))
+                            .collect();
+                        let next = from + BLOCKS_PAGE;
+                        let next_cursor = (next < blocks.len()).then(|| next.to_string());
+                        axum::Json(json!({ "items": items, "next_cursor": next_cursor }))
                     },
                 ),
             )
@@ -234,13 +263,25 @@ impl App {
         test: &str,
         tweak: impl FnOnce(&mut notifications::Config),
     ) -> Option<App> {
+        Self::start_full(backend, test, Vec::new(), tweak).await
+    }
+
+    /// [`App::start_with`] against a user service that already has `blocks`.
+    pub async fn start_full(
+        backend: Backend,
+        test: &str,
+        blocks: Vec<(Uuid, Uuid)>,
+        tweak: impl FnOnce(&mut notifications::Config),
+    ) -> Option<App> {
         let db = kit::testing::test_db(backend, test).await?;
         let dir = tempfile::tempdir().unwrap();
         let issuer = TestIssuer::start().await;
         let chat = FakeChat::default();
+        *chat.blocks.lock().unwrap() = blocks;
         let chat_url = chat.start().await;
         let common = kit::config::CommonConfig {
             auth_url: issuer.auth_url.clone(),
+            users_url: chat_url.clone(),
             data_dir: dir.path().to_path_buf(),
             ..Default::default()
         };
