@@ -5,6 +5,7 @@
 //! behind trusted proxies, storage helpers for the SQLite/PostgreSQL backends and the
 //! helpers tests use to get fresh state.
 
+pub mod chat_client;
 pub mod config;
 pub mod db;
 pub mod error;
