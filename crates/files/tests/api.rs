@@ -91,24 +91,12 @@ async fn multipart_upload(backend: Backend) {
     };
     let alice = app.user();
     let bytes = vec![0u8, 1, 2, 3, 255, 254];
-    let form = reqwest::multipart::Form::new()
-        .text("comment", "ignored")
-        .part(
-            "file",
-            reqwest::multipart::Part::bytes(bytes.clone())
-                .file_name("C:\\Users\\alice\\data.bin")
-                .mime_str("image/png")
-                .unwrap(),
-        );
-    let res = app
-        .http
-        .post(format!("{}/files", app.url))
-        .bearer_auth(&alice.token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let r = App::reply(res).await;
+    let r = app
+        .upload_multipart(
+            &alice,
+            &[("comment", None, b"ignored"), ("file", Some("C:\\Users\\alice\\data.bin"), &bytes)],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
     let f = r.json();
     assert_eq!(f["filename"], "data.bin");
@@ -118,14 +106,12 @@ async fn multipart_upload(backend: Backend) {
     assert_eq!(d.bytes, bytes);
 
     // No file part; two file parts.
-    let form = reqwest::multipart::Form::new().text("other", "x");
-    let res = app.http.post(format!("{}/files", app.url)).bearer_auth(&alice.token).multipart(form).send().await.unwrap();
-    App::reply(res).await.assert_problem(StatusCode::BAD_REQUEST, "validation_failed");
-    let form = reqwest::multipart::Form::new()
-        .part("file", reqwest::multipart::Part::bytes(vec![1]).file_name("a"))
-        .part("file", reqwest::multipart::Part::bytes(vec![2]).file_name("b"));
-    let res = app.http.post(format!("{}/files", app.url)).bearer_auth(&alice.token).multipart(form).send().await.unwrap();
-    App::reply(res).await.assert_problem(StatusCode::BAD_REQUEST, "validation_failed");
+    app.upload_multipart(&alice, &[("other", None, b"x")])
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "validation_failed");
+    app.upload_multipart(&alice, &[("file", Some("a"), b"1"), ("file", Some("b"), b"2")])
+        .await
+        .assert_problem(StatusCode::BAD_REQUEST, "validation_failed");
     // Neither stored anything.
     assert_eq!(app.object_keys().await.len(), 1);
     app.stop().await;

@@ -156,13 +156,13 @@ fn etag_matches(if_none_match: &str, etag: &str) -> bool {
             .any(|t| t == etag)
 }
 
-fn header(v: &str) -> HeaderValue {
+fn value(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }
 
 async fn serve(ctx: &ApiContext, o: Object, req: &HeaderMap) -> ApiResult<Response> {
     let mut h = HeaderMap::new();
-    h.insert(header::ETAG, header(&o.etag));
+    h.insert(header::ETAG, value(&o.etag));
     // Private: readable by its uploader and some rooms' members, never by shared caches;
     // a browser may keep it and revalidate with the ETag.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
@@ -173,8 +173,8 @@ async fn serve(ctx: &ApiContext, o: Object, req: &HeaderMap) -> ApiResult<Respon
     {
         return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
-    h.insert(header::CONTENT_TYPE, header(&o.content_type));
-    h.insert(header::CONTENT_DISPOSITION, header(&o.disposition));
+    h.insert(header::CONTENT_TYPE, value(&o.content_type));
+    h.insert(header::CONTENT_DISPOSITION, value(&o.disposition));
     let mut ask = RangeAsk::Whole;
     if o.size > 0 {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -194,7 +194,7 @@ async fn serve(ctx: &ApiContext, o: Object, req: &HeaderMap) -> ApiResult<Respon
         RangeAsk::Part(r) => {
             h.insert(
                 header::CONTENT_RANGE,
-                header(&format!("bytes {}-{}/{}", r.start, r.end - 1, o.size)),
+                value(&format!("bytes {}-{}/{}", r.start, r.end - 1, o.size)),
             );
             (StatusCode::PARTIAL_CONTENT, Some(r))
         }
@@ -209,9 +209,9 @@ async fn serve(ctx: &ApiContext, o: Object, req: &HeaderMap) -> ApiResult<Respon
         }
     };
     if let Some(r) = &range {
-        h.insert(header::CONTENT_LENGTH, header(&(r.end - r.start).to_string()));
+        h.insert(header::CONTENT_LENGTH, value(&(r.end - r.start).to_string()));
     } else if o.size > 0 {
-        h.insert(header::CONTENT_LENGTH, header(&o.size.to_string()));
+        h.insert(header::CONTENT_LENGTH, value(&o.size.to_string()));
     }
     let stream = match ctx.storage.get(&o.key, range).await {
         Ok(s) => s,

@@ -51,7 +51,9 @@ pub async fn get<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     id: Uuid,
 ) -> Result<Option<StoredFile>, sqlx::Error> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM files WHERE id = $1"))
+    // Only constants are formatted in.
+    let sql = format!("SELECT {COLUMNS} FROM files WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(id.to_string())
         .fetch_optional(ex)
         .await?;
@@ -72,7 +74,8 @@ pub async fn owned_among<'e, E: Executor<'e, Database = Any>>(
         .collect::<Vec<_>>()
         .join(", ");
     let sql = format!("SELECT {COLUMNS} FROM files WHERE owner_id = $1 AND id IN ({list})");
-    let mut q = sqlx::query(&sql).bind(owner.to_string());
+    // Only placeholders are formatted in; the ids are bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(owner.to_string());
     for id in ids {
         q = q.bind(id.to_string());
     }
