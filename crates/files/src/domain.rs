@@ -47,7 +47,9 @@ impl From<&StoredFile> for FileView {
             height: f.height,
             created_at: f.created_at,
             url: format!("/files/{}", f.id),
-            thumbnail_url: f.has_thumbnail.then(|| format!("/files/{}/thumbnail", f.id)),
+            thumbnail_url: f
+                .has_thumbnail
+                .then(|| format!("/files/{}/thumbnail", f.id)),
         }
     }
 }

@@ -91,8 +91,7 @@ pub async fn handle(ctx: &ApiContext, event: &Envelope) -> anyhow::Result<()> {
                 let Some(mut tx) = bus::inbox::begin_once(&ctx.db, GROUP, event).await? else {
                     return Ok(());
                 };
-                attachments::detach_message(tx.conn(), p.message_id, kit::time::now_ms())
-                    .await?;
+                attachments::detach_message(tx.conn(), p.message_id, kit::time::now_ms()).await?;
                 tx.commit().await?;
                 Ok(())
             }
@@ -133,6 +132,9 @@ pub async fn delete_objects(ctx: &ApiContext, gone: &[(Uuid, bool)]) {
         }
     }
     if ctx.storage.delete(keys).await.is_err() {
-        tracing::warn!(files = gone.len(), "objects of deleted files left in the store");
+        tracing::warn!(
+            files = gone.len(),
+            "objects of deleted files left in the store"
+        );
     }
 }

@@ -36,7 +36,9 @@ impl Collector {
                 match self.run_once().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(files = n, "unattached uploads collected"),
-                    Err(e) => tracing::warn!(error = %e, "file collection failed; retried next period"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "file collection failed; retried next period")
+                    }
                 }
             }
         })

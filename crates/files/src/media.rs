@@ -47,7 +47,11 @@ pub struct Processed {
 }
 
 /// Strips `bytes` of metadata, decodes them within `limits`, and makes the thumbnail.
-pub fn process(raster: Raster, bytes: &[u8], limits: DecodeLimits) -> Result<Processed, MediaError> {
+pub fn process(
+    raster: Raster,
+    bytes: &[u8],
+    limits: DecodeLimits,
+) -> Result<Processed, MediaError> {
     let stripped = strip(raster, bytes)?;
     let format = match raster {
         Raster::Png => image::ImageFormat::Png,
@@ -103,7 +107,9 @@ fn strip_png(b: &[u8]) -> Result<Vec<u8>, MediaError> {
     out.extend_from_slice(b.get(..8).ok_or(MediaError::Malformed("short PNG"))?);
     let mut i = 8;
     while i < b.len() {
-        let header = b.get(i..i + 8).ok_or(MediaError::Malformed("truncated PNG chunk"))?;
+        let header = b
+            .get(i..i + 8)
+            .ok_or(MediaError::Malformed("truncated PNG chunk"))?;
         let len = be32(header);
         let end = i
             .checked_add(12)
@@ -242,7 +248,10 @@ fn strip_gif(b: &[u8]) -> Result<Vec<u8>, MediaError> {
     let mut out = Vec::with_capacity(b.len());
     out.extend_from_slice(&b[..i]);
     loop {
-        match *b.get(i).ok_or(MediaError::Malformed("GIF without a trailer"))? {
+        match *b
+            .get(i)
+            .ok_or(MediaError::Malformed("GIF without a trailer"))?
+        {
             0x3b => {
                 out.push(0x3b);
                 return Ok(out);

@@ -38,20 +38,73 @@ impl Raster {
 
 /// Magic numbers at offset 0 (`None` bytes match anything).
 const MAGIC: &[(&[Option<u8>], &str)] = &[
-    (&[Some(0x25), Some(b'P'), Some(b'D'), Some(b'F'), Some(b'-')], "application/pdf"),
-    (&[Some(b'P'), Some(b'K'), Some(3), Some(4)], "application/zip"),
-    (&[Some(b'P'), Some(b'K'), Some(5), Some(6)], "application/zip"),
-    (&[Some(0x1f), Some(0x8b)], "application/gzip"),
-    (&[Some(0x37), Some(0x7a), Some(0xbc), Some(0xaf), Some(0x27), Some(0x1c)], "application/x-7z-compressed"),
-    (&[Some(b'O'), Some(b'g'), Some(b'g'), Some(b'S')], "audio/ogg"),
-    (&[Some(b'I'), Some(b'D'), Some(b'3')], "audio/mpeg"),
-    (&[Some(b'f'), Some(b'L'), Some(b'a'), Some(b'C')], "audio/flac"),
-    (&[Some(0x1a), Some(0x45), Some(0xdf), Some(0xa3)], "video/webm"),
     (
-        &[Some(b'R'), Some(b'I'), Some(b'F'), Some(b'F'), None, None, None, None, Some(b'W'), Some(b'A'), Some(b'V'), Some(b'E')],
+        &[Some(0x25), Some(b'P'), Some(b'D'), Some(b'F'), Some(b'-')],
+        "application/pdf",
+    ),
+    (
+        &[Some(b'P'), Some(b'K'), Some(3), Some(4)],
+        "application/zip",
+    ),
+    (
+        &[Some(b'P'), Some(b'K'), Some(5), Some(6)],
+        "application/zip",
+    ),
+    (&[Some(0x1f), Some(0x8b)], "application/gzip"),
+    (
+        &[
+            Some(0x37),
+            Some(0x7a),
+            Some(0xbc),
+            Some(0xaf),
+            Some(0x27),
+            Some(0x1c),
+        ],
+        "application/x-7z-compressed",
+    ),
+    (
+        &[Some(b'O'), Some(b'g'), Some(b'g'), Some(b'S')],
+        "audio/ogg",
+    ),
+    (&[Some(b'I'), Some(b'D'), Some(b'3')], "audio/mpeg"),
+    (
+        &[Some(b'f'), Some(b'L'), Some(b'a'), Some(b'C')],
+        "audio/flac",
+    ),
+    (
+        &[Some(0x1a), Some(0x45), Some(0xdf), Some(0xa3)],
+        "video/webm",
+    ),
+    (
+        &[
+            Some(b'R'),
+            Some(b'I'),
+            Some(b'F'),
+            Some(b'F'),
+            None,
+            None,
+            None,
+            None,
+            Some(b'W'),
+            Some(b'A'),
+            Some(b'V'),
+            Some(b'E'),
+        ],
         "audio/wav",
     ),
-    (&[None, None, None, None, Some(b'f'), Some(b't'), Some(b'y'), Some(b'p')], "video/mp4"),
+    (
+        &[
+            None,
+            None,
+            None,
+            None,
+            Some(b'f'),
+            Some(b't'),
+            Some(b'y'),
+            Some(b'p'),
+        ],
+        "video/mp4",
+    ),
     (&[Some(b'B'), Some(b'M')], "image/bmp"),
     (&[Some(0), Some(0), Some(1), Some(0)], "image/x-icon"),
     (&[Some(b'I'), Some(b'I'), Some(0x2a), Some(0)], "image/tiff"),
@@ -104,9 +157,16 @@ pub fn content_type(head: &[u8]) -> &'static str {
         .to_ascii_lowercase();
     if start.starts_with("<svg") || (start.starts_with("<?xml") && text.contains("<svg")) {
         "image/svg+xml"
-    } else if ["<!doctype html", "<html", "<head", "<body", "<script", "<iframe"]
-        .iter()
-        .any(|p| start.starts_with(p))
+    } else if [
+        "<!doctype html",
+        "<html",
+        "<head",
+        "<body",
+        "<script",
+        "<iframe",
+    ]
+    .iter()
+    .any(|p| start.starts_with(p))
     {
         "text/html"
     } else if start.starts_with("<?xml") {
@@ -143,12 +203,24 @@ mod tests {
         assert_eq!(content_type(b"PK\x03\x04rest"), "application/zip");
         assert_eq!(content_type(b"\0\0\0\x18ftypmp42"), "video/mp4");
         assert_eq!(content_type(b"hello\nworld"), "text/plain; charset=utf-8");
-        assert_eq!(content_type("h\u{e9}llo".as_bytes()), "text/plain; charset=utf-8");
+        assert_eq!(
+            content_type("h\u{e9}llo".as_bytes()),
+            "text/plain; charset=utf-8"
+        );
         assert_eq!(content_type(b"  <svg xmlns=\"x\">"), "image/svg+xml");
-        assert_eq!(content_type(b"<?xml version=\"1.0\"?>\n<svg>"), "image/svg+xml");
+        assert_eq!(
+            content_type(b"<?xml version=\"1.0\"?>\n<svg>"),
+            "image/svg+xml"
+        );
         assert_eq!(content_type(b"<!DOCTYPE html><p>"), "text/html");
-        assert_eq!(content_type(b"\0\x01\x02binary"), "application/octet-stream");
+        assert_eq!(
+            content_type(b"\0\x01\x02binary"),
+            "application/octet-stream"
+        );
         assert_eq!(content_type(&[0xe2, 0x82]), "text/plain; charset=utf-8");
-        assert_eq!(content_type(&[0xff, 0xfe, 0x00]), "application/octet-stream");
+        assert_eq!(
+            content_type(&[0xff, 0xfe, 0x00]),
+            "application/octet-stream"
+        );
     }
 }

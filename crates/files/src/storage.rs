@@ -142,7 +142,9 @@ impl Storage {
             .map_err(ApiError::internal)?;
         if size <= self.part_size as u64 {
             let mut buf = Vec::with_capacity(size as usize);
-            file.read_to_end(&mut buf).await.map_err(ApiError::internal)?;
+            file.read_to_end(&mut buf)
+                .await
+                .map_err(ApiError::internal)?;
             return self.put_bytes(key, buf).await;
         }
         let upload = self
@@ -192,7 +194,10 @@ impl Storage {
             ..GetOptions::default()
         };
         match self.store.get_opts(key, opts).await {
-            Ok(r) => Ok(r.into_stream().map(|c| c.map_err(std::io::Error::other)).boxed()),
+            Ok(r) => Ok(r
+                .into_stream()
+                .map(|c| c.map_err(std::io::Error::other))
+                .boxed()),
             Err(object_store::Error::NotFound { .. }) => Err(GetError::NotFound),
             Err(e) => Err(GetError::Other(unavailable(e))),
         }

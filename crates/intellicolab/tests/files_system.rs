@@ -69,11 +69,27 @@ async fn uploads_and_downloads_through_the_gateway() {
     assert_eq!(file["size"], 2 * MIB);
     let path = format!("/files/{}", file["id"].as_str().unwrap());
 
-    let res = api.http.get(url(&path)).bearer_auth(&alice.access).send().await.unwrap();
+    let res = api
+        .http
+        .get(url(&path))
+        .bearer_auth(&alice.access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");
-    assert!(res.headers()["content-disposition"].to_str().unwrap().starts_with("attachment;"));
-    assert!(res.headers()["cache-control"].to_str().unwrap().starts_with("private"));
+    assert!(
+        res.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment;")
+    );
+    assert!(
+        res.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("private")
+    );
     let etag = res.headers()["etag"].to_str().unwrap().to_owned();
     assert!(res.bytes().await.unwrap() == bytes);
     let res = api
@@ -85,7 +101,10 @@ async fn uploads_and_downloads_through_the_gateway() {
         .await
         .unwrap();
     assert_eq!(res.status(), 206);
-    assert_eq!(res.headers()["content-range"], format!("bytes 1000-1099/{}", 2 * MIB).as_str());
+    assert_eq!(
+        res.headers()["content-range"],
+        format!("bytes 1000-1099/{}", 2 * MIB).as_str()
+    );
     assert_eq!(res.bytes().await.unwrap(), bytes[1000..1100]);
     let res = api
         .http
@@ -99,7 +118,11 @@ async fn uploads_and_downloads_through_the_gateway() {
 
     // Bob shares no room with Alice's file: 404, as if it did not exist.
     let (s, body, _) = api.call("GET", &path, Some(&bob.access), None).await;
-    assert_eq!((s, body["code"].as_str()), (404, Some("file_not_found")), "{body}");
+    assert_eq!(
+        (s, body["code"].as_str()),
+        (404, Some("file_not_found")),
+        "{body}"
+    );
     let (s, body, _) = api.call("DELETE", &path, Some(&bob.access), None).await;
     assert_eq!(s, 404, "{body}");
     // Without a token the gateway refuses it.

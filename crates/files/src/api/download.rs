@@ -165,9 +165,18 @@ async fn serve(ctx: &ApiContext, o: Object, req: &HeaderMap) -> ApiResult<Respon
     h.insert(header::ETAG, value(&o.etag));
     // Private: readable by its uploader and some rooms' members, never by shared caches;
     // a browser may keep it and revalidate with the ETag.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("sandbox; default-src 'none'"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
     if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok())
         && etag_matches(inm, &o.etag)
     {
@@ -204,12 +213,16 @@ async fn serve(ctx: &ApiContext, o: Object, req: &HeaderMap) -> ApiResult<Respon
                 code::VALIDATION_FAILED,
                 format!("the file has {} bytes", o.size),
             );
-            e.headers.push(("content-range", format!("bytes */{}", o.size)));
+            e.headers
+                .push(("content-range", format!("bytes */{}", o.size)));
             return Err(e);
         }
     };
     if let Some(r) = &range {
-        h.insert(header::CONTENT_LENGTH, value(&(r.end - r.start).to_string()));
+        h.insert(
+            header::CONTENT_LENGTH,
+            value(&(r.end - r.start).to_string()),
+        );
     } else if o.size > 0 {
         h.insert(header::CONTENT_LENGTH, value(&o.size.to_string()));
     }

@@ -46,11 +46,12 @@ async fn lookup(
             format!("at most {MAX_LOOKUP_IDS} ids"),
         ));
     }
-    let found: HashMap<Uuid, FileView> = files::owned_among(ctx.db.pool(), body.owner_id, &body.ids)
-        .await?
-        .iter()
-        .map(|f| (f.id, FileView::from(f)))
-        .collect();
+    let found: HashMap<Uuid, FileView> =
+        files::owned_among(ctx.db.pool(), body.owner_id, &body.ids)
+            .await?
+            .iter()
+            .map(|f| (f.id, FileView::from(f)))
+            .collect();
     let mut seen = std::collections::HashSet::new();
     let items = body
         .ids

@@ -19,8 +19,8 @@ use kit::http::{Json, Path, Query};
 use kit::{ApiError, ApiResult};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 use token::AuthUser;
+use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::access::not_found;
@@ -144,10 +144,7 @@ impl Spool {
             let take = (HEAD_BYTES - self.head.len()).min(chunk.len());
             self.head.extend_from_slice(&chunk[..take]);
         }
-        self.file
-            .write_all(chunk)
-            .await
-            .map_err(ApiError::internal)
+        self.file.write_all(chunk).await.map_err(ApiError::internal)
     }
 }
 
@@ -157,10 +154,14 @@ struct Received {
     filename: String,
 }
 
-async fn receive_raw(ctx: &ApiContext, req: Request, filename: Option<String>) -> ApiResult<Received> {
-    let filename = filename
-        .filter(|f| !f.trim().is_empty())
-        .ok_or_else(|| ApiError::validation("filename", "the filename query parameter is required"))?;
+async fn receive_raw(
+    ctx: &ApiContext,
+    req: Request,
+    filename: Option<String>,
+) -> ApiResult<Received> {
+    let filename = filename.filter(|f| !f.trim().is_empty()).ok_or_else(|| {
+        ApiError::validation("filename", "the filename query parameter is required")
+    })?;
     let mut spool = Spool::new(&ctx.limits.spool_dir, ctx.limits.max_upload_bytes)?;
     let mut body = req.into_body().into_data_stream();
     while let Some(chunk) = body.next().await {
@@ -238,7 +239,10 @@ async fn upload(
         .starts_with("multipart/form-data")
     {
         Some(multer::parse_boundary(&content_type).map_err(|_| {
-            ApiError::bad_request(code::MALFORMED_BODY, "multipart/form-data without a boundary")
+            ApiError::bad_request(
+                code::MALFORMED_BODY,
+                "multipart/form-data without a boundary",
+            )
         })?)
     } else {
         None
@@ -248,7 +252,11 @@ async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let slack = if boundary.is_some() { MULTIPART_SLACK } else { 0 };
+    let slack = if boundary.is_some() {
+        MULTIPART_SLACK
+    } else {
+        0
+    };
     if declared.is_some_and(|d| d > max + slack) {
         metrics::counter!("files_uploads_total", "result" => "too_large").increment(1);
         return Err(too_large(max));
@@ -337,9 +345,7 @@ async fn store(
         })
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| {
-            ApiError::bad_request(code::INVALID_IMAGE, format!("{e}"))
-        })?;
+        .map_err(|e| ApiError::bad_request(code::INVALID_IMAGE, format!("{e}")))?;
         file.size = i64::try_from(processed.bytes.len()).unwrap_or(i64::MAX);
         file.sha256 = hex::encode(Sha256::digest(&processed.bytes));
         file.width = Some(i64::from(processed.width));
@@ -356,7 +362,9 @@ async fn store(
         }
     } else {
         file.sha256 = hex::encode(spool.hasher.clone().finalize());
-        ctx.storage.put_file(&key, &mut spool.file, spool.size).await?;
+        ctx.storage
+            .put_file(&key, &mut spool.file, spool.size)
+            .await?;
     }
     let recorded = async {
         let mut tx = ctx.db.begin().await?;

@@ -6,7 +6,8 @@ use uuid::Uuid;
 
 use crate::domain::StoredFile;
 
-const COLUMNS: &str = "id, owner_id, filename, content_type, size, sha256, width, height, has_thumbnail, created_at";
+const COLUMNS: &str =
+    "id, owner_id, filename, content_type, size, sha256, width, height, has_thumbnail, created_at";
 
 fn from_row(r: &AnyRow) -> Result<StoredFile, sqlx::Error> {
     Ok(StoredFile {
@@ -159,9 +160,11 @@ pub async fn used_bytes<'e, E: Executor<'e, Database = Any>>(
     ex: E,
     owner: Uuid,
 ) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS used FROM files WHERE owner_id = $1")
-        .bind(owner.to_string())
-        .fetch_one(ex)
-        .await?;
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS used FROM files WHERE owner_id = $1",
+    )
+    .bind(owner.to_string())
+    .fetch_one(ex)
+    .await?;
     row.try_get("used")
 }

@@ -298,7 +298,9 @@ impl App {
         let id = Uuid::now_v7();
         User {
             id,
-            token: self.issuer.token(id, &format!("u{}", &id.simple().to_string()[24..])),
+            token: self
+                .issuer
+                .token(id, &format!("u{}", &id.simple().to_string()[24..])),
         }
     }
 
@@ -317,7 +319,11 @@ impl App {
             if n > 0 {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "{} never applied", e.kind);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} never applied",
+                e.kind
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -331,7 +337,13 @@ impl App {
     }
 
     /// `POST /files?filename=` with a raw body and the given (ignored) `Content-Type`.
-    pub async fn upload_as(&self, user: &User, filename: &str, content_type: &str, bytes: Vec<u8>) -> Reply {
+    pub async fn upload_as(
+        &self,
+        user: &User,
+        filename: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Reply {
         let res = self
             .http
             .post(format!("{}/files?filename={}", self.url, percent(filename)))
@@ -345,7 +357,8 @@ impl App {
     }
 
     pub async fn upload(&self, user: &User, filename: &str, bytes: Vec<u8>) -> Reply {
-        self.upload_as(user, filename, "application/octet-stream", bytes).await
+        self.upload_as(user, filename, "application/octet-stream", bytes)
+            .await
     }
 
     /// Uploads and returns the `File` JSON (asserting 201).
@@ -356,7 +369,10 @@ impl App {
     }
 
     pub async fn get(&self, user: &User, path: &str, headers: &[(&str, &str)]) -> Reply {
-        let mut req = self.http.get(format!("{}{}", self.url, path)).bearer_auth(&user.token);
+        let mut req = self
+            .http
+            .get(format!("{}{}", self.url, path))
+            .bearer_auth(&user.token);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -364,7 +380,10 @@ impl App {
     }
 
     pub async fn delete(&self, user: &User, path: &str) -> Reply {
-        let req = self.http.delete(format!("{}{}", self.url, path)).bearer_auth(&user.token);
+        let req = self
+            .http
+            .delete(format!("{}{}", self.url, path))
+            .bearer_auth(&user.token);
         Self::reply(req.send().await.unwrap()).await
     }
 
@@ -438,7 +457,11 @@ pub fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
 
 impl App {
     /// `POST /files` with a multipart body.
-    pub async fn upload_multipart(&self, user: &User, parts: &[(&str, Option<&str>, &[u8])]) -> Reply {
+    pub async fn upload_multipart(
+        &self,
+        user: &User,
+        parts: &[(&str, Option<&str>, &[u8])],
+    ) -> Reply {
         let (content_type, body) = multipart(parts);
         let res = self
             .http
@@ -464,7 +487,11 @@ fn crc32(parts: &[&[u8]]) -> u32 {
         for &b in *part {
             crc ^= u32::from(b);
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
     }
@@ -482,7 +509,9 @@ pub fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
 
 /// A `w × h` RGB PNG (a gradient) made by the image crate.
 pub fn png(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
     let mut out = Vec::new();
     image::DynamicImage::ImageRgb8(img)
         .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
@@ -511,10 +540,15 @@ pub fn png_with_gps(w: u32, h: u32) -> Vec<u8> {
 
 /// A `w × h` JPEG with an APP1 `Exif` segment carrying [`GPS_MARKER`] after SOI.
 pub fn jpeg_with_gps(w: u32, h: u32) -> Vec<u8> {
-    let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 64]));
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 64])
+    });
     let mut plain = Vec::new();
     image::DynamicImage::ImageRgb8(img)
-        .write_to(&mut std::io::Cursor::new(&mut plain), image::ImageFormat::Jpeg)
+        .write_to(
+            &mut std::io::Cursor::new(&mut plain),
+            image::ImageFormat::Jpeg,
+        )
         .unwrap();
     let mut payload = b"Exif\0\0MM\0\x2a\0\0\0\x08".to_vec();
     payload.extend_from_slice(GPS_MARKER);
@@ -536,7 +570,10 @@ pub fn png_declaring(w: u32, h: u32) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     out.extend(png_chunk(b"IHDR", &ihdr));
     // A zlib stream of zeros would inflate to w*h*3 bytes; a stub is enough to be refused.
-    out.extend(png_chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    out.extend(png_chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
     out.extend(png_chunk(b"IEND", &[]));
     out
 }
