@@ -25,7 +25,7 @@ PROM_UID, LOKI_UID = "prometheus", "loki"
 PROMETHEUS_SYNTHETIC = {"up", "scrape_duration_seconds", "scrape_samples_scraped",
                         "scrape_series_added", "scrape_samples_post_metric_relabeling"}
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
-APP_SERVICES = {"gateway": 8080, "auth": 3001, "users": 3003, "chat": 3002, "notifications": 3004}
+APP_SERVICES = {"gateway": 8080, "auth": 3001, "users": 3003, "chat": 3002, "notifications": 3004, "files": 3005}
 
 problems = []
 

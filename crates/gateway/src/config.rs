@@ -82,6 +82,7 @@ pub struct Upstreams {
     pub users: Vec<String>,
     pub chat: Vec<String>,
     pub notifications: Vec<String>,
+    pub files: Vec<String>,
     /// Further clusters a custom route may name.
     #[serde(flatten)]
     pub other: BTreeMap<String, Vec<String>>,
@@ -94,6 +95,7 @@ impl Default for Upstreams {
             users: vec!["http://127.0.0.1:3003".to_owned()],
             chat: vec!["http://127.0.0.1:3002".to_owned()],
             notifications: vec!["http://127.0.0.1:3004".to_owned()],
+            files: vec!["http://127.0.0.1:3005".to_owned()],
             other: BTreeMap::new(),
         }
     }
@@ -106,6 +108,7 @@ impl Upstreams {
             ("users".to_owned(), self.users.clone()),
             ("chat".to_owned(), self.chat.clone()),
             ("notifications".to_owned(), self.notifications.clone()),
+            ("files".to_owned(), self.files.clone()),
         ];
         out.extend(self.other.iter().map(|(k, v)| (k.clone(), v.clone())));
         out
@@ -242,7 +245,24 @@ pub fn default_routes() -> Vec<RouteConfig> {
         // it with no login; the HMAC token in the URL is the authority.
         strict(route("/notifications/unsubscribe", "notifications", Public)),
         route("/notifications", "notifications", Token),
+        files_route(),
     ]
+}
+
+/// Largest upload the files service takes by default (API.md: 25 MiB), plus room for a
+/// multipart envelope (the service allows 64 KiB of it); the body is streamed through,
+/// never buffered, and the service refuses the 25 MiB + 1st byte itself.
+pub const FILES_BODY_LIMIT: u64 = 25 * 1024 * 1024 + 64 * 1024;
+
+/// `/files`: uploads are not JSON, may be 25 MiB, and the timeout (until the response
+/// headers, which come after the whole body) must cover sending them: 120 s is 25 MiB
+/// at about 1.7 Mbit/s.
+fn files_route() -> RouteConfig {
+    let mut r = route("/files", "files", AuthPolicy::Token);
+    r.body_limit = FILES_BODY_LIMIT;
+    r.json = false;
+    r.timeout_ms = 120_000;
+    r
 }
 
 /// GCRA: `rate` requests per `period_ms` sustained, bursts of up to `burst`.
@@ -484,5 +504,9 @@ request_headers_add = { "x-from" = "gateway" }
         assert_eq!(find("/auth/mfa").rate_limit.as_deref(), Some("strict"));
         assert_eq!(find("/auth").auth, AuthPolicy::Token);
         assert!(find("/chat/ws").websocket);
+        let files = find("/files");
+        assert_eq!((files.upstream.as_str(), files.json), ("files", false));
+        assert_eq!(files.body_limit, FILES_BODY_LIMIT);
+        assert_eq!(find("/chat").body_limit, 1024 * 1024);
     }
 }

@@ -17,6 +17,7 @@ pub struct Settings {
     pub users: users::Config,
     pub chat: chat::Config,
     pub notifications: notifications::Config,
+    pub files: files::Config,
     pub gateway: gateway::Config,
 }
 
@@ -27,6 +28,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("USERS_DATABASE_URL", "users.database_url"),
     ("CHAT_DATABASE_URL", "chat.database_url"),
     ("NOTIFICATIONS_DATABASE_URL", "notifications.database_url"),
+    ("FILES_DATABASE_URL", "files.database_url"),
 ];
 
 const LIST_KEYS: &[&str] = &[
@@ -35,6 +37,7 @@ const LIST_KEYS: &[&str] = &[
     "gateway.upstreams.users",
     "gateway.upstreams.chat",
     "gateway.upstreams.notifications",
+    "gateway.upstreams.files",
     "gateway.cors_origins",
     "notifications.push_http_origins",
 ];
@@ -51,6 +54,7 @@ impl Settings {
         s.auth.validate()?;
         s.chat.validate()?;
         s.notifications.validate()?;
+        s.files.validate()?;
         s.gateway.validate()?;
         Ok(s)
     }
@@ -65,6 +69,7 @@ impl Settings {
             Role::Users => &mut self.users.database_url,
             Role::Chat => &mut self.chat.database_url,
             Role::Notifications => &mut self.notifications.database_url,
+            Role::Files => &mut self.files.database_url,
             Role::All | Role::Gateway => return,
         };
         if slot.is_none() {
@@ -81,6 +86,7 @@ pub enum Role {
     Users,
     Chat,
     Notifications,
+    Files,
 }
 
 /// Builds the services of `role` (not yet serving).
@@ -106,6 +112,9 @@ pub async fn build(
             notifications::build(c, &settings.notifications, bus.clone(), shutdown.clone()).await?,
         );
     }
+    if matches!(role, Role::All | Role::Files) {
+        services.push(files::build(c, &settings.files, bus.clone(), shutdown.clone()).await?);
+    }
     if matches!(role, Role::All | Role::Gateway) {
         services.push(gateway::build(c, &settings.gateway, bus.clone(), shutdown.clone()).await?);
     }
@@ -128,6 +137,9 @@ pub async fn migrate(settings: &Settings, role: Role) -> anyhow::Result<()> {
     if matches!(role, Role::All | Role::Notifications) {
         notifications::migrate(c, &settings.notifications).await?;
     }
+    if matches!(role, Role::All | Role::Files) {
+        files::migrate(c, &settings.files).await?;
+    }
     if matches!(role, Role::All | Role::Gateway) {
         gateway::migrate(c, &settings.gateway).await?;
     }
@@ -146,7 +158,7 @@ pub async fn replay_events(
         Role::Users => (&settings.users.database_url, "users"),
         Role::Chat => (&settings.chat.database_url, "chat"),
         Role::Notifications => (&settings.notifications.database_url, "notifications"),
-        Role::All | Role::Gateway => {
+        Role::All | Role::Gateway | Role::Files => {
             anyhow::bail!("only auth, users, chat and notifications publish events")
         }
     };

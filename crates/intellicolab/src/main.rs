@@ -66,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
                 Role::Users => "users",
                 Role::Chat => "chat",
                 Role::Notifications => "notifications",
+                Role::Files => "files",
             };
             let telemetry = kit::telemetry::init(service_name, &settings.common.log_format);
             settings.apply_database_url(role);

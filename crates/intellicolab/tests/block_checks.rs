@@ -200,6 +200,7 @@ async fn without_the_user_service_a_dm_is_refused_with_503() {
     let mut users = serve("users");
     let _chat = serve("chat");
     let _notifications = serve("notifications");
+    let _files = serve("files");
     let _gateway = serve("gateway");
     ports.wait_all_ready().await;
     let api = Client::new(&ports.gateway_url());
@@ -496,6 +497,7 @@ async fn a_block_stops_dm_sends_both_ways_at_once_across_processes() {
     let _users = serve("users");
     let _chat = serve("chat");
     let _notifications = serve("notifications");
+    let _files = serve("files");
     let _gateway = serve("gateway");
     ports.wait_all_ready().await;
     let api = Client::new(&ports.gateway_url());

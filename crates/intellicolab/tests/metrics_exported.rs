@@ -181,7 +181,7 @@ async fn every_dashboard_metric_is_exported() {
             ));
             procs.push(Proc::start(dir.path(), "auth", &["serve", "auth"], &env));
             support::wait_ready(&format!("{}/readyz", ports.auth_url())).await;
-            for role in ["users", "chat", "notifications", "gateway"] {
+            for role in ["users", "chat", "notifications", "files", "gateway"] {
                 procs.push(Proc::start(dir.path(), role, &["serve", role], &env));
             }
         }

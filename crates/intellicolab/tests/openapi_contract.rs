@@ -115,7 +115,7 @@ async fn every_route_of_the_reference_is_in_the_served_openapi_and_back() {
         assert_eq!(res.status(), 200);
         doc = res.json().await.unwrap();
         let paths = doc["paths"].as_object().unwrap();
-        if ["/auth/", "/users/", "/chat/", "/notifications"]
+        if ["/auth/", "/users/", "/chat/", "/notifications", "/files"]
             .iter()
             .all(|s| paths.keys().any(|p| p.starts_with(s)))
         {

@@ -67,6 +67,7 @@ impl System {
             start("users"),
             start("chat"),
             start("notifications"),
+            start("files"),
             start("gateway"),
         ];
         ports.wait_all_ready().await;

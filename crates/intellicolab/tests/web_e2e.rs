@@ -106,6 +106,7 @@ impl Server {
             "USERS_DATABASE_URL",
             "CHAT_DATABASE_URL",
             "NOTIFICATIONS_DATABASE_URL",
+            "FILES_DATABASE_URL",
         ] {
             cmd.env_remove(var);
         }
@@ -175,7 +176,7 @@ fn web_client_end_to_end_against_the_real_system() {
     std::fs::create_dir_all(&output).unwrap();
 
     let data = tempfile::tempdir().unwrap();
-    let [gateway, auth, users, chat, notifications] = free_ports::<5>();
+    let [gateway, auth, users, chat, notifications, files] = free_ports::<6>();
     let url = |port: u16| format!("http://127.0.0.1:{port}");
     let env: Vec<(String, String)> = [
         (
@@ -190,6 +191,10 @@ fn web_client_end_to_end_against_the_real_system() {
             format!("127.0.0.1:{notifications}"),
         ),
         ("INTELLICOLAB_NOTIFICATIONS__CHAT_URL", url(chat)),
+        ("INTELLICOLAB_FILES__LISTEN", format!("127.0.0.1:{files}")),
+        ("INTELLICOLAB_FILES__CHAT_URL", url(chat)),
+        ("INTELLICOLAB_CHAT__FILES_URL", url(files)),
+        ("INTELLICOLAB_GATEWAY__UPSTREAMS__FILES", url(files)),
         (
             "INTELLICOLAB_GATEWAY__UPSTREAMS__NOTIFICATIONS",
             url(notifications),
@@ -231,6 +236,7 @@ fn web_client_end_to_end_against_the_real_system() {
         (users, "/readyz"),
         (chat, "/readyz"),
         (notifications, "/readyz"),
+        (files, "/readyz"),
         (gateway, "/readyz"),
         (gateway, "/"),
         (gateway, "/auth/.well-known/jwks.json"),

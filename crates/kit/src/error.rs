@@ -176,6 +176,21 @@ pub mod code {
 
         /// 404: no such push subscription of the caller.
         SUBSCRIPTION_NOT_FOUND = "subscription_not_found";
+
+        // Files.
+
+        /// 404: no such file, or one the caller may not read (uploader, or a member of a
+        /// room where it is attached).
+        FILE_NOT_FOUND = "file_not_found";
+        /// 409: the file is attached to a message and cannot be deleted.
+        FILE_ATTACHED = "file_attached";
+        /// 413: the upload would take the uploader over their storage quota.
+        QUOTA_EXCEEDED = "quota_exceeded";
+        /// 400: the bytes start like a PNG, JPEG, GIF or WebP image but do not decode, or
+        /// declare dimensions or a size beyond the decoding limits (a decompression bomb).
+        INVALID_IMAGE = "invalid_image";
+        /// 503: the object store holding the files' bytes cannot be reached.
+        STORAGE_UNAVAILABLE = "storage_unavailable";
     }
 }
 

@@ -6,6 +6,7 @@
 //! helpers tests use to get fresh state.
 
 pub mod backfill;
+pub mod chat_client;
 pub mod config;
 pub mod db;
 pub mod error;

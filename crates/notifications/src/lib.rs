@@ -114,7 +114,7 @@ impl Config {
     /// Rejects a value below its minimum with an error naming the key, instead of silently
     /// running with another value. Called by [`build`].
     pub fn validate(&self) -> anyhow::Result<()> {
-        let checks: [(&str, u64, u64); 4] = [
+        let checks: [(&str, u64, u64); 5] = [
             // 0 would fail every membership check (room levels) at once.
             ("chat_timeout_ms", self.chat_timeout_ms, 1),
             // Polling the due queue more than 20 times a second is load, not latency

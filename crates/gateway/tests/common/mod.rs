@@ -212,8 +212,9 @@ pub fn config(auth: &[&Upstream], users: &[&Upstream], chat: &[&Upstream]) -> Co
             auth: urls(auth),
             users: urls(users),
             chat: urls(chat),
-            // No notifications upstream here: its route is removed below.
+            // No notifications or files upstream here: their routes are removed below.
             notifications: Vec::new(),
+            files: Vec::new(),
             other: BTreeMap::new(),
         },
         health_check_interval_ms: 200,
@@ -221,7 +222,8 @@ pub fn config(auth: &[&Upstream], users: &[&Upstream], chat: &[&Upstream]) -> Co
         eject_base_ms: 500,
         ..Config::default()
     };
-    cfg.routes.retain(|r| r.upstream != "notifications");
+    cfg.routes
+        .retain(|r| r.upstream != "notifications" && r.upstream != "files");
     for policy in ["default", "strict"] {
         set_rate_limit(&mut cfg, policy, 10_000, 1_000, 10_000);
     }

@@ -100,13 +100,14 @@ pub async fn wait_ready(url: &str) {
     panic!("{url} did not become ready");
 }
 
-/// The four services' ports, chosen free before the processes start.
+/// The services' ports, chosen free before the processes start.
 #[derive(Clone, Copy, Debug)]
 pub struct Ports {
     pub auth: u16,
     pub users: u16,
     pub chat: u16,
     pub notifications: u16,
+    pub files: u16,
     pub gateway: u16,
     /// The gateway's admin listener (`/metrics`; the public port serves none).
     pub gateway_admin: u16,
@@ -119,6 +120,7 @@ impl Ports {
             users: free_port(),
             chat: free_port(),
             notifications: free_port(),
+            files: free_port(),
             gateway: free_port(),
             gateway_admin: free_port(),
         }
@@ -149,6 +151,12 @@ impl Ports {
             ),
             ("INTELLICOLAB_NOTIFICATIONS__CHAT_URL", url(self.chat)),
             (
+                "INTELLICOLAB_FILES__LISTEN",
+                format!("127.0.0.1:{}", self.files),
+            ),
+            ("INTELLICOLAB_FILES__CHAT_URL", url(self.chat)),
+            ("INTELLICOLAB_CHAT__FILES_URL", url(self.files)),
+            (
                 "INTELLICOLAB_GATEWAY__LISTEN",
                 format!("127.0.0.1:{}", self.gateway),
             ),
@@ -165,6 +173,7 @@ impl Ports {
                 "INTELLICOLAB_GATEWAY__UPSTREAMS__NOTIFICATIONS",
                 url(self.notifications),
             ),
+            ("INTELLICOLAB_GATEWAY__UPSTREAMS__FILES", url(self.files)),
         ]
     }
 
@@ -180,6 +189,9 @@ impl Ports {
     pub fn notifications_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.notifications)
     }
+    pub fn files_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.files)
+    }
     pub fn gateway_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.gateway)
     }
@@ -194,6 +206,7 @@ impl Ports {
             self.users_url(),
             self.chat_url(),
             self.notifications_url(),
+            self.files_url(),
             self.gateway_url(),
         ] {
             wait_ready(&format!("{base}/readyz")).await;
