@@ -161,12 +161,7 @@ impl Config {
                 2 * self.presence_heartbeat_ms,
             ),
         ];
-        for (key, value, min) in checks {
-            if value < min {
-                anyhow::bail!("invalid configuration: chat.{key} = {value}, the minimum is {min}");
-            }
-        }
-        Ok(())
+        kit::config::check_minimums("chat", &checks)
     }
 }
 

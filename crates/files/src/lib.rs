@@ -96,18 +96,8 @@ impl Config {
             // A thumbnail needs a decoded image: 1 MiB decodes 512 × 512 RGBA.
             ("image_max_alloc_bytes", self.image_max_alloc_bytes, MIB),
         ];
-        for (key, value, min) in checks {
-            if value < min {
-                anyhow::bail!("invalid configuration: files.{key} = {value}, the minimum is {min}");
-            }
-        }
-        if !(self.chat_url.starts_with("http://") || self.chat_url.starts_with("https://")) {
-            anyhow::bail!(
-                "invalid configuration: files.chat_url = {:?} is not an http(s) URL",
-                self.chat_url
-            );
-        }
-        Ok(())
+        kit::config::check_minimums("files", &checks)?;
+        kit::config::check_http_url("files", "chat_url", &self.chat_url)
     }
 }
 

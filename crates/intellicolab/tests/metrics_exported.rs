@@ -341,6 +341,8 @@ async fn every_dashboard_metric_is_exported() {
         ("auth", ports.auth_url()),
         ("users", ports.users_url()),
         ("chat", ports.chat_url()),
+        ("notifications", ports.notifications_url()),
+        ("files", ports.files_url()),
     ];
     let mut missing: Vec<String> = Vec::new();
     // Events travel asynchronously (outbox relay, consumers): poll a while for them.

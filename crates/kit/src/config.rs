@@ -94,3 +94,24 @@ impl CommonConfig {
         self.redis_url.as_deref().filter(|u| !u.trim().is_empty())
     }
 }
+
+/// Refuses the first `(key, value, minimum)` of `service`'s settings below its minimum, with
+/// an error naming the key (every service's `Config::validate` states its minimums this way).
+pub fn check_minimums(service: &str, checks: &[(&str, u64, u64)]) -> anyhow::Result<()> {
+    for &(key, value, min) in checks {
+        if value < min {
+            anyhow::bail!("invalid configuration: {service}.{key} = {value}, the minimum is {min}");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a setting that is not an `http://` or `https://` URL (another service's address,
+/// a public URL used in links).
+pub fn check_http_url(service: &str, key: &str, url: &str) -> anyhow::Result<()> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        anyhow::bail!("invalid configuration: {service}.{key} = {url:?} is not an http(s) URL")
+    }
+}

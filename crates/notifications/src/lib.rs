@@ -133,32 +133,15 @@ impl Config {
                 1,
             ),
         ];
-        for (key, value, min) in checks {
-            if value < min {
-                anyhow::bail!(
-                    "invalid configuration: notifications.{key} = {value}, the minimum is {min}"
-                );
-            }
-        }
+        kit::config::check_minimums("notifications", &checks)?;
         if !(self.vapid_subject.starts_with("mailto:") || self.vapid_subject.starts_with("https:"))
         {
             anyhow::bail!(
                 "invalid configuration: notifications.vapid_subject must be a mailto: or https: URL"
             );
         }
-        if !(self.public_url.starts_with("http://") || self.public_url.starts_with("https://")) {
-            anyhow::bail!(
-                "invalid configuration: notifications.public_url = {:?} is not an http(s) URL",
-                self.public_url
-            );
-        }
-        if !(self.chat_url.starts_with("http://") || self.chat_url.starts_with("https://")) {
-            anyhow::bail!(
-                "invalid configuration: notifications.chat_url = {:?} is not an http(s) URL",
-                self.chat_url
-            );
-        }
-        Ok(())
+        kit::config::check_http_url("notifications", "public_url", &self.public_url)?;
+        kit::config::check_http_url("notifications", "chat_url", &self.chat_url)
     }
 }
 
