@@ -7,7 +7,7 @@
 #   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres crates/bench/run-all.sh
 #   SCENARIOS="gateway login-storm" BENCH_ARGS="--duration 5" crates/bench/run-all.sh
 #
-# BENCH_DATABASE_URL: PostgreSQL admin URL; `ingest`, `search`, `message-search` and `reactions` then also run on
+# BENCH_DATABASE_URL: PostgreSQL admin URL; `ingest`, `search`, `message-search`, `reactions` and `notify` then also run on
 # PostgreSQL (fresh databases, dropped afterwards). The other scenarios use the embedded
 # default (SQLite, in-process bus). nginx (apt-get) and the express gateway (npm) are
 # installed on demand by the `gateway` scenario.
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 
 OUT=${OUT:-docs/benchmarks.md}
 DB=${BENCH_DATABASE_URL:-}
-SCENARIOS=${SCENARIOS:-"gateway gateway-event-loops login-storm ingest fanout resume search message-search reactions presence"}
+SCENARIOS=${SCENARIOS:-"gateway gateway-event-loops login-storm ingest fanout resume search message-search reactions presence notify files"}
 MARKER='<!-- Everything below this line is hand-written and kept by crates/bench/run-all.sh. -->'
 
 # Two builds: building both at once unifies features differently and rebuilds shared crates.
@@ -52,7 +52,7 @@ err=$(mktemp)
 for s in $SCENARIOS; do
   args=()
   case $s in
-    ingest | search | message-search | reactions) [ -n "$DB" ] && args+=(--database-url "$DB") ;;
+    ingest | search | message-search | reactions | notify) [ -n "$DB" ] && args+=(--database-url "$DB") ;;
     # The gateway again, proxying on one event loop per core (nginx-style workers).
     gateway-event-loops) s=gateway args+=(--gateway-event-loops "$(nproc)") ;;
   esac

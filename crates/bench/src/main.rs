@@ -42,6 +42,9 @@ pub enum Scenario {
     /// Notifications: one `@room` message of a `--room-size` room → every unread count
     /// (sockets) and every Web Push; then notifications/s for `--mentions` of them.
     Notify,
+    /// Files: upload/download MiB/s through the gateway vs direct; server RSS growth while
+    /// ten 25 MiB uploads stream at once.
+    Files,
     /// Only print the machine description (for the report header).
     Machine,
 }
@@ -212,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Reactions => scenarios::reactions::run(&cli, nofile).await?,
         Scenario::Presence => scenarios::presence::run(&cli, nofile).await?,
         Scenario::Notify => scenarios::notify::run(&cli, nofile).await?,
+        Scenario::Files => scenarios::files::run(&cli).await?,
     };
     let mut report = report;
     report.profiles = profile::take();

@@ -64,7 +64,9 @@ pub struct Ports {
     pub users: u16,
     pub chat: u16,
     pub notifications: u16,
+    pub files: u16,
     pub gateway: u16,
+    pub gateway_admin: u16,
 }
 
 /// The running system: `serve all` in one child process.
@@ -110,7 +112,9 @@ impl System {
             users: free_port()?,
             chat: free_port()?,
             notifications: free_port()?,
+            files: free_port()?,
             gateway: free_port()?,
+            gateway_admin: free_port()?,
         };
         let mut env: Env = vec![
             ("INTELLICOLAB_LOG_FORMAT".into(), "json".into()),
@@ -136,8 +140,24 @@ impl System {
                 format!("http://127.0.0.1:{}", ports.chat),
             ),
             (
+                "INTELLICOLAB_FILES__LISTEN".into(),
+                format!("127.0.0.1:{}", ports.files),
+            ),
+            (
+                "INTELLICOLAB_FILES__CHAT_URL".into(),
+                format!("http://127.0.0.1:{}", ports.chat),
+            ),
+            (
+                "INTELLICOLAB_CHAT__FILES_URL".into(),
+                format!("http://127.0.0.1:{}", ports.files),
+            ),
+            (
                 "INTELLICOLAB_GATEWAY__LISTEN".into(),
                 format!("127.0.0.1:{}", ports.gateway),
+            ),
+            (
+                "INTELLICOLAB_GATEWAY__ADMIN_LISTEN".into(),
+                format!("127.0.0.1:{}", ports.gateway_admin),
             ),
             (
                 "INTELLICOLAB_GATEWAY__UPSTREAMS__AUTH".into(),
@@ -156,6 +176,10 @@ impl System {
                 format!("http://127.0.0.1:{}", ports.notifications),
             ),
             (
+                "INTELLICOLAB_GATEWAY__UPSTREAMS__FILES".into(),
+                format!("http://127.0.0.1:{}", ports.files),
+            ),
+            (
                 "INTELLICOLAB_AUTH_URL".into(),
                 format!("http://127.0.0.1:{}", ports.auth),
             ),
@@ -169,7 +193,7 @@ impl System {
         let mut notifications_db = None;
         if let Some(admin) = &opts.database_url {
             backend = "postgres";
-            for service in ["auth", "users", "chat", "notifications"] {
+            for service in ["auth", "users", "chat", "notifications", "files"] {
                 let url = match prepared_db.as_ref().filter(|db| db.purpose == service) {
                     Some(db) => db.url.clone(),
                     None => {
@@ -204,6 +228,7 @@ impl System {
             .env_remove("USERS_DATABASE_URL")
             .env_remove("CHAT_DATABASE_URL")
             .env_remove("NOTIFICATIONS_DATABASE_URL")
+            .env_remove("FILES_DATABASE_URL")
             .env_remove("REDIS_URL")
             .envs(env)
             .stdin(Stdio::null())
@@ -246,9 +271,10 @@ impl System {
             self.ports.users,
             self.ports.chat,
             self.ports.notifications,
+            self.ports.files,
             self.ports.gateway,
         ];
-        let mut ready = [false; 5];
+        let mut ready = [false; 6];
         while started.elapsed() < limit {
             if let Some(status) = self.child.try_wait()? {
                 anyhow::bail!(
@@ -271,7 +297,7 @@ impl System {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         anyhow::bail!(
-            "server not ready after {limit:?} (auth, users, chat, notifications, gateway ready: {ready:?}); log:\n{}",
+            "server not ready after {limit:?} (auth, users, chat, notifications, files, gateway ready: {ready:?}); log:\n{}",
             self.log_tail(30)
         )
     }

@@ -150,6 +150,11 @@ pub async fn build(
         token::Verifier::spawn_revocation_sync(&common.auth_url),
         "revoked sessions not loaded from auth yet",
     );
+    let probe_store = storage.clone();
+    let ready = kit::server::requiring(ready, "storage", move || {
+        let store = probe_store.clone();
+        async move { store.ping().await }
+    });
     let chat = kit::chat_client::ChatClient::new(
         &config.chat_url,
         Duration::from_millis(config.chat_timeout_ms),
@@ -172,6 +177,7 @@ pub async fn build(
             spool_dir,
         }),
     };
+    export_metrics_at_zero();
     let consumer = events::subscribe(ctx.clone(), &bus, shutdown.clone());
     let collector = gc::Collector {
         ctx: ctx.clone(),
@@ -188,4 +194,13 @@ pub async fn build(
         background: vec![consumer, collector],
         event_loops: 0,
     })
+}
+
+/// The dashboard's series exist from the start (a counter first set on the first upload
+/// would leave `rate()` empty, and an alert on it silent, until then).
+fn export_metrics_at_zero() {
+    metrics::counter!("files_uploads_total", "result" => "stored").increment(0);
+    metrics::counter!("files_upload_bytes_total").increment(0);
+    metrics::counter!("files_downloads_total", "status" => "200").increment(0);
+    metrics::counter!("files_collected_total").increment(0);
 }

@@ -6,6 +6,7 @@
 use std::ops::Range;
 use std::path::Path as FsPath;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
@@ -13,7 +14,8 @@ use kit::ApiError;
 use kit::error::code;
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetRange, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, WriteMultipart,
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload,
+    WriteMultipart,
 };
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
@@ -94,7 +96,28 @@ impl Storage {
         if let Some(bucket) = &config.s3_bucket {
             let mut b = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
-                .with_allow_http(config.s3_allow_http);
+                .with_allow_http(config.s3_allow_http)
+                .with_client_options(
+                    object_store::ClientOptions::new()
+                        // object_store's default 30 s bound covers the whole response: it
+                        // would cut a 25 MiB download to a client slower than 0.9 MB/s.
+                        // A stall is caught per read instead.
+                        .with_timeout_disabled()
+                        .with_read_timeout(Duration::from_secs(30))
+                        .with_connect_timeout(Duration::from_secs(2)),
+                )
+                // The default retries for up to 3 minutes: a client would wait that long
+                // for its 503. Three tries within 5 s ride out a blip; an outage answers
+                // 503 + Retry-After at once.
+                .with_retry(object_store::RetryConfig {
+                    backoff: object_store::BackoffConfig {
+                        init_backoff: Duration::from_millis(100),
+                        max_backoff: Duration::from_secs(1),
+                        base: 2.0,
+                    },
+                    max_retries: 3,
+                    retry_timeout: Duration::from_secs(5),
+                });
             if let Some(endpoint) = &config.s3_endpoint {
                 b = b.with_endpoint(endpoint);
             }
@@ -200,6 +223,14 @@ impl Storage {
                 .boxed()),
             Err(object_store::Error::NotFound { .. }) => Err(GetError::NotFound),
             Err(e) => Err(GetError::Other(unavailable(e))),
+        }
+    }
+
+    /// Readiness: the store answers a metadata request (a missing object is an answer).
+    pub async fn ping(&self) -> Result<(), String> {
+        match self.store.head(&Path::from("readyz-probe")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
         }
     }
 

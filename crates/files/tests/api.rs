@@ -26,6 +26,7 @@ kit::backend_tests!(
     delete_rules,
     internal_lookup,
     collector_deletes_old_unattached_uploads,
+    lookup_restarts_the_collection_clock,
     account_deletion_deletes_unattached_files,
 );
 
@@ -661,5 +662,52 @@ async fn account_deletion_deletes_unattached_files(backend: Backend) {
         1
     );
     assert_eq!(app.object_keys().await.len(), 2);
+    app.stop().await;
+}
+
+/// Chat looks a file up just before the 24 h are over: the collector must not delete it
+/// before the message event that attaches it arrives.
+async fn lookup_restarts_the_collection_clock(backend: Backend) {
+    let Some(app) = App::start_with(backend, Store::Local, "files_gc_lookup", |c| {
+        c.gc_interval_secs = 1
+    })
+    .await
+    else {
+        return;
+    };
+    let alice = app.user();
+    let looked_up = id_of(&app.uploaded(&alice, "soon.txt", b"s".to_vec()).await);
+    let forgotten = id_of(&app.uploaded(&alice, "gone.txt", b"g".to_vec()).await);
+    // Both 3 s short of the 24 h (the collector runs every second): the lookup comes well
+    // inside those 3 s, so without its touch both would be collected within about 4 s.
+    let almost = kit::time::now_ms() - 24 * 3600 * 1000 + 3_000;
+    for id in [looked_up, forgotten] {
+        sqlx::query("UPDATE files SET detached_at = $1, created_at = $1 WHERE id = $2")
+            .bind(almost)
+            .bind(id.to_string())
+            .execute(app.db.pool())
+            .await
+            .unwrap();
+    }
+    let r = app.lookup(alice.id, &[looked_up]).await;
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app
+        .get(&alice, &format!("/files/{forgotten}"), &[])
+        .await
+        .status
+        != StatusCode::NOT_FOUND
+    {
+        assert!(std::time::Instant::now() < deadline, "never collected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        app.get(&alice, &format!("/files/{looked_up}"), &[])
+            .await
+            .status,
+        StatusCode::OK,
+        "a file chat looked up was collected before its message arrived"
+    );
     app.stop().await;
 }

@@ -10,7 +10,11 @@ use kit::db::Backend;
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 
-kit::backend_tests!(s3_round_trip, s3_images_and_deletion);
+kit::backend_tests!(
+    s3_round_trip,
+    s3_images_and_deletion,
+    s3_lost_object_and_outage
+);
 
 async fn s3_round_trip(backend: Backend) {
     let Some(app) = App::start_with(backend, Store::S3, "files_s3_round_trip", |_| {}).await else {
@@ -66,5 +70,39 @@ async fn s3_images_and_deletion(backend: Backend) {
         StatusCode::NO_CONTENT
     );
     assert!(app.object_keys().await.is_empty());
+    app.stop().await;
+}
+
+/// An object removed behind the service is a 404, not a 500; the store down is a 503
+/// with `Retry-After` on downloads and uploads, and `/readyz` reports it.
+async fn s3_lost_object_and_outage(backend: Backend) {
+    let Some(mut app) = App::start_with(backend, Store::S3, "files_s3_outage", |_| {}).await else {
+        return;
+    };
+    let alice = app.user();
+    let lost = id_of(&app.uploaded(&alice, "lost.bin", vec![7u8; 2_000]).await);
+    let kept = id_of(&app.uploaded(&alice, "kept.bin", vec![9u8; 2_000]).await);
+    let moto = app.moto.as_mut().unwrap();
+    moto.delete_object(&format!("files/{lost}")).await;
+    app.get(&alice, &format!("/files/{lost}"), &[])
+        .await
+        .assert_problem(StatusCode::NOT_FOUND, "file_not_found");
+
+    let readyz = format!("{}/readyz", app.url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while app.http.get(&readyz).send().await.unwrap().status() != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    app.moto.as_mut().unwrap().kill();
+    let r = app.get(&alice, &format!("/files/{kept}"), &[]).await;
+    r.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable");
+    assert!(!r.header("retry-after").is_empty());
+    let up = app.upload(&alice, "new.bin", vec![1u8; 2_000]).await;
+    up.assert_problem(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable");
+    let r = app.http.get(&readyz).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("storage"), "{body}");
     app.stop().await;
 }

@@ -68,6 +68,26 @@ pub fn gated(ready: ReadyCheck, gate: StartupGate, what: &'static str) -> ReadyC
     })
 }
 
+/// Adds a required dependency to a readiness check (the files service's object store:
+/// without it no upload or download can work). `check` runs beside the others, bounded
+/// like them.
+pub fn requiring<C, F, E>(ready: ReadyCheck, name: &'static str, check: C) -> ReadyCheck
+where
+    C: Fn() -> F + Send + Sync + 'static,
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let check = Arc::new(check);
+    Arc::new(move || {
+        let (others, this) = (ready(), check());
+        Box::pin(async move {
+            let (mut r, this) = tokio::join!(others, probe(this));
+            r.required.push((name, this));
+            r
+        })
+    })
+}
+
 /// A probe answers within this bound or counts as failed: Kubernetes' default probe
 /// timeout is 1 s, and a hanging database connect must not hang the probe.
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(900);

@@ -1,6 +1,7 @@
 //! One module per scenario; each starts its own system and returns a `Report`.
 
 pub mod fanout;
+pub mod files;
 pub mod gateway;
 pub mod ingest;
 pub mod login;

@@ -1,6 +1,6 @@
 //! `POST /internal/files/lookup` `{owner_id, ids}` → `{items: [File]}`: the files among
 //! `ids` that exist and were uploaded by `owner_id`, in the order of `ids` (chat calls it
-//! when a message carries `attachment_ids`). The gateway never exposes `/internal/…`.
+//! when a message carries `attachment_ids`); their 24 h until collection starts again. The gateway never exposes `/internal/…`.
 
 use std::collections::HashMap;
 
@@ -46,6 +46,10 @@ async fn lookup(
             format!("at most {MAX_LOOKUP_IDS} ids"),
         ));
     }
+    // Touched before it is read: once the collector's single-statement delete has lost
+    // this race the file is not found (chat answers 400 invalid_attachment); once it is
+    // touched, the collector waits another full period.
+    files::touch(ctx.db.pool(), body.owner_id, &body.ids, kit::time::now_ms()).await?;
     let found: HashMap<Uuid, FileView> =
         files::owned_among(ctx.db.pool(), body.owner_id, &body.ids)
             .await?

@@ -83,6 +83,36 @@ pub async fn owned_among<'e, E: Executor<'e, Database = Any>>(
     q.fetch_all(ex).await?.iter().map(from_row).collect()
 }
 
+/// Restarts the collector's clock of `owner`'s files among `ids` (chat is about to attach
+/// them): a file looked up at 23 h 59 min must not be collected before chat's
+/// `chat.message.created` reaches this service and records the attachment.
+pub async fn touch<'e, E: Executor<'e, Database = Any>>(
+    ex: E,
+    owner: Uuid,
+    ids: &[Uuid],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list = (3..ids.len() + 3)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "UPDATE files SET detached_at = $2 WHERE owner_id = $1 AND detached_at < $2 AND id IN ({list})"
+    );
+    // Only placeholders are formatted in; the ids are bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(owner.to_string())
+        .bind(now);
+    for id in ids {
+        q = q.bind(id.to_string());
+    }
+    q.execute(ex).await?;
+    Ok(())
+}
+
 /// Deletes the file if `owner` uploaded it and no message carries it; true when deleted.
 /// One statement, so a concurrent attachment or a second deleter (the collector in another
 /// process) cannot both see it unattached and both act.

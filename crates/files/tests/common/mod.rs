@@ -134,6 +134,22 @@ impl Moto {
         }
     }
 
+    /// Deletes an object behind the service's back.
+    pub async fn delete_object(&self, key: &str) {
+        let r = reqwest::Client::new()
+            .delete(format!("{}/{}/{key}", self.endpoint, self.bucket))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "moto DELETE: {}", r.status());
+    }
+
+    /// Stops the server (an outage of the object store).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// The object keys in the bucket.
     pub async fn keys(&self) -> Vec<String> {
         let xml = reqwest::get(format!("{}/{}?list-type=2", self.endpoint, self.bucket))
