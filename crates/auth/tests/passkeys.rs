@@ -34,16 +34,7 @@ async fn a_deleted_account_passkey_no_longer_logs_in(backend: Backend) {
     let a = app.register("wren").await;
     let access = token(&a, "access_token");
     let mut key = SoftAuthenticator::new();
-    let (_, options) = app
-        .post("/auth/passkeys/register/start", json!({}), Some(&access))
-        .await;
-    let (status, _) = app
-        .post(
-            "/auth/passkeys/register/finish",
-            key.create(&options, ORIGIN, Attestation::None, None),
-            Some(&access),
-        )
-        .await;
+    let (status, _) = enrol(&app, &mut key, &access, Attestation::None, None).await;
     assert_eq!(status, 201);
     let req = app
         .http
@@ -52,21 +43,8 @@ async fn a_deleted_account_passkey_no_longer_logs_in(backend: Backend) {
         .json(&json!({"current_password": common::PASSWORD}));
     let (status, body) = common::read(req.send().await.unwrap()).await;
     assert_eq!(status, 204, "{body}");
-    let (_, options) = app
-        .post("/auth/passkeys/login/start", json!({}), None)
-        .await;
-    let (status, problem) = app
-        .post(
-            "/auth/passkeys/login/finish",
-            key.get(&options, ORIGIN),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (401, Some("invalid_passkey")),
-        "{problem}"
-    );
+    let (status, problem) = log_in(&app, &mut key, ORIGIN).await;
+    assert_problem(status, &problem, 401, "invalid_passkey");
     app.stop().await;
 }
 
@@ -138,27 +116,10 @@ async fn full_ceremony_end_to_end(backend: Backend) {
     let (status, problem) = app
         .post("/auth/passkeys/register/finish", body.take(), Some(&access))
         .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (400, Some("invalid_passkey")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 400, "invalid_passkey");
     // The same authenticator again: 409.
-    let (_, options) = app
-        .post("/auth/passkeys/register/start", json!({}), Some(&access))
-        .await;
-    let (status, problem) = app
-        .post(
-            "/auth/passkeys/register/finish",
-            key.create(&options, ORIGIN, Attestation::None, None),
-            Some(&access),
-        )
-        .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (409, Some("passkey_exists")),
-        "{problem}"
-    );
+    let (status, problem) = enrol(&app, &mut key, &access, Attestation::None, None).await;
+    assert_problem(status, &problem, 409, "passkey_exists");
 
     let (status, list) = app.get("/auth/passkeys", Some(&access)).await;
     assert_eq!(status, 200);
@@ -209,11 +170,7 @@ async fn full_ceremony_end_to_end(backend: Backend) {
     let (status, problem) = app
         .post("/auth/passkeys/login/finish", assertion, None)
         .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (401, Some("invalid_passkey")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 401, "invalid_passkey");
     // An authenticator the service never saw.
     let (_, options) = app
         .post("/auth/passkeys/login/start", json!({}), None)
@@ -227,11 +184,7 @@ async fn full_ceremony_end_to_end(backend: Backend) {
             None,
         )
         .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (401, Some("invalid_passkey")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 401, "invalid_passkey");
     app.stop().await;
 }
 
@@ -279,40 +232,14 @@ async fn wrong_origin_is_refused(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (400, Some("invalid_passkey")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 400, "invalid_passkey");
     let (_, list) = app.get("/auth/passkeys", Some(&access)).await;
     assert_eq!(list["items"], json!([]));
 
-    let (_, options) = app
-        .post("/auth/passkeys/register/start", json!({}), Some(&access))
-        .await;
-    let (status, _) = app
-        .post(
-            "/auth/passkeys/register/finish",
-            key.create(&options, ORIGIN, Attestation::None, None),
-            Some(&access),
-        )
-        .await;
+    let (status, _) = enrol(&app, &mut key, &access, Attestation::None, None).await;
     assert_eq!(status, 201);
-    let (_, options) = app
-        .post("/auth/passkeys/login/start", json!({}), None)
-        .await;
-    let (status, problem) = app
-        .post(
-            "/auth/passkeys/login/finish",
-            key.get(&options, "https://evil.example"),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (401, Some("invalid_passkey")),
-        "{problem}"
-    );
+    let (status, problem) = log_in(&app, &mut key, "https://evil.example").await;
+    assert_problem(status, &problem, 401, "invalid_passkey");
     app.stop().await;
 }
 
@@ -335,11 +262,7 @@ async fn a_challenge_is_single_use(backend: Backend) {
             Some(&access_b),
         )
         .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (400, Some("invalid_passkey")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 400, "invalid_passkey");
     let (status, _) = app
         .post(
             "/auth/passkeys/register/finish",
@@ -364,11 +287,7 @@ async fn a_challenge_is_single_use(backend: Backend) {
     let (status, problem) = app
         .post("/auth/passkeys/register/finish", body, Some(&access_a))
         .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (400, Some("invalid_passkey")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 400, "invalid_passkey");
 
     // A login assertion replayed: its challenge is gone.
     let (_, options) = app
@@ -382,11 +301,7 @@ async fn a_challenge_is_single_use(backend: Backend) {
     let (status, problem) = app
         .post("/auth/passkeys/login/finish", assertion, None)
         .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (401, Some("invalid_passkey")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 401, "invalid_passkey");
     // Even signed anew with a fresh counter, an old challenge is refused; so is one the
     // server never issued, and a registration challenge used to log in.
     let (status, _) = app
@@ -419,16 +334,7 @@ async fn a_challenge_is_single_use(backend: Backend) {
         .await;
     assert_eq!(status, 401);
     // The legitimate next login still works.
-    let (_, options) = app
-        .post("/auth/passkeys/login/start", json!({}), None)
-        .await;
-    let (status, tokens) = app
-        .post(
-            "/auth/passkeys/login/finish",
-            key.get(&options, ORIGIN),
-            None,
-        )
-        .await;
+    let (status, tokens) = log_in(&app, &mut key, ORIGIN).await;
     assert_eq!(
         (status, tokens["user"]["username"].as_str()),
         (200, Some("rosa")),
@@ -444,99 +350,32 @@ async fn a_cloned_authenticator_is_refused(backend: Backend) {
     let a = app.register("tova").await;
     let access = token(&a, "access_token");
     let mut key = SoftAuthenticator::new();
-    let (_, options) = app
-        .post("/auth/passkeys/register/start", json!({}), Some(&access))
-        .await;
-    let (status, _) = app
-        .post(
-            "/auth/passkeys/register/finish",
-            key.create(&options, ORIGIN, Attestation::None, None),
-            Some(&access),
-        )
-        .await;
+    let (status, _) = enrol(&app, &mut key, &access, Attestation::None, None).await;
     assert_eq!(status, 201);
     // A copy of the authenticator taken now…
     let mut clone = key.clone();
     // …while the original goes on logging in (counter 2, 3).
     for _ in 0..2 {
-        let (_, options) = app
-            .post("/auth/passkeys/login/start", json!({}), None)
-            .await;
-        let (status, _) = app
-            .post(
-                "/auth/passkeys/login/finish",
-                key.get(&options, ORIGIN),
-                None,
-            )
-            .await;
+        let (status, _) = log_in(&app, &mut key, ORIGIN).await;
         assert_eq!(status, 200);
     }
     // The clone signs with counter 2: not above the stored 3.
-    let (_, options) = app
-        .post("/auth/passkeys/login/start", json!({}), None)
-        .await;
-    let (status, problem) = app
-        .post(
-            "/auth/passkeys/login/finish",
-            clone.get(&options, ORIGIN),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (401, Some("passkey_clone_detected")),
-        "{problem}"
-    );
+    let (status, problem) = log_in(&app, &mut clone, ORIGIN).await;
+    assert_problem(status, &problem, 401, "passkey_clone_detected");
     // Equal is refused too (counter 3 again).
-    let (_, options) = app
-        .post("/auth/passkeys/login/start", json!({}), None)
-        .await;
-    let (status, _) = app
-        .post(
-            "/auth/passkeys/login/finish",
-            clone.get(&options, ORIGIN),
-            None,
-        )
-        .await;
+    let (status, _) = log_in(&app, &mut clone, ORIGIN).await;
     assert_eq!(status, 401);
     // The original, ahead of the stored counter, still logs in.
-    let (_, options) = app
-        .post("/auth/passkeys/login/start", json!({}), None)
-        .await;
-    let (status, _) = app
-        .post(
-            "/auth/passkeys/login/finish",
-            key.get(&options, ORIGIN),
-            None,
-        )
-        .await;
+    let (status, _) = log_in(&app, &mut key, ORIGIN).await;
     assert_eq!(status, 200);
 
     // An authenticator that keeps no counter (always 0, like synced passkeys) is fine.
     let mut synced = SoftAuthenticator::new();
     synced.counts = false;
-    let (_, options) = app
-        .post("/auth/passkeys/register/start", json!({}), Some(&access))
-        .await;
-    let (status, _) = app
-        .post(
-            "/auth/passkeys/register/finish",
-            synced.create(&options, ORIGIN, Attestation::None, None),
-            Some(&access),
-        )
-        .await;
+    let (status, _) = enrol(&app, &mut synced, &access, Attestation::None, None).await;
     assert_eq!(status, 201);
     for _ in 0..2 {
-        let (_, options) = app
-            .post("/auth/passkeys/login/start", json!({}), None)
-            .await;
-        let (status, body) = app
-            .post(
-                "/auth/passkeys/login/finish",
-                synced.get(&options, ORIGIN),
-                None,
-            )
-            .await;
+        let (status, body) = log_in(&app, &mut synced, ORIGIN).await;
         assert_eq!(status, 200, "{body}");
     }
     app.stop().await;
@@ -550,16 +389,7 @@ async fn only_the_owner_deletes_a_passkey(backend: Backend) {
     let b = app.register("viggo").await;
     let (access_a, access_b) = (token(&a, "access_token"), token(&b, "access_token"));
     let mut key = SoftAuthenticator::new();
-    let (_, options) = app
-        .post("/auth/passkeys/register/start", json!({}), Some(&access_a))
-        .await;
-    let (_, created) = app
-        .post(
-            "/auth/passkeys/register/finish",
-            key.create(&options, ORIGIN, Attestation::None, Some("Yubi")),
-            Some(&access_a),
-        )
-        .await;
+    let (_, created) = enrol(&app, &mut key, &access_a, Attestation::None, Some("Yubi")).await;
     let path = format!("/auth/passkeys/{}", created["id"].as_str().unwrap());
 
     let (status, _) = app.get("/auth/passkeys", None).await;
@@ -567,11 +397,7 @@ async fn only_the_owner_deletes_a_passkey(backend: Backend) {
     let (status, _) = app.delete(&path, None).await;
     assert_eq!(status, 401);
     let (status, problem) = app.delete(&path, Some(&access_b)).await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (404, Some("passkey_not_found")),
-        "{problem}"
-    );
+    assert_problem(status, &problem, 404, "passkey_not_found");
     let (_, list) = app.get("/auth/passkeys", Some(&access_b)).await;
     assert_eq!(list["items"], json!([]), "Viggo sees none of Uma's");
     let (_, list) = app.get("/auth/passkeys", Some(&access_a)).await;
@@ -584,25 +410,52 @@ async fn only_the_owner_deletes_a_passkey(backend: Backend) {
     let (_, list) = app.get("/auth/passkeys", Some(&access_a)).await;
     assert_eq!(list["items"], json!([]));
     // A deleted passkey no longer logs in.
-    let (_, options) = app
-        .post("/auth/passkeys/login/start", json!({}), None)
-        .await;
-    let (status, problem) = app
-        .post(
-            "/auth/passkeys/login/finish",
-            key.get(&options, ORIGIN),
-            None,
-        )
-        .await;
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (401, Some("invalid_passkey")),
-        "{problem}"
-    );
+    let (status, problem) = log_in(&app, &mut key, ORIGIN).await;
+    assert_problem(status, &problem, 401, "invalid_passkey");
     app.stop().await;
 }
 
 // ---- a software authenticator -------------------------------------------------------
+
+/// Registers `key` for the holder of `access`: start, then finish with the answer.
+async fn enrol(
+    app: &common::TestAuth,
+    key: &mut SoftAuthenticator,
+    access: &str,
+    attestation: Attestation,
+    name: Option<&str>,
+) -> (u16, Value) {
+    let (_, options) = app
+        .post("/auth/passkeys/register/start", json!({}), Some(access))
+        .await;
+    app.post(
+        "/auth/passkeys/register/finish",
+        key.create(&options, ORIGIN, attestation, name),
+        Some(access),
+    )
+    .await
+}
+
+/// A passwordless login with `key`, its client data claiming `origin`.
+async fn log_in(app: &common::TestAuth, key: &mut SoftAuthenticator, origin: &str) -> (u16, Value) {
+    let (_, options) = app
+        .post("/auth/passkeys/login/start", json!({}), None)
+        .await;
+    app.post(
+        "/auth/passkeys/login/finish",
+        key.get(&options, origin),
+        None,
+    )
+    .await
+}
+
+fn assert_problem(status: u16, problem: &Value, expected: u16, code: &str) {
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (expected, Some(code)),
+        "{problem}"
+    );
+}
 
 #[derive(Clone, Copy)]
 enum Attestation {
