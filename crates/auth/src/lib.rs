@@ -149,9 +149,12 @@ impl Config {
     }
 }
 
+/// Service name: database file, metrics label.
+pub const NAME: &str = "auth";
+
 fn setup<'a>(common: &'a kit::config::CommonConfig, config: &'a Config) -> kit::server::Setup<'a> {
     kit::server::Setup {
-        name: "auth",
+        name: NAME,
         database_url: config.database_url.as_deref(),
         data_dir: &common.data_dir,
         migrations: store::MIGRATIONS,
@@ -205,9 +208,9 @@ pub async fn build(
             &config.passkey_origin,
         )),
     };
-    let router = kit::server::finish_router("auth", api::router(ctx), ready, trusted);
+    let router = kit::server::finish_router(NAME, api::router(ctx), ready, trusted);
     Ok(kit::server::Service {
-        name: "auth",
+        name: NAME,
         listener,
         router,
         shutdown,

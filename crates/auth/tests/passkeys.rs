@@ -25,6 +25,7 @@ kit::backend_tests!(
     a_cloned_authenticator_is_refused,
     only_the_owner_deletes_a_passkey,
     a_deleted_account_passkey_no_longer_logs_in,
+    an_expired_challenge_is_refused,
 );
 
 async fn a_deleted_account_passkey_no_longer_logs_in(backend: Backend) {
@@ -416,6 +417,55 @@ async fn only_the_owner_deletes_a_passkey(backend: Backend) {
 }
 
 // ---- a software authenticator -------------------------------------------------------
+
+/// A challenge answered after its lifetime is refused, for a login and a registration.
+async fn an_expired_challenge_is_refused(backend: Backend) {
+    let Some(app) = spawn(backend, "passkey_expired").await else {
+        return;
+    };
+    let a = app.register("xena").await;
+    let access = token(&a, "access_token");
+    let mut key = SoftAuthenticator::new();
+    let (status, _) = enrol(&app, &mut key, &access, Attestation::None, None).await;
+    assert_eq!(status, 201);
+    let db = app.db().await;
+    let age_challenges = || async {
+        sqlx::query("UPDATE passkey_challenges SET expires_at = 1")
+            .execute(db.pool())
+            .await
+            .unwrap();
+    };
+    let (_, options) = app
+        .post("/auth/passkeys/login/start", json!({}), None)
+        .await;
+    age_challenges().await;
+    let (status, problem) = app
+        .post(
+            "/auth/passkeys/login/finish",
+            key.get(&options, ORIGIN),
+            None,
+        )
+        .await;
+    assert_problem(status, &problem, 401, "invalid_passkey");
+    let mut second = SoftAuthenticator::new();
+    let (_, options) = app
+        .post("/auth/passkeys/register/start", json!({}), Some(&access))
+        .await;
+    age_challenges().await;
+    let (status, problem) = app
+        .post(
+            "/auth/passkeys/register/finish",
+            second.create(&options, ORIGIN, Attestation::None, None),
+            Some(&access),
+        )
+        .await;
+    assert_problem(status, &problem, 400, "invalid_passkey");
+    // A fresh ceremony still works: only the aged challenges were refused.
+    let (status, body) = log_in(&app, &mut key, ORIGIN).await;
+    assert_eq!(status, 200, "{body}");
+    db.close().await;
+    app.stop().await;
+}
 
 /// Registers `key` for the holder of `access`: start, then finish with the answer.
 async fn enrol(

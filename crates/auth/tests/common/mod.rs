@@ -52,6 +52,13 @@ pub async fn spawn_with(
 }
 
 impl TestAuth {
+    /// The service's own database (tests that age a row).
+    pub async fn db(&self) -> kit::db::Db {
+        kit::db::Db::open(self._db.url.as_deref(), self.dir.path(), auth::NAME)
+            .await
+            .unwrap()
+    }
+
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
             r.stop().await;
