@@ -96,9 +96,11 @@ impl Storage {
         if let Some(bucket) = &config.s3_bucket {
             let mut b = object_store::aws::AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
-                .with_allow_http(config.s3_allow_http)
+                // The whole client options (`allow_http` is one of them): a builder call
+                // setting one option before this would be overwritten.
                 .with_client_options(
                     object_store::ClientOptions::new()
+                        .with_allow_http(config.s3_allow_http)
                         // object_store's default 30 s bound covers the whole response: it
                         // would cut a 25 MiB download to a client slower than 0.9 MB/s.
                         // A stall is caught per read instead.

@@ -134,14 +134,31 @@ impl Moto {
         }
     }
 
-    /// Deletes an object behind the service's back.
+    /// The service's settings for this bucket.
+    pub fn config(&self) -> files::storage::StorageConfig {
+        files::storage::StorageConfig {
+            s3_bucket: Some(self.bucket.clone()),
+            s3_endpoint: Some(self.endpoint.clone()),
+            s3_region: Some("us-east-1".to_owned()),
+            s3_allow_http: true,
+            s3_access_key_id: Some("test".to_owned()),
+            s3_secret_access_key: Some(files::storage::Secret("test".to_owned())),
+            local_dir: None,
+        }
+    }
+
+    /// Deletes an object behind the service's back (signed, as moto wants for deletes).
     pub async fn delete_object(&self, key: &str) {
-        let r = reqwest::Client::new()
-            .delete(format!("{}/{}/{key}", self.endpoint, self.bucket))
-            .send()
+        let unused = tempfile::tempdir().unwrap();
+        let store = files::storage::Storage::open(&self.config(), unused.path()).unwrap();
+        store
+            .delete(vec![object_store::path::Path::from(key)])
             .await
             .unwrap();
-        assert!(r.status().is_success(), "moto DELETE: {}", r.status());
+        assert!(
+            !self.keys().await.contains(&key.to_owned()),
+            "{key} still there"
+        );
     }
 
     /// Stops the server (an outage of the object store).
@@ -270,15 +287,7 @@ impl App {
             ..Default::default()
         };
         if let Some(m) = &moto {
-            config.storage = files::storage::StorageConfig {
-                s3_bucket: Some(m.bucket.clone()),
-                s3_endpoint: Some(m.endpoint.clone()),
-                s3_region: Some("us-east-1".to_owned()),
-                s3_allow_http: true,
-                s3_access_key_id: Some("test".to_owned()),
-                s3_secret_access_key: Some(files::storage::Secret("test".to_owned())),
-                local_dir: None,
-            };
+            config.storage = m.config();
         }
         tweak(&mut config);
         let bus = Bus::memory();
