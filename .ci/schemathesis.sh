@@ -33,7 +33,7 @@ fi
 ST="$VENV/bin/st"
 PY="$VENV/bin/python"
 
-BIN="${INTELLICOLAB_BIN:-$ROOT/target/debug/intellicolab}"
+BIN="${INTELLICOLAB_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/intellicolab}"
 if [[ ! -x "$BIN" ]]; then
   say "building intellicolab"
   cargo build -q -p intellicolab
@@ -53,6 +53,7 @@ trap cleanup EXIT
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 AUTH=$(free_port); USERS=$(free_port); CHAT=$(free_port); GW=$(free_port); ADMIN=$(free_port)
+NOTIF=$(free_port); FILES=$(free_port)
 BASE="http://127.0.0.1:$GW"
 
 # Only what this script sets configures the server.
@@ -70,6 +71,11 @@ env \
   INTELLICOLAB_AUTH__LISTEN="127.0.0.1:$AUTH" \
   INTELLICOLAB_USERS__LISTEN="127.0.0.1:$USERS" \
   INTELLICOLAB_CHAT__LISTEN="127.0.0.1:$CHAT" \
+  INTELLICOLAB_NOTIFICATIONS__LISTEN="127.0.0.1:$NOTIF" \
+  INTELLICOLAB_NOTIFICATIONS__CHAT_URL="http://127.0.0.1:$CHAT" \
+  INTELLICOLAB_FILES__LISTEN="127.0.0.1:$FILES" \
+  INTELLICOLAB_FILES__CHAT_URL="http://127.0.0.1:$CHAT" \
+  INTELLICOLAB_CHAT__FILES_URL="http://127.0.0.1:$FILES" \
   INTELLICOLAB_GATEWAY__LISTEN="127.0.0.1:$GW" \
   INTELLICOLAB_GATEWAY__ADMIN_LISTEN="127.0.0.1:$ADMIN" \
   INTELLICOLAB_AUTH_URL="http://127.0.0.1:$AUTH" \
@@ -77,6 +83,8 @@ env \
   INTELLICOLAB_GATEWAY__UPSTREAMS__AUTH="http://127.0.0.1:$AUTH" \
   INTELLICOLAB_GATEWAY__UPSTREAMS__USERS="http://127.0.0.1:$USERS" \
   INTELLICOLAB_GATEWAY__UPSTREAMS__CHAT="http://127.0.0.1:$CHAT" \
+  INTELLICOLAB_GATEWAY__UPSTREAMS__NOTIFICATIONS="http://127.0.0.1:$NOTIF" \
+  INTELLICOLAB_GATEWAY__UPSTREAMS__FILES="http://127.0.0.1:$FILES" \
   INTELLICOLAB_GATEWAY__RATE_LIMITS__STRICT__RATE=100000 \
   INTELLICOLAB_GATEWAY__RATE_LIMITS__STRICT__PERIOD_MS=1000 \
   INTELLICOLAB_GATEWAY__RATE_LIMITS__STRICT__BURST=100000 \
@@ -95,7 +103,7 @@ for _ in $(seq 1 600); do
 import json, sys, urllib.request
 doc = json.load(urllib.request.urlopen(sys.argv[1] + "/openapi.json", timeout=2))
 paths = doc["paths"]
-assert all(any(p.startswith(s) for p in paths) for s in ("/auth/", "/users/", "/chat/"))
+assert all(any(p.startswith(s) for p in paths) for s in ("/auth/", "/users/", "/chat/", "/notifications", "/files"))
 EOF
   sleep 0.1
 done
@@ -138,8 +146,13 @@ run_st() {
 status=0
 # Logging out ends the token's session (logout-all: every session of the user), after
 # which every other operation would only see 401: those two run last, with their own user.
-say "schemathesis: every operation but the logouts"
-run_st "$(token fuzzer_one)" "$MAX_TIME" --exclude-path-regex '^/auth/logout' || status=1
+# POST /files (the only operation on `/files`) is left out: generating its cases crashes
+# schemathesis itself under CPython 3.11 ("SystemError: AST constructor recursion depth
+# mismatch" in hypothesis' lambda description, a CPython bug), which would fail the run
+# without testing anything. Uploads, raw and multipart, good and bad, are covered by
+# crates/files/tests/api.rs and the gateway system test.
+say "schemathesis: every operation but the logouts and POST /files"
+run_st "$(token fuzzer_one)" "$MAX_TIME" --exclude-path-regex '^/auth/logout|^/files$' || status=1
 say "schemathesis: the logouts"
 run_st "$(token fuzzer_two)" 40 --include-path-regex '^/auth/logout' || status=1
 
