@@ -283,3 +283,118 @@ pub fn uri(scheme: &Scheme, authority: &Authority, path: &str, query: Option<&st
         .build()
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// A keep-alive HTTP/1.1 server that counts the connections it accepted and drops
+    /// them all when told.
+    async fn counting_server() -> (
+        std::net::SocketAddr,
+        Arc<AtomicUsize>,
+        tokio::sync::broadcast::Sender<()>,
+    ) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (close, _) = tokio::sync::broadcast::channel::<()>(4);
+        let (count, closer) = (accepted.clone(), close.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut closed = closer.subscribe();
+                tokio::spawn(async move {
+                    let service =
+                        hyper::service::service_fn(|req: http::Request<Incoming>| async move {
+                            let host = req
+                                .headers()
+                                .get(http::header::HOST)
+                                .cloned()
+                                .unwrap_or(http::HeaderValue::from_static("none"));
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+                                    host.as_bytes(),
+                                )),
+                            ))
+                        });
+                    let conn = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = closed.recv() => {}
+                    }
+                });
+            }
+        });
+        (addr, accepted, close)
+    }
+
+    fn get(host: &'static str) -> http::Request<ProxyBody> {
+        http::Request::get("/users/me")
+            .header(http::header::HOST, host)
+            .body(ProxyBody::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn connections_are_reused_and_closed_ones_replaced() {
+        let (addr, accepted, close) = counting_server().await;
+        let clients = Clients::new(&Config::default());
+        let authority: Authority = addr.to_string().parse().unwrap();
+        let id = next_instance_id();
+        for _ in 0..3 {
+            let (res, lease) = clients.send(id, &authority, get("users")).await.unwrap();
+            assert_eq!(res.status(), http::StatusCode::OK);
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"users");
+            // The body is read: the connection goes back to the pool.
+            drop(lease);
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one keep-alive connection"
+        );
+
+        // The upstream closes its idle connections: the next request opens a new one.
+        close.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (res, held) = clients.send(id, &authority, get("users")).await.unwrap();
+        assert_eq!(res.status(), http::StatusCode::OK);
+        let _ = res.into_body().collect().await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+        // While that connection is leased, a request opens a third one; detached (as
+        // after a WebSocket upgrade) it never returns to the pool, and the next request
+        // goes on the second once that is returned.
+        let (res, mut detached) = clients.send(id, &authority, get("users")).await.unwrap();
+        let _ = res.into_body().collect().await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        detached.detach();
+        drop(detached);
+        drop(held);
+        let (res, _held) = clients.send(id, &authority, get("users")).await.unwrap();
+        assert_eq!(res.status(), http::StatusCode::OK);
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+
+        // Nobody listening: a connect error, which passive health counts as unreachable.
+        drop(close);
+        let unused = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gone: Authority = unused.local_addr().unwrap().to_string().parse().unwrap();
+        drop(unused);
+        let err = clients
+            .send(next_instance_id(), &gone, get("users"))
+            .await
+            .err()
+            .unwrap();
+        assert!(err.is_connect(), "{err}");
+    }
+}

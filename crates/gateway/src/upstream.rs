@@ -428,9 +428,11 @@ pub async fn send(
             return Err(SendError::BadUri);
         };
         parts.uri = uri;
+        // Unless a route set its own (hyper-util's client did the same).
         parts
             .headers
-            .insert(http::header::HOST, instance.host.clone());
+            .entry(http::header::HOST)
+            .or_insert_with(|| instance.host.clone());
         let mut in_flight = InFlight::new(instance.clone());
         let sent = Instant::now();
         let result = tokio::time::timeout_at(
