@@ -11,6 +11,7 @@ mod progress;
 mod scenarios;
 mod stats;
 mod system;
+mod wrk;
 mod ws;
 
 use std::path::PathBuf;
@@ -49,6 +50,17 @@ pub enum Scenario {
     Machine,
 }
 
+/// The gateway scenario's tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GatewayTables {
+    /// The production topology (each proxy alone on a pinned core), then `serve all`.
+    Both,
+    /// Only the production topology.
+    Production,
+    /// Only the `serve all` table (gateway and services in one process).
+    ServeAll,
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(version, about = "IntelliColab load generator and benchmark suite")]
 pub struct Cli {
@@ -85,9 +97,16 @@ pub struct Cli {
     /// ingest: sends each WebSocket sender keeps unacknowledged (pipelined).
     #[arg(long, default_value_t = 16)]
     pub ws_window: usize,
-    /// gateway: the gateway's `event_loops` setting (0 = the shared runtime).
+    /// gateway: the gateway's `event_loops` setting (0 = the shared runtime) in the
+    /// `serve all` table.
     #[arg(long, default_value_t = 0)]
     pub gateway_event_loops: usize,
+    /// gateway: which tables to measure.
+    #[arg(long, value_enum, default_value_t = GatewayTables::Both)]
+    pub gateway_tables: GatewayTables,
+    /// gateway: runs per row of the production-topology table (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub gateway_runs: usize,
     /// fanout: WebSocket connections (one account each).
     #[arg(long, default_value_t = 10_000)]
     pub connections: usize,

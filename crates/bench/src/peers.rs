@@ -84,20 +84,30 @@ async fn run_quiet(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
 
 /// Finds nginx, installing `nginx-light` (or `nginx`) with apt-get when allowed.
 pub async fn nginx_binary(install: bool) -> anyhow::Result<PathBuf> {
-    if let Some(p) = which("nginx") {
+    debian_binary("nginx", &["nginx-light", "nginx"], install).await
+}
+
+/// Finds `name` on the PATH (or in /usr/sbin), installing the first of `packages` that
+/// apt-get can install when allowed.
+pub async fn debian_binary(
+    name: &str,
+    packages: &[&str],
+    install: bool,
+) -> anyhow::Result<PathBuf> {
+    if let Some(p) = which(name) {
         return Ok(p);
     }
     anyhow::ensure!(
         install,
-        "nginx is not installed (and --no-install was given)"
+        "{name} is not installed (and --no-install was given)"
     );
     anyhow::ensure!(
         which("apt-get").is_some(),
-        "nginx is not installed and apt-get is not available"
+        "{name} is not installed and apt-get is not available"
     );
-    eprintln!("installing nginx with apt-get …");
+    eprintln!("installing {name} with apt-get …");
     let mut last = Err(anyhow::anyhow!("no package tried"));
-    for pkg in ["nginx-light", "nginx"] {
+    for pkg in packages {
         last = run_quiet(
             Command::new("apt-get")
                 .args(["install", "-y", "--no-install-recommends", pkg])
@@ -110,7 +120,33 @@ pub async fn nginx_binary(install: bool) -> anyhow::Result<PathBuf> {
         }
     }
     last?;
-    which("nginx").context("nginx still not found after installation")
+    which(name).with_context(|| format!("{name} still not found after installation"))
+}
+
+/// A command running `program`, pinned to `core` with `taskset` when a core is given
+/// and taskset exists (it execs the program: the child's pid is the program's).
+pub fn pinned_command(program: impl AsRef<std::ffi::OsStr>, core: Option<usize>) -> Command {
+    match (core, which("taskset")) {
+        (Some(core), Some(taskset)) => {
+            let mut cmd = Command::new(taskset);
+            cmd.arg("-c").arg(core.to_string()).arg(program);
+            cmd
+        }
+        _ => Command::new(program),
+    }
+}
+
+/// Pins every thread of a running process to `core` (`taskset -a -p`); threads it starts
+/// later inherit the mask.
+pub async fn pin_process(pid: u32, core: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(which("taskset").is_some(), "taskset is not installed");
+    run_quiet(
+        Command::new("taskset")
+            .args(["-a", "-p", "-c", &core.to_string(), &pid.to_string()])
+            .stdout(Stdio::null()),
+        "taskset",
+    )
+    .await
 }
 
 async fn wait_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<()> {
@@ -167,21 +203,31 @@ http {{
 }
 
 pub async fn start_nginx(install: bool, upstream_port: u16) -> anyhow::Result<Peer> {
+    let workers = crate::procstat::cores();
+    start_nginx_with(install, None, |dir, port| {
+        nginx_config(dir, port, upstream_port, workers)
+    })
+    .await
+}
+
+/// nginx with the configuration `config(dir, listen_port)`, pinned to `core` if given.
+pub async fn start_nginx_with(
+    install: bool,
+    core: Option<usize>,
+    config: impl FnOnce(&Path, u16) -> String,
+) -> anyhow::Result<Peer> {
     let bin = nginx_binary(install).await?;
     let dir = tempfile::tempdir()?;
     let port = crate::system::free_port()?;
     let conf = dir.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        nginx_config(dir.path(), port, upstream_port, crate::procstat::cores()),
-    )?;
+    std::fs::write(&conf, config(dir.path(), port))?;
     let version = Command::new(&bin)
         .arg("-v")
         .output()
         .await
         .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
         .unwrap_or_default();
-    let child = Command::new(&bin)
+    let child = pinned_command(&bin, core)
         .arg("-p")
         .arg(dir.path())
         .arg("-c")
@@ -216,6 +262,147 @@ pub async fn start_nginx(install: bool, upstream_port: u16) -> anyhow::Result<Pe
     Ok(peer)
 }
 
+/// The body the stand-in upstream answers every request with: the size of a small
+/// `GET /users/me` profile, below the gateway's compression threshold.
+pub const UPSTREAM_BODY: &str = r#"{"id":"0190c8a4-7a4e-7c3e-9d0b-5b2f3c1d9e01","username":"bench","display_name":"Bench User","bio":"","avatar_url":null,"status":"active"}"#;
+
+/// One nginx worker answering `200` with [`UPSTREAM_BODY`] to everything (`/readyz`
+/// included): an upstream that costs next to nothing, so a proxy's own cost shows.
+pub fn nginx_static_config(dir: &Path, listen_port: u16) -> String {
+    let d = dir.display();
+    format!(
+        r#"worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    keepalive_requests 1000000;
+    server {{
+        listen 127.0.0.1:{listen_port} backlog=4096;
+        default_type application/json;
+        location / {{
+            return 200 '{UPSTREAM_BODY}';
+        }}
+    }}
+}}
+"#
+    )
+}
+
+/// HAProxy as a plain keep-alive HTTP proxy with one thread, connections to the
+/// upstream reused (`http-reuse always`), `X-Forwarded-For` added like nginx's.
+pub fn haproxy_config(listen_port: u16, upstream_port: u16) -> String {
+    format!(
+        r#"global
+    nbthread 1
+    maxconn 4096
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+
+frontend gateway
+    bind 127.0.0.1:{listen_port}
+    default_backend service
+
+backend service
+    server s1 127.0.0.1:{upstream_port}
+"#
+    )
+}
+
+/// HAProxy (Debian package `haproxy`), foreground, one thread, pinned to `core` if given.
+pub async fn start_haproxy(
+    install: bool,
+    upstream_port: u16,
+    core: Option<usize>,
+) -> anyhow::Result<Peer> {
+    let bin = debian_binary("haproxy", &["haproxy"], install).await?;
+    let dir = tempfile::tempdir()?;
+    let port = crate::system::free_port()?;
+    let conf = dir.path().join("haproxy.cfg");
+    std::fs::write(&conf, haproxy_config(port, upstream_port))?;
+    let version = Command::new(&bin)
+        .arg("-v")
+        .output()
+        .await
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned()
+        })
+        .unwrap_or_default();
+    let log = dir.path().join("haproxy.log");
+    let child = pinned_command(&bin, core)
+        .arg("-db")
+        .arg("-f")
+        .arg(&conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(std::fs::File::create(&log)?))
+        .stderr(Stdio::from(std::fs::File::create(
+            dir.path().join("haproxy.err"),
+        )?))
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting haproxy")?;
+    let err_log = dir.path().join("haproxy.err");
+    let mut peer = Peer {
+        port,
+        child,
+        stop_command: None,
+        _dir: dir,
+        version,
+    };
+    if let Err(e) = wait_port(port, &mut peer.child, "haproxy").await {
+        anyhow::bail!("{e}: {}", crate::system::tail(&err_log, 5));
+    }
+    Ok(peer)
+}
+
+/// A process the caller configured (our gateway alone), as a [`Peer`] once it listens on
+/// `port`; `dir` lives as long as it runs.
+pub async fn start_process(
+    mut cmd: Command,
+    port: u16,
+    dir: tempfile::TempDir,
+    log: Option<PathBuf>,
+    version: String,
+    what: &str,
+) -> anyhow::Result<Peer> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let mut peer = Peer {
+        port,
+        child,
+        stop_command: None,
+        _dir: dir,
+        version,
+    };
+    if let Err(e) = wait_port(port, &mut peer.child, what).await {
+        let tail = log.map(|l| crate::system::tail(&l, 10)).unwrap_or_default();
+        anyhow::bail!("{e}: {tail}");
+    }
+    Ok(peer)
+}
+
 /// The seed's gateway: express + http-proxy-middleware, keep-alive agent, and a JWT check
 /// (EdDSA, keys from our JWKS) before proxying — what a fair comparison must include.
 const EXPRESS_GATEWAY: &str = r#"import http from 'node:http';
@@ -246,6 +433,7 @@ pub async fn start_express(
     install: bool,
     upstream_port: u16,
     auth_port: u16,
+    core: Option<usize>,
 ) -> anyhow::Result<Peer> {
     anyhow::ensure!(which("node").is_some(), "node is not installed");
     anyhow::ensure!(which("npm").is_some(), "npm is not installed");
@@ -301,7 +489,7 @@ pub async fn start_express(
         installed("jose")
     );
     let port = crate::system::free_port()?;
-    let mut child = Command::new("node")
+    let mut child = pinned_command("node", core)
         .arg(&script)
         .arg(port.to_string())
         .arg(format!("http://127.0.0.1:{upstream_port}"))
@@ -338,5 +526,19 @@ mod tests {
         assert!(c.contains("proxy_set_header Connection \"\";"));
         assert!(c.contains("daemon off;"));
         assert!(c.contains("worker_processes 2;"));
+    }
+
+    #[test]
+    fn static_upstream_and_haproxy_configs() {
+        let c = nginx_static_config(Path::new("/tmp/x"), 9001);
+        assert!(c.contains("listen 127.0.0.1:9001"));
+        assert!(c.contains("worker_processes 1;"));
+        assert!(c.contains(&format!("return 200 '{UPSTREAM_BODY}';")));
+        assert!(serde_json::from_str::<serde_json::Value>(UPSTREAM_BODY).is_ok());
+        let h = haproxy_config(9002, 9001);
+        assert!(h.contains("nbthread 1"));
+        assert!(h.contains("bind 127.0.0.1:9002"));
+        assert!(h.contains("server s1 127.0.0.1:9001"));
+        assert!(h.contains("http-reuse always"));
     }
 }

@@ -102,9 +102,11 @@ impl CpuMeter {
     pub fn finish(self) -> ProcUsage {
         let ticks = cpu_ticks(&self.pids).saturating_sub(self.ticks);
         let wall = self.at.elapsed().as_secs_f64();
+        let cpu_seconds = ticks as f64 / clock_ticks();
         ProcUsage {
+            cpu_seconds,
             cpu_percent: if wall > 0.0 {
-                ticks as f64 / clock_ticks() / wall * 100.0
+                cpu_seconds / wall * 100.0
             } else {
                 0.0
             },

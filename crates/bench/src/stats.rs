@@ -84,6 +84,8 @@ pub struct ProcUsage {
     pub cpu_percent: f64,
     /// Resident set size at the end, summed over the processes.
     pub rss_mib: f64,
+    /// CPU time used during the measurement, in seconds (all cores).
+    pub cpu_seconds: f64,
 }
 
 /// One line of a result table.
@@ -102,6 +104,8 @@ pub struct Row {
     pub server: Option<ProcUsage>,
     /// CPU used by the load generator itself (it shares the machine with the server).
     pub bench_cpu_percent: Option<f64>,
+    /// Server CPU time per operation, in microseconds (tables that meter one server).
+    pub cpu_us_per_op: Option<f64>,
     pub note: String,
 }
 
@@ -130,6 +134,7 @@ impl Row {
             latency: lat.summary(),
             server: None,
             bench_cpu_percent: None,
+            cpu_us_per_op: None,
             note: String::new(),
         }
     }
@@ -208,15 +213,34 @@ impl Report {
         }
         for (title, rows) in &self.tables {
             out.push_str(&format!("**{title}**\n\n"));
+            // The CPU-per-operation column only where some row has it.
+            let per_op = rows.iter().any(|r| r.cpu_us_per_op.is_some());
             out.push_str(
-                "| | count | errors | throughput | p50 ms | p90 ms | p99 ms | max ms | server CPU % | server RSS MiB | bench CPU % | note |\n",
+                "| | count | errors | throughput | p50 ms | p90 ms | p99 ms | max ms | server CPU % |",
             );
-            out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+            if per_op {
+                out.push_str(" server CPU µs/op |");
+            }
+            out.push_str(" server RSS MiB | bench CPU % | note |\n");
+            out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+            if per_op {
+                out.push_str("---:|");
+            }
+            out.push_str("---:|---:|---|\n");
             for r in rows {
+                let per_op_cell = |v: String| {
+                    if per_op {
+                        format!(" {v} |")
+                    } else {
+                        String::new()
+                    }
+                };
                 if !r.ok {
                     out.push_str(&format!(
-                        "| {} | – | – | not available | – | – | – | – | – | – | – | {} |\n",
-                        r.name, r.note
+                        "| {} | – | – | not available | – | – | – | – | – |{} – | – | {} |\n",
+                        r.name,
+                        per_op_cell("–".to_owned()),
+                        r.note
                     ));
                     continue;
                 }
@@ -228,8 +252,13 @@ impl Report {
                     .bench_cpu_percent
                     .map(|c| format!("{c:.0}"))
                     .unwrap_or_else(|| "–".to_owned());
+                let us = per_op_cell(
+                    r.cpu_us_per_op
+                        .map(|v| format!("{v:.1}"))
+                        .unwrap_or_else(|| "–".to_owned()),
+                );
                 out.push_str(&format!(
-                    "| {} | {} | {} | {} {}/s | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} {}/s | {} | {} | {} | {} | {} |{} {} | {} | {} |\n",
                     r.name,
                     r.requests,
                     r.errors,
@@ -240,6 +269,7 @@ impl Report {
                     fmt_num(r.latency.p99_ms),
                     fmt_num(r.latency.max_ms),
                     cpu,
+                    us,
                     rss,
                     bench,
                     r.note

@@ -32,7 +32,7 @@ impl EdgeAuth {
     }
 
     pub async fn verify(&self, token: &str) -> Result<Identity, TokenError> {
-        let result = self.verifier.verify_cached(token).await;
+        let result = self.verifier.verify_cached_shared(token).await;
         match &result {
             Ok((_, true)) => self.hits.increment(1),
             _ => self.misses.increment(1),

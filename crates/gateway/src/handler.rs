@@ -159,7 +159,7 @@ async fn forward(
         query: query.as_deref(),
         deadline,
     };
-    match upstream::send(gw.clients.get(), &route.cluster, outgoing).await {
+    match upstream::send(&gw.clients, &route.cluster, outgoing).await {
         Ok((res, in_flight)) => {
             let (mut parts, body) = res.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -213,11 +213,11 @@ async fn upgrade(
         query: query.as_deref(),
         deadline,
     };
-    let (mut res, in_flight) =
-        match upstream::send(gw.clients.get(), &route.cluster, outgoing).await {
-            Ok(r) => r,
-            Err(e) => return failure_response(e, route.body_limit),
-        };
+    let (mut res, mut in_flight) = match upstream::send(&gw.clients, &route.cluster, outgoing).await
+    {
+        Ok(r) => r,
+        Err(e) => return failure_response(e, route.body_limit),
+    };
     if res.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The service refused the handshake (401, 400, …): pass its answer on.
         let (mut parts, body) = res.into_parts();
@@ -225,6 +225,7 @@ async fn upgrade(
         return Response::from_parts(parts, Body::new(GuardedBody::new(body, in_flight)));
     }
     let upstream_upgrade = hyper::upgrade::on(&mut res);
+    in_flight.detach_connection();
     let (parts, _) = res.into_parts();
     gw.ws.relay(client_upgrade, upstream_upgrade, in_flight);
     // The 101 carries the service's handshake answer (Sec-WebSocket-Accept, protocol).

@@ -19,7 +19,7 @@ use hyper::body::Incoming;
 use metrics::{Counter, Gauge};
 
 use crate::body::{ProxyBody, Replayable, is_body_too_large};
-use crate::client::{self, HttpClient};
+use crate::client::{self, Clients, HttpClient, Lease};
 use crate::config::{Config, LoadBalancing};
 
 pub struct Instance {
@@ -27,6 +27,10 @@ pub struct Instance {
     pub url: String,
     pub scheme: Scheme,
     pub authority: Authority,
+    /// Its slot in the proxying threads' connection pools (`client::Clients`).
+    pub(crate) id: usize,
+    /// The `Host` requests to it carry: the authority, without a default port.
+    host: http::HeaderValue,
     healthy: AtomicBool,
     consecutive_failures: AtomicU32,
     ejections: AtomicU32,
@@ -53,6 +57,11 @@ impl Instance {
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("upstream {cluster}: {url:?} has no host"))?;
         let label = url.trim_end_matches('/').to_owned();
+        let host = match authority.port_u16() {
+            Some(80) | None => http::HeaderValue::from_str(authority.host()),
+            Some(port) => http::HeaderValue::try_from(format!("{}:{port}", authority.host())),
+        }
+        .map_err(|e| anyhow::anyhow!("upstream {cluster}: {url:?}: {e}"))?;
         let status = |s: &'static str| metrics::counter!("gateway_upstream_requests_total", "upstream" => cluster.to_owned(), "instance" => label.clone(), "status" => s);
         Ok(Self {
             status_counters: [
@@ -67,6 +76,8 @@ impl Instance {
             url: label,
             scheme,
             authority,
+            id: client::next_instance_id(),
+            host,
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
@@ -97,19 +108,33 @@ impl Instance {
     }
 }
 
-/// Counts a request in flight on an instance until dropped (with the response body).
-pub struct InFlight(Arc<Instance>);
+/// Counts a request in flight on an instance until dropped (with the response body),
+/// and holds the connection it went on, which goes back to the pool then.
+pub struct InFlight {
+    instance: Arc<Instance>,
+    lease: Option<Lease>,
+}
 
 impl InFlight {
     pub fn new(instance: Arc<Instance>) -> Self {
         instance.outstanding.fetch_add(1, Ordering::Relaxed);
-        Self(instance)
+        Self {
+            instance,
+            lease: None,
+        }
+    }
+
+    /// The connection was upgraded (WebSocket): it never goes back to the pool.
+    pub fn detach_connection(&mut self) {
+        if let Some(lease) = &mut self.lease {
+            lease.detach();
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.instance.outstanding.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -353,7 +378,7 @@ pub struct Outgoing<'a> {
 /// body was not read is also retried after a reset before response headers. At most
 /// `max_retries` further instances are tried, and never past the deadline.
 pub async fn send(
-    client: &HttpClient,
+    clients: &Clients,
     cluster: &Cluster,
     req: Outgoing<'_>,
 ) -> Result<(http::Response<Incoming>, InFlight), SendError> {
@@ -399,20 +424,30 @@ pub async fn send(
         let Some(attempt_body) = body.attempt() else {
             return Err(SendError::Unavailable);
         };
-        let Some(uri) = instance.uri(path, query) else {
+        let Some(uri) = client::origin_uri(path, query) else {
             return Err(SendError::BadUri);
         };
         parts.uri = uri;
-        let in_flight = InFlight::new(instance.clone());
+        // Unless a route set its own (hyper-util's client did the same).
+        parts
+            .headers
+            .entry(http::header::HOST)
+            .or_insert_with(|| instance.host.clone());
+        let mut in_flight = InFlight::new(instance.clone());
         let sent = Instant::now();
         let result = tokio::time::timeout_at(
             deadline,
-            client.request(http::Request::from_parts(parts, attempt_body)),
+            clients.send(
+                instance.id,
+                &instance.authority,
+                http::Request::from_parts(parts, attempt_body),
+            ),
         )
         .await;
         cluster.duration.record(sent.elapsed().as_secs_f64());
         match result {
-            Ok(Ok(res)) => {
+            Ok(Ok((res, lease))) => {
+                in_flight.lease = Some(lease);
                 let status = res.status();
                 instance.count_status(Some(status.as_u16()));
                 // A 503 is a live instance declining because one of *its* dependencies is
@@ -428,7 +463,7 @@ pub async fn send(
             }
             Ok(Err(e)) => {
                 instance.count_status(None);
-                if is_body_too_large(&e) {
+                if is_body_too_large(e.source_error()) {
                     return Err(SendError::TooLarge);
                 }
                 let safe = if e.is_connect() {
