@@ -170,8 +170,8 @@ async fn memory_phase(t: &Target, gateway: &str, pid: u32) -> anyhow::Result<(Ro
         &lat,
     )
     .with_server(ProcUsage {
-        cpu_percent: 0.0,
         rss_mib: peak,
+        ..ProcUsage::default()
     });
     row.note = match first_error {
         Some(e) => format!("first error: {e}"),
@@ -266,7 +266,7 @@ async fn throughput(
     let cpu_ms_per_mib = usage
         .server
         .as_ref()
-        .map(|s| s.cpu_percent / 100.0 * elapsed.as_secs_f64() * 1000.0 / mib.max(1e-9));
+        .map(|s| s.cpu_seconds * 1000.0 / mib.max(1e-9));
     row.note = match first_error {
         Some(e) => format!("first error: {e}"),
         None => format!(
