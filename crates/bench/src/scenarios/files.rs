@@ -6,7 +6,7 @@
 //!   chunks over about 3 s so all ten are in flight together; the server's RSS is sampled
 //!   every 10 ms, and the growth is the peak minus the RSS before. A server that held the
 //!   bodies would grow by 250 MiB; the target (< 32 MiB) proves they are streamed.
-//! - Throughput: `--concurrency` workers (default 4 here) upload an 8 MiB body back to back
+//! - Throughput: `--concurrency` workers (at most 16; the report runs 4) upload an 8 MiB body back to back
 //!   for `--duration`, direct to the files service and then through the gateway; then they
 //!   download one 8 MiB file back to back. MiB/s = bytes moved ÷ wall time; the server CPU
 //!   (all services, one process) is charged per MiB. Target: gateway ≥ 0.8× direct.
