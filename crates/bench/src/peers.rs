@@ -166,8 +166,8 @@ async fn wait_port(port: u16, child: &mut Child, what: &str) -> anyhow::Result<(
     anyhow::bail!("{what} did not listen on {port} within 20 s")
 }
 
-/// The nginx configuration of a plain keep-alive reverse proxy to `upstream_port`.
-pub fn nginx_config(dir: &Path, listen_port: u16, upstream_port: u16, workers: usize) -> String {
+/// What both nginx configurations share: workers, files in `dir`, the opened `http {`.
+fn nginx_head(dir: &Path, workers: usize) -> String {
     let d = dir.display();
     format!(
         r#"worker_processes {workers};
@@ -183,7 +183,15 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     keepalive_requests 1000000;
-    upstream service {{
+"#
+    )
+}
+
+/// The nginx configuration of a plain keep-alive reverse proxy to `upstream_port`.
+pub fn nginx_config(dir: &Path, listen_port: u16, upstream_port: u16, workers: usize) -> String {
+    let head = nginx_head(dir, workers);
+    format!(
+        r#"{head}    upstream service {{
         server 127.0.0.1:{upstream_port};
         keepalive 256;
     }}
@@ -269,22 +277,9 @@ pub const UPSTREAM_BODY: &str = r#"{"id":"0190c8a4-7a4e-7c3e-9d0b-5b2f3c1d9e01",
 /// One nginx worker answering `200` with [`UPSTREAM_BODY`] to everything (`/readyz`
 /// included): an upstream that costs next to nothing, so a proxy's own cost shows.
 pub fn nginx_static_config(dir: &Path, listen_port: u16) -> String {
-    let d = dir.display();
+    let head = nginx_head(dir, 1);
     format!(
-        r#"worker_processes 1;
-daemon off;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    keepalive_requests 1000000;
-    server {{
+        r#"{head}    server {{
         listen 127.0.0.1:{listen_port} backlog=4096;
         default_type application/json;
         location / {{

@@ -80,15 +80,7 @@ pub async fn run(cli: &Cli) -> anyhow::Result<Report> {
     // The production topology's table comes first: it is the figure that matters.
     let mut tables = Vec::new();
     let mut versions = Vec::new();
-    if let Some(p) = production {
-        tables.extend(p.tables);
-        report.config.extend(p.config);
-        report.facts.extend(p.facts);
-        report.checks.extend(p.checks);
-        report.notes.extend(p.notes);
-        versions.extend(p.versions);
-    }
-    if let Some(p) = shared {
+    for p in [production, shared].into_iter().flatten() {
         tables.extend(p.tables);
         report.config.extend(p.config);
         report.facts.extend(p.facts);
