@@ -1,6 +1,7 @@
 //! `POST /internal/files/lookup` `{owner_id, ids}` → `{items: [File]}`: the files among
 //! `ids` that exist and were uploaded by `owner_id`, in the order of `ids` (chat calls it
-//! when a message carries `attachment_ids`); their 24 h until collection starts again. The gateway never exposes `/internal/…`.
+//! when a message carries `attachment_ids`); the 24 h until their collection start again.
+//! The gateway never exposes `/internal/…`.
 
 use std::collections::HashMap;
 
