@@ -116,12 +116,17 @@ fn paced_body(bytes: Bytes) -> reqwest::Body {
 
 /// Ten paced 25 MiB uploads through the gateway at once: peak RSS growth of the server.
 async fn memory_phase(t: &Target, gateway: &str, pid: u32) -> anyhow::Result<(Row, f64)> {
-    // One small upload first: the first request's allocations (connection pools, the
-    // spool directory) are not the uploads' cost.
-    let warm = t
-        .upload(gateway, reqwest::Body::from(random_bytes(MIB)))
-        .await?;
-    t.delete(gateway, &warm).await;
+    // Ten small uploads at once first: what the first concurrent requests allocate once
+    // (database connections and their page caches, HTTP connections, spool files) is
+    // not what the bodies cost; the measurement is then the part that grows with them.
+    let body = random_bytes(MIB);
+    let warm = futures::future::join_all(
+        (0..CONCURRENT_LARGE).map(|_| t.upload(gateway, reqwest::Body::from(body.clone()))),
+    )
+    .await;
+    for id in warm {
+        t.delete(gateway, &id?).await;
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = procstat::rss_kib(&[pid]) as f64 / 1024.0;
     let done = Arc::new(AtomicBool::new(false));
