@@ -2,13 +2,16 @@
 //! against the files service directly, and what ten 25 MiB uploads at once cost in memory.
 //!
 //! - Memory first, on the fresh server (so the allocator holds nothing from the throughput
-//!   phases): ten 25 MiB uploads through the gateway at once, each body sent in 256 KiB
-//!   chunks over about 3 s so all ten are in flight together; the server's RSS is sampled
-//!   every 10 ms, and the growth is the peak minus the RSS before. A server that held the
-//!   bodies would grow by 250 MiB; the target (< 32 MiB) proves they are streamed.
-//! - Throughput: `--concurrency` workers (at most 16; the report runs 4) upload an 8 MiB body back to back
-//!   for `--duration`, direct to the files service and then through the gateway; then they
-//!   download one 8 MiB file back to back. MiB/s = bytes moved ÷ wall time; the server CPU
+//!   phases), after ten concurrent 1 MiB uploads (one-time costs of concurrency: database
+//!   connections, HTTP connections): ten 25 MiB uploads through the gateway at once, each
+//!   body sent in 256 KiB chunks over about 3 s so all ten are in flight together; the
+//!   server's RSS is sampled every 10 ms, and the growth is the peak minus the RSS before.
+//!   A server that held the bodies would grow by 250 MiB; the target (< 32 MiB) proves
+//!   they are streamed.
+//! - Throughput: `--concurrency` workers (at most 16; the report runs 4) upload an 8 MiB
+//!   body back to back for `--duration`, direct to the files service and then through the
+//!   gateway; then they download one 8 MiB file back to back. MiB/s = bytes moved ÷ wall
+//!   time; the server CPU
 //!   (all services, one process) is charged per MiB. Target: gateway ≥ 0.8× direct.
 //!
 //! Bytes are random (nothing compresses), `application/octet-stream` (no image work), in
