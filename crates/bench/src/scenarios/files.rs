@@ -11,8 +11,8 @@
 //! - Throughput: `--concurrency` workers (at most 16; the report runs 4) upload an 8 MiB
 //!   body back to back for `--duration`, direct to the files service and then through the
 //!   gateway; then they download one 8 MiB file back to back. MiB/s = bytes moved ÷ wall
-//!   time; the server CPU
-//!   (all services, one process) is charged per MiB. Target: gateway ≥ 0.8× direct.
+//!   time; the server CPU (all services, one process) is charged per MiB. Target:
+//!   gateway ≥ 0.8× direct.
 //!
 //! Bytes are random (nothing compresses), `application/octet-stream` (no image work), in
 //! the default local store under the server's data dir; uploads are deleted after each
