@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{PASSWORD, spawn, spawn_with, token};
+use common::{PASSWORD, assert_problem, spawn, spawn_with, token};
 use kit::db::Backend;
 use serde_json::json;
 
@@ -63,12 +63,9 @@ async fn register_login_me(backend: Backend) {
     }
     // No token / garbage token.
     let (status, body) = app.get("/auth/me", None).await;
-    assert_eq!((status, body["code"].as_str()), (401, Some("unauthorized")));
+    assert_problem(status, &body, 401, "unauthorized");
     let (status, body) = app.get("/auth/me", Some("not.a.jwt")).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (401, Some("invalid_token"))
-    );
+    assert_problem(status, &body, 401, "invalid_token");
     app.stop().await;
 }
 
@@ -126,11 +123,7 @@ async fn registration_validation_and_conflicts(backend: Backend) {
             None,
         )
         .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("username_taken")),
-        "{body}"
-    );
+    assert_problem(status, &body, 409, "username_taken");
     let (status, body) = app
         .post(
             "/auth/register",
@@ -138,11 +131,7 @@ async fn registration_validation_and_conflicts(backend: Backend) {
             None,
         )
         .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("email_taken")),
-        "{body}"
-    );
+    assert_problem(status, &body, 409, "email_taken");
     app.stop().await;
 }
 
@@ -276,11 +265,7 @@ async fn refresh_rotates_and_reuse_revokes_the_session(backend: Backend) {
     let (status, body) = app
         .post("/auth/refresh", json!({"refresh_token": r1}), None)
         .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (401, Some("refresh_token_reused")),
-        "{body}"
-    );
+    assert_problem(status, &body, 401, "refresh_token_reused");
     let (status, body) = app
         .post("/auth/refresh", json!({"refresh_token": r2}), None)
         .await;
@@ -289,18 +274,12 @@ async fn refresh_rotates_and_reuse_revokes_the_session(backend: Backend) {
         "the newest token died with the session: {body}"
     );
     let (status, body) = app.get("/auth/me", Some(&a2)).await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (401, Some("session_revoked"))
-    );
+    assert_problem(status, &body, 401, "session_revoked");
 
     let (status, body) = app
         .post("/auth/refresh", json!({"refresh_token": "made-up"}), None)
         .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (401, Some("invalid_token"))
-    );
+    assert_problem(status, &body, 401, "invalid_token");
     app.stop().await;
 }
 
@@ -371,7 +350,7 @@ async fn sessions_list_and_end(backend: Backend) {
         404
     );
     let (status, body) = app.delete("/auth/sessions/not-a-uuid", Some(&access)).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_id")));
+    assert_problem(status, &body, 400, "invalid_id");
 
     assert_eq!(
         app.delete(&format!("/auth/sessions/{b_sid}"), Some(&access))
@@ -452,10 +431,7 @@ async fn password_change(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (403, Some("invalid_credentials"))
-    );
+    assert_problem(status, &body, 403, "invalid_credentials");
     let (status, body) = app
         .post(
             "/auth/password",
@@ -463,10 +439,7 @@ async fn password_change(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("validation_failed"))
-    );
+    assert_problem(status, &body, 400, "validation_failed");
     assert_eq!(body["errors"][0]["field"], "new_password");
     let (status, _) = app
         .post(
@@ -550,10 +523,7 @@ async fn password_reset(backend: Backend) {
             None,
         )
         .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (400, Some("invalid_token"))
-    );
+    assert_problem(status, &body, 400, "invalid_token");
     let (status, body) = app
         .post(
             "/auth/password-reset/confirm",

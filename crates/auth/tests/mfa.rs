@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PASSWORD, TestAuth, mailed_token, spawn, spawn_with, token};
+use common::{PASSWORD, TestAuth, assert_problem, mailed_token, spawn, spawn_with, token};
 use kit::db::Backend;
 use serde_json::{Value, json};
 
@@ -105,10 +105,7 @@ async fn setup_enable_and_log_in_with_codes(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (403, Some("invalid_credentials"))
-    );
+    assert_problem(status, &body, 403, "invalid_credentials");
     let (status, body) = app
         .post(
             "/auth/mfa/totp/enable",
@@ -116,10 +113,7 @@ async fn setup_enable_and_log_in_with_codes(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("mfa_not_set_up"))
-    );
+    assert_problem(status, &body, 409, "mfa_not_set_up");
 
     // A second setup replaces the first (pending) secret.
     let (_, first) = app
@@ -186,18 +180,12 @@ async fn setup_enable_and_log_in_with_codes(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("mfa_already_enabled"))
-    );
+    assert_problem(status, &body, 409, "mfa_already_enabled");
 
     let mfa = mfa_token(&app, "fay", PASSWORD).await;
     // A wrong password still says nothing of MFA.
     let (status, body) = app.login("fay", "not my password").await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (401, Some("invalid_credentials"))
-    );
+    assert_problem(status, &body, 401, "invalid_credentials");
     let res = second_step(&app, "bogus", "code", &code(&secret, step + 1)).await;
     assert_eq!(problem(&res), (401, Some("invalid_token")), "{}", res.1);
     // The code that enabled it was used: a replay is refused.
@@ -358,10 +346,7 @@ async fn disable_needs_the_password_and_a_code(backend: Backend) {
             Some(&access),
         )
         .await;
-    assert_eq!(
-        (status, body["code"].as_str()),
-        (409, Some("mfa_not_enabled"))
-    );
+    assert_problem(status, &body, 409, "mfa_not_enabled");
     let step = fresh_step().await;
     let (secret, codes) = enable(&app, &access, step).await;
     let cases = [

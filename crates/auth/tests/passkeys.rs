@@ -8,7 +8,7 @@ mod common;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use common::{spawn, token};
+use common::{assert_problem, spawn, token};
 use kit::db::Backend;
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair};
@@ -497,14 +497,6 @@ async fn log_in(app: &common::TestAuth, key: &mut SoftAuthenticator, origin: &st
         None,
     )
     .await
-}
-
-fn assert_problem(status: u16, problem: &Value, expected: u16, code: &str) {
-    assert_eq!(
-        (status, problem["code"].as_str()),
-        (expected, Some(code)),
-        "{problem}"
-    );
 }
 
 #[derive(Clone, Copy)]

@@ -258,3 +258,12 @@ pub fn capture(bus: &bus::Bus) -> std::sync::Arc<std::sync::Mutex<Vec<bus::Envel
     );
     seen
 }
+
+/// A problem+json answer with `expected` status and `code` (the body is printed otherwise).
+pub fn assert_problem(status: u16, problem: &Value, expected: u16, code: &str) {
+    assert_eq!(
+        (status, problem["code"].as_str()),
+        (expected, Some(code)),
+        "{problem}"
+    );
+}
